@@ -1,0 +1,20 @@
+{
+  "targets": [
+    {
+      "target_name": "cowshm",
+      "sources": [
+        "native/addon.c",
+        "native/errors.c",
+        "native/fd.c",
+        "native/registry.c",
+        "native/mapping.c",
+        "native/signals.c",
+        "native/kernels.c",
+        "native/snapshot.c"
+      ],
+      "cflags": ["-std=gnu11", "-O2", "-Wall", "-Wextra", "-Wno-unused-parameter", "-fvisibility=hidden"],
+      "defines": ["NAPI_VERSION=8", "_GNU_SOURCE"],
+      "libraries": ["-lrt", "-lpthread"]
+    }
+  ]
+}

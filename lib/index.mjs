@@ -1,0 +1,7 @@
+// ESM entry: the same module as require('cowshm'), with named exports.
+import { createRequire } from 'node:module';
+
+const cowshm = createRequire(import.meta.url)('../dist/index.js');
+
+export const { Region, View, sum, pageSize } = cowshm;
+export default cowshm;

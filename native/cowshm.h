@@ -1,0 +1,142 @@
+/*
+ * cowshm native addon: shared declarations.
+ *
+ * The addon is deliberately small. It does only what JavaScript cannot:
+ * the shm/memfd/fallocate/mmap syscalls, turning mappings into ArrayBuffers
+ * that can be detached, and the SIGSEGV/SIGBUS handlers. Argument checking
+ * happens in TypeScript before any of these functions are reached; the checks
+ * here only guard memory safety.
+ */
+#ifndef COWSHM_H
+#define COWSHM_H
+
+#include <node_api.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <signal.h>
+#include <sys/types.h>
+
+/* ---- errors (errors.c) ------------------------------------------------- */
+
+/* Throws the Node-style system error built by the JS factory registered with
+ * setErrorFactory: err.code ('ENOENT'), err.errno (negative, as in Node),
+ * err.syscall and err.path. Always returns NULL for convenient tail calls. */
+napi_value cowshm_throw_errno(napi_env env, int err, const char *syscall, const char *target);
+napi_value cowshm_throw_range(napi_env env, const char *msg);
+napi_value cowshm_throw_type(napi_env env, const char *msg);
+napi_value cowshm_set_error_factory(napi_env env, napi_callback_info info);
+
+/* A failed napi_* call is a bug in the addon, not a user error. */
+#define NAPI_OK(env, call)                                                   \
+  do {                                                                       \
+    if ((call) != napi_ok) {                                                 \
+      cowshm_throw_napi_failure((env), #call, __FILE__, __LINE__);           \
+      return NULL;                                                           \
+    }                                                                        \
+  } while (0)
+void cowshm_throw_napi_failure(napi_env env, const char *what, const char *file, int line);
+
+/* Positional argument readers; each throws and returns false on a wrong type. */
+int cowshm_args(napi_env env, napi_callback_info info, size_t want, napi_value *argv);
+int cowshm_get_i32(napi_env env, napi_value v, int32_t *out);
+int cowshm_get_u64(napi_env env, napi_value v, uint64_t *out);
+int cowshm_get_str(napi_env env, napi_value v, char *buf, size_t size);
+napi_value cowshm_num(napi_env env, double d);
+napi_value cowshm_undefined(napi_env env);
+
+/* ---- per-environment state (addon.c) ----------------------------------- */
+
+struct cowshm_env {
+  napi_ref error_factory;
+  int *fds; /* descriptors opened by this environment and not yet closed */
+  size_t nfds, capfds;
+};
+struct cowshm_env *cowshm_env_get(napi_env env);
+void cowshm_env_track_fd(napi_env env, int fd);
+void cowshm_env_untrack_fd(napi_env env, int fd);
+
+/* ---- the process-wide registry of mappings (registry.c) ----------------- */
+
+/* Worker threads share one address space, and the signal handlers must know
+ * every cowshm range, so the registry is process-wide. Its storage is static:
+ * the signal handlers read it without locks or allocation. Writers hold
+ * cowshm_registry_lock; a slot is published by a release store of `state`. */
+#define COWSHM_MAX_SLOTS 16384
+
+enum cowshm_state { SLOT_FREE = 0, SLOT_BUSY = 1, SLOT_MAPPED = 2, SLOT_CLOSED = 3 };
+enum cowshm_access { ACCESS_READ = 0, ACCESS_WRITE = 1, ACCESS_COW = 2, ACCESS_SNAPSHOT = 3 };
+
+struct cowshm_slot {
+  _Atomic int state;
+  uint32_t gen;        /* bumped on every reuse; part of the id JS holds */
+  uintptr_t start;     /* page aligned */
+  size_t len;          /* mapped length, a whole number of pages */
+  size_t byte_length;  /* length of the ArrayBuffer, <= len */
+  uint64_t file_offset;
+  uint64_t dev, ino;   /* the region's identity: snapshots find write views by it */
+  int access;          /* enum cowshm_access */
+  double owner;        /* the JS Region's token: close() unmaps by it */
+  napi_env env;        /* the environment that owns the ArrayBuffer */
+  napi_ref ab_ref;     /* weak reference used to detach the ArrayBuffer */
+  char label[112];     /* "region 'prices' (shm), view 3": for fault reports */
+  /* Owned by snapshot.c (under cowshm_registry_lock). */
+  _Atomic int wp;      /* write protection armed on this mapping */
+  void *snap;          /* for ACCESS_SNAPSHOT: the snapshot it belongs to */
+};
+
+extern struct cowshm_slot cowshm_slots[COWSHM_MAX_SLOTS];
+extern _Atomic size_t cowshm_slot_high; /* slots [0, high) may be in use */
+
+void cowshm_registry_lock(void);
+void cowshm_registry_unlock(void);
+/* Returns a slot in SLOT_BUSY state, or NULL when every slot is taken. */
+struct cowshm_slot *cowshm_slot_alloc(void);
+void cowshm_slot_publish(struct cowshm_slot *s);
+void cowshm_slot_free(struct cowshm_slot *s);
+double cowshm_slot_id(const struct cowshm_slot *s);
+/* The slot for a JS id if it still belongs to that id (generation matches). */
+struct cowshm_slot *cowshm_slot_by_id(double id);
+/* Async-signal-safe: the mapped or closed slot that contains addr, or NULL. */
+struct cowshm_slot *cowshm_slot_find(uintptr_t addr);
+
+/* ---- mappings (mapping.c) ---------------------------------------------- */
+
+extern size_t cowshm_page_size;
+napi_value cowshm_init_mapping(napi_env env, napi_value exports);
+/* Maps fd and wraps the range in an external ArrayBuffer whose finalizer
+ * unmaps it. Returns the ArrayBuffer and stores the slot id in *out_id. */
+napi_value cowshm_mapping_create(napi_env env, int fd, uint64_t offset, size_t length, int access,
+                                 const char *label, double owner, uint64_t dev, uint64_t ino,
+                                 int populate, double *out_id);
+/* Environment teardown: unmap everything that environment mapped. */
+void cowshm_mapping_release_all(napi_env env);
+
+/* ---- descriptors (fd.c) ------------------------------------------------ */
+
+napi_value cowshm_init_fd(napi_env env, napi_value exports);
+
+/* ---- signals (signals.c) ----------------------------------------------- */
+
+void cowshm_signals_install(void);
+/* Async-signal-safe helpers for reports. */
+void cowshm_sigwrite(const char *s);
+void cowshm_sigwrite_hex(uintptr_t v);
+void cowshm_sigwrite_dec(uint64_t v);
+
+/* ---- kernels (kernels.c) ----------------------------------------------- */
+
+napi_value cowshm_init_kernels(napi_env env, napi_value exports);
+
+/* ---- snapshots (snapshot.c) -------------------------------------------- */
+
+napi_value cowshm_init_snapshot(napi_env env, napi_value exports);
+/* Called from the SIGSEGV/SIGBUS handler first: returns 1 when the fault was a
+ * write to a write-protected page that it has resolved, so the faulting
+ * instruction may be retried. Async-signal-safe. */
+int cowshm_snapshot_fault(int sig, siginfo_t *si, void *uctx);
+/* Called under the registry lock when a write mapping appears or goes away. */
+int cowshm_snapshot_on_map(struct cowshm_slot *s);
+void cowshm_snapshot_on_unmap(struct cowshm_slot *s);
+
+#endif

@@ -1,0 +1,172 @@
+/* Descriptors: the syscalls that create, open, size and close a region's fd.
+ * Every call is retried on EINTR; every failure becomes a Node-style error. */
+#include "cowshm.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define RETRY(expr)                                                          \
+  ({                                                                         \
+    long _r;                                                                 \
+    do _r = (long)(expr);                                                    \
+    while (_r == -1 && errno == EINTR);                                      \
+    _r;                                                                      \
+  })
+
+/* shmOpen(name, oflag, mode) -> fd. `name` comes without the leading '/'. */
+static napi_value shm_open_js(napi_env env, napi_callback_info info) {
+  napi_value argv[3];
+  char name[NAME_MAX + 2];
+  int32_t oflag, mode;
+  if (!cowshm_args(env, info, 3, argv) || !cowshm_get_str(env, argv[0], name + 1, sizeof name - 1) ||
+      !cowshm_get_i32(env, argv[1], &oflag) || !cowshm_get_i32(env, argv[2], &mode))
+    return NULL;
+  name[0] = '/';
+  int fd = RETRY(shm_open(name, oflag | O_CLOEXEC, (mode_t)mode));
+  if (fd < 0) return cowshm_throw_errno(env, errno, "shm_open", name + 1);
+  cowshm_env_track_fd(env, fd);
+  return cowshm_num(env, fd);
+}
+
+static napi_value shm_unlink_js(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  char name[NAME_MAX + 2];
+  if (!cowshm_args(env, info, 1, argv) || !cowshm_get_str(env, argv[0], name + 1, sizeof name - 1))
+    return NULL;
+  name[0] = '/';
+  if (shm_unlink(name) != 0) return cowshm_throw_errno(env, errno, "shm_unlink", name + 1);
+  return cowshm_undefined(env);
+}
+
+/* memfdCreate(name, hugetlb) -> fd, sealable. */
+static napi_value memfd_create_js(napi_env env, napi_callback_info info) {
+  napi_value argv[2];
+  char name[250];
+  int32_t huge;
+  if (!cowshm_args(env, info, 2, argv) || !cowshm_get_str(env, argv[0], name, sizeof name) ||
+      !cowshm_get_i32(env, argv[1], &huge))
+    return NULL;
+  unsigned flags = MFD_CLOEXEC | MFD_ALLOW_SEALING | (huge ? MFD_HUGETLB : 0);
+  int fd = memfd_create(name, flags);
+  if (fd < 0) return cowshm_throw_errno(env, errno, "memfd_create", name);
+  cowshm_env_track_fd(env, fd);
+  return cowshm_num(env, fd);
+}
+
+/* addSeals(fd, seals): F_SEAL_SHRINK keeps other holders from truncating the
+ * memfd under our mappings (which would turn reads into SIGBUS). */
+static napi_value add_seals_js(napi_env env, napi_callback_info info) {
+  napi_value argv[2];
+  int32_t fd, seals;
+  if (!cowshm_args(env, info, 2, argv) || !cowshm_get_i32(env, argv[0], &fd) ||
+      !cowshm_get_i32(env, argv[1], &seals))
+    return NULL;
+  if (fcntl(fd, F_ADD_SEALS, seals) != 0) return cowshm_throw_errno(env, errno, "fcntl", NULL);
+  return cowshm_undefined(env);
+}
+
+/* open(path, flags, mode) -> fd. The caller chooses O_NOFOLLOW: it is wanted
+ * for user paths and impossible for /proc/PID/fd/N links. */
+static napi_value open_js(napi_env env, napi_callback_info info) {
+  napi_value argv[3];
+  char path[PATH_MAX + 1];
+  int32_t flags, mode;
+  if (!cowshm_args(env, info, 3, argv) || !cowshm_get_str(env, argv[0], path, sizeof path) ||
+      !cowshm_get_i32(env, argv[1], &flags) || !cowshm_get_i32(env, argv[2], &mode))
+    return NULL;
+  int fd = RETRY(open(path, flags | O_CLOEXEC, (mode_t)mode));
+  if (fd < 0) return cowshm_throw_errno(env, errno, "open", path);
+  cowshm_env_track_fd(env, fd);
+  return cowshm_num(env, fd);
+}
+
+static napi_value close_js(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  int32_t fd;
+  if (!cowshm_args(env, info, 1, argv) || !cowshm_get_i32(env, argv[0], &fd)) return NULL;
+  cowshm_env_untrack_fd(env, fd);
+  /* Linux releases the descriptor even when close fails with EINTR: never retry. */
+  if (close(fd) != 0 && errno != EINTR) return cowshm_throw_errno(env, errno, "close", NULL);
+  return cowshm_undefined(env);
+}
+
+static napi_value ftruncate_js(napi_env env, napi_callback_info info) {
+  napi_value argv[2];
+  int32_t fd;
+  uint64_t size;
+  if (!cowshm_args(env, info, 2, argv) || !cowshm_get_i32(env, argv[0], &fd) ||
+      !cowshm_get_u64(env, argv[1], &size))
+    return NULL;
+  if (RETRY(ftruncate(fd, (off_t)size)) != 0) return cowshm_throw_errno(env, errno, "ftruncate", NULL);
+  return cowshm_undefined(env);
+}
+
+/* fallocate(fd, offset, length): allocate the pages now, so a full /dev/shm
+ * reports ENOSPC here instead of SIGBUS on first touch. */
+static napi_value fallocate_js(napi_env env, napi_callback_info info) {
+  napi_value argv[3];
+  int32_t fd;
+  uint64_t off, len;
+  if (!cowshm_args(env, info, 3, argv) || !cowshm_get_i32(env, argv[0], &fd) ||
+      !cowshm_get_u64(env, argv[1], &off) || !cowshm_get_u64(env, argv[2], &len))
+    return NULL;
+  if (RETRY(fallocate(fd, 0, (off_t)off, (off_t)len)) != 0)
+    return cowshm_throw_errno(env, errno, "fallocate", NULL);
+  return cowshm_undefined(env);
+}
+
+/* fstat(fd) -> [size, uid, gid, mode, dev, ino, nlink] */
+static napi_value fstat_js(napi_env env, napi_callback_info info) {
+  napi_value argv[1], arr;
+  int32_t fd;
+  struct stat st;
+  if (!cowshm_args(env, info, 1, argv) || !cowshm_get_i32(env, argv[0], &fd)) return NULL;
+  if (fstat(fd, &st) != 0) return cowshm_throw_errno(env, errno, "fstat", NULL);
+  double v[7] = {(double)st.st_size, st.st_uid, st.st_gid, st.st_mode,
+                 (double)st.st_dev,  (double)st.st_ino, (double)st.st_nlink};
+  NAPI_OK(env, napi_create_array_with_length(env, 7, &arr));
+  for (uint32_t i = 0; i < 7; i++) NAPI_OK(env, napi_set_element(env, arr, i, cowshm_num(env, v[i])));
+  return arr;
+}
+
+static napi_value fchmod_js(napi_env env, napi_callback_info info) {
+  napi_value argv[2];
+  int32_t fd, mode;
+  if (!cowshm_args(env, info, 2, argv) || !cowshm_get_i32(env, argv[0], &fd) ||
+      !cowshm_get_i32(env, argv[1], &mode))
+    return NULL;
+  if (RETRY(fchmod(fd, (mode_t)mode)) != 0) return cowshm_throw_errno(env, errno, "fchmod", NULL);
+  return cowshm_undefined(env);
+}
+
+static napi_value fsync_js(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  int32_t fd;
+  if (!cowshm_args(env, info, 1, argv) || !cowshm_get_i32(env, argv[0], &fd)) return NULL;
+  if (RETRY(fsync(fd)) != 0) return cowshm_throw_errno(env, errno, "fsync", NULL);
+  return cowshm_undefined(env);
+}
+
+napi_value cowshm_init_fd(napi_env env, napi_value exports) {
+  napi_property_descriptor props[] = {
+      {"shmOpen", NULL, shm_open_js, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"shmUnlink", NULL, shm_unlink_js, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"memfdCreate", NULL, memfd_create_js, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"addSeals", NULL, add_seals_js, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"open", NULL, open_js, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"close", NULL, close_js, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"ftruncate", NULL, ftruncate_js, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"fallocate", NULL, fallocate_js, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"fstat", NULL, fstat_js, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"fchmod", NULL, fchmod_js, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"fsync", NULL, fsync_js, NULL, NULL, NULL, napi_enumerable, NULL},
+  };
+  NAPI_OK(env, napi_define_properties(env, exports, sizeof props / sizeof *props, props));
+  return exports;
+}

@@ -1,0 +1,102 @@
+/* Kernels: whole-view reductions that a JS loop would run several times
+ * slower than memory bandwidth allows. Built for AVX2 and a baseline, chosen
+ * at load time (GCC function multiversioning). */
+#include "cowshm.h"
+
+#include <math.h>
+
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define MULTIVERSION __attribute__((target_clones("avx2", "default"), optimize("O3")))
+#else
+#define MULTIVERSION
+#endif
+
+#define DEFINE_INT_SUM(name, type)                                           \
+  MULTIVERSION static __int128 name(const type *p, size_t n) {               \
+    /* Blocks small enough that an int64 accumulator cannot overflow. */      \
+    __int128 total = 0;                                                      \
+    while (n > 0) {                                                          \
+      size_t m = n < ((size_t)1 << 28) ? n : ((size_t)1 << 28);              \
+      int64_t acc = 0;                                                       \
+      for (size_t i = 0; i < m; i++) acc += p[i];                            \
+      total += acc;                                                          \
+      p += m;                                                                \
+      n -= m;                                                                \
+    }                                                                        \
+    return total;                                                            \
+  }
+
+DEFINE_INT_SUM(sum_i8, int8_t)
+DEFINE_INT_SUM(sum_u8, uint8_t)
+DEFINE_INT_SUM(sum_i16, int16_t)
+DEFINE_INT_SUM(sum_u16, uint16_t)
+DEFINE_INT_SUM(sum_i32, int32_t)
+DEFINE_INT_SUM(sum_u32, uint32_t)
+
+MULTIVERSION static __int128 sum_i64(const int64_t *p, size_t n) {
+  __int128 total = 0;
+  for (size_t i = 0; i < n; i++) total += p[i];
+  return total;
+}
+
+MULTIVERSION static __int128 sum_u64(const uint64_t *p, size_t n) {
+  __int128 total = 0;
+  for (size_t i = 0; i < n; i++) total += p[i];
+  return total;
+}
+
+static double sum_f32(const float *p, size_t n) {
+  double acc = 0;
+  for (size_t i = 0; i < n; i++) acc += p[i];
+  return acc;
+}
+
+static double sum_f64(const double *p, size_t n) {
+  double acc = 0;
+  for (size_t i = 0; i < n; i++) acc += p[i];
+  return acc;
+}
+
+static napi_value bigint_from_i128(napi_env env, __int128 v) {
+  int sign = v < 0;
+  unsigned __int128 m = sign ? -(unsigned __int128)v : (unsigned __int128)v;
+  uint64_t words[2] = {(uint64_t)m, (uint64_t)(m >> 64)};
+  napi_value out = NULL;
+  napi_create_bigint_words(env, sign, words[1] ? 2 : 1, words, &out);
+  return out;
+}
+
+/* sum(typedArray) -> bigint for integer arrays, number for float arrays. */
+static napi_value sum_js(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  napi_typedarray_type type;
+  size_t length;
+  void *data;
+  if (!cowshm_args(env, info, 1, argv)) return NULL;
+  if (napi_get_typedarray_info(env, argv[0], &type, &length, &data, NULL, NULL) != napi_ok)
+    return cowshm_throw_type(env, "The \"array\" argument must be a TypedArray");
+  if (length == 0 || data == NULL) return type == napi_float32_array || type == napi_float64_array
+                                              ? cowshm_num(env, 0)
+                                              : bigint_from_i128(env, 0);
+  switch (type) {
+    case napi_int8_array: return bigint_from_i128(env, sum_i8(data, length));
+    case napi_uint8_array:
+    case napi_uint8_clamped_array: return bigint_from_i128(env, sum_u8(data, length));
+    case napi_int16_array: return bigint_from_i128(env, sum_i16(data, length));
+    case napi_uint16_array: return bigint_from_i128(env, sum_u16(data, length));
+    case napi_int32_array: return bigint_from_i128(env, sum_i32(data, length));
+    case napi_uint32_array: return bigint_from_i128(env, sum_u32(data, length));
+    case napi_bigint64_array: return bigint_from_i128(env, sum_i64(data, length));
+    case napi_biguint64_array: return bigint_from_i128(env, sum_u64(data, length));
+    case napi_float32_array: return cowshm_num(env, sum_f32(data, length));
+    case napi_float64_array: return cowshm_num(env, sum_f64(data, length));
+  }
+  return cowshm_throw_type(env, "The \"array\" argument must be a TypedArray");
+}
+
+napi_value cowshm_init_kernels(napi_env env, napi_value exports) {
+  napi_value fn;
+  NAPI_OK(env, napi_create_function(env, "sum", NAPI_AUTO_LENGTH, sum_js, NULL, &fn));
+  NAPI_OK(env, napi_set_named_property(env, exports, "sum", fn));
+  return exports;
+}

@@ -1,0 +1,76 @@
+/* The process-wide registry of cowshm mappings. Static storage, so the signal
+ * handlers can search it without allocating or locking. */
+#include "cowshm.h"
+
+#include <pthread.h>
+#include <string.h>
+
+struct cowshm_slot cowshm_slots[COWSHM_MAX_SLOTS];
+_Atomic size_t cowshm_slot_high;
+
+static pthread_mutex_t registry_mutex = PTHREAD_MUTEX_INITIALIZER;
+
+void cowshm_registry_lock(void) { pthread_mutex_lock(&registry_mutex); }
+void cowshm_registry_unlock(void) { pthread_mutex_unlock(&registry_mutex); }
+
+/* Ids handed to JS are index + gen * 2^20: exact in a double, and a stale id
+ * (its slot reused since) never matches. */
+#define INDEX_BITS 20
+#define INDEX_SPAN (1u << INDEX_BITS)
+
+struct cowshm_slot *cowshm_slot_alloc(void) {
+  size_t high = atomic_load(&cowshm_slot_high);
+  for (size_t i = 0; i < COWSHM_MAX_SLOTS; i++) {
+    struct cowshm_slot *s = &cowshm_slots[i];
+    if (atomic_load_explicit(&s->state, memory_order_relaxed) != SLOT_FREE) continue;
+    atomic_store(&s->state, SLOT_BUSY);
+    s->gen = (s->gen + 1) & 0xffffffu;
+    s->start = 0;
+    s->len = s->byte_length = 0;
+    s->file_offset = s->dev = s->ino = 0;
+    s->access = ACCESS_READ;
+    s->owner = 0;
+    s->env = NULL;
+    s->ab_ref = NULL;
+    s->label[0] = 0;
+    atomic_store(&s->wp, 0);
+    s->snap = NULL;
+    if (i >= high) atomic_store(&cowshm_slot_high, i + 1);
+    return s;
+  }
+  return NULL;
+}
+
+void cowshm_slot_publish(struct cowshm_slot *s) {
+  atomic_store_explicit(&s->state, SLOT_MAPPED, memory_order_release);
+}
+
+void cowshm_slot_free(struct cowshm_slot *s) {
+  atomic_store_explicit(&s->state, SLOT_FREE, memory_order_release);
+}
+
+double cowshm_slot_id(const struct cowshm_slot *s) {
+  return (double)(s - cowshm_slots) + (double)s->gen * (double)INDEX_SPAN;
+}
+
+struct cowshm_slot *cowshm_slot_by_id(double id) {
+  if (!(id >= 0) || id > 9007199254740991.0) return NULL;
+  uint64_t v = (uint64_t)id;
+  uint64_t index = v % INDEX_SPAN, gen = v / INDEX_SPAN;
+  if (index >= COWSHM_MAX_SLOTS) return NULL;
+  struct cowshm_slot *s = &cowshm_slots[index];
+  int state = atomic_load(&s->state);
+  if ((state != SLOT_MAPPED && state != SLOT_CLOSED) || s->gen != gen) return NULL;
+  return s;
+}
+
+struct cowshm_slot *cowshm_slot_find(uintptr_t addr) {
+  size_t high = atomic_load_explicit(&cowshm_slot_high, memory_order_acquire);
+  for (size_t i = 0; i < high; i++) {
+    struct cowshm_slot *s = &cowshm_slots[i];
+    int state = atomic_load_explicit(&s->state, memory_order_acquire);
+    if (state != SLOT_MAPPED && state != SLOT_CLOSED) continue;
+    if (addr >= s->start && addr - s->start < s->len) return s;
+  }
+  return NULL;
+}

@@ -1,0 +1,20 @@
+/** Linux constants the addon's callers pass by value. */
+import { constants as fsc } from 'node:fs';
+
+export const O_RDONLY = fsc.O_RDONLY;
+export const O_RDWR = fsc.O_RDWR;
+export const O_CREAT = fsc.O_CREAT;
+export const O_EXCL = fsc.O_EXCL;
+export const O_NOFOLLOW = fsc.O_NOFOLLOW;
+export const S_IFMT = fsc.S_IFMT;
+export const S_IFREG = fsc.S_IFREG;
+
+/** fcntl(2) seals (linux/fcntl.h). */
+export const F_SEAL_SHRINK = 0x0002;
+
+/** madvise(2) advice values (asm-generic/mman-common.h). */
+export const MADV_DONTNEED = 4;
+export const MADV_HUGEPAGE = 14;
+
+/** Access modes as the addon numbers them. */
+export const ACCESS = { read: 0, write: 1, cow: 2 } as const;

@@ -1,0 +1,83 @@
+/**
+ * The one place that loads the native addon. It looks for a prebuilt binary
+ * first, then the node-gyp build, and explains what to do when neither loads.
+ */
+import * as path from 'node:path';
+import * as fs from 'node:fs';
+import { systemError } from './errors';
+
+/** The addon's functions: positional arguments, already validated in TypeScript. */
+export interface Native {
+  readonly pageSize: number;
+  setErrorFactory(factory: (errno: number, syscall: string, target?: string) => Error): void;
+  shmOpen(name: string, oflag: number, mode: number): number;
+  shmUnlink(name: string): void;
+  memfdCreate(name: string, hugetlb: number): number;
+  addSeals(fd: number, seals: number): void;
+  open(path: string, flags: number, mode: number): number;
+  close(fd: number): void;
+  ftruncate(fd: number, size: number): void;
+  fallocate(fd: number, offset: number, length: number): void;
+  /** [size, uid, gid, mode, dev, ino, nlink] */
+  fstat(fd: number): [number, number, number, number, number, number, number];
+  fchmod(fd: number, mode: number): void;
+  fsync(fd: number): void;
+  map(
+    fd: number, offset: number, length: number, access: number, label: string,
+    owner: number, dev: number, ino: number, populate: number,
+  ): [ArrayBuffer, number];
+  unmap(id: number): void;
+  unmapOwner(owner: number): void;
+  madvise(id: number, offset: number, length: number, advice: number): void;
+  msync(id: number, offset: number, length: number): void;
+  msyncOwner(owner: number): void;
+  address(id: number): number;
+  sum(array: ArrayBufferView): bigint | number;
+}
+
+const root = path.join(__dirname, '..');
+
+function candidates(): string[] {
+  const list: string[] = [];
+  const override = process.env['COWSHM_NATIVE_PATH'];
+  if (override) list.push(path.resolve(override));
+  list.push(path.join(root, 'prebuilds', `${process.platform}-${process.arch}`, 'cowshm.node'));
+  list.push(path.join(root, 'build', 'Release', 'cowshm.node'));
+  list.push(path.join(root, 'build', 'Debug', 'cowshm.node'));
+  return list;
+}
+
+function load(): Native {
+  const tried: string[] = [];
+  for (const file of candidates()) {
+    if (!fs.existsSync(file)) {
+      tried.push(`${file}: not found`);
+      continue;
+    }
+    try {
+      // eslint-disable-next-line @typescript-eslint/no-var-requires
+      const addon = require(file) as Native;
+      addon.setErrorFactory(systemError);
+      return addon;
+    } catch (err) {
+      tried.push(`${file}: ${(err as Error).message}`);
+    }
+  }
+  const reasons = [
+    process.platform !== 'linux'
+      ? `cowshm runs on Linux only; this is ${process.platform}.`
+      : 'The native addon was not built, or was built for another Node.js or architecture.',
+  ];
+  throw new Error(
+    `cowshm: could not load the native addon.\n${reasons.join('\n')}\n` +
+      `Tried:\n  ${tried.join('\n  ')}\n` +
+      'Possible solutions:\n' +
+      '  - Run `npm rebuild cowshm` (needs python3, make and a C compiler).\n' +
+      '  - Make sure `npm install` did not run with --ignore-scripts.\n' +
+      '  - Set COWSHM_NATIVE_PATH to a cowshm.node built for this system.\n' +
+      '  - Electron and other runtimes without external ArrayBuffers are not supported.',
+  );
+}
+
+/** The loaded addon. */
+export const native: Native = load();

@@ -1,0 +1,107 @@
+/**
+ * A View is one mapping of a Region, exposed as an ArrayBuffer without
+ * copying. Closing it detaches the ArrayBuffer: TypedArrays over it read as
+ * length 0 and nothing can reach the unmapped memory.
+ */
+import { native } from './native';
+import { closedError, cowshmError } from './errors';
+import { MADV_DONTNEED } from './constants';
+import * as check from './validate';
+import type { Region } from './region';
+
+/** How a view maps its region. */
+export type Access = 'read' | 'write' | 'cow';
+
+export class View {
+  readonly #buffer: ArrayBuffer;
+  readonly #id: number;
+  #closed = false;
+
+  /** The region this view maps. */
+  readonly region: Region;
+  /** `'read'` (read-only, shared), `'write'` (shared), or `'cow'` (private copy-on-write). */
+  readonly access: Access;
+  /** Where the view starts in the region, in bytes (a multiple of the page size). */
+  readonly byteOffset: number;
+  /** The view's length in bytes. */
+  readonly byteLength: number;
+
+  /** @internal Views are made by `Region.map()`. */
+  constructor(region: Region, buffer: ArrayBuffer, id: number, byteOffset: number, access: Access) {
+    this.region = region;
+    this.#buffer = buffer;
+    this.#id = id;
+    this.byteOffset = byteOffset;
+    this.byteLength = buffer.byteLength;
+    this.access = access;
+  }
+
+  /** The mapped memory. Detached (byteLength 0) once the view or its region is closed. */
+  get buffer(): ArrayBuffer {
+    this.#check();
+    return this.#buffer;
+  }
+
+  /** Whether `close()` was called on this view or on its region. */
+  get closed(): boolean {
+    return this.#closed || this.region.closed;
+  }
+
+  /** @internal The addon's id for this mapping. */
+  get _id(): number {
+    this.#check();
+    return this.#id;
+  }
+
+  /** The mapping's start address in this process (for /proc lookups). */
+  get address(): number {
+    return native.address(this._id);
+  }
+
+  /**
+   * Writes the view's dirty pages back to the file (msync with MS_SYNC).
+   * Only file-backed regions need it; shared memory has no backing store.
+   */
+  flush(offset?: number, length?: number): void {
+    const [off, len] = this.#range(offset, length);
+    native.msync(this.#id, off, len);
+  }
+
+  /**
+   * Copy-on-write views only: throws away the private copies of the pages in
+   * the range (madvise MADV_DONTNEED), so the range shows the region's current
+   * bytes again and its private memory is returned to the system.
+   */
+  revert(offset?: number, length?: number): void {
+    const [off, len] = this.#range(offset, length);
+    if (this.access !== 'cow')
+      throw cowshmError('ERR_COWSHM_NOT_COW', `revert() needs a copy-on-write view; this view has access '${this.access}'`);
+    native.madvise(this.#id, off, len, MADV_DONTNEED);
+  }
+
+  /** Unmaps the view and detaches its buffer. Safe to call more than once. */
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    native.unmap(this.#id);
+  }
+
+  [Symbol.dispose](): void {
+    this.close();
+  }
+
+  #check(): void {
+    if (this.closed) throw closedError(`This view of ${this.region.toString()}`);
+  }
+
+  /** Validates an (offset, length) pair within the view; offset must be page aligned. */
+  #range(offset: unknown, length: unknown): [number, number] {
+    this.#check();
+    const off = offset === undefined ? 0 : check.integer(offset, '"offset" argument', 0, this.byteLength);
+    if (off % native.pageSize !== 0)
+      throw check.pageAligned('"offset" argument', off);
+    const len =
+      length === undefined ? this.byteLength - off : check.integer(length, '"length" argument', 0, this.byteLength - off);
+    return [off, len];
+  }
+}
