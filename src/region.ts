@@ -279,6 +279,7 @@ export class Region {
     } else {
       fd = native.open(resolved, flags, 0);
     }
+    let grewFrom: number | undefined;
     try {
       const [current, , , fileMode] = native.fstat(fd, resolved);
       if ((fileMode & c.S_IFMT) !== c.S_IFREG) {
@@ -288,6 +289,7 @@ export class Region {
       if (size !== undefined && current < size) {
         if (readOnly)
           throw outOfRange('"size" option', `at most the file's size (${current}) for a read-only file`, size);
+        grewFrom = current;
         native.ftruncate(fd, size, resolved);
         if (reserve) {
           try {
@@ -303,8 +305,13 @@ export class Region {
       }
       return new Region({ kind: 'file', name: null, fd, path: resolved, readOnly, hugePages: false });
     } catch (err) {
-      native.close(fd);
-      if (created) fs.rmSync(resolved, { force: true });
+      try {
+        // A file that was there before leaves as it came: its old length.
+        if (!created && grewFrom !== undefined) native.ftruncate(fd, grewFrom, resolved);
+      } finally {
+        native.close(fd);
+        if (created) fs.rmSync(resolved, { force: true });
+      }
       throw err;
     }
   }
