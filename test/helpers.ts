@@ -94,3 +94,20 @@ export function runNode(
 
 /** Whether this process runs as root (some tests need to chown or change uid). */
 export const isRoot = process.geteuid?.() === 0;
+
+/**
+ * The /proc/self/maps line whose range contains `address`, if any. The kernel
+ * merges adjacent anonymous PROT_NONE ranges, so a closed view's reservation
+ * may be part of a larger line.
+ */
+export function mapsLineContaining(address: number): { line: string; start: number; end: number } | undefined {
+  for (const line of fs.readFileSync('/proc/self/maps', 'utf8').split('\n')) {
+    const range = line.split(' ', 1)[0] ?? '';
+    const dash = range.indexOf('-');
+    if (dash < 0) continue;
+    const start = parseInt(range.slice(0, dash), 16);
+    const end = parseInt(range.slice(dash + 1), 16);
+    if (address >= start && address < end) return { line, start, end };
+  }
+  return undefined;
+}
