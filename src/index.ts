@@ -15,3 +15,5 @@ import { native } from './native';
 
 /** The system page size in bytes: view offsets must be multiples of it. */
 export const pageSize: number = native.pageSize;
+export { listSegments, removeSegment } from './segments';
+export type { Segment, SegmentHolder, ListSegmentsOptions } from './segments';

@@ -1,4 +1,6 @@
 /** Every sub-command, in the order `cowshm --help` lists them. */
 import type { Command } from '../command';
+import { ls } from './ls';
+import { rm } from './rm';
 
-export const commands: Command[] = [];
+export const commands: Command[] = [ls, rm];
