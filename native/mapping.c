@@ -38,7 +38,7 @@ struct mapping {
   uintptr_t start;
   size_t len;
   int holds;          /* finalizers still to run: the range goes when both have */
-  int reserved;       /* closed: [start, start + len) is a PROT_NONE reservation owned here */
+  int mapped;         /* [start, start + len) is still ours: the view, or its reservation */
   struct mapping *prev, *next; /* every record, for environment teardown */
 };
 
@@ -55,17 +55,19 @@ static void unlink_record(struct mapping *m) {
   m->prev = m->next = NULL;
 }
 
-/* Under the registry lock: unmap an open slot's range (a closed slot owns
- * nothing) and free the slot. */
+/* Under the registry lock: unmap an open slot's range and free the slot. A
+ * closed slot owns nothing: the range is its record's until the record goes
+ * (whoever closed the slot, close_slot or snapshot.c). */
 static void release_locked(struct cowshm_slot *s) {
-  int state = atomic_load(&s->state);
-  if (state == SLOT_MAPPED) {
+  size_t i = (size_t)(s - cowshm_slots);
+  if (atomic_load(&s->state) == SLOT_MAPPED) {
     cowshm_snapshot_on_unmap(s);
     /* munmap can only fail for arguments we control; there is nothing useful
      * to do with such a failure in a finalizer, so it is deliberately ignored. */
     munmap((void *)s->start, s->len);
+    if (slot_record[i] != NULL) slot_record[i]->mapped = 0;
   }
-  slot_record[s - cowshm_slots] = NULL;
+  slot_record[i] = NULL;
   cowshm_slot_free(s);
 }
 
@@ -83,15 +85,14 @@ static void drop_hold(napi_env env, void *data, void *hint) {
    * id (slot released by teardown or reused since) matches nothing. */
   struct cowshm_slot *s = cowshm_slot_by_id(m->id);
   if (s != NULL && s->env == m->env) {
-    if (atomic_load(&s->state) == SLOT_MAPPED && slot_record[s - cowshm_slots] == m) {
+    if (atomic_load(&s->state) == SLOT_MAPPED) {
       ref = s->ab_ref;
       s->ab_ref = NULL;
-      release_locked(s);
-    } else if (atomic_load(&s->state) == SLOT_CLOSED) {
-      cowshm_slot_free(s); /* its range is about to go: no more reports about it */
     }
+    /* Open: unmaps. Closed: its range is about to go, so no more reports about it. */
+    release_locked(s);
   }
-  if (m->reserved) munmap((void *)m->start, m->len);
+  if (m->mapped) munmap((void *)m->start, m->len);
   unlink_record(m);
   cowshm_registry_unlock();
   if (ref != NULL) napi_delete_reference(env, ref);
@@ -110,6 +111,9 @@ napi_value cowshm_mapping_create(napi_env env, int fd, uint64_t offset, size_t l
   if (m == NULL) return cowshm_throw_errno(env, ENOMEM, "mmap", label);
   cowshm_registry_lock();
   struct cowshm_slot *s = cowshm_slot_alloc();
+  /* A reused closed slot may still name the record of the view it held:
+   * that record keeps its range, the slot starts afresh. */
+  if (s != NULL) slot_record[s - cowshm_slots] = NULL;
   cowshm_registry_unlock();
   if (s == NULL) {
     free(m);
@@ -142,6 +146,7 @@ napi_value cowshm_mapping_create(napi_env env, int fd, uint64_t offset, size_t l
   m->start = (uintptr_t)addr;
   m->len = len;
   m->holds = 1;
+  m->mapped = 1;
 
   /* Publish before arming snapshots: the fault handler must find the slot. */
   cowshm_registry_lock();
@@ -222,8 +227,7 @@ static int close_slot(napi_env env, double id) {
        * which can no longer reach the range. */
       munmap((void *)s->start, s->len);
       s->len = 0;
-    } else if (m != NULL) {
-      m->reserved = 1;
+      if (m != NULL) m->mapped = 0;
     }
     ref = s->ab_ref;
     s->ab_ref = NULL;
@@ -377,9 +381,9 @@ void cowshm_mapping_release_all(napi_env env) {
   /* Reservations of closed views. The records stay: their finalizers may
    * still run during teardown, and free them. */
   for (struct mapping *m = records; m != NULL; m = m->next) {
-    if (m->env == env && m->reserved) {
+    if (m->env == env && m->mapped) {
       munmap((void *)m->start, m->len);
-      m->reserved = 0;
+      m->mapped = 0;
     }
   }
   cowshm_registry_unlock();
