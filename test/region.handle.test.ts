@@ -20,8 +20,10 @@ r.close();
 
 async function roundTripInWorker(handle: RegionHandle): Promise<{ seen: number; kind: string; size: number; ino: number; fd: number }> {
   const worker = new Worker(workerSource, { eval: true, workerData: { root: packageRoot, handle } });
+  // Both listeners before the first await: the worker may exit right after it posts.
+  const exited = once(worker, 'exit');
   const [message] = (await once(worker, 'message')) as [{ seen: number; kind: string; size: number; ino: number; fd: number }];
-  await once(worker, 'exit');
+  await exited;
   return message;
 }
 
