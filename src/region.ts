@@ -12,6 +12,7 @@ import { closedError, cowshmError, explain, invalidType, outOfRange, type System
 import * as c from './constants';
 import * as check from './validate';
 import { View, type Access } from './view';
+import { checkReservable, formatBytes } from './reserve';
 
 /** What backs a region. */
 export type RegionKind = 'shm' | 'memfd' | 'file';
@@ -25,7 +26,8 @@ export interface CreateOptions {
   mode?: number;
   /**
    * Allocate every page now (fallocate), so a full /dev/shm fails here with
-   * ENOSPC instead of killing the process with SIGBUS on first touch.
+   * ENOSPC instead of killing the process with SIGBUS on first touch, and a
+   * region larger than the memory available fails with ENOMEM.
    * With `false` the region is sparse: pages are allocated when first written.
    * Default true.
    */
@@ -109,16 +111,6 @@ const descriptors = new FinalizationRegistry<number>((fd) => {
 const isSystemError = (err: unknown, code: string): err is SystemError =>
   err instanceof Error && (err as SystemError).code === code;
 
-function formatBytes(n: number): string {
-  const units = ['bytes', 'KiB', 'MiB', 'GiB', 'TiB'];
-  let i = 0;
-  while (n >= 1024 && i < units.length - 1) {
-    n /= 1024;
-    i++;
-  }
-  return i === 0 ? `${n} bytes` : `${n.toFixed(n < 10 ? 2 : 1)} ${units[i]}`;
-}
-
 /** Explains ENOSPC: which filesystem, how large, how much is free. */
 function explainNoSpace(err: SystemError, where: string, wanted: number): SystemError {
   try {
@@ -185,6 +177,21 @@ export class Region {
     const mode = check.mode(o.mode, '"mode" option', 0o600);
     const reserve = check.boolean(o.reserve, '"reserve" option', true);
     const hugePages = check.boolean(o.hugePages, '"hugePages" option', false);
+    if (reserve) {
+      // A named segment larger than all of /dev/shm fails at once in
+      // fallocate with ENOSPC (which explains /dev/shm); anything else that
+      // does not fit in memory is refused before it is created.
+      let shmTotal = Number.POSITIVE_INFINITY;
+      if (name !== undefined) {
+        try {
+          const st = fs.statfsSync('/dev/shm');
+          shmTotal = st.blocks * st.bsize;
+        } catch {
+          // No /dev/shm: shm_open reports it.
+        }
+      }
+      if (size <= shmTotal) checkReservable(size, name);
+    }
 
     const fd =
       name === undefined
