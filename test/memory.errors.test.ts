@@ -24,7 +24,7 @@ test('a PID that does not exist: ESRCH, saying so', () => {
 });
 
 test('bad PIDs are argument errors', () => {
-  assert.throws(() => memory.smaps(0), { name: 'RangeError', message: /"pid" argument must be an integer from 1/ });
+  assert.throws(() => memory.smaps(0), { name: 'RangeError', message: /"pid" argument must be an integer from 1 to 2147483647/ });
   assert.throws(() => memory.smaps(-5), { name: 'RangeError' });
   assert.throws(() => memory.smaps('1' as never), { name: 'TypeError', message: /"pid" argument must be a number/ });
   assert.throws(() => memory.rollup(1.5), { name: 'RangeError' });

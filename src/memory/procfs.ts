@@ -12,7 +12,7 @@ const EACCES = 13;
 /** Validates a PID argument; `undefined` means this process. */
 export function pidArgument(pid: unknown, what = '"pid" argument'): number {
   if (pid === undefined) return process.pid;
-  return check.integer(pid, what, 1, 2 ** 22);
+  return check.integer(pid, what, 1, 2 ** 31 - 1);
 }
 
 export function procPath(pid: number, file: string): string {
