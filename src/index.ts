@@ -17,3 +17,4 @@ import { native } from './native';
 export const pageSize: number = native.pageSize;
 export { listSegments, removeSegment } from './segments';
 export type { Segment, SegmentHolder, ListSegmentsOptions } from './segments';
+export * as memory from './memory';

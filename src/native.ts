@@ -34,6 +34,7 @@ export interface Native {
   msyncOwner(owner: number): void;
   address(id: number): number;
   sum(array: ArrayBufferView): bigint | number;
+  iota(array: Int32Array, first: number, step: number): void;
 }
 
 const root = path.join(__dirname, '..');
