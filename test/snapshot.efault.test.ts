@@ -67,3 +67,24 @@ test('not intercepted (documented limit): truncation; reading a truncated page o
   assert.equal(child.signal, 'SIGBUS', `${child.status} ${child.stderr}`);
   assert.match(child.stderr, /cowshm: fatal .*snapshot 1/);
 });
+
+test('a write into a protected view past a truncated end is reported, not retried forever', () => {
+  const name = uniqueName('snap-trunc-write');
+  const script = `
+    const { Region } = require(${JSON.stringify(packageRoot)});
+    const fs = require('node:fs');
+    const r = Region.create({ name: ${JSON.stringify(name)}, size: 4 * ${pageSize} });
+    const view = new Uint8Array(r.map().buffer);
+    view[0] = 1;
+    const s = r.snapshot();
+    r.unlink();
+    fs.ftruncateSync(r.fd, ${pageSize});
+    view[0] = 2; // still inside the file: resolved as usual
+    process.stdout.write('written ' + new Uint8Array(s.buffer)[0] + '\\n');
+    view[3 * ${pageSize}] = 3; // past the end: SIGBUS, whatever the protection
+  `;
+  const child = spawnSync(process.execPath, ['-e', script], { encoding: 'utf8', timeout: 20000 });
+  assert.match(child.stdout, /written 1/);
+  assert.equal(child.signal, 'SIGBUS', `${child.status} ${child.signal} ${child.stderr}`);
+  assert.match(child.stderr, /cowshm: fatal write to a page past the end of the file/);
+});
