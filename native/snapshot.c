@@ -58,6 +58,7 @@
 #include <unistd.h>
 
 /* Kernel headers from before 6.3 / 5.14 lack these. */
+/* 1 << 13 as in <linux/userfaultfd.h> since 6.4 (1 << 14 is UFFD_FEATURE_POISON). */
 #ifndef UFFD_FEATURE_WP_UNPOPULATED
 #define UFFD_FEATURE_WP_UNPOPULATED (1 << 13)
 #endif
