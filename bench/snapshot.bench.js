@@ -4,9 +4,11 @@
 //  - the first write to a page after a snapshot (4 KiB pages, random order)
 //    vs the kernel's own MAP_PRIVATE copy-on-write fault, in C;
 //  - second and later writes vs a region without snapshots.
-// Usage: node bench/snapshot.bench.js [--sizes 1,4] [--mib 256]
-// COWSHM_SNAPSHOT_BACKEND=mprotect measures the fallback.
+// Usage: node bench/snapshot.bench.js [--sizes 1,4] [--mib 256] [--no-fallback]
+// After the automatic backend, the fallback (mprotect) is measured too, in a
+// child with COWSHM_SNAPSHOT_BACKEND=mprotect and 1 GiB only.
 'use strict';
+const { spawnSync } = require('node:child_process');
 const { compileC, runC, median, report, fmtSeconds } = require('./lib');
 const { Region, snapshotBackend, pageSize } = require('..');
 
@@ -118,3 +120,12 @@ report(`Writes after a snapshot (${mib} MiB, 4 KiB pages, random order; ${snapsh
   { name: 'first write vs kernel MAP_PRIVATE COW fault (C)', cowshm: median(firsts), baseline: cow_fault_s_per_page, target: 1.5, format: perPage },
   { name: 'second write vs a region without snapshots', cowshm: median(seconds), baseline: median(plains), target: 1.1, format: perPage },
 ]);
+
+if (snapshotBackend !== 'mprotect' && !argv.includes('--no-fallback')) {
+  console.log('\n--- the fallback: COWSHM_SNAPSHOT_BACKEND=mprotect ---');
+  const r = spawnSync(process.execPath, ['--expose-gc', __filename, '--sizes', '1', '--mib', String(mib)], {
+    stdio: 'inherit',
+    env: { ...process.env, COWSHM_SNAPSHOT_BACKEND: 'mprotect' },
+  });
+  if (r.status !== 0) process.exitCode = 1;
+}
