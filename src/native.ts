@@ -33,6 +33,12 @@ export interface Native {
   msyncOwner(owner: number): void;
   address(id: number): number;
   sum(array: ArrayBufferView): bigint | number;
+  xxh64(data: Uint8Array): string;
+  hashFile(fd: number, offset: number, length: number): string;
+  writePages(
+    fd: number, fileOffset: number, sourceId: number, pages: Uint32Array | null, pageCount: number,
+    compareId: number, state: Int32Array,
+  ): Promise<[string, Uint32Array | null]>;
 }
 
 const root = path.join(__dirname, '..');

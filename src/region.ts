@@ -12,6 +12,7 @@ import { closedError, cowshmError, explain, invalidType, outOfRange, type System
 import * as c from './constants';
 import * as check from './validate';
 import { View, type Access } from './view';
+import { restoreCheckpoint, type RestoreOptions } from './checkpoint/restore';
 
 /** What backs a region. */
 export type RegionKind = 'shm' | 'memfd' | 'file';
@@ -82,13 +83,17 @@ export interface RegionHandle {
   readOnly: boolean;
 }
 
-interface RegionInit {
+/** @internal */
+export interface RegionInit {
   kind: RegionKind;
   name: string | null;
   fd: number;
   path: string;
   readOnly: boolean;
   hugePages: boolean;
+  /** A restored checkpoint: the region's size, and where its bytes start in the file. */
+  size?: number;
+  dataOffset?: number;
 }
 
 let nextOwner = 1;
@@ -136,6 +141,7 @@ export class Region {
   readonly #fd: number;
   readonly #owner = nextOwner++;
   readonly #hugePages: boolean;
+  readonly #dataOffset: number;
   #size: number;
   #closed = false;
   #unlinked = false;
@@ -161,7 +167,8 @@ export class Region {
     this.readOnly = init.readOnly;
     this.#hugePages = init.hugePages;
     const [size, , , , dev, ino] = native.fstat(init.fd);
-    this.#size = size;
+    this.#size = init.size ?? size;
+    this.#dataOffset = init.dataOffset ?? 0;
     this.dev = dev;
     this.ino = ino;
     descriptors.register(this, init.fd, this);
@@ -404,7 +411,7 @@ export class Region {
     const populate = check.boolean(o.populate, '"populate" option', false);
 
     const label = `${this.toString()}, view ${++this.#views}`;
-    const [buffer, id] = native.map(this.#fd, offset, length, c.ACCESS[access], label, this.#owner, this.dev, this.ino, populate ? 1 : 0);
+    const [buffer, id] = native.map(this.#fd, offset + this.#dataOffset, length, c.ACCESS[access], label, this.#owner, this.dev, this.ino, populate ? 1 : 0);
     const view = new View(this, buffer, id, offset, access);
     if (this.#hugePages) {
       try {
@@ -420,9 +427,21 @@ export class Region {
     return view;
   }
 
+  /**
+   * Opens a checkpoint written by `Snapshot.writeTo()` (see docs/api.md,
+   * Checkpoints). A full checkpoint maps the file itself: O(1), pages load on
+   * first touch, and the region is read-only (views `'read'` or `'cow'`). A
+   * delta chain is copied into a new memfd region.
+   */
+  static restore(file: string, options?: RestoreOptions): Region {
+    return restoreCheckpoint(file, options, (init) => new Region(init));
+  }
+
   /** Plain data another thread or process can pass to `Region.fromHandle()`. */
   handle(): RegionHandle {
     this.#check();
+    if (this.#dataOffset !== 0)
+      throw cowshmError('ERR_COWSHM_NO_HANDLE', `${this.toString()} is a restored checkpoint: restore it again elsewhere`);
     return {
       kind: this.kind,
       name: this.name,
