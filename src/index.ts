@@ -12,7 +12,7 @@ export { sum } from './kernels';
 export type { TypedArray } from './kernels';
 export type { SystemError } from './errors';
 export { writeCheckpoint } from './checkpoint/write';
-export type { WriteOptions, CheckpointResult, CheckpointSource } from './checkpoint/write';
+export type { WriteOptions, CheckpointResult } from './checkpoint/write';
 export { checkpointInfo } from './checkpoint/info';
 export type { CheckpointInfo } from './checkpoint/info';
 export type { RestoreOptions } from './checkpoint/restore';

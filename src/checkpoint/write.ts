@@ -54,7 +54,7 @@ export interface CheckpointResult {
   id: string;
 }
 
-/** What can be written: a snapshot, or any mapping covering a whole region. */
+/** @internal What can be written: a snapshot, or any mapping covering a whole region. */
 export interface CheckpointSource {
   readonly _id: number;
   readonly buffer: ArrayBuffer;
@@ -113,7 +113,17 @@ async function fsyncDirectory(dir: string): Promise<void> {
   }
 }
 
-export async function writeCheckpoint(source: CheckpointSource, file: unknown, options: unknown): Promise<CheckpointResult> {
+/**
+ * Writes a view of a whole region as a checkpoint. The view's bytes are read
+ * while the write runs: for a consistent checkpoint of a region that keeps
+ * changing, write a snapshot (`snapshot.writeTo()`) instead.
+ */
+export function writeCheckpoint(view: View, file: string, options?: WriteOptions): Promise<CheckpointResult> {
+  return writeFrom(view as unknown as CheckpointSource, file, options);
+}
+
+/** @internal */
+export async function writeFrom(source: CheckpointSource, file: unknown, options: unknown): Promise<CheckpointResult> {
   const started = process.hrtime.bigint();
   check.string(file, '"path" argument');
   if ((file as string).length === 0) throw outOfRange('"path" argument', 'a non-empty string', file);
