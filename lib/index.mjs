@@ -5,3 +5,4 @@ const cowshm = createRequire(import.meta.url)('../dist/index.js');
 
 export const { Region, View, sum, pageSize } = cowshm;
 export default cowshm;
+export const { writeCheckpoint, checkpointInfo } = cowshm;
