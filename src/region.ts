@@ -12,6 +12,7 @@ import { closedError, cowshmError, explain, invalidType, outOfRange, type System
 import * as c from './constants';
 import * as check from './validate';
 import { View, type Access } from './view';
+import { Snapshot, takeSnapshot, prepareWrite, type SnapshotOptions } from './snapshot';
 import { restoreCheckpoint, type RestoreOptions } from './checkpoint/restore';
 
 /** What backs a region. */
@@ -435,6 +436,28 @@ export class Region {
    */
   static restore(file: string, options?: RestoreOptions): Region {
     return restoreCheckpoint(file, options, (init) => new Region(init));
+  }
+
+  /**
+   * A point-in-time copy of the region (or of `{ offset, length }` of it):
+   * later writes through this process's views, from any thread, do not
+   * change it. See `Snapshot`.
+   */
+  snapshot(options?: SnapshotOptions): Snapshot {
+    this.#check();
+    if (this.#dataOffset !== 0)
+      throw cowshmError('ERR_COWSHM_READ_ONLY', `${this.toString()} is a restored checkpoint and never changes: map it instead`);
+    return takeSnapshot(this, this.#fd, this.#owner, options);
+  }
+
+  /**
+   * Copies `[offset, offset + length)` into every live snapshot and lifts
+   * write protection there, so the kernel itself may write into views of that
+   * range (read(2) into a view fails with EFAULT otherwise while snapshots are live).
+   */
+  prepareWrite(offset: number, length: number): void {
+    this.#check();
+    prepareWrite(this, offset, length);
   }
 
   /** Plain data another thread or process can pass to `Region.fromHandle()`. */

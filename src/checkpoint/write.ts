@@ -27,7 +27,7 @@ import { invalidType, outOfRange } from '../errors';
 import * as check from '../validate';
 import { encodeHeader, expectedFileSize, HEADER_BLOCK, invalid, newId, type CheckpointFile } from './format';
 import { closeChain, openChain, type ChainLink } from './restore';
-import { Region } from '../region';
+import type { Region } from '../region';
 import type { View } from '../view';
 
 export interface WriteOptions {
@@ -173,7 +173,7 @@ export async function writeFrom(source: CheckpointSource, file: unknown, options
       throw outOfRange('"base" option', 'a path shorter than 3968 bytes relative to the target directory', basePath);
     candidates = pagesFromLiveBase(source, baseHeader);
     if (candidates === null) {
-      compareRegion = Region.restore(baseHeader.path, { verify: 'header' });
+      compareRegion = (region.constructor as typeof Region).restore(baseHeader.path, { verify: 'header' });
       compareView = compareRegion.map({ access: 'read' });
       keep.push(compareView.buffer);
     }
