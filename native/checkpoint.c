@@ -1,14 +1,22 @@
 /* Checkpoints: write a mapping's pages to a file on the libuv thread pool,
  * hashing them on the way (XXH64), and hash files for verification.
  *
- * The worker never dereferences the source mapping: it copies each chunk into
- * a private bounce buffer with process_vm_readv(2) on its own pid. The kernel
- * copy fails with EFAULT instead of raising SIGSEGV when the mapping was
- * released meanwhile (close() leaves a PROT_NONE reservation there, and the
- * caller keeps the ArrayBuffer reachable so the reservation cannot be reused),
- * and the bytes hashed are exactly the bytes written, even if somebody keeps
- * writing into the source. The chunk stays in cache for the hash and the
- * pwrite, so the extra copy costs little next to the disk. */
+ * The worker never dereferences the source mapping itself: each chunk goes
+ * from the mapping to the file with pwritev(2), and is read back from the page
+ * cache with pread(2) to be hashed (and compared, for a delta against a base).
+ * - Safety: the kernel's copy from user memory fails with EFAULT instead of
+ *   raising SIGSEGV when the mapping was released meanwhile (close() leaves a
+ *   PROT_NONE reservation there, and the caller keeps the ArrayBuffer
+ *   reachable so the reservation cannot be reused).
+ * - Consistency: the checksum covers exactly the bytes in the file.
+ * - Snapshots: write(2) copies through the page tables, like a CPU load, so a
+ *   page that a snapshot's fault handler is copying at that moment reads as
+ *   either its old shared page or its private copy, both the frozen bytes.
+ *   process_vm_readv(2) does not qualify: it pins the shared page first and
+ *   copies from it later, and can see a write that lands in between. It is
+ *   used only for the base mapping, which nobody writes.
+ * The chunk read back is hot in cache, so the extra copy costs little next
+ * to the disk. */
 #include "cowshm.h"
 
 #include <errno.h>
@@ -245,6 +253,52 @@ static int read_pages(uintptr_t base, size_t page, const uint32_t *idx, size_t n
   return (size_t)got == want ? 0 : EFAULT;
 }
 
+/* Writes `n` pages listed in idx from the mapping at base to fd at off. */
+static int write_pages(int fd, uintptr_t base, size_t page, const uint32_t *idx, size_t n, uint64_t off) {
+  struct iovec iov[256];
+  size_t niov = 0;
+  for (size_t i = 0; i < n; i++) {
+    uintptr_t a = base + (uintptr_t)idx[i] * page;
+    if (niov > 0 && (uintptr_t)iov[niov - 1].iov_base + iov[niov - 1].iov_len == a) {
+      iov[niov - 1].iov_len += page;
+    } else {
+      iov[niov].iov_base = (void *)a;
+      iov[niov].iov_len = page;
+      niov++;
+    }
+  }
+  struct iovec *v = iov;
+  while (niov > 0) {
+    ssize_t w = RETRY(pwritev(fd, v, (int)niov, (off_t)off));
+    if (w < 0) return errno;
+    if (w == 0) return EIO;
+    off += (uint64_t)w;
+    size_t left = (size_t)w;
+    while (niov > 0 && left >= v->iov_len) {
+      left -= v->iov_len;
+      v++;
+      niov--;
+    }
+    if (niov > 0) {
+      v->iov_base = (uint8_t *)v->iov_base + left;
+      v->iov_len -= left;
+    }
+  }
+  return 0;
+}
+
+static int read_back(int fd, uint8_t *p, size_t n, uint64_t off) {
+  while (n > 0) {
+    ssize_t r = RETRY(pread(fd, p, n, (off_t)off));
+    if (r < 0) return errno;
+    if (r == 0) return EIO;
+    p += r;
+    n -= (size_t)r;
+    off += (uint64_t)r;
+  }
+  return 0;
+}
+
 static int write_all(int fd, const uint8_t *p, size_t n, uint64_t off) {
   while (n > 0) {
     ssize_t w = RETRY(pwrite(fd, p, n, (off_t)off));
@@ -295,14 +349,23 @@ static void ck_execute(napi_env env, void *data) {
       w->err = ESRCH, w->syscall = "released";
       goto out;
     }
-    int err = read_pages(w->src, page, idx, n, buf);
-    if (err == 0 && w->cmp) err = read_pages(w->cmp, page, idx, n, cbuf);
+    int err = write_pages(w->fd, w->src, page, idx, n, pos);
     if (err != 0) {
-      w->err = err, w->syscall = err == EFAULT ? "released" : "process_vm_readv";
+      w->err = err, w->syscall = err == EFAULT ? "released" : "pwritev";
+      goto out;
+    }
+    err = read_back(w->fd, buf, n * page, pos);
+    if (err != 0) {
+      w->err = err, w->syscall = "pread";
       goto out;
     }
     size_t keep = n;
     if (w->cmp) {
+      err = read_pages(w->cmp, page, idx, n, cbuf);
+      if (err != 0) {
+        w->err = err, w->syscall = err == EFAULT ? "released" : "process_vm_readv";
+        goto out;
+      }
       /* Keep only pages that differ from the base, compacted in place. */
       keep = 0;
       for (size_t i = 0; i < n; i++) {
@@ -311,14 +374,16 @@ static void ck_execute(napi_env env, void *data) {
         w->kept[w->nkept++] = idx[i];
         keep++;
       }
+      if (keep > 0 && keep < n) {
+        err = write_all(w->fd, buf, keep * page, pos);
+        if (err != 0) {
+          w->err = err, w->syscall = "pwrite";
+          goto out;
+        }
+      }
     }
     if (keep > 0) {
       xxh64_update(&h, buf, keep * page);
-      err = write_all(w->fd, buf, keep * page, pos);
-      if (err != 0) {
-        w->err = err, w->syscall = "pwrite";
-        goto out;
-      }
       pos += keep * page;
     }
     done += n;

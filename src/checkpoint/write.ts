@@ -182,7 +182,7 @@ export async function writeFrom(source: CheckpointSource, file: unknown, options
   const stat = await fs.promises.stat(dir);
   if (!stat.isDirectory()) throw outOfRange('"path" argument', 'a path in an existing directory', file);
   const tmp = path.join(dir, `.${path.basename(target)}.${process.pid}.${newId().slice(0, 12)}.tmp`);
-  const handle = await fs.promises.open(tmp, fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL, 0o600);
+  const handle = await fs.promises.open(tmp, fs.constants.O_RDWR | fs.constants.O_CREAT | fs.constants.O_EXCL, 0o600);
   let closed = false;
   let renamed = false;
   const state = new Int32Array(2);
