@@ -111,6 +111,24 @@ async function main() {
     { name: 'writeTo vs cp && sync FILE', cowshm: fileBytes / median(ck), baseline: fileBytes / median(cpSync), higherIsBetter: true, target: 0.8, format: fmtRate },
   ]);
 
+  // --- the event loop's worst delay during a checkpoint, nothing else running ---
+  {
+    const idle = monitorEventLoopDelay({ resolution: 1 });
+    idle.enable();
+    await sleep(1000);
+    idle.disable();
+    const busy = monitorEventLoopDelay({ resolution: 1 });
+    fs.rmSync(target, { force: true });
+    const s = region.snapshot();
+    busy.enable();
+    await s.writeTo(target);
+    busy.disable();
+    s.release();
+    report('Event loop delay (max) during writeTo against an idle second (monitorEventLoopDelay, 1 ms resolution)', [
+      { name: 'max delay: checkpoint vs idle', cowshm: busy.max / 1e9, baseline: idle.max / 1e9, format: fmtSeconds },
+    ]);
+  }
+
   // --- a writer during a checkpoint, and the event loop's worst delay ---
   const rows = [];
   for (const [label, span] of [['random writes over the whole region', size], ['random writes over a 64 MiB hot set', Math.min(size, 64 << 20)]]) {
