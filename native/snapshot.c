@@ -359,7 +359,8 @@ static int all_copied(struct snapshot *sn, size_t first, size_t n) {
 /* Copies file range [lo, hi) into every live snapshot of domain d that has
  * not copied it yet. Async-signal-safe; runs inside a reader section (or
  * under the registry lock). */
-static void copy_into_snapshots(int d, uint64_t lo, uint64_t hi) {
+static int copy_into_snapshots(int d, uint64_t lo, uint64_t hi) {
+  int copies = 0;
   size_t high = atomic_load(&snap_high);
   for (size_t i = 0; i < high; i++) {
     struct snapshot *sn = &snaps[i];
@@ -377,7 +378,9 @@ static void copy_into_snapshots(int d, uint64_t lo, uint64_t hi) {
       atomic_compare_exchange_strong(&sn->error, &expected, errno);
     }
     mark_copied(sn, first, n);
+    copies++;
   }
+  return copies;
 }
 
 /* ---- the fault handler --------------------------------------------------- */
@@ -392,26 +395,28 @@ static int fault_is_write(void *uctx) {
 #endif
 }
 
-/* Copy, then un-protect, the chunk around `page` of write mapping s. */
-static void resolve(struct cowshm_slot *s, int d, uintptr_t page) {
+/* Copy, then un-protect, the chunk around `page` of write mapping s.
+ * Returns how many snapshots needed a copy. */
+static int resolve(struct cowshm_slot *s, int d, uintptr_t page) {
   struct domain *dom = &domains[d];
   uint64_t fo = s->file_offset + (page - s->start);
   uint64_t c0 = fo & ~((uint64_t)dom->chunk - 1), c1 = c0 + dom->chunk;
   uint64_t vlo = s->file_offset, vhi = s->file_offset + s->len;
   uint64_t lo = c0 > vlo ? c0 : vlo, hi = c1 < vhi ? c1 : vhi;
-  copy_into_snapshots(d, c0, c1);
+  int copies = copy_into_snapshots(d, c0, c1);
   uintptr_t start = s->start + (uintptr_t)(lo - vlo);
   size_t len = (size_t)(hi - lo);
   if (dom->backend == BACKEND_UFFD) {
     uffd_protect(start, len, 0);
-    return;
+    return copies;
   }
-  if (mprotect((void *)start, len, PROT_READ | PROT_WRITE) == 0) return;
+  if (mprotect((void *)start, len, PROT_READ | PROT_WRITE) == 0) return copies;
   /* Out of VMAs after all (vm.max_map_count): give this whole mapping its
    * copies now, and make it writable in one piece, which merges its VMAs
    * instead of splitting them. Slow, but exact, and no crash. */
   copy_into_snapshots(d, vlo, vhi);
   mprotect((void *)s->start, s->len, PROT_READ | PROT_WRITE);
+  return copies;
 }
 
 int cowshm_snapshot_fault(int sig, siginfo_t *si, void *uctx) {
@@ -444,8 +449,9 @@ int cowshm_snapshot_fault(int sig, siginfo_t *si, void *uctx) {
       reader_exit(e);
       return 0;
     }
+    int copies = 0;
     if (wp > 0) {
-      resolve(s, wp - 1, page);
+      copies = resolve(s, wp - 1, page);
     } else if (sig == SIGSEGV) {
       /* Protection was removed between the fault and now (the last snapshot
        * went); a write mapping is meant to be writable. */
@@ -455,9 +461,15 @@ int cowshm_snapshot_fault(int sig, siginfo_t *si, void *uctx) {
     }
     reader_exit(e);
     if (sig == SIGSEGV) return 1;
-    /* SIGBUS also means /dev/shm is full or the file was truncated. Make the
-     * page writable here: if the kernel refuses because it would SIGBUS, and
-     * nobody protected anything meanwhile, the fault is real. */
+    /* The first write to a page after a snapshot copies it: that fault was
+     * ours, and the retry will succeed, unless the page is also beyond the
+     * file's end or /dev/shm is full. Those faults come back, and then there
+     * is nothing left to copy. */
+    if (copies > 0) return 1;
+    /* Nothing to copy: maybe a write through a second view of a page already
+     * copied, maybe a real SIGBUS. Make the page writable here: if the kernel
+     * refuses because it would SIGBUS, and nobody protected anything
+     * meanwhile, the fault is real. */
     if (madvise((void *)page, ps(), MADV_POPULATE_WRITE) == 0) return 1;
     if (errno != EFAULT) return 1;
     if (atomic_load(&protect_gen) == gen) return 0;
