@@ -3,11 +3,12 @@ import * as assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Worker } from 'node:worker_threads';
-import { Region, pageSize } from 'cowshm';
+import { spawnSync } from 'node:child_process';
+import { Region, pageSize, snapshotBackend, type Snapshot } from 'cowshm';
 import { tempDir, rmTemp, packageRoot } from './helpers';
 
 /** A worker thread that writes random words all over the region until told to stop. */
-function hammer(region: Region): { stop: () => Promise<number> } {
+function hammer(region: Region): { started: () => Promise<void>; stop: () => Promise<number> } {
   const flag = new Int32Array(new SharedArrayBuffer(8));
   const worker = new Worker(
     `
@@ -35,6 +36,9 @@ function hammer(region: Region): { stop: () => Promise<number> } {
     worker.once('error', reject);
   });
   return {
+    started: async () => {
+      while (Atomics.load(flag, 1) === 0) await new Promise((r) => setTimeout(r, 2));
+    },
     stop: async () => {
       Atomics.store(flag, 0, 1);
       return done;
@@ -90,7 +94,7 @@ test('delta between snapshots: the base snapshot\'s changedPages when it is live
     bytes[page(4)] = 4;
     const s2 = region.snapshot();
     bytes[page(9)] = 9; // after s2: not part of s2
-    const expected = Buffer.from(s2.buffer);
+    const expected = Buffer.from(new Uint8Array(s2.buffer));
     assert.equal(expected[page(9)], 1);
 
     // Fast path: s1 is live and older, its changedPages() (3, 4 and 9) is the page list.
@@ -152,3 +156,65 @@ test('releasing the snapshot during writeTo rejects clearly and leaves no file',
     rmTemp(dir);
   }
 });
+
+test('a chain of deltas written while a worker writes: every link restores to its snapshot', async () => {
+  const dir = tempDir('ck-snapchain');
+  const size = 16 << 20;
+  const region = Region.create({ size });
+  try {
+    const h = hammer(region);
+    await h.started();
+    const copies: Buffer[] = [];
+    const files: string[] = [];
+    let prev: Snapshot | null = null;
+    for (let k = 0; k < 5; k++) {
+      await new Promise((r) => setTimeout(r, 20));
+      const s = region.snapshot();
+      copies.push(Buffer.from(new Uint8Array(s.buffer))); // a copy: the snapshot is released below
+      const file = path.join(dir, `c${k}.cow`);
+      const res = await s.writeTo(file, k === 0 ? {} : { base: files[k - 1]! });
+      assert.equal(res.kind, k === 0 ? 'full' : 'delta');
+      if (prev) {
+        // The fast path: the delta lists the previous snapshot's changed pages
+        // as they were when writeTo() started (the list only grows after).
+        assert.ok(res.pages > 0 && res.pages <= prev.changedPages().length, `${res.pages} pages`);
+        prev.release();
+      }
+      files.push(file);
+      prev = s;
+    }
+    prev?.release();
+    await h.stop();
+    for (let k = 0; k < files.length; k++) {
+      const back = Region.restore(files[k]!, { verify: 'full' });
+      try {
+        assert.ok(Buffer.from(back.map().buffer).equals(copies[k]!), `link ${k} differs from its snapshot`);
+      } finally {
+        back.close();
+      }
+    }
+  } finally {
+    region.close();
+    rmTemp(dir);
+  }
+});
+
+const forced = process.env['COWSHM_SNAPSHOT_BACKEND'];
+if (forced === undefined) {
+  test('the same checkpoint tests pass under COWSHM_SNAPSHOT_BACKEND=mprotect', () => {
+    const env: NodeJS.ProcessEnv = { ...process.env, COWSHM_SNAPSHOT_BACKEND: 'mprotect' };
+    delete env['NODE_TEST_CONTEXT'];
+    const child = spawnSync(process.execPath, ['--expose-gc', '--test', '--test-reporter=tap', __filename], {
+      encoding: 'utf8',
+      env,
+      maxBuffer: 64 << 20,
+    });
+    assert.equal(child.status, 0, `${child.stdout}\n${child.stderr}`);
+    assert.match(child.stdout, /# fail 0/);
+    assert.match(child.stdout, /ok \d+ - snapshotBackend is mprotect in this run/);
+  });
+} else {
+  test(`snapshotBackend is ${forced} in this run`, () => {
+    assert.equal(snapshotBackend, forced);
+  });
+}
