@@ -235,7 +235,13 @@ export async function writeFrom(source: CheckpointSource, file: unknown, options
     renamed = true;
     await fsyncDirectory(dir);
     report(totalBytes);
-    if (typeof source.changedPages === 'function') writers.set(id, new WeakRef(source));
+    if (typeof source.changedPages === 'function') {
+      for (const [key, ref] of writers) {
+        const w = ref.deref();
+        if (w === undefined || isReleased(w)) writers.delete(key);
+      }
+      writers.set(id, new WeakRef(source));
+    }
     return {
       bytes,
       seconds: Number(process.hrtime.bigint() - started) / 1e9,
