@@ -10,7 +10,8 @@
         "native/mapping.c",
         "native/signals.c",
         "native/kernels.c",
-        "native/snapshot.c"
+        "native/snapshot.c",
+        "native/checkpoint.c"
       ],
       "cflags": ["-std=gnu11", "-O2", "-Wall", "-Wextra", "-Wno-unused-parameter", "-fvisibility=hidden"],
       "defines": ["NAPI_VERSION=8", "_GNU_SOURCE"],

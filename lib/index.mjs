@@ -6,3 +6,4 @@ const cowshm = createRequire(import.meta.url)('../dist/index.js');
 export const { Region, View, sum, pageSize, Snapshot, snapshotBackend, snapshotBackendReason, doctor } = cowshm;
 export default cowshm;
 export const { listSegments, removeSegment } = cowshm;
+export const { writeCheckpoint, checkpointInfo } = cowshm;

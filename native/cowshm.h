@@ -131,6 +131,10 @@ void cowshm_sigwrite_dec(uint64_t v);
 
 napi_value cowshm_init_kernels(napi_env env, napi_value exports);
 
+/* ---- checkpoints (checkpoint.c) ---------------------------------------- */
+
+napi_value cowshm_init_checkpoint(napi_env env, napi_value exports);
+
 /* ---- snapshots (snapshot.c) -------------------------------------------- */
 
 napi_value cowshm_init_snapshot(napi_env env, napi_value exports);

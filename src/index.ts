@@ -15,6 +15,11 @@ export type { DoctorReport } from './doctor';
 export { sum } from './kernels';
 export type { TypedArray } from './kernels';
 export type { SystemError } from './errors';
+export { writeCheckpoint } from './checkpoint/write';
+export type { WriteOptions, CheckpointResult } from './checkpoint/write';
+export { checkpointInfo } from './checkpoint/info';
+export type { CheckpointInfo } from './checkpoint/info';
+export type { RestoreOptions } from './checkpoint/restore';
 import { native } from './native';
 
 /** The system page size in bytes: view offsets must be multiples of it. */

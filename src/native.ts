@@ -35,6 +35,12 @@ export interface Native {
   address(id: number): number;
   sum(array: ArrayBufferView): bigint | number;
   iota(array: Int32Array, first: number, step: number): void;
+  xxh64(data: Uint8Array): string;
+  hashFile(fd: number, offset: number, length: number): string;
+  writePages(
+    fd: number, fileOffset: number, sourceId: number, pages: Uint32Array | null, pageCount: number,
+    compareId: number, state: Int32Array,
+  ): Promise<[string, Uint32Array | null]>;
   /** [ArrayBuffer, id, chunkSize, backend] */
   snapshotCreate(
     fd: number, offset: number, length: number, label: string, owner: number, dev: number, ino: number, regionSize: number,

@@ -14,6 +14,7 @@ import * as check from './validate';
 import { View, type Access } from './view';
 import { checkReservable, formatBytes } from './reserve';
 import { Snapshot, takeSnapshot, prepareWrite, type SnapshotOptions } from './snapshot';
+import { restoreCheckpoint, type RestoreOptions } from './checkpoint/restore';
 
 /** What backs a region. */
 export type RegionKind = 'shm' | 'memfd' | 'file';
@@ -90,13 +91,17 @@ export interface RegionHandle {
   readOnly: boolean;
 }
 
-interface RegionInit {
+/** @internal */
+export interface RegionInit {
   kind: RegionKind;
   name: string | null;
   fd: number;
   path: string;
   readOnly: boolean;
   hugePages: boolean;
+  /** A restored checkpoint: the region's size, and where its bytes start in the file. */
+  size?: number;
+  dataOffset?: number;
 }
 
 let nextOwner = 1;
@@ -134,6 +139,7 @@ export class Region {
   readonly #fd: number;
   readonly #owner = nextOwner++;
   readonly #hugePages: boolean;
+  readonly #dataOffset: number;
   #size: number;
   #closed = false;
   #unlinked = false;
@@ -159,7 +165,8 @@ export class Region {
     this.readOnly = init.readOnly;
     this.#hugePages = init.hugePages;
     const [size, , , , dev, ino] = native.fstat(init.fd, init.path);
-    this.#size = size;
+    this.#size = init.size ?? size;
+    this.#dataOffset = init.dataOffset ?? 0;
     this.dev = dev;
     this.ino = ino;
     descriptors.register(this, init.fd, this);
@@ -447,7 +454,7 @@ export class Region {
     const populate = check.boolean(o.populate, '"populate" option', false);
 
     const label = `${this.toString()}, view ${++this.#views}`;
-    const [buffer, id] = native.map(this.#fd, offset, length, c.ACCESS[access], label, this.#owner, this.dev, this.ino, populate ? 1 : 0);
+    const [buffer, id] = native.map(this.#fd, offset + this.#dataOffset, length, c.ACCESS[access], label, this.#owner, this.dev, this.ino, populate ? 1 : 0);
     const view = new View(this, buffer, id, offset, access);
     if (this.#hugePages) {
       try {
@@ -464,12 +471,24 @@ export class Region {
   }
 
   /**
+   * Opens a checkpoint written by `Snapshot.writeTo()` (see docs/api.md,
+   * Checkpoints). A full checkpoint maps the file itself: O(1), pages load on
+   * first touch, and the region is read-only (views `'read'` or `'cow'`). A
+   * delta chain is copied into a new memfd region.
+   */
+  static restore(file: string, options?: RestoreOptions): Region {
+    return restoreCheckpoint(file, options, (init) => new Region(init));
+  }
+
+  /**
    * A point-in-time copy of the region (or of `{ offset, length }` of it):
    * later writes through this process's views, from any thread, do not
    * change it. See `Snapshot`.
    */
   snapshot(options?: SnapshotOptions): Snapshot {
     this.#check();
+    if (this.#dataOffset !== 0)
+      throw cowshmError('ERR_COWSHM_READ_ONLY', `${this.toString()} is a restored checkpoint and never changes: map it instead`);
     return takeSnapshot(this, this.#fd, this.#owner, options);
   }
 
@@ -486,6 +505,8 @@ export class Region {
   /** Plain data another thread or process can pass to `Region.fromHandle()`. */
   handle(): RegionHandle {
     this.#check();
+    if (this.#dataOffset !== 0)
+      throw cowshmError('ERR_COWSHM_NO_HANDLE', `${this.toString()} is a restored checkpoint: restore it again elsewhere`);
     return {
       kind: this.kind,
       name: this.name,

@@ -8,6 +8,7 @@ import { native } from './native';
 import { closedError, cowshmError, outOfRange, systemError } from './errors';
 import * as check from './validate';
 import type { Region } from './region';
+import { noteSnapshotTaken, writeFrom, type CheckpointResult, type WriteOptions } from './checkpoint/write';
 
 /** How write protection is done: see `snapshotBackend`. */
 export type SnapshotBackend = 'userfaultfd' | 'mprotect';
@@ -74,6 +75,16 @@ export class Snapshot {
     this.byteLength = buffer.byteLength;
     this.backend = backend;
     this.chunkSize = chunkSize;
+    noteSnapshotTaken(this);
+  }
+
+  /**
+   * Writes the snapshot to `path` as a checkpoint, off the event loop, while
+   * the region keeps changing; with `base`, only the pages that differ from
+   * that earlier checkpoint. See docs/api.md, Checkpoints.
+   */
+  writeTo(path: string, options?: WriteOptions): Promise<CheckpointResult> {
+    return writeFrom(this, path, options);
   }
 
   /**

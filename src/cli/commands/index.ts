@@ -1,9 +1,10 @@
 /** Every sub-command, in the order `cowshm --help` lists them. */
 import type { Command } from '../command';
+import { checkpoint } from './checkpoint';
 import { demo } from './demo';
 import { doctorCommand } from './doctor';
 import { inspect } from './inspect';
 import { ls } from './ls';
 import { rm } from './rm';
 
-export const commands: Command[] = [demo, inspect, ls, rm, doctorCommand];
+export const commands: Command[] = [demo, inspect, ls, rm, doctorCommand, checkpoint];

@@ -1,0 +1,199 @@
+/**
+ * Restoring checkpoints. A full checkpoint becomes a read-only region backed
+ * by the checkpoint file itself, its views shifted past the header: opening it
+ * reads one header block, and pages load when first touched. A delta chain is
+ * materialised into a new memfd region (base data, then each delta's pages),
+ * which costs a read of the region's size. The checkpoint files are opened
+ * read-only and never written.
+ */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { constants as fsc } from 'node:fs';
+import { native } from '../native';
+import { outOfRange } from '../errors';
+import { F_SEAL_SHRINK } from '../constants';
+import * as check from '../validate';
+import { invalid, readHeader, verifyData, type CheckpointFile } from './format';
+import type { Region, RegionInit } from '../region';
+
+export interface RestoreOptions {
+  /**
+   * `'header'` (default): check magic, version, lengths and the header
+   * checksum of every file in the chain; O(1) for a full checkpoint.
+   * `'full'`: also hash every file's data and compare it with its header.
+   */
+  verify?: 'header' | 'full';
+}
+
+/** One link of a chain: its header and an open read-only descriptor. */
+export interface ChainLink {
+  header: CheckpointFile;
+  fd: number;
+}
+
+const MAX_CHAIN = 4096;
+
+function openCheckpoint(file: string): ChainLink {
+  const fd = native.open(file, fsc.O_RDONLY | fsc.O_NOFOLLOW, 0);
+  try {
+    const st = fs.fstatSync(fd);
+    if (!st.isFile()) throw invalid(file, 'not a regular file');
+    return { header: readHeader(fd, file), fd };
+  } catch (err) {
+    native.close(fd);
+    throw err;
+  }
+}
+
+export function closeChain(chain: ChainLink[]): void {
+  for (const link of chain) native.close(link.fd);
+}
+
+/**
+ * Opens `file` and every base it depends on, oldest (the full checkpoint)
+ * first, checking that each delta's recorded base identity matches the file
+ * found at its base path.
+ */
+export function openChain(file: string, verify: 'header' | 'full'): ChainLink[] {
+  const chain: ChainLink[] = [];
+  const seen = new Set<string>();
+  try {
+    let current = path.resolve(file);
+    for (;;) {
+      const link = openCheckpoint(current);
+      chain.push(link);
+      const h = link.header;
+      if (seen.has(h.id)) throw invalid(current, 'its chain of bases loops back on itself');
+      seen.add(h.id);
+      if (verify === 'full') verifyData(link.fd, h);
+      if (h.base === null) break;
+      if (chain.length >= MAX_CHAIN) throw invalid(file, `its chain of bases is longer than ${MAX_CHAIN}`);
+      const basePath = path.resolve(path.dirname(current), h.base.path);
+      let baseLink: ChainLink;
+      try {
+        baseLink = openCheckpoint(basePath);
+      } catch (err) {
+        const e = err as Error & { code?: string };
+        if (e.code === 'ENOENT')
+          throw invalid(current, `it is a delta and its base '${basePath}' does not exist`);
+        throw err;
+      }
+      const b = baseLink.header;
+      if (b.id !== h.base.id || b.checksum !== h.base.checksum || b.regionSize !== h.base.regionSize) {
+        native.close(baseLink.fd);
+        throw invalid(
+          current,
+          `it is a delta of checkpoint ${h.base.id} (data checksum ${h.base.checksum}), but '${basePath}' ` +
+            `is checkpoint ${b.id} (data checksum ${b.checksum}): the base was replaced or is another region's`,
+        );
+      }
+      if (b.regionSize !== h.regionSize || b.pageSize !== h.pageSize) {
+        native.close(baseLink.fd);
+        throw invalid(current, `its base '${basePath}' has another region size or page size`);
+      }
+      native.close(baseLink.fd);
+      current = basePath;
+    }
+    return chain.reverse();
+  } catch (err) {
+    closeChain(chain);
+    throw err;
+  }
+}
+
+function readInto(fd: number, target: Uint8Array, offset: number, length: number, position: number, file: string): void {
+  let done = 0;
+  while (done < length) {
+    const n = fs.readSync(fd, target, offset + done, Math.min(length - done, 1 << 30), position + done);
+    if (n === 0) throw invalid(file, 'truncated while being restored');
+    done += n;
+  }
+}
+
+/** Copies a chain's bytes into a fresh memfd region. */
+function materialise(chain: ChainLink[], make: (init: RegionInit) => Region): Region {
+  const first = (chain[0] as ChainLink).header;
+  const size = first.regionSize;
+  const fd = native.memfdCreate('cowshm-restore', 0);
+  let region: Region;
+  try {
+    native.ftruncate(fd, size);
+    native.addSeals(fd, F_SEAL_SHRINK);
+    region = make({ kind: 'memfd', name: null, fd, path: `/proc/${process.pid}/fd/${fd}`, readOnly: false, hugePages: false });
+  } catch (err) {
+    native.close(fd);
+    throw err;
+  }
+  try {
+    // Views are limited to the largest ArrayBuffer: fill in slices.
+    const slice = 1 << 30;
+    for (let at = 0; at < size; at += slice) {
+      const length = Math.min(slice, size - at);
+      const view = region.map({ offset: at, length });
+      try {
+        const bytes = new Uint8Array(view.buffer);
+        for (const { header: h, fd: cfd } of chain) {
+          if (h.pages === null) {
+            readInto(cfd, bytes, 0, length, h.dataOffset + at, h.path);
+            continue;
+          }
+          // Runs of consecutive pages are consecutive in the file too: one read per run.
+          const pages = h.pages;
+          const ps = h.pageSize;
+          for (let i = 0; i < pages.length; ) {
+            const p0 = pages[i] as number;
+            let j = i + 1;
+            while (j < pages.length && (pages[j] as number) === p0 + (j - i)) j++;
+            const start = Math.max(p0 * ps, at);
+            const end = Math.min((p0 + (j - i)) * ps, at + length, size);
+            if (start < end) readInto(cfd, bytes, start - at, end - start, h.dataOffset + i * ps + (start - p0 * ps), h.path);
+            i = j;
+          }
+        }
+      } finally {
+        view.close();
+      }
+    }
+    return region;
+  } catch (err) {
+    region.close();
+    throw err;
+  }
+}
+
+export function restoreCheckpoint(file: unknown, options: unknown, make: (init: RegionInit) => Region): Region {
+  check.string(file, '"path" argument');
+  if ((file as string).length === 0) throw outOfRange('"path" argument', 'a non-empty string', file);
+  const o = check.options<RestoreOptions>(options);
+  const verify = check.oneOf(o.verify, '"verify" option', ['header', 'full'] as const, 'header');
+  const chain = openChain(file as string, verify);
+  const last = chain[chain.length - 1] as ChainLink;
+  const h = last.header;
+  if (h.pageSize !== native.pageSize) {
+    closeChain(chain);
+    throw invalid(h.path, `written with ${h.pageSize}-byte pages; this system's pages are ${native.pageSize} bytes`);
+  }
+  if (chain.length === 1) {
+    // The region takes over the descriptor.
+    try {
+      return make({
+        kind: 'file',
+        name: null,
+        fd: last.fd,
+        path: h.path,
+        readOnly: true,
+        hugePages: false,
+        size: h.regionSize,
+        dataOffset: h.dataOffset,
+      });
+    } catch (err) {
+      closeChain(chain);
+      throw err;
+    }
+  }
+  try {
+    return materialise(chain, make);
+  } finally {
+    closeChain(chain);
+  }
+}

@@ -1,0 +1,265 @@
+/**
+ * Writing checkpoints: a snapshot's pages go to a temporary file in the
+ * target's directory on the libuv thread pool (native/checkpoint.c), then
+ * header, fsync, rename over the target, fsync of the directory. Until the
+ * rename the target keeps whatever it held; after it, the new file is whole
+ * and on disk.
+ *
+ * Deltas. A delta written by snapshot s2 against a checkpoint written by s1
+ * must hold every page whose bytes differ between s1 and s2, i.e. every page
+ * written to the region between the moments s1 and s2 were taken.
+ * `s2.changedPages()` is the wrong list (pages written after s2). What is
+ * right is `s1.changedPages()` read any time after s2 was taken, while s1 is
+ * still live: it lists the pages written since s1, which includes all pages
+ * written between s1 and s2; pages written after s2 are included too, but
+ * their bytes in s2 equal their bytes in s1, so writing them is harmless.
+ * This is the fast path, used when the base checkpoint was written in this
+ * process by a snapshot that is still live and older than the one writing.
+ * Otherwise (base snapshot released, base written by another process, or the
+ * source is a plain view) the delta compares every page with the base
+ * checkpoint's bytes and keeps those that differ: always right, at the price
+ * of reading the base.
+ */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { native } from '../native';
+import { invalidType, outOfRange } from '../errors';
+import * as check from '../validate';
+import { encodeHeader, expectedFileSize, HEADER_BLOCK, invalid, newId, type CheckpointFile } from './format';
+import { closeChain, openChain, type ChainLink } from './restore';
+import type { Region } from '../region';
+import type { View } from '../view';
+
+export interface WriteOptions {
+  /** Cancels the write; the temporary file is removed and the promise rejects with an AbortError. */
+  signal?: AbortSignal;
+  /** Called with (bytesDone, bytesTotal) as pages are written: monotonic, ending at bytesTotal. */
+  onProgress?: (bytesDone: number, bytesTotal: number) => void;
+  /** Path of an earlier checkpoint of the same region: write a delta against it. */
+  base?: string;
+}
+
+export interface CheckpointResult {
+  /** Bytes in the checkpoint file. */
+  bytes: number;
+  /** Wall-clock seconds from the call to the durable rename. */
+  seconds: number;
+  /** The data checksum (XXH64, 16 hex digits), as in the header. */
+  checksum: string;
+  /** `'full'` or `'delta'`. */
+  kind: 'full' | 'delta';
+  /** Data pages in the file. */
+  pages: number;
+  /** The checkpoint's id (32 hex digits); a delta names its base by it. */
+  id: string;
+}
+
+/** @internal What can be written: a snapshot, or any mapping covering a whole region. */
+export interface CheckpointSource {
+  readonly _id: number;
+  readonly buffer: ArrayBuffer;
+  readonly byteLength: number;
+  readonly region: Region;
+  readonly byteOffset?: number;
+  changedPages?(): Uint32Array;
+}
+
+/** Snapshots that wrote checkpoints in this process, by checkpoint id, and the order they were first seen in. */
+const writers = new Map<string, WeakRef<CheckpointSource>>();
+const order = new WeakMap<object, number>();
+let nextOrder = 1;
+
+/**
+ * @internal Snapshots report their creation here so a delta can tell which of
+ * two snapshots is older.
+ */
+export function noteSnapshotTaken(snapshot: object): void {
+  if (!order.has(snapshot)) order.set(snapshot, nextOrder++);
+}
+
+function abortError(signal: AbortSignal): Error {
+  const err = new Error('The operation was aborted', { cause: signal.reason }) as Error & { code: string };
+  err.name = 'AbortError';
+  err.code = 'ABORT_ERR';
+  return err;
+}
+
+function isReleased(s: CheckpointSource): boolean {
+  try {
+    return (s as { released?: boolean }).released === true || s.buffer.byteLength === 0;
+  } catch {
+    return true;
+  }
+}
+
+/** The pages a delta from `source` against `base` may skip reading, or null when it must compare. */
+function pagesFromLiveBase(source: CheckpointSource, base: CheckpointFile): Uint32Array | null {
+  const ref = writers.get(base.id);
+  const older = ref?.deref();
+  if (!older || older === source || typeof older.changedPages !== 'function' || isReleased(older)) return null;
+  if (older.region !== source.region) return null;
+  const a = order.get(older);
+  const b = order.get(source);
+  if (a === undefined || b === undefined || a >= b) return null;
+  return older.changedPages();
+}
+
+async function fsyncDirectory(dir: string): Promise<void> {
+  const handle = await fs.promises.open(dir, fs.constants.O_RDONLY | fs.constants.O_DIRECTORY);
+  try {
+    await handle.sync();
+  } finally {
+    await handle.close();
+  }
+}
+
+/**
+ * Writes a view of a whole region as a checkpoint. The view's bytes are read
+ * while the write runs: for a consistent checkpoint of a region that keeps
+ * changing, write a snapshot (`snapshot.writeTo()`) instead.
+ */
+export function writeCheckpoint(view: View, file: string, options?: WriteOptions): Promise<CheckpointResult> {
+  return writeFrom(view as unknown as CheckpointSource, file, options);
+}
+
+/** @internal */
+export async function writeFrom(source: CheckpointSource, file: unknown, options: unknown): Promise<CheckpointResult> {
+  const started = process.hrtime.bigint();
+  check.string(file, '"path" argument');
+  if ((file as string).length === 0) throw outOfRange('"path" argument', 'a non-empty string', file);
+  const o = check.options<WriteOptions>(options);
+  const signal = o.signal;
+  if (signal !== undefined && !(signal instanceof AbortSignal)) throw invalidType('"signal" option', 'an AbortSignal', signal);
+  const onProgress = o.onProgress;
+  if (onProgress !== undefined && typeof onProgress !== 'function')
+    throw invalidType('"onProgress" option', 'a function', onProgress);
+  const basePath = o.base === undefined ? undefined : check.string(o.base, '"base" option');
+  if (basePath !== undefined && basePath.length === 0) throw outOfRange('"base" option', 'a non-empty string', basePath);
+
+  const region = source.region;
+  const pageSize = native.pageSize;
+  const size = region.size;
+  if ((source.byteOffset ?? 0) !== 0 || source.byteLength !== size)
+    throw outOfRange('source', `a mapping of the whole region (${size} bytes from offset 0)`, source.byteLength);
+  const sourceId = source._id; // throws if closed or released
+  const keep: unknown[] = [source.buffer];
+  if (signal?.aborted) throw abortError(signal);
+  noteSnapshotTaken(source);
+
+  const target = path.resolve(file as string);
+  const dir = path.dirname(target);
+  const totalPages = Math.ceil(size / pageSize);
+
+  // A delta: its base must be a valid checkpoint of a region of this size,
+  // and must not be the file about to be replaced (nor anything it rests on).
+  let baseHeader: CheckpointFile | null = null;
+  let candidates: Uint32Array | null = null;
+  let compareRegion: Region | null = null;
+  let compareView: View | null = null;
+  if (basePath !== undefined) {
+    const chain: ChainLink[] = openChain(basePath, 'header');
+    try {
+      baseHeader = (chain[chain.length - 1] as ChainLink).header;
+      for (const link of chain) {
+        if (path.resolve(link.header.path) === target)
+          throw outOfRange('"path" argument', `a file other than the delta's base chain ('${link.header.path}')`, file);
+      }
+    } finally {
+      closeChain(chain);
+    }
+    if (baseHeader.regionSize !== size)
+      throw invalid(baseHeader.path, `it checkpoints a region of ${baseHeader.regionSize} bytes; this region has ${size}`);
+    if (Buffer.byteLength(path.relative(dir, baseHeader.path)) > HEADER_BLOCK - 128)
+      throw outOfRange('"base" option', 'a path shorter than 3968 bytes relative to the target directory', basePath);
+    candidates = pagesFromLiveBase(source, baseHeader);
+    if (candidates === null) {
+      compareRegion = (region.constructor as typeof Region).restore(baseHeader.path, { verify: 'header' });
+      compareView = compareRegion.map({ access: 'read' });
+      keep.push(compareView.buffer);
+    }
+  }
+
+  const stat = await fs.promises.stat(dir);
+  if (!stat.isDirectory()) throw outOfRange('"path" argument', 'a path in an existing directory', file);
+  const tmp = path.join(dir, `.${path.basename(target)}.${process.pid}.${newId().slice(0, 12)}.tmp`);
+  const handle = await fs.promises.open(tmp, fs.constants.O_RDWR | fs.constants.O_CREAT | fs.constants.O_EXCL, 0o600);
+  let closed = false;
+  let renamed = false;
+  const state = new Int32Array(2);
+  const onAbort = (): void => void Atomics.store(state, 0, 1);
+  signal?.addEventListener('abort', onAbort, { once: true });
+  const examined = candidates ? candidates.length : totalPages;
+  const totalBytes = examined * pageSize;
+  let reported = -1;
+  const report = (done: number): void => {
+    if (!onProgress || done <= reported) return;
+    reported = done;
+    onProgress(done, totalBytes);
+  };
+  const timer = onProgress ? setInterval(() => report(Atomics.load(state, 1) * pageSize), 15) : undefined;
+  try {
+    const [checksum, kept] = await native.writePages(
+      handle.fd, HEADER_BLOCK, sourceId, candidates, examined, compareView ? compareView._id : -1, state,
+    );
+    if (timer) clearInterval(timer);
+    if (signal?.aborted) throw abortError(signal);
+    const pages = baseHeader === null ? null : (kept ?? candidates ?? new Uint32Array(0));
+    const pageCount = pages === null ? totalPages : pages.length;
+    const id = newId();
+    const header = {
+      kind: baseHeader === null ? ('full' as const) : ('delta' as const),
+      regionSize: size,
+      pageSize,
+      pageCount,
+      dataOffset: HEADER_BLOCK,
+      pageListOffset: pages === null ? 0 : HEADER_BLOCK + pageCount * pageSize,
+      checksum,
+      id,
+      base:
+        baseHeader === null
+          ? null
+          : { id: baseHeader.id, checksum: baseHeader.checksum, regionSize: baseHeader.regionSize, path: path.relative(dir, baseHeader.path) },
+      created: new Date(),
+    };
+    const block = encodeHeader(header, pages);
+    if (pages !== null && pages.length > 0)
+      await handle.write(new Uint8Array(pages.buffer, pages.byteOffset, pages.byteLength), 0, pages.byteLength, header.pageListOffset);
+    await handle.write(block, 0, block.length, 0);
+    const bytes = expectedFileSize(header);
+    await handle.truncate(bytes);
+    await handle.sync();
+    await handle.close();
+    closed = true;
+    if (signal?.aborted) throw abortError(signal);
+    await fs.promises.rename(tmp, target);
+    renamed = true;
+    await fsyncDirectory(dir);
+    report(totalBytes);
+    if (typeof source.changedPages === 'function') {
+      for (const [key, ref] of writers) {
+        const w = ref.deref();
+        if (w === undefined || isReleased(w)) writers.delete(key);
+      }
+      writers.set(id, new WeakRef(source));
+    }
+    return {
+      bytes,
+      seconds: Number(process.hrtime.bigint() - started) / 1e9,
+      checksum,
+      kind: header.kind,
+      pages: pageCount,
+      id,
+    };
+  } catch (err) {
+    if (timer) clearInterval(timer);
+    if (!closed) await handle.close().catch(() => undefined);
+    if (!renamed) await fs.promises.rm(tmp, { force: true }).catch(() => undefined);
+    if ((err as { code?: string }).code === 'ABORT_ERR' && signal?.aborted) throw abortError(signal);
+    throw err;
+  } finally {
+    signal?.removeEventListener('abort', onAbort);
+    compareView?.close();
+    compareRegion?.close();
+    keep.length = 0;
+  }
+}
