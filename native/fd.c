@@ -19,10 +19,39 @@
     _r;                                                                      \
   })
 
+/* The calls below that take only a descriptor accept one more, optional
+ * argument: the segment name or path to name in an error. */
+struct target {
+  char buf[PATH_MAX + 1];
+  const char *str; /* NULL when the caller gave none */
+};
+
+static int args_with_target(napi_env env, napi_callback_info info, size_t want, napi_value *argv,
+                            struct target *t) {
+  napi_value all[8];
+  size_t argc = want + 1;
+  if (want + 1 > sizeof all / sizeof *all || napi_get_cb_info(env, info, &argc, all, NULL, NULL) != napi_ok) {
+    cowshm_throw_napi_failure(env, "napi_get_cb_info", __FILE__, __LINE__);
+    return 0;
+  }
+  if (argc < want) {
+    cowshm_throw_type(env, "cowshm internal error: too few arguments to a native function");
+    return 0;
+  }
+  for (size_t i = 0; i < want; i++) argv[i] = all[i];
+  t->str = NULL;
+  napi_valuetype type = napi_undefined;
+  if (argc > want && napi_typeof(env, all[want], &type) == napi_ok && type == napi_string) {
+    size_t len;
+    if (napi_get_value_string_utf8(env, all[want], t->buf, sizeof t->buf, &len) == napi_ok) t->str = t->buf;
+  }
+  return 1;
+}
+
 /* shmOpen(name, oflag, mode) -> fd. `name` comes without the leading '/'. */
 static napi_value shm_open_js(napi_env env, napi_callback_info info) {
   napi_value argv[3];
-  char name[NAME_MAX + 2];
+  char name[NAME_MAX + 3]; /* '/', up to NAME_MAX bytes, NUL, and one byte to detect overlong names */
   int32_t oflag, mode;
   if (!cowshm_args(env, info, 3, argv) || !cowshm_get_str(env, argv[0], name + 1, sizeof name - 1) ||
       !cowshm_get_i32(env, argv[1], &oflag) || !cowshm_get_i32(env, argv[2], &mode))
@@ -36,7 +65,7 @@ static napi_value shm_open_js(napi_env env, napi_callback_info info) {
 
 static napi_value shm_unlink_js(napi_env env, napi_callback_info info) {
   napi_value argv[1];
-  char name[NAME_MAX + 2];
+  char name[NAME_MAX + 3];
   if (!cowshm_args(env, info, 1, argv) || !cowshm_get_str(env, argv[0], name + 1, sizeof name - 1))
     return NULL;
   name[0] = '/';
@@ -63,11 +92,12 @@ static napi_value memfd_create_js(napi_env env, napi_callback_info info) {
  * memfd under our mappings (which would turn reads into SIGBUS). */
 static napi_value add_seals_js(napi_env env, napi_callback_info info) {
   napi_value argv[2];
+  struct target t;
   int32_t fd, seals;
-  if (!cowshm_args(env, info, 2, argv) || !cowshm_get_i32(env, argv[0], &fd) ||
+  if (!args_with_target(env, info, 2, argv, &t) || !cowshm_get_i32(env, argv[0], &fd) ||
       !cowshm_get_i32(env, argv[1], &seals))
     return NULL;
-  if (fcntl(fd, F_ADD_SEALS, seals) != 0) return cowshm_throw_errno(env, errno, "fcntl", NULL);
+  if (fcntl(fd, F_ADD_SEALS, seals) != 0) return cowshm_throw_errno(env, errno, "fcntl", t.str);
   return cowshm_undefined(env);
 }
 
@@ -98,12 +128,13 @@ static napi_value close_js(napi_env env, napi_callback_info info) {
 
 static napi_value ftruncate_js(napi_env env, napi_callback_info info) {
   napi_value argv[2];
+  struct target t;
   int32_t fd;
   uint64_t size;
-  if (!cowshm_args(env, info, 2, argv) || !cowshm_get_i32(env, argv[0], &fd) ||
+  if (!args_with_target(env, info, 2, argv, &t) || !cowshm_get_i32(env, argv[0], &fd) ||
       !cowshm_get_u64(env, argv[1], &size))
     return NULL;
-  if (RETRY(ftruncate(fd, (off_t)size)) != 0) return cowshm_throw_errno(env, errno, "ftruncate", NULL);
+  if (RETRY(ftruncate(fd, (off_t)size)) != 0) return cowshm_throw_errno(env, errno, "ftruncate", t.str);
   return cowshm_undefined(env);
 }
 
@@ -111,23 +142,25 @@ static napi_value ftruncate_js(napi_env env, napi_callback_info info) {
  * reports ENOSPC here instead of SIGBUS on first touch. */
 static napi_value fallocate_js(napi_env env, napi_callback_info info) {
   napi_value argv[3];
+  struct target t;
   int32_t fd;
   uint64_t off, len;
-  if (!cowshm_args(env, info, 3, argv) || !cowshm_get_i32(env, argv[0], &fd) ||
+  if (!args_with_target(env, info, 3, argv, &t) || !cowshm_get_i32(env, argv[0], &fd) ||
       !cowshm_get_u64(env, argv[1], &off) || !cowshm_get_u64(env, argv[2], &len))
     return NULL;
   if (RETRY(fallocate(fd, 0, (off_t)off, (off_t)len)) != 0)
-    return cowshm_throw_errno(env, errno, "fallocate", NULL);
+    return cowshm_throw_errno(env, errno, "fallocate", t.str);
   return cowshm_undefined(env);
 }
 
 /* fstat(fd) -> [size, uid, gid, mode, dev, ino, nlink] */
 static napi_value fstat_js(napi_env env, napi_callback_info info) {
   napi_value argv[1], arr;
+  struct target t;
   int32_t fd;
   struct stat st;
-  if (!cowshm_args(env, info, 1, argv) || !cowshm_get_i32(env, argv[0], &fd)) return NULL;
-  if (fstat(fd, &st) != 0) return cowshm_throw_errno(env, errno, "fstat", NULL);
+  if (!args_with_target(env, info, 1, argv, &t) || !cowshm_get_i32(env, argv[0], &fd)) return NULL;
+  if (fstat(fd, &st) != 0) return cowshm_throw_errno(env, errno, "fstat", t.str);
   double v[7] = {(double)st.st_size, st.st_uid, st.st_gid, st.st_mode,
                  (double)st.st_dev,  (double)st.st_ino, (double)st.st_nlink};
   NAPI_OK(env, napi_create_array_with_length(env, 7, &arr));
@@ -137,19 +170,21 @@ static napi_value fstat_js(napi_env env, napi_callback_info info) {
 
 static napi_value fchmod_js(napi_env env, napi_callback_info info) {
   napi_value argv[2];
+  struct target t;
   int32_t fd, mode;
-  if (!cowshm_args(env, info, 2, argv) || !cowshm_get_i32(env, argv[0], &fd) ||
+  if (!args_with_target(env, info, 2, argv, &t) || !cowshm_get_i32(env, argv[0], &fd) ||
       !cowshm_get_i32(env, argv[1], &mode))
     return NULL;
-  if (RETRY(fchmod(fd, (mode_t)mode)) != 0) return cowshm_throw_errno(env, errno, "fchmod", NULL);
+  if (RETRY(fchmod(fd, (mode_t)mode)) != 0) return cowshm_throw_errno(env, errno, "fchmod", t.str);
   return cowshm_undefined(env);
 }
 
 static napi_value fsync_js(napi_env env, napi_callback_info info) {
   napi_value argv[1];
+  struct target t;
   int32_t fd;
-  if (!cowshm_args(env, info, 1, argv) || !cowshm_get_i32(env, argv[0], &fd)) return NULL;
-  if (RETRY(fsync(fd)) != 0) return cowshm_throw_errno(env, errno, "fsync", NULL);
+  if (!args_with_target(env, info, 1, argv, &t) || !cowshm_get_i32(env, argv[0], &fd)) return NULL;
+  if (RETRY(fsync(fd)) != 0) return cowshm_throw_errno(env, errno, "fsync", t.str);
   return cowshm_undefined(env);
 }
 

@@ -1,14 +1,19 @@
 /* Mappings as ArrayBuffers.
  *
  * Lifetime rules:
- *  - A mapping lives as long as its ArrayBuffer: when V8 collects the buffer,
- *    its finalizer unmaps the range.
+ *  - A mapping lives as long as its ArrayBuffer. Two finalizers watch it: one
+ *    runs when V8 frees the backing store, one when the ArrayBuffer object is
+ *    collected. The range is unmapped when both have run.
  *  - close() detaches the ArrayBuffer (every TypedArray over it reads as
  *    length 0) and replaces the range with a PROT_NONE reservation instead of
  *    unmapping it: native code that took the pointer before the detach (a
  *    read(2) on the thread pool, say) faults or gets EFAULT, and no later mmap
- *    can land in the range while it may still hold it. The reservation goes
- *    when the finalizer runs.
+ *    can land in the range while it may still hold it. Detaching frees the
+ *    backing store at once, so the backing-store finalizer alone would drop
+ *    the reservation on the next turn of the event loop, while such a read is
+ *    still running; Node keeps the ArrayBuffer object alive for as long as an
+ *    operation on it is pending, so the object's collection is what ends the
+ *    reservation.
  *  - An environment that ends (a worker exits) unmaps everything it mapped.
  */
 #include "cowshm.h"
@@ -21,6 +26,10 @@
 
 size_t cowshm_page_size;
 
+/* Finalizers still to run before a slot's range may be unmapped (0, 1 or 2).
+ * Indexed like cowshm_slots; read and written under the registry lock. */
+static uint8_t holds[COWSHM_MAX_SLOTS];
+
 static size_t round_up(size_t n) { return (n + cowshm_page_size - 1) & ~(cowshm_page_size - 1); }
 
 /* Under the registry lock: unmap a slot's range and free the slot. */
@@ -30,17 +39,26 @@ static void release_locked(struct cowshm_slot *s) {
   /* munmap can only fail for arguments we control; there is nothing useful to
    * do with such a failure in a finalizer, so it is deliberately ignored. */
   if (state == SLOT_MAPPED || state == SLOT_CLOSED) munmap((void *)s->start, s->len);
+  holds[s - cowshm_slots] = 0;
   cowshm_slot_free(s);
 }
 
-static void ab_finalize(napi_env env, void *data, void *hint) {
+/* Both finalizers: the backing store was freed, or the ArrayBuffer object was
+ * collected. A stale id (its slot released by environment teardown and maybe
+ * reused since) matches nothing. */
+static void drop_hold(napi_env env, void *data, void *hint) {
   double id = (double)(uintptr_t)hint;
   cowshm_registry_lock();
   struct cowshm_slot *s = cowshm_slot_by_id(id);
   napi_ref ref = NULL;
   if (s != NULL && s->env == env) {
-    ref = s->ab_ref;
-    release_locked(s);
+    size_t i = (size_t)(s - cowshm_slots);
+    if (holds[i] > 0) holds[i]--;
+    if (holds[i] == 0) {
+      ref = s->ab_ref;
+      s->ab_ref = NULL;
+      release_locked(s);
+    }
   }
   cowshm_registry_unlock();
   if (ref != NULL) napi_delete_reference(env, ref);
@@ -93,10 +111,14 @@ napi_value cowshm_mapping_create(napi_env env, int fd, uint64_t offset, size_t l
   }
   cowshm_registry_unlock();
 
+  size_t index = (size_t)(s - cowshm_slots);
   napi_value ab;
-  if (napi_create_external_arraybuffer(env, addr, length, ab_finalize, (void *)(uintptr_t)id, &ab) !=
-      napi_ok) {
+  cowshm_registry_lock();
+  holds[index] = 1;
+  cowshm_registry_unlock();
+  if (napi_create_external_arraybuffer(env, addr, length, drop_hold, (void *)(uintptr_t)id, &ab) != napi_ok) {
     cowshm_registry_lock();
+    holds[index] = 0;
     release_locked(s);
     cowshm_registry_unlock();
     bool pending = false;
@@ -104,8 +126,23 @@ napi_value cowshm_mapping_create(napi_env env, int fd, uint64_t offset, size_t l
     if (!pending) napi_throw_range_error(env, "ERR_OUT_OF_RANGE", "cannot create an ArrayBuffer of this length");
     return NULL;
   }
-  /* From here the finalizer owns the mapping. */
-  NAPI_OK(env, napi_create_reference(env, ab, 0, &s->ab_ref));
+  /* From here the finalizers own the mapping: if a call below fails, the
+   * ArrayBuffer never reaches JS and its collection releases the range. */
+  cowshm_registry_lock();
+  holds[index] = 2;
+  cowshm_registry_unlock();
+  if (napi_add_finalizer(env, ab, NULL, drop_hold, (void *)(uintptr_t)id, NULL) != napi_ok) {
+    cowshm_registry_lock();
+    holds[index] = 1;
+    cowshm_registry_unlock();
+    cowshm_throw_napi_failure(env, "napi_add_finalizer", __FILE__, __LINE__);
+    return NULL;
+  }
+  napi_ref ref;
+  NAPI_OK(env, napi_create_reference(env, ab, 0, &ref));
+  cowshm_registry_lock();
+  s->ab_ref = ref;
+  cowshm_registry_unlock();
   *out_id = id;
   return ab;
 }
@@ -113,14 +150,19 @@ napi_value cowshm_mapping_create(napi_env env, int fd, uint64_t offset, size_t l
 /* Detach the ArrayBuffer and swap the range for a reservation. Runs on the
  * owning environment's thread. The detach happens outside the registry lock:
  * it may run the finalizer. */
-static void close_slot(napi_env env, double id) {
+static int close_slot(napi_env env, double id) {
   struct cowshm_slot *s = cowshm_slot_by_id(id);
-  if (s == NULL || s->env != env || atomic_load(&s->state) != SLOT_MAPPED) return;
+  if (s == NULL || s->env != env || atomic_load(&s->state) != SLOT_MAPPED) return 1;
   napi_value ab = NULL;
   if (s->ab_ref != NULL && napi_get_reference_value(env, s->ab_ref, &ab) == napi_ok && ab != NULL) {
     bool detached = false;
-    napi_is_detached_arraybuffer(env, ab, &detached);
-    if (!detached) napi_detach_arraybuffer(env, ab);
+    if (napi_is_detached_arraybuffer(env, ab, &detached) != napi_ok ||
+        (!detached && napi_detach_arraybuffer(env, ab) != napi_ok)) {
+      /* JS can still reach the memory: taking it away now would crash the
+       * process on the next access. Leave the mapping as it is. */
+      cowshm_throw_napi_failure(env, "napi_detach_arraybuffer", __FILE__, __LINE__);
+      return 0;
+    }
   }
   cowshm_registry_lock();
   s = cowshm_slot_by_id(id);
@@ -139,6 +181,16 @@ static void close_slot(napi_env env, double id) {
     }
   }
   cowshm_registry_unlock();
+  return 1;
+}
+
+static int get_label(napi_env env, napi_value v, char *buf, size_t size) {
+  size_t len;
+  if (napi_get_value_string_utf8(env, v, buf, size, &len) != napi_ok) {
+    cowshm_throw_type(env, "cowshm internal error: expected a string");
+    return 0;
+  }
+  return 1;
 }
 
 /* map(fd, offset, length, access, label, owner, dev, ino, populate) -> [ArrayBuffer, id] */
@@ -147,10 +199,11 @@ static napi_value map_js(napi_env env, napi_callback_info info) {
   int32_t fd, access, populate;
   uint64_t offset, length, dev, ino;
   double owner;
-  char label[256];
+  /* Only for fault reports: a long name or path is cut to what a slot keeps. */
+  char label[sizeof cowshm_slots[0].label];
   if (!cowshm_args(env, info, 9, argv) || !cowshm_get_i32(env, argv[0], &fd) ||
       !cowshm_get_u64(env, argv[1], &offset) || !cowshm_get_u64(env, argv[2], &length) ||
-      !cowshm_get_i32(env, argv[3], &access) || !cowshm_get_str(env, argv[4], label, sizeof label) ||
+      !cowshm_get_i32(env, argv[3], &access) || !get_label(env, argv[4], label, sizeof label) ||
       !cowshm_get_u64(env, argv[6], &dev) || !cowshm_get_u64(env, argv[7], &ino) ||
       !cowshm_get_i32(env, argv[8], &populate))
     return NULL;
@@ -171,7 +224,7 @@ static napi_value unmap_js(napi_env env, napi_callback_info info) {
   double id;
   if (!cowshm_args(env, info, 1, argv)) return NULL;
   NAPI_OK(env, napi_get_value_double(env, argv[0], &id));
-  close_slot(env, id);
+  if (!close_slot(env, id)) return NULL;
   return cowshm_undefined(env);
 }
 
@@ -184,8 +237,9 @@ static napi_value unmap_owner_js(napi_env env, napi_callback_info info) {
   size_t high = atomic_load(&cowshm_slot_high);
   for (size_t i = 0; i < high; i++) {
     struct cowshm_slot *s = &cowshm_slots[i];
-    if (atomic_load(&s->state) == SLOT_MAPPED && s->env == env && s->owner == owner)
-      close_slot(env, cowshm_slot_id(s));
+    if (atomic_load(&s->state) == SLOT_MAPPED && s->env == env && s->owner == owner &&
+        !close_slot(env, cowshm_slot_id(s)))
+      return NULL;
   }
   return cowshm_undefined(env);
 }

@@ -29,7 +29,9 @@ if (files.length === 0) {
 }
 const before = listShm();
 const result = spawnSync(process.execPath, ['--expose-gc', '--test', ...files], { stdio: 'inherit', cwd: root });
-const left = [...listShm()].filter((name) => !before.has(name));
+// Only the suite's own names (test/helpers.ts uniqueName): other programs on
+// the machine may create and remove segments while the suite runs.
+const left = [...listShm()].filter((name) => !before.has(name) && name.startsWith('cowshm-test-'));
 let status = result.status ?? 1;
 if (left.length > 0) {
   console.error(`\n/dev/shm check: the suite left ${left.length} segment(s) behind:\n  ${left.join('\n  ')}`);

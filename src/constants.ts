@@ -6,6 +6,7 @@ export const O_RDWR = fsc.O_RDWR;
 export const O_CREAT = fsc.O_CREAT;
 export const O_EXCL = fsc.O_EXCL;
 export const O_NOFOLLOW = fsc.O_NOFOLLOW;
+export const O_NONBLOCK = fsc.O_NONBLOCK;
 export const S_IFMT = fsc.S_IFMT;
 export const S_IFREG = fsc.S_IFREG;
 

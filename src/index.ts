@@ -5,7 +5,7 @@
  * - `View`: a mapping of a region as an ArrayBuffer (read, write or copy-on-write).
  */
 export { Region } from './region';
-export type { RegionKind, CreateOptions, OpenOptions, OpenFileOptions, MapOptions, RegionHandle } from './region';
+export type { RegionKind, CreateOptions, OpenOptions, OpenFileOptions, FromHandleOptions, MapOptions, RegionHandle } from './region';
 export { View } from './view';
 export type { Access } from './view';
 export { sum } from './kernels';

@@ -13,15 +13,16 @@ export interface Native {
   shmOpen(name: string, oflag: number, mode: number): number;
   shmUnlink(name: string): void;
   memfdCreate(name: string, hugetlb: number): number;
-  addSeals(fd: number, seals: number): void;
+  // `target` (optional, last): the segment name or path an error should name.
+  addSeals(fd: number, seals: number, target?: string): void;
   open(path: string, flags: number, mode: number): number;
   close(fd: number): void;
-  ftruncate(fd: number, size: number): void;
-  fallocate(fd: number, offset: number, length: number): void;
+  ftruncate(fd: number, size: number, target?: string): void;
+  fallocate(fd: number, offset: number, length: number, target?: string): void;
   /** [size, uid, gid, mode, dev, ino, nlink] */
-  fstat(fd: number): [number, number, number, number, number, number, number];
-  fchmod(fd: number, mode: number): void;
-  fsync(fd: number): void;
+  fstat(fd: number, target?: string): [number, number, number, number, number, number, number];
+  fchmod(fd: number, mode: number, target?: string): void;
+  fsync(fd: number, target?: string): void;
   map(
     fd: number, offset: number, length: number, access: number, label: string,
     owner: number, dev: number, ino: number, populate: number,

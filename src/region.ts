@@ -54,6 +54,11 @@ export interface OpenFileOptions {
   reserve?: boolean;
 }
 
+export interface FromHandleOptions {
+  /** Open read-only even when the handle's region is writable. Default: as the handle says. */
+  readOnly?: boolean;
+}
+
 export interface MapOptions {
   /** Where the view starts, in bytes: a multiple of the page size. Default 0. */
   offset?: number;
@@ -160,7 +165,7 @@ export class Region {
     this.path = init.path;
     this.readOnly = init.readOnly;
     this.#hugePages = init.hugePages;
-    const [size, , , , dev, ino] = native.fstat(init.fd);
+    const [size, , , , dev, ino] = native.fstat(init.fd, init.path);
     this.#size = size;
     this.dev = dev;
     this.ino = ino;
@@ -187,11 +192,11 @@ export class Region {
         : native.shmOpen(name, c.O_CREAT | c.O_EXCL | c.O_RDWR, mode);
     try {
       // shm_open applies the umask; a mode the caller spelled out is meant exactly.
-      if (name !== undefined) native.fchmod(fd, mode);
-      native.ftruncate(fd, size);
+      if (name !== undefined) native.fchmod(fd, mode, name);
+      native.ftruncate(fd, size, name);
       if (reserve) {
         try {
-          native.fallocate(fd, 0, size);
+          native.fallocate(fd, 0, size, name);
         } catch (err) {
           if (!isSystemError(err, 'ENOSPC')) throw err;
           throw name === undefined
@@ -229,7 +234,7 @@ export class Region {
     const allowForeignOwner = check.boolean(o.allowForeignOwner, '"allowForeignOwner" option', false);
     const fd = native.shmOpen(name, readOnly ? c.O_RDONLY : c.O_RDWR, 0);
     try {
-      const uid = native.fstat(fd)[1];
+      const uid = native.fstat(fd, name)[1];
       const euid = process.geteuid?.() ?? uid;
       if (uid !== euid && !allowForeignOwner) {
         throw cowshmError(
@@ -257,7 +262,9 @@ export class Region {
     const reserve = check.boolean(o.reserve, '"reserve" option', true);
     if (create && readOnly) throw outOfRange('"create" option', 'false when "readOnly" is true', create);
     const resolved = path.resolve(file);
-    const flags = (readOnly ? c.O_RDONLY : c.O_RDWR) | c.O_NOFOLLOW;
+    // O_NONBLOCK: opening a FIFO read-only would otherwise wait for a writer
+    // before the regular-file check below could refuse it. Regular files ignore it.
+    const flags = (readOnly ? c.O_RDONLY : c.O_RDWR) | c.O_NOFOLLOW | c.O_NONBLOCK;
 
     let fd: number;
     let created = false;
@@ -272,17 +279,21 @@ export class Region {
     } else {
       fd = native.open(resolved, flags, 0);
     }
+    let grewFrom: number | undefined;
     try {
-      const [current, , , fileMode] = native.fstat(fd);
-      if ((fileMode & c.S_IFMT) !== c.S_IFREG)
-        throw cowshmError('ERR_COWSHM_NOT_A_FILE', `'${resolved}' is not a regular file`);
+      const [current, , , fileMode] = native.fstat(fd, resolved);
+      if ((fileMode & c.S_IFMT) !== c.S_IFREG) {
+        const err = cowshmError('ERR_COWSHM_NOT_A_FILE', `'${resolved}' is not a regular file: only regular files can back a region`);
+        throw Object.assign(err, { path: resolved });
+      }
       if (size !== undefined && current < size) {
         if (readOnly)
           throw outOfRange('"size" option', `at most the file's size (${current}) for a read-only file`, size);
-        native.ftruncate(fd, size);
+        grewFrom = current;
+        native.ftruncate(fd, size, resolved);
         if (reserve) {
           try {
-            native.fallocate(fd, current, size - current);
+            native.fallocate(fd, current, size - current, resolved);
           } catch (err) {
             if (isSystemError(err, 'ENOSPC')) throw explainNoSpace(err, path.dirname(resolved), size);
             // Filesystems without fallocate keep the file sparse.
@@ -294,21 +305,34 @@ export class Region {
       }
       return new Region({ kind: 'file', name: null, fd, path: resolved, readOnly, hugePages: false });
     } catch (err) {
-      native.close(fd);
-      if (created) fs.rmSync(resolved, { force: true });
+      try {
+        // A file that was there before leaves as it came: its old length.
+        if (!created && grewFrom !== undefined) native.ftruncate(fd, grewFrom, resolved);
+      } finally {
+        native.close(fd);
+        if (created) fs.rmSync(resolved, { force: true });
+      }
       throw err;
     }
   }
 
-  /** Opens the region a `handle()` describes, in this thread or in another process. */
-  static fromHandle(handle: RegionHandle): Region {
-    if (handle === null || typeof handle !== 'object') throw invalidType('"handle" argument', 'a RegionHandle', handle);
+  /**
+   * Opens the region a `handle()` describes, in this thread or in another
+   * process. With `{ readOnly: true }` it is opened read-only even when the
+   * handle's region is writable.
+   */
+  static fromHandle(handle: RegionHandle, options?: FromHandleOptions): Region {
+    if (handle === null || typeof handle !== 'object' || Array.isArray(handle))
+      throw invalidType('"handle" argument', 'a RegionHandle (an object from region.handle())', handle);
+    const o = check.options<FromHandleOptions>(options);
+    const readOnlyOption = check.boolean(o.readOnly, '"readOnly" option', false);
+    if (handle.kind === undefined) throw invalidType('handle\'s "kind"', "one of 'shm', 'memfd', 'file'", undefined);
     const kind = check.oneOf(handle.kind, 'handle\'s "kind"', ['shm', 'memfd', 'file'] as const, 'shm');
     const pid = check.integer(handle.pid, 'handle\'s "pid"', 1);
     const fdNum = check.integer(handle.fd, 'handle\'s "fd"', 0);
     const dev = check.integer(handle.dev, 'handle\'s "dev"', 0);
     const ino = check.integer(handle.ino, 'handle\'s "ino"', 0);
-    const readOnly = check.boolean(handle.readOnly, 'handle\'s "readOnly"', false);
+    const readOnly = check.boolean(handle.readOnly, 'handle\'s "readOnly"', false) || readOnlyOption;
     const name = kind === 'shm' ? check.shmName(handle.name, 'handle\'s "name"') : null;
     const filePath = kind === 'file' ? check.string(handle.path, 'handle\'s "path"') : null;
 
@@ -319,19 +343,21 @@ export class Region {
     const paths = [procPath, ...(name !== null ? [`/dev/shm/${name}`] : []), ...(filePath ? [filePath] : [])];
     let lastError: unknown;
     for (const p of paths) {
+      // /proc/PID/fd/N is a link that must be followed; a file path must not.
+      const flags = (readOnly ? c.O_RDONLY : c.O_RDWR) | c.O_NONBLOCK | (p === filePath ? c.O_NOFOLLOW : 0);
       let fd: number;
       try {
-        fd = native.open(p, readOnly ? c.O_RDONLY : c.O_RDWR, 0);
+        fd = native.open(p, flags, 0);
       } catch (err) {
         lastError = err;
         continue;
       }
-      const [, , , , d, i] = native.fstat(fd);
-      if (d !== dev || i !== ino) {
-        native.close(fd);
-        continue;
-      }
       try {
+        const [, , , , d, i] = native.fstat(fd, p);
+        if (d !== dev || i !== ino) {
+          native.close(fd);
+          continue;
+        }
         return new Region({
           kind,
           name,
@@ -346,11 +372,12 @@ export class Region {
       }
     }
     if (lastError instanceof Error && !isSystemError(lastError, 'ENOENT')) throw lastError;
-    throw cowshmError(
+    const gone = cowshmError(
       'ENOENT',
-      `The region this handle describes (${kind}${name ? ` '${name}'` : ''}, pid ${pid}, fd ${fdNum}) ` +
-        'is gone: its creator closed it and no name leads to it any more',
+      `The region this handle describes (${kind}${name ? ` '${name}'` : filePath ? ` '${filePath}'` : ''}, ` +
+        `pid ${pid}, fd ${fdNum}) is gone: its creator closed it and no name leads to it any more`,
     );
+    throw Object.assign(gone, { errno: -2, syscall: 'open', path: paths[paths.length - 1] });
   }
 
   /** The size in bytes (from fstat when the region was opened). */
@@ -391,11 +418,14 @@ export class Region {
     if (offset + length > size)
       throw outOfRange('"length" option', `at most ${size - offset} (the region's size minus the offset)`, length);
     if (length > Region.maxViewLength) {
+      const why =
+        `at most ${Region.maxViewLength} (Region.maxViewLength), the largest ArrayBuffer Node.js ` +
+        `${process.version} allows; map a larger region as several views, each with its own offset and length`;
+      if (o.length !== undefined) throw outOfRange('"length" option', why, length);
       throw outOfRange(
         '"length" option',
-        `at most ${Region.maxViewLength}, the largest ArrayBuffer Node.js ${process.version} allows; ` +
-          'map a larger region as several views, each with its own offset and length',
-        length,
+        `given: ${this.toString()} has ${size - offset} bytes from offset ${offset}, and a view is ${why}`,
+        undefined,
       );
     }
     const access = check.oneOf(o.access, '"access" option', ['read', 'write', 'cow'] as const, this.readOnly ? 'read' : 'write');
@@ -444,7 +474,7 @@ export class Region {
     this.#check();
     if (this.kind !== 'file') return;
     native.msyncOwner(this.#owner);
-    native.fsync(this.#fd);
+    native.fsync(this.#fd, this.path);
   }
 
   /**
@@ -454,17 +484,17 @@ export class Region {
    */
   unlink(): void {
     if (this.#unlinked || this.kind === 'memfd') return;
-    this.#unlinked = true;
-    let st: fs.Stats;
     try {
-      st = fs.statSync(this.path, { bigint: false });
+      const st = fs.lstatSync(this.path);
+      if (st.dev === this.dev && st.ino === this.ino) {
+        if (this.kind === 'shm') native.shmUnlink(this.name as string);
+        else fs.unlinkSync(this.path);
+      }
     } catch (err) {
-      if (isSystemError(err, 'ENOENT')) return;
-      throw err;
+      // Gone already (someone else unlinked it): the outcome asked for.
+      if (!isSystemError(err, 'ENOENT')) throw err;
     }
-    if (st.dev !== this.dev || st.ino !== this.ino) return;
-    if (this.kind === 'shm') native.shmUnlink(this.name as string);
-    else fs.unlinkSync(this.path);
+    this.#unlinked = true;
   }
 
   /** Unmaps every view of this region (detaching their buffers) and closes the descriptor. */

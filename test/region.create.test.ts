@@ -110,3 +110,19 @@ test('a create that fails after shm_open removes the segment it made', () => {
   });
   assert.equal(shmExists(name), false);
 });
+
+test('ENOSPC at create names the segment and says how much /dev/shm has', () => {
+  const name = uniqueName('nospace');
+  const free = fs.statfsSync('/dev/shm').bavail * fs.statfsSync('/dev/shm').bsize;
+  // Four times what is free: fallocate must refuse, whatever the machine.
+  const size = Math.ceil((free * 4 + 4096) / 4096) * 4096;
+  assert.throws(() => Region.create({ name, size }), (err: NodeJS.ErrnoException) => {
+    assert.equal(err.code, 'ENOSPC');
+    assert.equal(err.errno, -28);
+    assert.equal(err.syscall, 'fallocate');
+    assert.equal(err.path, name);
+    assert.match(err.message, new RegExp(`^ENOSPC: no space left on device, fallocate '${name}' \\(/dev/shm has .+ free; the region needs .+\\)$`));
+    return true;
+  });
+  assert.equal(shmExists(name), false);
+});
