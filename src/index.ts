@@ -8,6 +8,8 @@ export { Region } from './region';
 export type { RegionKind, CreateOptions, OpenOptions, OpenFileOptions, FromHandleOptions, MapOptions, RegionHandle } from './region';
 export { View } from './view';
 export type { Access } from './view';
+export { Snapshot, snapshotBackend, snapshotBackendReason } from './snapshot';
+export type { SnapshotOptions, SnapshotBackend } from './snapshot';
 export { sum } from './kernels';
 export type { TypedArray } from './kernels';
 export type { SystemError } from './errors';

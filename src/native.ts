@@ -34,6 +34,29 @@ export interface Native {
   msyncOwner(owner: number): void;
   address(id: number): number;
   sum(array: ArrayBufferView): bigint | number;
+  /** [ArrayBuffer, id, chunkSize, backend] */
+  snapshotCreate(
+    fd: number, offset: number, length: number, label: string, owner: number, dev: number, ino: number, regionSize: number,
+  ): [ArrayBuffer, number, number, 'userfaultfd' | 'mprotect'];
+  /** [copiedPages, errno of a failed copy or 0] */
+  snapshotStats(id: number): [number, number];
+  snapshotChanged(id: number): Uint32Array;
+  prepareWrite(dev: number, ino: number, offset: number, length: number): void;
+  snapshotInfo(): NativeSnapshotInfo;
+}
+
+/** What the addon found out about write protection when it loaded. */
+export interface NativeSnapshotInfo {
+  backend: 'userfaultfd' | 'mprotect';
+  reason: string;
+  /** The value of COWSHM_SNAPSHOT_BACKEND, or ''. */
+  forced: string;
+  userfaultfd: boolean;
+  userfaultfdReason: string;
+  wpShmem: boolean;
+  wpUnpopulated: boolean;
+  /** Non-zero when the forced backend cannot be used. */
+  error: number;
 }
 
 const root = path.join(__dirname, '..');

@@ -12,6 +12,7 @@ import { closedError, cowshmError, explain, invalidType, outOfRange, type System
 import * as c from './constants';
 import * as check from './validate';
 import { View, type Access } from './view';
+import { Snapshot, takeSnapshot, prepareWrite, type SnapshotOptions } from './snapshot';
 
 /** What backs a region. */
 export type RegionKind = 'shm' | 'memfd' | 'file';
@@ -448,6 +449,26 @@ export class Region {
       }
     }
     return view;
+  }
+
+  /**
+   * A point-in-time copy of the region (or of `{ offset, length }` of it):
+   * later writes through this process's views, from any thread, do not
+   * change it. See `Snapshot`.
+   */
+  snapshot(options?: SnapshotOptions): Snapshot {
+    this.#check();
+    return takeSnapshot(this, this.#fd, this.#owner, options);
+  }
+
+  /**
+   * Copies `[offset, offset + length)` into every live snapshot and lifts
+   * write protection there, so the kernel itself may write into views of that
+   * range (read(2) into a view fails with EFAULT otherwise while snapshots are live).
+   */
+  prepareWrite(offset: number, length: number): void {
+    this.#check();
+    prepareWrite(this, offset, length);
   }
 
   /** Plain data another thread or process can pass to `Region.fromHandle()`. */
