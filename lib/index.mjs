@@ -3,5 +3,5 @@ import { createRequire } from 'node:module';
 
 const cowshm = createRequire(import.meta.url)('../dist/index.js');
 
-export const { Region, View, sum, pageSize, Snapshot, snapshotBackend, snapshotBackendReason } = cowshm;
+export const { Region, View, sum, pageSize, Snapshot, snapshotBackend, snapshotBackendReason, memory } = cowshm;
 export default cowshm;
