@@ -3,9 +3,9 @@
 // Checked by `tsc -p test/types` in pretest; never run. Each @ts-expect-error
 // line is a misuse the declarations must reject: if one stops being an error,
 // the check fails.
-import cowshm, { Region, View, sum, pageSize } from 'cowshm';
+import cowshm, { Region, View, Snapshot, sum, pageSize, memory, snapshotBackend, snapshotBackendReason } from 'cowshm';
 import type {
-  Access, CreateOptions, MapOptions, OpenFileOptions, OpenOptions, RegionHandle, RegionKind, SystemError, TypedArray,
+  Access, CreateOptions, SnapshotBackend, SnapshotOptions, MapOptions, OpenFileOptions, OpenOptions, RegionHandle, RegionKind, SystemError, TypedArray,
 } from 'cowshm';
 
 type Equal<A, B> = (<T>() => T extends A ? 1 : 2) extends <T>() => T extends B ? 1 : 2 ? true : false;
@@ -101,6 +101,51 @@ expectType<bigint | number>(sum(new Uint8Array(4) as TypedArray));
 sum([1, 2, 3]);
 // @ts-expect-error an ArrayBuffer must be wrapped in a TypedArray first
 sum(view.buffer);
+
+// Snapshots
+const snap: Snapshot = opened.snapshot({ offset: 0, length: 4096 });
+opened.snapshot();
+// @ts-expect-error offset is a number
+opened.snapshot({ offset: '0' });
+expectType<ArrayBuffer>(snap.buffer);
+expectType<number>(snap.copiedPages);
+expectType<Uint32Array>(snap.changedPages());
+expectType<SnapshotBackend>(snap.backend);
+expectType<number>(snap.chunkSize);
+expectType<boolean>(snap.released);
+expectType<void>(snap.release());
+expectType<void>(snap[Symbol.dispose]());
+// @ts-expect-error copiedPages is read-only
+snap.copiedPages = 0;
+expectType<void>(opened.prepareWrite(0, 4096));
+// @ts-expect-error prepareWrite needs offset and length
+opened.prepareWrite(0);
+expectType<SnapshotBackend>(snapshotBackend);
+assertType<Equal<SnapshotBackend, 'userfaultfd' | 'mprotect'>>();
+expectType<string>(snapshotBackendReason);
+const so: SnapshotOptions = { length: 8192 };
+void so;
+
+// memory: anything with an address and a byteLength (views, snapshots)
+const entry: memory.SmapsEntry = memory.usage(view);
+expectType<number>(entry.rss);
+expectType<number>(entry.pss);
+expectType<number>(entry.privateDirty);
+expectType<number>(entry.anonymous);
+expectType<Record<string, number>>(entry.fields);
+expectType<string>(entry.path);
+expectType<memory.SmapsEntry[]>(memory.smaps());
+expectType<memory.SmapsEntry[]>(memory.smaps(1));
+expectType<memory.Figures>(memory.rollup());
+memory.usage(snap);
+const report: memory.PageReport = memory.pages(view, { offset: 0, length: 4096 });
+expectType<number[] | null>(report.frames);
+expectType<string | null>(report.framesUnavailable);
+expectType<number | null>(memory.sharedFrames(view, snap));
+// @ts-expect-error an ArrayBuffer has no address
+memory.usage(view.buffer);
+// @ts-expect-error a pid is a number
+memory.smaps('self');
 
 // Option and error types are exported for users' own code.
 const co: CreateOptions = { size: 1 };
