@@ -17,8 +17,8 @@ const NOBODY = 65534;
 const notRoot = process.getuid?.() !== 0 ? 'runs only as root (it switches to uid 65534)' : undefined;
 if (notRoot) console.log(`unprivileged tests skipped: ${notRoot}`);
 
-/** The compiled test files to run again, by name: region.*, view.*, cow.*, memory.*, proof.*, snapshot.* */
-const FILES = /^(region|view|cow|memory|proof|snapshot)[\w.-]*\.test\.js$/;
+/** The compiled test files to run again, by name: region.*, view.*, cow.*, memory.*, proof.*, snapshot.*, cli.demo.*, cli.inspect.* */
+const FILES = /^(region|view|cow|memory|proof|snapshot|cli\.(demo|inspect))[\w.-]*\.test\.js$/;
 
 /** A package's runtime dependencies, transitively, as folders under node_modules. */
 function runtimeModules(names: string[], seen = new Set<string>()): Set<string> {
@@ -124,6 +124,8 @@ test('the region, view, cow, memory and snapshot tests pass as uid 65534', { ski
   assert.equal(r.status, 0, `the unprivileged run failed:\n${r.stdout.split('\n').filter((l) => /^\s*not ok|Error|expected|actual/.test(l)).join('\n')}\n${r.stderr}`);
   assert.equal(failed, 0);
   assert.ok(passed > 0, 'some tests ran and passed');
+  const skipped = [...r.stdout.matchAll(/^\s*ok \d+ - (.*) # SKIP (.*)$/gm)].map((m) => `${m[1]} (${m[2]})`);
+  console.log(`as uid ${NOBODY}: ${passed} passed, ${skipped.length} skipped${skipped.length ? `:\n  ${skipped.join('\n  ')}` : ''}`);
   assert.deepEqual(left, [], 'the unprivileged run left segments in /dev/shm');
 });
 
