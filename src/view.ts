@@ -13,7 +13,9 @@ import type { Region } from './region';
 export type Access = 'read' | 'write' | 'cow';
 
 export class View {
-  readonly #buffer: ArrayBuffer;
+  // Dropped at close(): the closed range stays reserved until the buffer
+  // object is collected, so a closed View must not keep it alive.
+  #buffer: ArrayBuffer | undefined;
   readonly #id: number;
   #closed = false;
 
@@ -39,7 +41,7 @@ export class View {
   /** The mapped memory. Detached (byteLength 0) once the view or its region is closed. */
   get buffer(): ArrayBuffer {
     this.#check();
-    return this.#buffer;
+    return this.#buffer as ArrayBuffer;
   }
 
   /** Whether `close()` was called on this view or on its region. */
@@ -83,6 +85,7 @@ export class View {
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
+    this.#buffer = undefined;
     native.unmap(this.#id);
   }
 

@@ -43,14 +43,22 @@ export function mapsLineAt(address: number): string | undefined {
 /** Path of the compiled package entry, for child processes and workers. */
 export const packageRoot = path.join(__dirname, '..', '..');
 
-/** Lines of /proc/self/maps that map the file with this inode (a region's `ino`). */
-export function mapsLinesForInode(ino: number): string[] {
+/** st_dev as /proc/PID/maps prints it: hex major:minor. */
+export function mapsDevice(dev: number): string {
+  const major = Number(((BigInt(dev) >> 8n) & 0xfffn) | ((BigInt(dev) >> 32n) & ~0xfffn));
+  const minor = Number((BigInt(dev) & 0xffn) | ((BigInt(dev) >> 12n) & ~0xffn));
+  return `${major.toString(16).padStart(2, '0')}:${minor.toString(16).padStart(2, '0')}`;
+}
+
+/** Lines of /proc/self/maps that map the file with this device and inode (a region's `dev`, `ino`). */
+export function mapsLinesFor(dev: number, ino: number): string[] {
+  const device = mapsDevice(dev);
   return fs
     .readFileSync('/proc/self/maps', 'utf8')
     .split('\n')
     .filter((line) => {
       const fields = line.split(/\s+/);
-      return fields.length >= 5 && fields[4] === String(ino) && fields[3] !== '00:00';
+      return fields[3] === device && fields[4] === String(ino);
     });
 }
 
@@ -94,3 +102,20 @@ export function runNode(
 
 /** Whether this process runs as root (some tests need to chown or change uid). */
 export const isRoot = process.geteuid?.() === 0;
+
+/**
+ * The /proc/self/maps line whose range contains `address`, if any. The kernel
+ * merges adjacent anonymous PROT_NONE ranges, so a closed view's reservation
+ * may be part of a larger line.
+ */
+export function mapsLineContaining(address: number): { line: string; start: number; end: number } | undefined {
+  for (const line of fs.readFileSync('/proc/self/maps', 'utf8').split('\n')) {
+    const range = line.split(' ', 1)[0] ?? '';
+    const dash = range.indexOf('-');
+    if (dash < 0) continue;
+    const start = parseInt(range.slice(0, dash), 16);
+    const end = parseInt(range.slice(dash + 1), 16);
+    if (address >= start && address < end) return { line, start, end };
+  }
+  return undefined;
+}

@@ -1,0 +1,159 @@
+import { test } from 'node:test';
+import * as assert from 'node:assert/strict';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { execFileSync } from 'node:child_process';
+import { Region, pageSize, type View } from 'cowshm';
+import { collectGarbage, mapsLineAt, mapsLineContaining, tempDir, rmTemp } from './helpers';
+
+const isClosedError = (what: RegExp) => (err: Error & { code?: string }) => {
+  assert.ok(err instanceof TypeError);
+  assert.equal(err.code, 'ERR_COWSHM_CLOSED');
+  assert.match(err.message, what);
+  return true;
+};
+
+test('close() detaches the buffer: old TypedArrays read as length 0, view.buffer throws', () => {
+  const r = Region.create({ size: 4 * pageSize });
+  try {
+    const v = r.map();
+    const buffer = v.buffer;
+    const bytes = new Uint8Array(buffer);
+    const words = new Float64Array(buffer, 8, 4);
+    const dv = new DataView(buffer);
+    bytes[0] = 1;
+    v.close();
+    assert.equal(v.closed, true);
+    assert.equal(buffer.byteLength, 0);
+    assert.equal(bytes.length, 0);
+    assert.equal(bytes[0], undefined); // out of bounds, not a read of unmapped memory
+    assert.equal(words.length, 0);
+    assert.throws(() => dv.getUint8(0), TypeError);
+    bytes[0] = 5; // a no-op on a detached array, not a crash
+    assert.throws(() => v.buffer, isClosedError(/^This view of memfd region \(fd \d+\) is closed$/));
+    // The region and its other views are unaffected.
+    const other = new Uint8Array(r.map().buffer);
+    assert.equal(other[0], 1);
+  } finally {
+    r.close();
+  }
+});
+
+test('a closed range is a PROT_NONE reservation until its buffer is collected', async () => {
+  const r = Region.create({ size: 16 * pageSize });
+  const length = 16 * pageSize;
+  const reservedAt = (address: number): boolean => {
+    const found = mapsLineContaining(address);
+    return found !== undefined && / ---p 00000000 00:00 0 /.test(found.line) && found.end >= address + length;
+  };
+  try {
+    let v: View | undefined = r.map();
+    const address = v.address;
+    let bytes: Uint8Array | undefined = new Uint8Array(v.buffer);
+    assert.match(mapsLineAt(address) ?? '', /^[0-9a-f]+-[0-9a-f]+ rw-s /);
+    v.close();
+    // The whole range: no access, no file, so nothing else can be mapped there.
+    assert.ok(reservedAt(address), mapsLineContaining(address)?.line);
+    // Still there after turns of the event loop and GCs, while a TypedArray holds the buffer.
+    await collectGarbage();
+    assert.ok(reservedAt(address));
+    assert.equal(bytes.length, 0);
+    bytes = undefined;
+    v = undefined;
+    await collectGarbage();
+    assert.equal(reservedAt(address), false, mapsLineContaining(address)?.line);
+  } finally {
+    r.close();
+  }
+});
+
+test('a read(2) still running into a closed view gets EFAULT; nothing else is mapped there meanwhile', async () => {
+  const dir = tempDir('pending-read');
+  const r = Region.create({ size: 16 * pageSize });
+  const fifo = path.join(dir, 'fifo');
+  execFileSync('mkfifo', [fifo]);
+  const fd = fs.openSync(fifo, 'r+'); // O_RDWR: opening does not wait for a writer
+  try {
+    let v: View | undefined = r.map();
+    const address = v.address;
+    // The read waits on the thread pool with the view's address in hand.
+    const done = new Promise<NodeJS.ErrnoException | null>((resolve) => {
+      fs.read(fd, new Uint8Array((v as View).buffer), 0, 64, null, (err) => resolve(err));
+    });
+    v.close();
+    v = undefined;
+    await collectGarbage();
+    assert.match(mapsLineContaining(address)?.line ?? '', / ---p /);
+    const later = Array.from({ length: 32 }, () => r.map());
+    assert.ok(later.every((view) => view.address !== address), 'a new view landed on the closed range');
+    fs.writeSync(fd, 'data for a view that is gone');
+    const err = await done;
+    assert.equal(err?.code, 'EFAULT');
+    await collectGarbage();
+    assert.doesNotMatch(mapsLineContaining(address)?.line ?? '', / ---p 00000000 00:00 0 /);
+  } finally {
+    fs.closeSync(fd);
+    r.close();
+    rmTemp(dir);
+  }
+});
+
+test('region.close() detaches every view of that region, and only of that region', () => {
+  const a = Region.create({ size: 2 * pageSize });
+  const b = Region.create({ size: pageSize });
+  try {
+    const views = [a.map(), a.map({ access: 'read' }), a.map({ access: 'cow', offset: pageSize })];
+    const arrays = views.map((v) => new Uint8Array(v.buffer));
+    const keep = new Uint8Array(b.map().buffer);
+    keep[0] = 9;
+    a.close();
+    assert.equal(a.closed, true);
+    for (const [i, v] of views.entries()) {
+      assert.equal(v.closed, true);
+      assert.equal(arrays[i]?.length, 0);
+      assert.throws(() => v.buffer, isClosedError(/is closed$/));
+      v.close(); // closing a view of a closed region is fine
+    }
+    assert.equal(keep[0], 9);
+    assert.equal(keep.length, pageSize);
+  } finally {
+    a.close();
+    b.close();
+  }
+});
+
+test('close() is idempotent on views and regions, in any order', () => {
+  const r = Region.create({ size: pageSize });
+  const v = r.map();
+  v.close();
+  v.close();
+  r.close();
+  r.close();
+  v.close();
+  const r2 = Region.create({ size: pageSize });
+  const v2 = r2.map();
+  r2.close();
+  v2.close();
+  r2.close();
+  assert.equal(v2.closed, true);
+});
+
+test('Symbol.dispose: `using` closes views and regions at the end of the block', () => {
+  let bytes: Uint8Array;
+  let region: Region;
+  let inner: Uint8Array;
+  {
+    using r = Region.create({ size: pageSize });
+    region = r;
+    {
+      using v = r.map();
+      inner = new Uint8Array(v.buffer);
+      assert.equal(inner.length, pageSize);
+    }
+    assert.equal(inner.length, 0);
+    bytes = new Uint8Array(r.map().buffer);
+    assert.equal(bytes.length, pageSize);
+  }
+  assert.equal(region.closed, true);
+  assert.equal(bytes.length, 0);
+});
