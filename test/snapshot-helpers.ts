@@ -1,0 +1,40 @@
+/** Helpers shared by the snapshot tests. */
+import * as fs from 'node:fs';
+
+/** The value of `field` (in bytes) in the /proc/self/smaps block of the mapping at `address`. */
+export function smapsField(address: number, field: string): number {
+  const lines = fs.readFileSync('/proc/self/smaps', 'utf8').split('\n');
+  const prefix = `${address.toString(16)}-`;
+  const at = lines.findIndex((l) => l.startsWith(prefix));
+  if (at === -1) throw new Error(`no mapping at 0x${address.toString(16)} in /proc/self/smaps`);
+  for (let i = at + 1; i < lines.length; i++) {
+    const line = lines[i] as string;
+    if (/^[0-9a-f]+-[0-9a-f]+ /.test(line)) break;
+    const m = /^(\w+):\s+(\d+) kB/.exec(line);
+    if (m && m[1] === field) return Number(m[2]) * 1024;
+  }
+  throw new Error(`no ${field} line for the mapping at 0x${address.toString(16)}`);
+}
+
+/** How many mappings (VMAs) this process has. */
+export function mapsCount(): number {
+  return fs.readFileSync('/proc/self/maps', 'utf8').split('\n').filter((l) => l.length > 0).length;
+}
+
+/** The permissions column ('rw-s', 'r--s', …) of the maps lines inside [address, address + length). */
+export function mapsPermissions(address: number, length: number): string[] {
+  const out: string[] = [];
+  for (const line of fs.readFileSync('/proc/self/maps', 'utf8').split('\n')) {
+    const m = /^([0-9a-f]+)-([0-9a-f]+) (\S+)/.exec(line);
+    if (!m) continue;
+    const lo = parseInt(m[1] as string, 16);
+    const hi = parseInt(m[2] as string, 16);
+    if (hi > address && lo < address + length) out.push(m[3] as string);
+  }
+  return out;
+}
+
+/** A deterministic byte pattern for page `page` written at time `tag`. */
+export function fillPage(bytes: Uint8Array, page: number, tag: number, pageSize: number): void {
+  bytes.fill((page * 31 + tag * 7 + 1) & 0xff, page * pageSize, (page + 1) * pageSize);
+}
