@@ -20,8 +20,11 @@ r.close();
 
 async function roundTripInWorker(handle: RegionHandle): Promise<{ seen: number; kind: string; size: number; ino: number; fd: number }> {
   const worker = new Worker(workerSource, { eval: true, workerData: { root: packageRoot, handle } });
+  // Listen for 'exit' now: a worker that posts and ends can emit 'message' and
+  // 'exit' in one turn, before the code after the first await runs.
+  const exited = once(worker, 'exit');
   const [message] = (await once(worker, 'message')) as [{ seen: number; kind: string; size: number; ino: number; fd: number }];
-  await once(worker, 'exit');
+  await exited;
   return message;
 }
 
