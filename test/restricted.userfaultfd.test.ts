@@ -64,7 +64,7 @@ test('the snapshot tests pass with userfaultfd refused', { skip }, (t) => {
   const r = spawnSync(
     process.execPath,
     ['--expose-gc', '--test', '--test-reporter=tap', ...files.map((f) => path.join(__dirname, f))],
-    { cwd: packageRoot, env: env(true), encoding: 'utf8', maxBuffer: 64 << 20 },
+    { cwd: packageRoot, env: env(true), encoding: 'utf8', maxBuffer: 64 << 20, timeout: 10 * 60_000 },
   );
   const count = (key: string): number => Number(new RegExp(`^# ${key} (\\d+)$`, 'm').exec(r.stdout)?.[1] ?? NaN);
   assert.equal(r.status, 0, `${r.stdout.split('\n').filter((l) => /^\s*not ok|Error/.test(l)).join('\n')}\n${r.stderr}`);

@@ -103,6 +103,7 @@ function asNobody(args: string[], options: SpawnSyncOptions = {}) {
     env: { ...process.env, NODE_TEST_CONTEXT: undefined, HOME: dir, TMPDIR: os.tmpdir() },
     encoding: 'utf8',
     maxBuffer: 64 << 20,
+    timeout: 10 * 60_000, // a hang fails the test (status null) instead of the whole suite
     ...options,
   }) as ReturnType<typeof spawnSync> & { stdout: string; stderr: string };
 }
