@@ -5,3 +5,4 @@ const cowshm = createRequire(import.meta.url)('../dist/index.js');
 
 export const { Region, View, sum, pageSize, Snapshot, snapshotBackend, snapshotBackendReason, memory } = cowshm;
 export default cowshm;
+export const { listSegments, removeSegment } = cowshm;

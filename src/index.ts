@@ -18,3 +18,5 @@ import { native } from './native';
 /** The system page size in bytes: view offsets must be multiples of it. */
 export const pageSize: number = native.pageSize;
 export * as memory from './memory';
+export { listSegments, removeSegment } from './segments';
+export type { Segment, SegmentHolder, ListSegmentsOptions } from './segments';

@@ -119,3 +119,16 @@ export function mapsLineContaining(address: number): { line: string; start: numb
   }
   return undefined;
 }
+
+/** Runs the `cowshm` command (bin/cowshm.js) as a real process. */
+export function runCli(args: string[], options: { uid?: number; gid?: number } = {}): NodeResult {
+  const r = spawnSync(process.execPath, [path.join(packageRoot, 'bin', 'cowshm.js'), ...args], {
+    cwd: packageRoot,
+    encoding: 'utf8',
+    timeout: 60_000,
+    ...(options.uid !== undefined ? { uid: options.uid } : {}),
+    ...(options.gid !== undefined ? { gid: options.gid } : {}),
+  });
+  if (r.error) throw r.error;
+  return { status: r.status, signal: r.signal, stdout: r.stdout, stderr: r.stderr };
+}

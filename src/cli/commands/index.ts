@@ -1,5 +1,7 @@
 /** Every sub-command, in the order `cowshm --help` lists them. */
 import type { Command } from '../command';
 import { inspect } from './inspect';
+import { ls } from './ls';
+import { rm } from './rm';
 
-export const commands: Command[] = [inspect];
+export const commands: Command[] = [ls, rm, inspect];

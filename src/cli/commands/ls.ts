@@ -1,0 +1,91 @@
+/** `cowshm ls`: the segments in /dev/shm and who holds them. */
+import { listSegments, type Segment } from '../../segments';
+import { parseArgs, UsageError, type Command } from '../command';
+
+function size(n: number): string {
+  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
+  let i = 0;
+  let v = n;
+  while (v >= 1024 && i < units.length - 1) {
+    v /= 1024;
+    i++;
+  }
+  return i === 0 ? `${v} B` : `${v.toFixed(v < 10 ? 2 : 1)} ${units[i]}`;
+}
+
+function heldBy(s: Segment): string {
+  if (s.orphan) return 'orphan';
+  return s.holders
+    .map((h) => {
+      const how = [h.mappings > 0 ? `${h.mappings} map${h.mappings === 1 ? '' : 's'}` : '', h.fds.length > 0 ? `fd ${h.fds.join(',')}` : '']
+        .filter(Boolean)
+        .join(', ');
+      return `${h.pid} ${h.command} (${how})`;
+    })
+    .join('; ');
+}
+
+function table(rows: string[][]): string {
+  const widths = (rows[0] ?? []).map((_, i) => Math.max(...rows.map((r) => (r[i] ?? '').length)));
+  const right = new Set([1, 2]); // sizes
+  return rows
+    .map((r) => r.map((c, i) => (i === r.length - 1 ? c : right.has(i) ? c.padStart(widths[i] ?? 0) : c.padEnd(widths[i] ?? 0))).join('  '))
+    .join('\n');
+}
+
+/** The warning `ls` and `rm --orphans` print when some processes could not be read. */
+export function uninspectedNote(segments: Segment[]): string | null {
+  const pids = segments[0]?.uninspected ?? [];
+  if (pids.length === 0) return null;
+  const shown = pids.slice(0, 10).join(', ') + (pids.length > 10 ? ', ...' : '');
+  const hint = process.geteuid?.() === 0 ? '' : " Run as root to read other users' processes.";
+  return (
+    `note: /proc of ${pids.length} process${pids.length === 1 ? '' : 'es'} could not be read (pid ${shown}); ` +
+    `a segment held only there would show as orphan.${hint}`
+  );
+}
+
+export const ls: Command = {
+  name: 'ls',
+  summary: 'list shared memory segments (/dev/shm) and the processes that hold them',
+  usage: [
+    'Usage: cowshm ls [--json]',
+    '',
+    'Lists the POSIX shared memory segments in /dev/shm: size, memory in use,',
+    'owner, mode, and the processes that map them (/proc/PID/maps) or hold them',
+    'open (/proc/PID/fd), matched by device and inode. A segment nobody holds is',
+    "an orphan: its memory stays in use until it is removed (cowshm rm). Segments",
+    'whose name was removed but that a process still holds are listed as (deleted).',
+    '',
+    'Options:',
+    '  --json  print the segments as JSON (the listSegments() result)',
+  ].join('\n'),
+  async run(args) {
+    const { flags, positional } = parseArgs(args, { flags: ['json'] });
+    if (positional.length > 0) throw new UsageError(`unexpected argument '${positional[0]}'`);
+    const segments = listSegments();
+    if (flags.has('json')) {
+      console.log(JSON.stringify(segments, null, 2));
+      return 0;
+    }
+    if (segments.length === 0) {
+      console.log('No shared memory segments in /dev/shm.');
+      return 0;
+    }
+    const rows = [['NAME', 'SIZE', 'IN MEMORY', 'OWNER', 'MODE', 'HELD BY']];
+    for (const s of segments) {
+      rows.push([
+        s.deleted ? `${s.name} (deleted)` : s.name,
+        size(s.size),
+        size(s.allocated),
+        s.owner,
+        `0${s.mode.toString(8)}`,
+        heldBy(s),
+      ]);
+    }
+    console.log(table(rows));
+    const note = uninspectedNote(segments);
+    if (note !== null) console.error(note);
+    return 0;
+  },
+};

@@ -1,0 +1,260 @@
+/**
+ * The POSIX shared memory segments of this machine (/dev/shm), and which
+ * processes hold them: by mapping (/proc/PID/maps) or by an open descriptor
+ * (/proc/PID/fd). Holders are matched by device and inode, so a segment that
+ * was removed and created again under the same name is told apart from the
+ * old one, and segments whose name is gone but that are still held ("(deleted)"
+ * in /proc) are found too.
+ */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { native } from './native';
+import { invalidType } from './errors';
+import * as check from './validate';
+
+const SHM_DIR = '/dev/shm';
+
+/** A process that holds a segment. */
+export interface SegmentHolder {
+  pid: number;
+  /** The process's name (/proc/PID/comm). */
+  command: string;
+  /** How many of its mappings (lines of /proc/PID/maps) are of this segment. */
+  mappings: number;
+  /** Its descriptors open on this segment. */
+  fds: number[];
+}
+
+/** One segment, as `cowshm ls` shows it. */
+export interface Segment {
+  /** The shm name (the file name in /dev/shm). */
+  name: string;
+  /** `/dev/shm/NAME`. */
+  path: string;
+  /** The name was removed, but processes still hold the memory. */
+  deleted: boolean;
+  /** Size in bytes. */
+  size: number;
+  /** Bytes of memory the segment occupies now (allocated pages). */
+  allocated: number;
+  uid: number;
+  /** The owner's user name, or the uid as a string when it has none. */
+  owner: string;
+  gid: number;
+  /** Permission bits, e.g. 0o600. */
+  mode: number;
+  dev: number;
+  ino: number;
+  /** Processes that map it or hold it open, by pid. */
+  holders: SegmentHolder[];
+  /** No process holds it: none of those that could be inspected (see `uninspected`). */
+  orphan: boolean;
+  /**
+   * Processes whose maps or descriptors could not be read (other users'
+   * processes unless run as root, processes that made themselves
+   * undumpable): they might hold the segment without it showing here.
+   */
+  uninspected: number[];
+}
+
+export interface ListSegmentsOptions {
+  /**
+   * Find the processes that hold each segment (reads /proc/PID/maps and
+   * /proc/PID/fd of every process). Default true. With false, `holders` is empty and `orphan` false.
+   */
+  holders?: boolean;
+}
+
+/** st_dev as /proc/PID/maps prints it: hex major:minor. */
+function mapsDevice(dev: number): string {
+  const d = BigInt(dev);
+  const major = (d >> 8n) & 0xfffn | ((d >> 32n) & ~0xfffn);
+  const minor = (d & 0xffn) | ((d >> 12n) & ~0xffn);
+  return `${major.toString(16).padStart(2, '0')}:${minor.toString(16).padStart(2, '0')}`;
+}
+
+let users: Map<number, string> | undefined;
+function userName(uid: number): string {
+  if (users === undefined) {
+    users = new Map();
+    try {
+      for (const line of fs.readFileSync('/etc/passwd', 'utf8').split('\n')) {
+        const [name, , id] = line.split(':');
+        if (name && id !== undefined && /^\d+$/.test(id) && !users.has(Number(id))) users.set(Number(id), name);
+      }
+    } catch {
+      // No /etc/passwd (a minimal container): uids are shown as numbers.
+    }
+  }
+  return users.get(uid) ?? String(uid);
+}
+
+const key = (dev: number, ino: number): string => `${dev}:${ino}`;
+
+interface Found {
+  name: string;
+  deleted: boolean;
+  st: fs.Stats;
+  holders: Map<number, SegmentHolder>;
+}
+
+function readOrNull(file: string): string | null {
+  try {
+    return fs.readFileSync(file, 'utf8');
+  } catch {
+    return null;
+  }
+}
+
+function statOrNull(file: string): fs.Stats | null {
+  try {
+    return fs.statSync(file);
+  } catch {
+    return null;
+  }
+}
+
+/** The name a /dev/shm path in /proc stands for, and whether it was removed. */
+function shmNameOf(link: string): { name: string; deleted: boolean } | null {
+  if (!link.startsWith(`${SHM_DIR}/`)) return null;
+  const deleted = link.endsWith(' (deleted)');
+  const name = (deleted ? link.slice(0, -' (deleted)'.length) : link).slice(SHM_DIR.length + 1);
+  return name.length > 0 && !name.includes('/') ? { name, deleted } : null;
+}
+
+/**
+ * Lists the segments in /dev/shm with their size, owner, mode and the
+ * processes that hold them; then the segments whose name was removed but
+ * that some process still maps or holds open. Sorted by name.
+ */
+export function listSegments(options?: ListSegmentsOptions): Segment[] {
+  const o = check.options<ListSegmentsOptions>(options);
+  const withHolders = check.boolean(o.holders, '"holders" option', true);
+
+  const found = new Map<string, Found>();
+  let shmDev: number | null = null;
+  try {
+    shmDev = fs.statSync(SHM_DIR).dev;
+    for (const entry of fs.readdirSync(SHM_DIR, { withFileTypes: true })) {
+      if (!entry.isFile()) continue; // sem.* are files too; directories and links are not segments
+      const st = statOrNull(path.join(SHM_DIR, entry.name));
+      if (st === null) continue; // removed meanwhile
+      found.set(key(st.dev, st.ino), { name: entry.name, deleted: false, st, holders: new Map() });
+    }
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+  }
+
+  const uninspected: number[] = [];
+  if (withHolders && shmDev !== null) {
+    const device = mapsDevice(shmDev);
+    for (const entry of fs.readdirSync('/proc')) {
+      if (!/^\d+$/.test(entry)) continue;
+      const pid = Number(entry);
+      const dir = `/proc/${pid}`;
+      const maps = readOrNull(`${dir}/maps`);
+      let fdNames: string[] | null = null;
+      try {
+        fdNames = fs.readdirSync(`${dir}/fd`);
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code === 'ENOENT') continue; // exited meanwhile
+      }
+      if (maps === null || fdNames === null) {
+        // A process that exited between readdir and here has no maps either:
+        // only count those that are still there.
+        if (fs.existsSync(dir)) uninspected.push(pid);
+        if (maps === null && fdNames === null) continue;
+      }
+      let command: string | undefined;
+      const holder = (f: Found): SegmentHolder => {
+        let h = f.holders.get(pid);
+        if (h === undefined) {
+          command ??= (readOrNull(`${dir}/comm`) ?? '').trim();
+          h = { pid, command, mappings: 0, fds: [] };
+          f.holders.set(pid, h);
+        }
+        return h;
+      };
+
+      for (const line of maps === null ? [] : maps.split('\n')) {
+        // start-end perms offset dev inode path
+        const m = /^([0-9a-f]+)-([0-9a-f]+) \S+ \S+ (\S+) (\d+)\s*(.*)$/.exec(line);
+        if (m === null || m[3] !== device) continue;
+        const ino = Number(m[4]);
+        let f = found.get(key(shmDev, ino));
+        if (f === undefined) {
+          const named = shmNameOf(m[5] ?? '');
+          if (named === null || !named.deleted) continue;
+          const st = statOrNull(`${dir}/map_files/${m[1]}-${m[2]}`);
+          if (st === null || st.dev !== shmDev || st.ino !== ino) continue;
+          f = { name: named.name, deleted: true, st, holders: new Map() };
+          found.set(key(shmDev, ino), f);
+        }
+        holder(f).mappings++;
+      }
+
+      for (const fd of fdNames ?? []) {
+        const link = `${dir}/fd/${fd}`;
+        let target: string;
+        try {
+          target = fs.readlinkSync(link);
+        } catch {
+          continue;
+        }
+        if (!target.startsWith('/')) continue; // pipe:, socket:, anon_inode:...
+        const st = statOrNull(link);
+        if (st === null || st.dev !== shmDev) continue;
+        let f = found.get(key(st.dev, st.ino));
+        if (f === undefined) {
+          const named = shmNameOf(target);
+          if (named === null || !named.deleted || !st.isFile()) continue;
+          f = { name: named.name, deleted: true, st, holders: new Map() };
+          found.set(key(st.dev, st.ino), f);
+        }
+        holder(f).fds.push(Number(fd));
+      }
+    }
+  }
+
+  const segments: Segment[] = [...found.values()].map(({ name, deleted, st, holders }) => {
+    const list = [...holders.values()].sort((a, b) => a.pid - b.pid);
+    for (const h of list) h.fds.sort((a, b) => a - b);
+    return {
+      name,
+      path: `${SHM_DIR}/${name}`,
+      deleted,
+      size: st.size,
+      allocated: st.blocks * 512,
+      uid: st.uid,
+      owner: userName(st.uid),
+      gid: st.gid,
+      mode: st.mode & 0o7777,
+      dev: st.dev,
+      ino: st.ino,
+      holders: list,
+      orphan: withHolders && list.length === 0,
+      uninspected,
+    };
+  });
+  return segments.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : Number(a.deleted) - Number(b.deleted)));
+}
+
+/**
+ * Removes a segment's name (shm_unlink). Processes that hold it keep their
+ * memory until they let go. With `expected`, the name is removed only if it
+ * still leads to that segment (same device and inode): returns false, and
+ * removes nothing, when it leads to another one now.
+ */
+export function removeSegment(name: string, expected?: { dev: number; ino: number }): boolean {
+  check.shmName(name);
+  if (expected !== undefined) {
+    if (expected === null || typeof expected !== 'object')
+      throw invalidType('"expected" argument', 'an object with "dev" and "ino"', expected);
+    const dev = check.integer(expected.dev, '"expected.dev" property', 0);
+    const ino = check.integer(expected.ino, '"expected.ino" property', 0);
+    const st = statOrNull(path.join(SHM_DIR, name)); // when it is gone, shm_unlink says ENOENT
+    if (st !== null && (st.dev !== dev || st.ino !== ino)) return false;
+  }
+  native.shmUnlink(name);
+  return true;
+}
