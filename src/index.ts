@@ -10,6 +10,8 @@ export { View } from './view';
 export type { Access } from './view';
 export { Snapshot, snapshotBackend, snapshotBackendReason } from './snapshot';
 export type { SnapshotOptions, SnapshotBackend } from './snapshot';
+export { doctor } from './doctor';
+export type { DoctorReport } from './doctor';
 export { sum } from './kernels';
 export type { TypedArray } from './kernels';
 export type { SystemError } from './errors';

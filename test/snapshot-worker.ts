@@ -10,6 +10,7 @@ export type WorkerCommand =
   | { op: 'open'; handle: RegionHandle }
   | { op: 'remap' }
   | { op: 'write'; writes: Array<[offset: number, value: number, length: number]> }
+  | { op: 'spin'; control: SharedArrayBuffer; index: number; firstPage: number; pages: number }
   | { op: 'close' };
 
 let region: Region | undefined;
@@ -40,6 +41,21 @@ parentPort?.on('message', (cmd: WorkerCommand) => {
         const at = offset - view.byteOffset;
         if (length === 4 && at % 4 === 0) new Int32Array(view.buffer)[at / 4] = value;
         else bytes.fill(value & 0xff, at, Math.min(at + length, bytes.length));
+      }
+    } else if (cmd.op === 'spin') {
+      // Write a rising counter into every page of the range until told to stop:
+      // control[0] != 0 stops; control[1 + index] counts rounds.
+      const control = new Int32Array(cmd.control);
+      const words = new Int32Array((views[0] as View).buffer);
+      const per = 4096 / 4;
+      let round = 0;
+      while (Atomics.load(control, 0) === 0) {
+        round++;
+        for (let p = cmd.firstPage; p < cmd.firstPage + cmd.pages; p++) {
+          words[p * per] = round;
+          words[p * per + per - 1] = round;
+        }
+        Atomics.store(control, 1 + cmd.index, round);
       }
     } else if (cmd.op === 'close') {
       region?.close();

@@ -1,7 +1,8 @@
 /** Every sub-command, in the order `cowshm --help` lists them. */
 import type { Command } from '../command';
+import { doctorCommand } from './doctor';
 import { inspect } from './inspect';
 import { ls } from './ls';
 import { rm } from './rm';
 
-export const commands: Command[] = [ls, rm, inspect];
+export const commands: Command[] = [ls, rm, inspect, doctorCommand];

@@ -1,0 +1,63 @@
+/** `cowshm doctor`: what this machine allows and what cowshm will use. */
+import { parseArgs, UsageError, type Command } from '../command';
+import { doctor, type DoctorReport } from '../../doctor';
+
+function bytes(n: number): string {
+  const units = ['bytes', 'KiB', 'MiB', 'GiB', 'TiB'];
+  let i = 0;
+  let v = n;
+  while (v >= 1024 && i < units.length - 1) {
+    v /= 1024;
+    i++;
+  }
+  return i === 0 ? `${v} bytes` : `${v.toFixed(1)} ${units[i]}`;
+}
+
+const seccompNames = ['none', 'strict', 'filter'];
+
+function text(r: DoctorReport): string {
+  const s = r.snapshots;
+  const shm = 'error' in r.devShm ? `unavailable (${r.devShm.error})` : `${bytes(r.devShm.size)}, ${bytes(r.devShm.free)} free`;
+  const rows: Array<[string, string]> = [
+    ['kernel', r.kernel],
+    ['node', r.node],
+    ['page size', `${r.pageSize} bytes`],
+    ['snapshot backend', `${s.backend}${s.forced ? ` (forced by COWSHM_SNAPSHOT_BACKEND=${s.forced})` : ''}`],
+    ['  why', s.reason],
+    ['  userfaultfd', s.userfaultfd.available ? 'available' : 'unavailable'],
+    ['  write-protect shmem', s.userfaultfd.writeProtectShmem ? `yes${s.userfaultfd.writeProtectUnpopulated ? ' (with WP_UNPOPULATED)' : ''}` : 'no'],
+    ['  vm.unprivileged_userfaultfd', s.unprivilegedUserfaultfd === null ? 'unknown' : String(s.unprivilegedUserfaultfd)],
+    ['  seccomp', s.seccomp === null ? 'unknown' : `${seccompNames[s.seccomp] ?? s.seccomp}${s.seccompFilters ? ` (${s.seccompFilters} filters)` : ''}`],
+    ['/dev/shm', shm],
+    ['vm.max_map_count', r.maxMapCount === null ? 'unknown' : `${r.maxMapCount} (${r.mappingsInUse} in use by this process)`],
+    ['page frames readable', `${r.pageFrames.readable ? 'yes' : 'no'}: ${r.pageFrames.reason}`],
+    ['transparent huge pages', Object.entries(r.hugePages.transparent).map(([k, v]) => `${k}=${v}`).join(', ') || 'not supported'],
+    ['hugetlb pages', r.hugePages.hugetlbPageSize === null ? 'unknown' : `${r.hugePages.hugetlbTotal ?? 0} of ${bytes(r.hugePages.hugetlbPageSize)}`],
+    ['largest view', `${bytes(r.maxViewLength)} (${r.maxViewLength} bytes, Region.maxViewLength)`],
+  ];
+  const width = Math.max(...rows.map(([k]) => k.length));
+  return rows.map(([k, v]) => `${k.padEnd(width)}  ${v}`).join('\n');
+}
+
+export const doctorCommand: Command = {
+  name: 'doctor',
+  summary: 'show what this machine allows and what cowshm will use',
+  usage: [
+    'Usage: cowshm doctor [--json]',
+    '',
+    'Prints the kernel and Node.js versions, the snapshot backend and why it was',
+    'chosen (userfaultfd, write-protection of shmem, seccomp), /dev/shm size and free',
+    'space, vm.max_map_count, whether page frames are readable, huge-page settings',
+    'and the largest single view.',
+    '',
+    'Options:',
+    '  --json  print the same facts as one JSON object',
+  ].join('\n'),
+  async run(args: string[]): Promise<number> {
+    const { flags, positional } = parseArgs(args, { flags: ['json'] });
+    if (positional.length > 0) throw new UsageError(`unexpected argument '${positional[0]}'`);
+    const report = doctor();
+    console.log(flags.has('json') ? JSON.stringify(report, null, 2) : text(report));
+    return 0;
+  },
+};
