@@ -3,9 +3,11 @@
 // Checked by `tsc -p test/types` in pretest; never run. Each @ts-expect-error
 // line is a misuse the declarations must reject: if one stops being an error,
 // the check fails.
-import cowshm, { Region, View, Snapshot, sum, pageSize, memory, snapshotBackend, snapshotBackendReason } from 'cowshm';
+import cowshm, {
+  Region, View, Snapshot, sum, pageSize, memory, snapshotBackend, snapshotBackendReason, doctor, listSegments, removeSegment,
+} from 'cowshm';
 import type {
-  Access, CreateOptions, SnapshotBackend, SnapshotOptions, MapOptions, OpenFileOptions, OpenOptions, RegionHandle, RegionKind, SystemError, TypedArray,
+  Access, CreateOptions, SnapshotBackend, SnapshotOptions, DoctorReport, Segment, ListSegmentsOptions, MapOptions, OpenFileOptions, OpenOptions, RegionHandle, RegionKind, SystemError, TypedArray,
 } from 'cowshm';
 
 type Equal<A, B> = (<T>() => T extends A ? 1 : 2) extends <T>() => T extends B ? 1 : 2 ? true : false;
@@ -146,6 +148,21 @@ expectType<number | null>(memory.sharedFrames(view, snap));
 memory.usage(view.buffer);
 // @ts-expect-error a pid is a number
 memory.smaps('self');
+
+// doctor, listSegments, removeSegment
+const report2: DoctorReport = doctor();
+expectType<SnapshotBackend>(report2.snapshots.backend);
+expectType<number>(report2.maxViewLength);
+// @ts-expect-error doctor takes no arguments
+doctor({ json: true });
+const segments: Segment[] = listSegments({ holders: false });
+expectType<boolean>(segments[0]!.orphan);
+const lo: ListSegmentsOptions = {};
+listSegments(lo);
+expectType<boolean>(removeSegment('x'));
+expectType<boolean>(removeSegment('x', { dev: 1, ino: 2 }));
+// @ts-expect-error a name, not a Segment
+removeSegment(segments[0]);
 
 // Option and error types are exported for users' own code.
 const co: CreateOptions = { size: 1 };
