@@ -17,7 +17,7 @@ test('a C program maps a cowshm segment by name, reads its int32 values and writ
   const r = Region.create({ name, size: 1 << 20 });
   try {
     const bin = path.join(dir, 'shm_peek');
-    const cc = spawnSync('gcc', ['-O2', '-Wall', '-Wextra', '-Werror', '-o', bin, source], { encoding: 'utf8' });
+    const cc = spawnSync('gcc', ['-O2', '-Wall', '-Wextra', '-Werror', '-o', bin, source, '-lrt'], { encoding: 'utf8' });
     assert.equal(cc.status, 0, cc.stderr);
 
     const a = new Int32Array(r.map().buffer);
