@@ -64,6 +64,9 @@ void cowshm_env_untrack_fd(napi_env env, int fd);
  * cowshm_registry_lock; a slot is published by a release store of `state`. */
 #define COWSHM_MAX_SLOTS 16384
 
+/* SLOT_CLOSED: the view was closed; the slot owns nothing any more (mapping.c
+ * keeps the range reserved until its ArrayBuffer is collected) and stays only
+ * to explain faults in the range, until cowshm_slot_alloc needs it. */
 enum cowshm_state { SLOT_FREE = 0, SLOT_BUSY = 1, SLOT_MAPPED = 2, SLOT_CLOSED = 3 };
 enum cowshm_access { ACCESS_READ = 0, ACCESS_WRITE = 1, ACCESS_COW = 2, ACCESS_SNAPSHOT = 3 };
 

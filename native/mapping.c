@@ -14,6 +14,10 @@
  *    still running; Node keeps the ArrayBuffer object alive for as long as an
  *    operation on it is pending, so the object's collection is what ends the
  *    reservation.
+ *  - A closed view gives its registry slot back at once (the registry bounds
+ *    open views, not closed ones waiting for GC): the reservation then
+ *    belongs to the mapping's record below. The slot is kept, marked closed,
+ *    for fault reports until the registry needs it for a new view.
  *  - An environment that ends (a worker exits) unmaps everything it mapped.
  */
 #include "cowshm.h"
@@ -26,42 +30,73 @@
 
 size_t cowshm_page_size;
 
-/* Finalizers still to run before a slot's range may be unmapped (0, 1 or 2).
- * Indexed like cowshm_slots; read and written under the registry lock. */
-static uint8_t holds[COWSHM_MAX_SLOTS];
+/* One per ArrayBuffer handed to JS: the finalizers' hint. Every field is
+ * read and written under the registry lock. */
+struct mapping {
+  double id;          /* the slot, while the view is open */
+  napi_env env;
+  uintptr_t start;
+  size_t len;
+  int holds;          /* finalizers still to run: the range goes when both have */
+  int mapped;         /* [start, start + len) is still ours: the view, or its reservation */
+  struct mapping *prev, *next; /* every record, for environment teardown */
+};
+
+static struct mapping *records;
+/* The record of each open slot, indexed like cowshm_slots. */
+static struct mapping *slot_record[COWSHM_MAX_SLOTS];
 
 static size_t round_up(size_t n) { return (n + cowshm_page_size - 1) & ~(cowshm_page_size - 1); }
 
-/* Under the registry lock: unmap a slot's range and free the slot. */
+static void unlink_record(struct mapping *m) {
+  if (m->prev != NULL) m->prev->next = m->next;
+  else records = m->next;
+  if (m->next != NULL) m->next->prev = m->prev;
+  m->prev = m->next = NULL;
+}
+
+/* Under the registry lock: unmap an open slot's range and free the slot. A
+ * closed slot owns nothing: the range is its record's until the record goes
+ * (whoever closed the slot, close_slot or snapshot.c). */
 static void release_locked(struct cowshm_slot *s) {
-  int state = atomic_load(&s->state);
-  if (state == SLOT_MAPPED) cowshm_snapshot_on_unmap(s);
-  /* munmap can only fail for arguments we control; there is nothing useful to
-   * do with such a failure in a finalizer, so it is deliberately ignored. */
-  if (state == SLOT_MAPPED || state == SLOT_CLOSED) munmap((void *)s->start, s->len);
-  holds[s - cowshm_slots] = 0;
+  size_t i = (size_t)(s - cowshm_slots);
+  if (atomic_load(&s->state) == SLOT_MAPPED) {
+    cowshm_snapshot_on_unmap(s);
+    /* munmap can only fail for arguments we control; there is nothing useful
+     * to do with such a failure in a finalizer, so it is deliberately ignored. */
+    munmap((void *)s->start, s->len);
+    if (slot_record[i] != NULL) slot_record[i]->mapped = 0;
+  }
+  slot_record[i] = NULL;
   cowshm_slot_free(s);
 }
 
 /* Both finalizers: the backing store was freed, or the ArrayBuffer object was
- * collected. A stale id (its slot released by environment teardown and maybe
- * reused since) matches nothing. */
+ * collected. */
 static void drop_hold(napi_env env, void *data, void *hint) {
-  double id = (double)(uintptr_t)hint;
-  cowshm_registry_lock();
-  struct cowshm_slot *s = cowshm_slot_by_id(id);
+  struct mapping *m = hint;
   napi_ref ref = NULL;
-  if (s != NULL && s->env == env) {
-    size_t i = (size_t)(s - cowshm_slots);
-    if (holds[i] > 0) holds[i]--;
-    if (holds[i] == 0) {
+  cowshm_registry_lock();
+  if (--m->holds > 0) {
+    cowshm_registry_unlock();
+    return;
+  }
+  /* The slot still belongs to this record only if the view is open; a stale
+   * id (slot released by teardown or reused since) matches nothing. */
+  struct cowshm_slot *s = cowshm_slot_by_id(m->id);
+  if (s != NULL && s->env == m->env) {
+    if (atomic_load(&s->state) == SLOT_MAPPED) {
       ref = s->ab_ref;
       s->ab_ref = NULL;
-      release_locked(s);
     }
+    /* Open: unmaps. Closed: its range is about to go, so no more reports about it. */
+    release_locked(s);
   }
+  if (m->mapped) munmap((void *)m->start, m->len);
+  unlink_record(m);
   cowshm_registry_unlock();
   if (ref != NULL) napi_delete_reference(env, ref);
+  free(m);
 }
 
 napi_value cowshm_mapping_create(napi_env env, int fd, uint64_t offset, size_t length, int access,
@@ -72,10 +107,16 @@ napi_value cowshm_mapping_create(napi_env env, int fd, uint64_t offset, size_t l
   int flags = (access == ACCESS_COW || access == ACCESS_SNAPSHOT) ? MAP_PRIVATE : MAP_SHARED;
   if (populate) flags |= MAP_POPULATE;
 
+  struct mapping *m = calloc(1, sizeof *m);
+  if (m == NULL) return cowshm_throw_errno(env, ENOMEM, "mmap", label);
   cowshm_registry_lock();
   struct cowshm_slot *s = cowshm_slot_alloc();
+  /* A reused closed slot may still name the record of the view it held:
+   * that record keeps its range, the slot starts afresh. */
+  if (s != NULL) slot_record[s - cowshm_slots] = NULL;
   cowshm_registry_unlock();
   if (s == NULL) {
+    free(m);
     napi_throw_error(env, "EMFILE",
                      "EMFILE: too many cowshm views are open in this process (the limit is 16384); "
                      "close views you no longer need");
@@ -85,6 +126,7 @@ napi_value cowshm_mapping_create(napi_env env, int fd, uint64_t offset, size_t l
   if (addr == MAP_FAILED) {
     int err = errno;
     cowshm_slot_free(s);
+    free(m);
     return cowshm_throw_errno(env, err, "mmap", label);
   }
   s->start = (uintptr_t)addr;
@@ -99,6 +141,12 @@ napi_value cowshm_mapping_create(napi_env env, int fd, uint64_t offset, size_t l
   strncpy(s->label, label, sizeof s->label - 1);
   s->label[sizeof s->label - 1] = 0;
   double id = cowshm_slot_id(s);
+  m->id = id;
+  m->env = env;
+  m->start = (uintptr_t)addr;
+  m->len = len;
+  m->holds = 1;
+  m->mapped = 1;
 
   /* Publish before arming snapshots: the fault handler must find the slot. */
   cowshm_registry_lock();
@@ -107,33 +155,35 @@ napi_value cowshm_mapping_create(napi_env env, int fd, uint64_t offset, size_t l
   if (err != 0) {
     release_locked(s);
     cowshm_registry_unlock();
+    free(m);
     return cowshm_throw_errno(env, err, "userfaultfd", label);
   }
+  slot_record[s - cowshm_slots] = m;
+  m->next = records;
+  if (records != NULL) records->prev = m;
+  records = m;
   cowshm_registry_unlock();
 
-  size_t index = (size_t)(s - cowshm_slots);
   napi_value ab;
-  cowshm_registry_lock();
-  holds[index] = 1;
-  cowshm_registry_unlock();
-  if (napi_create_external_arraybuffer(env, addr, length, drop_hold, (void *)(uintptr_t)id, &ab) != napi_ok) {
+  if (napi_create_external_arraybuffer(env, addr, length, drop_hold, m, &ab) != napi_ok) {
     cowshm_registry_lock();
-    holds[index] = 0;
     release_locked(s);
+    unlink_record(m);
     cowshm_registry_unlock();
+    free(m);
     bool pending = false;
     napi_is_exception_pending(env, &pending);
     if (!pending) napi_throw_range_error(env, "ERR_OUT_OF_RANGE", "cannot create an ArrayBuffer of this length");
     return NULL;
   }
-  /* From here the finalizers own the mapping: if a call below fails, the
+  /* From here the finalizers own the record: if a call below fails, the
    * ArrayBuffer never reaches JS and its collection releases the range. */
   cowshm_registry_lock();
-  holds[index] = 2;
+  m->holds = 2;
   cowshm_registry_unlock();
-  if (napi_add_finalizer(env, ab, NULL, drop_hold, (void *)(uintptr_t)id, NULL) != napi_ok) {
+  if (napi_add_finalizer(env, ab, NULL, drop_hold, m, NULL) != napi_ok) {
     cowshm_registry_lock();
-    holds[index] = 1;
+    m->holds = 1;
     cowshm_registry_unlock();
     cowshm_throw_napi_failure(env, "napi_add_finalizer", __FILE__, __LINE__);
     return NULL;
@@ -164,9 +214,11 @@ static int close_slot(napi_env env, double id) {
       return 0;
     }
   }
+  napi_ref ref = NULL;
   cowshm_registry_lock();
   s = cowshm_slot_by_id(id);
   if (s != NULL && atomic_load(&s->state) == SLOT_MAPPED) {
+    struct mapping *m = slot_record[s - cowshm_slots];
     cowshm_snapshot_on_unmap(s);
     void *r = mmap((void *)s->start, s->len, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED | MAP_NORESERVE,
                    -1, 0);
@@ -174,13 +226,16 @@ static int close_slot(napi_env env, double id) {
       /* Could not reserve (map count limit): unmapping is still safe for JS,
        * which can no longer reach the range. */
       munmap((void *)s->start, s->len);
-      atomic_store(&s->state, SLOT_CLOSED);
       s->len = 0;
-    } else {
-      atomic_store(&s->state, SLOT_CLOSED);
+      if (m != NULL) m->mapped = 0;
     }
+    ref = s->ab_ref;
+    s->ab_ref = NULL;
+    slot_record[s - cowshm_slots] = NULL;
+    atomic_store(&s->state, SLOT_CLOSED);
   }
   cowshm_registry_unlock();
+  if (ref != NULL) napi_delete_reference(env, ref);
   return 1;
 }
 
@@ -322,6 +377,14 @@ void cowshm_mapping_release_all(napi_env env) {
     struct cowshm_slot *s = &cowshm_slots[i];
     int state = atomic_load(&s->state);
     if ((state == SLOT_MAPPED || state == SLOT_CLOSED) && s->env == env) release_locked(s);
+  }
+  /* Reservations of closed views. The records stay: their finalizers may
+   * still run during teardown, and free them. */
+  for (struct mapping *m = records; m != NULL; m = m->next) {
+    if (m->env == env && m->mapped) {
+      munmap((void *)m->start, m->len);
+      m->mapped = 0;
+    }
   }
   cowshm_registry_unlock();
 }

@@ -18,27 +18,33 @@ void cowshm_registry_unlock(void) { pthread_mutex_unlock(&registry_mutex); }
 #define INDEX_BITS 20
 #define INDEX_SPAN (1u << INDEX_BITS)
 
+/* A closed slot owns nothing (its range belongs to the mapping's record); it
+ * is kept only to explain a fault in the closed range, and is taken for a new
+ * view when no slot is free. */
 struct cowshm_slot *cowshm_slot_alloc(void) {
-  size_t high = atomic_load(&cowshm_slot_high);
-  for (size_t i = 0; i < COWSHM_MAX_SLOTS; i++) {
-    struct cowshm_slot *s = &cowshm_slots[i];
-    if (atomic_load_explicit(&s->state, memory_order_relaxed) != SLOT_FREE) continue;
-    atomic_store(&s->state, SLOT_BUSY);
-    s->gen = (s->gen + 1) & 0xffffffu;
-    s->start = 0;
-    s->len = s->byte_length = 0;
-    s->file_offset = s->dev = s->ino = 0;
-    s->access = ACCESS_READ;
-    s->owner = 0;
-    s->env = NULL;
-    s->ab_ref = NULL;
-    s->label[0] = 0;
-    atomic_store(&s->wp, 0);
-    s->snap = NULL;
-    if (i >= high) atomic_store(&cowshm_slot_high, i + 1);
-    return s;
+  struct cowshm_slot *s = NULL, *closed = NULL;
+  for (size_t i = 0; i < COWSHM_MAX_SLOTS && s == NULL; i++) {
+    int state = atomic_load_explicit(&cowshm_slots[i].state, memory_order_relaxed);
+    if (state == SLOT_FREE) s = &cowshm_slots[i];
+    else if (state == SLOT_CLOSED && closed == NULL) closed = &cowshm_slots[i];
   }
-  return NULL;
+  if (s == NULL) s = closed;
+  if (s == NULL) return NULL;
+  size_t i = (size_t)(s - cowshm_slots);
+  atomic_store(&s->state, SLOT_BUSY);
+  s->gen = (s->gen + 1) & 0xffffffu;
+  s->start = 0;
+  s->len = s->byte_length = 0;
+  s->file_offset = s->dev = s->ino = 0;
+  s->access = ACCESS_READ;
+  s->owner = 0;
+  s->env = NULL;
+  s->ab_ref = NULL;
+  s->label[0] = 0;
+  atomic_store(&s->wp, 0);
+  s->snap = NULL;
+  if (i >= atomic_load(&cowshm_slot_high)) atomic_store(&cowshm_slot_high, i + 1);
+  return s;
 }
 
 void cowshm_slot_publish(struct cowshm_slot *s) {

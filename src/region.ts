@@ -233,9 +233,14 @@ export class Region {
     const o = check.options<OpenOptions>(options);
     const readOnly = check.boolean(o.readOnly, '"readOnly" option', false);
     const allowForeignOwner = check.boolean(o.allowForeignOwner, '"allowForeignOwner" option', false);
-    const fd = native.shmOpen(name, readOnly ? c.O_RDONLY : c.O_RDWR, 0);
+    // O_NONBLOCK: a FIFO planted under the name must not make a read-only open wait.
+    const fd = native.shmOpen(name, (readOnly ? c.O_RDONLY : c.O_RDWR) | c.O_NONBLOCK, 0);
     try {
-      const uid = native.fstat(fd, name)[1];
+      const [, uid, , fileMode] = native.fstat(fd, name);
+      if ((fileMode & c.S_IFMT) !== c.S_IFREG) {
+        const err = cowshmError('ERR_COWSHM_NOT_A_FILE', `'/dev/shm/${name}' is not a regular file, so not a shared memory segment`);
+        throw Object.assign(err, { path: name });
+      }
       const euid = process.geteuid?.() ?? uid;
       if (uid !== euid && !allowForeignOwner) {
         throw cowshmError(

@@ -1,6 +1,7 @@
 import { test } from 'node:test';
 import * as assert from 'node:assert/strict';
 import * as fs from 'node:fs';
+import { execFileSync } from 'node:child_process';
 import { Region } from 'cowshm';
 import { uniqueName, isRoot, runNode } from './helpers';
 
@@ -166,5 +167,22 @@ test('names up to 255 bytes work end to end', () => {
   } finally {
     a.unlink();
     a.close();
+  }
+});
+
+test('something other than a segment under the name (a FIFO) is refused without waiting', () => {
+  const name = uniqueName('fifo');
+  execFileSync('mkfifo', ['-m', '600', `/dev/shm/${name}`]);
+  try {
+    for (const readOnly of [true, false]) {
+      assert.throws(() => Region.open(name, { readOnly }), (err: NodeJS.ErrnoException) => {
+        assert.equal(err.code, 'ERR_COWSHM_NOT_A_FILE');
+        assert.equal(err.path, name);
+        assert.match(err.message, /is not a regular file, so not a shared memory segment/);
+        return true;
+      });
+    }
+  } finally {
+    fs.unlinkSync(`/dev/shm/${name}`);
   }
 });

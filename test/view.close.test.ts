@@ -157,3 +157,24 @@ test('Symbol.dispose: `using` closes views and regions at the end of the block',
   assert.equal(region.closed, true);
   assert.equal(bytes.length, 0);
 });
+
+test('the limit of 16384 views counts open views only: closed ones free their place at once', () => {
+  const r = Region.create({ size: pageSize });
+  try {
+    // Far more than the limit, closed as they go, with no chance for GC to run in between.
+    for (let i = 0; i < 20000; i++) r.map().close();
+    const open: View[] = [];
+    try {
+      for (;;) open.push(r.map());
+    } catch (err) {
+      assert.equal((err as NodeJS.ErrnoException).code, 'EMFILE');
+      assert.match((err as Error).message, /too many cowshm views are open in this process \(the limit is 16384\); close views you no longer need/);
+    }
+    assert.ok(open.length > 16000 && open.length <= 16384, String(open.length)); // other files' views may share the process
+    open.pop()?.close();
+    open.push(r.map()); // one closed, one more may open
+    for (const v of open) v.close();
+  } finally {
+    r.close();
+  }
+});

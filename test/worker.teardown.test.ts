@@ -3,9 +3,9 @@ import * as assert from 'node:assert/strict';
 import { once } from 'node:events';
 import { Worker } from 'node:worker_threads';
 import { Region } from 'cowshm';
-import { packageRoot, uniqueName, mapsLinesFor, fdsFor, collectGarbage } from './helpers';
+import { packageRoot, uniqueName, mapsLinesFor, mapsLineContaining, fdsFor, collectGarbage } from './helpers';
 
-interface Made { dev: number; ino: number; fd: number }
+interface Made { dev: number; ino: number; fd: number; closedAt: number }
 
 // Creates regions of every kind, maps them in every mode (one view closed,
 // the rest open, one buffer kept in a global), then exits without closing.
@@ -23,11 +23,12 @@ const regions = [
 globalThis.kept = [];
 for (const r of regions) {
   const views = [r.map(), r.map({ access: 'read' }), r.map({ access: 'cow' })];
+  const closedAt = views[1].address;
   new Uint8Array(views[0].buffer)[0] = 1;
   new Uint8Array(views[2].buffer)[0] = 2;
   views[1].close();
   globalThis.kept.push(new Uint8Array(views[0].buffer), views);
-  made.push({ dev: r.dev, ino: r.ino, fd: r.fd });
+  made.push({ dev: r.dev, ino: r.ino, fd: r.fd, closedAt: closedAt });
 }
 parentPort.postMessage(made);
 // The parent looks at /proc first, then says when to end.
@@ -51,6 +52,7 @@ for (const how of ['return', 'exit', 'throw', 'terminate'] as const) {
       for (const m of made) {
         assert.ok(mapsLinesFor(m.dev, m.ino).length >= 2, `worker's views of inode ${m.ino} should be mapped`);
         assert.deepEqual(fdsFor(m.dev, m.ino), [m.fd]);
+        assert.match(mapsLineContaining(m.closedAt)?.line ?? '', / ---p 00000000 00:00 0 /, 'the closed view is reserved');
       }
       // Not events.once: it would reject on the 'error' event of the 'throw' case.
       const exited = new Promise<[number]>((resolve) => worker.once('exit', (code: number) => resolve([code])));
@@ -62,6 +64,7 @@ for (const how of ['return', 'exit', 'throw', 'terminate'] as const) {
       for (const m of made) {
         assert.deepEqual(mapsLinesFor(m.dev, m.ino), [], `inode ${m.ino} is still mapped`);
         assert.deepEqual(fdsFor(m.dev, m.ino), [], `inode ${m.ino} is still open`);
+        assert.doesNotMatch(mapsLineContaining(m.closedAt)?.line ?? '', / ---p 00000000 00:00 0 /, 'a reservation is left');
       }
     } finally {
       await worker.terminate();
