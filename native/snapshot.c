@@ -58,6 +58,7 @@
 #include <unistd.h>
 
 /* Kernel headers from before 6.3 / 5.14 lack these. */
+/* 1 << 13 as in <linux/userfaultfd.h> since 6.4 (1 << 14 is UFFD_FEATURE_POISON). */
 #ifndef UFFD_FEATURE_WP_UNPOPULATED
 #define UFFD_FEATURE_WP_UNPOPULATED (1 << 13)
 #endif
@@ -128,6 +129,9 @@ static char backend_reason[1024];
 static char uffd_reason[512];
 static int uffd_ok, uffd_wp_shmem, uffd_wp_unpopulated;
 static char forced[32];
+/* COWSHM_MPROTECT_CHUNK: a fixed chunk size for the mprotect backend, so
+ * tests can drive the process into vm.max_map_count on purpose. */
+static size_t forced_chunk;
 static pthread_once_t probe_once = PTHREAD_ONCE_INIT;
 
 static size_t ps(void) { return cowshm_page_size; }
@@ -255,6 +259,11 @@ fail:
 }
 
 static void probe(void) {
+  const char *chunk = getenv("COWSHM_MPROTECT_CHUNK");
+  if (chunk != NULL) {
+    unsigned long long c = strtoull(chunk, NULL, 10);
+    if (c >= ps() && (c & (c - 1)) == 0) forced_chunk = (size_t)c;
+  }
   const char *env = getenv("COWSHM_SNAPSHOT_BACKEND");
   if (env != NULL && env[0] != 0) {
     snprintf(forced, sizeof forced, "%s", env);
@@ -359,7 +368,8 @@ static int all_copied(struct snapshot *sn, size_t first, size_t n) {
 /* Copies file range [lo, hi) into every live snapshot of domain d that has
  * not copied it yet. Async-signal-safe; runs inside a reader section (or
  * under the registry lock). */
-static void copy_into_snapshots(int d, uint64_t lo, uint64_t hi) {
+static int copy_into_snapshots(int d, uint64_t lo, uint64_t hi) {
+  int copies = 0;
   size_t high = atomic_load(&snap_high);
   for (size_t i = 0; i < high; i++) {
     struct snapshot *sn = &snaps[i];
@@ -377,7 +387,9 @@ static void copy_into_snapshots(int d, uint64_t lo, uint64_t hi) {
       atomic_compare_exchange_strong(&sn->error, &expected, errno);
     }
     mark_copied(sn, first, n);
+    copies++;
   }
+  return copies;
 }
 
 /* ---- the fault handler --------------------------------------------------- */
@@ -392,26 +404,28 @@ static int fault_is_write(void *uctx) {
 #endif
 }
 
-/* Copy, then un-protect, the chunk around `page` of write mapping s. */
-static void resolve(struct cowshm_slot *s, int d, uintptr_t page) {
+/* Copy, then un-protect, the chunk around `page` of write mapping s.
+ * Returns how many snapshots needed a copy. */
+static int resolve(struct cowshm_slot *s, int d, uintptr_t page) {
   struct domain *dom = &domains[d];
   uint64_t fo = s->file_offset + (page - s->start);
   uint64_t c0 = fo & ~((uint64_t)dom->chunk - 1), c1 = c0 + dom->chunk;
   uint64_t vlo = s->file_offset, vhi = s->file_offset + s->len;
   uint64_t lo = c0 > vlo ? c0 : vlo, hi = c1 < vhi ? c1 : vhi;
-  copy_into_snapshots(d, c0, c1);
+  int copies = copy_into_snapshots(d, c0, c1);
   uintptr_t start = s->start + (uintptr_t)(lo - vlo);
   size_t len = (size_t)(hi - lo);
   if (dom->backend == BACKEND_UFFD) {
     uffd_protect(start, len, 0);
-    return;
+    return copies;
   }
-  if (mprotect((void *)start, len, PROT_READ | PROT_WRITE) == 0) return;
+  if (mprotect((void *)start, len, PROT_READ | PROT_WRITE) == 0) return copies;
   /* Out of VMAs after all (vm.max_map_count): give this whole mapping its
    * copies now, and make it writable in one piece, which merges its VMAs
    * instead of splitting them. Slow, but exact, and no crash. */
   copy_into_snapshots(d, vlo, vhi);
   mprotect((void *)s->start, s->len, PROT_READ | PROT_WRITE);
+  return copies;
 }
 
 int cowshm_snapshot_fault(int sig, siginfo_t *si, void *uctx) {
@@ -444,8 +458,9 @@ int cowshm_snapshot_fault(int sig, siginfo_t *si, void *uctx) {
       reader_exit(e);
       return 0;
     }
+    int copies = 0;
     if (wp > 0) {
-      resolve(s, wp - 1, page);
+      copies = resolve(s, wp - 1, page);
     } else if (sig == SIGSEGV) {
       /* Protection was removed between the fault and now (the last snapshot
        * went); a write mapping is meant to be writable. */
@@ -455,9 +470,15 @@ int cowshm_snapshot_fault(int sig, siginfo_t *si, void *uctx) {
     }
     reader_exit(e);
     if (sig == SIGSEGV) return 1;
-    /* SIGBUS also means /dev/shm is full or the file was truncated. Make the
-     * page writable here: if the kernel refuses because it would SIGBUS, and
-     * nobody protected anything meanwhile, the fault is real. */
+    /* The first write to a page after a snapshot copies it: that fault was
+     * ours, and the retry will succeed, unless the page is also beyond the
+     * file's end or /dev/shm is full. Those faults come back, and then there
+     * is nothing left to copy. */
+    if (copies > 0) return 1;
+    /* Nothing to copy: maybe a write through a second view of a page already
+     * copied, maybe a real SIGBUS. Make the page writable here: if the kernel
+     * refuses because it would SIGBUS, and nobody protected anything
+     * meanwhile, the fault is real. */
     if (madvise((void *)page, ps(), MADV_POPULATE_WRITE) == 0) return 1;
     if (errno != EFAULT) return 1;
     if (atomic_load(&protect_gen) == gen) return 0;
@@ -635,6 +656,7 @@ static napi_value create_js(napi_env env, napi_callback_info info) {
     if (want_backend == BACKEND_MPROTECT) {
       long budget = 0;
       dom->chunk = choose_chunk(dom, (size_t)region_size, &budget);
+      if (forced_chunk != 0 && dom->chunk != 0) dom->chunk = forced_chunk;
       if (dom->chunk == 0) {
         err = ENOMEM;
         what = "mprotect";

@@ -2,7 +2,7 @@ import { test } from 'node:test';
 import * as assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import { Region, Snapshot, pageSize, snapshotBackend } from 'cowshm';
-import { uniqueName } from './helpers';
+import { collectGarbage, uniqueName } from './helpers';
 import { mapsPermissions } from './snapshot-helpers';
 
 const env = process.env['COWSHM_SNAPSHOT_BACKEND'];
@@ -156,4 +156,22 @@ test('closing the region releases its snapshots', () => {
   assert.equal(s.released, true);
   assert.throws(() => s.buffer, { code: 'ERR_COWSHM_CLOSED' });
   s.release();
+});
+
+test('a snapshot collected without release() is released: protection goes with it', async () => {
+  const r = Region.create({ size: 4 * pageSize });
+  const fd = fs.openSync('/dev/zero', 'r');
+  try {
+    const view = new Uint8Array(r.map().buffer);
+    (() => {
+      const s = r.snapshot();
+      assert.throws(() => fs.readSync(fd, view, 0, pageSize, null), { code: 'EFAULT' });
+      assert.equal(s.released, false);
+    })();
+    await collectGarbage();
+    assert.equal(fs.readSync(fd, view, 0, view.length, null), view.length);
+  } finally {
+    fs.closeSync(fd);
+    r.close();
+  }
 });

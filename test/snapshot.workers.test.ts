@@ -70,3 +70,20 @@ test('a worker that exits with its views armed leaves the snapshot intact', asyn
     r.close();
   }
 });
+
+test("writes from libuv's thread pool (crypto.randomFill into a view) are isolated", async () => {
+  const { randomFill } = await import('node:crypto');
+  const r = Region.create({ size: 64 * pageSize });
+  try {
+    const view = new Uint8Array(r.map().buffer);
+    view.fill(7);
+    const s = r.snapshot();
+    await new Promise<void>((resolve, reject) => randomFill(view, 0, 32 * pageSize, (err) => (err ? reject(err) : resolve())));
+    assert.ok(view.subarray(0, 32 * pageSize).some((x) => x !== 7), 'the thread pool wrote');
+    assert.ok(new Uint8Array(s.buffer).every((x) => x === 7));
+    assert.equal(s.copiedPages, 32);
+    s.release();
+  } finally {
+    r.close();
+  }
+});
