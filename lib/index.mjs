@@ -3,7 +3,7 @@ import { createRequire } from 'node:module';
 
 const cowshm = createRequire(import.meta.url)('../dist/index.js');
 
-export const { Region, View, sum, pageSize, Snapshot, snapshotBackend, snapshotBackendReason, doctor } = cowshm;
+export const { Region, View, sum, pageSize, Snapshot, snapshotBackend, snapshotBackendReason, doctor, memory } = cowshm;
 export default cowshm;
 export const { listSegments, removeSegment } = cowshm;
 export const { writeCheckpoint, checkpointInfo } = cowshm;

@@ -20,7 +20,8 @@ r.close();
 
 async function roundTripInWorker(handle: RegionHandle): Promise<{ seen: number; kind: string; size: number; ino: number; fd: number }> {
   const worker = new Worker(workerSource, { eval: true, workerData: { root: packageRoot, handle } });
-  // Both listeners before the first await: the worker may exit right after it posts.
+  // Listen for 'exit' now: a worker that posts and ends can emit 'message' and
+  // 'exit' in one turn, before the code after the first await runs.
   const exited = once(worker, 'exit');
   const [message] = (await once(worker, 'message')) as [{ seen: number; kind: string; size: number; ino: number; fd: number }];
   await exited;

@@ -1,0 +1,177 @@
+// Type tests for the public declarations (dist/index.d.ts), resolved the way a
+// user's project resolves them: by package name through the "exports" map.
+// Checked by `tsc -p test/types` in pretest; never run. Each @ts-expect-error
+// line is a misuse the declarations must reject: if one stops being an error,
+// the check fails.
+import cowshm, {
+  Region, View, Snapshot, sum, pageSize, memory, snapshotBackend, snapshotBackendReason, doctor, listSegments, removeSegment,
+} from 'cowshm';
+import type {
+  Access, CreateOptions, SnapshotBackend, SnapshotOptions, DoctorReport, Segment, ListSegmentsOptions, MapOptions, OpenFileOptions, OpenOptions, RegionHandle, RegionKind, SystemError, TypedArray,
+} from 'cowshm';
+
+type Equal<A, B> = (<T>() => T extends A ? 1 : 2) extends <T>() => T extends B ? 1 : 2 ? true : false;
+function expectType<T>(_value: T): void {}
+function assertType<_T extends true>(): void {}
+
+// CommonJS `require` and ESM `import` see one module.
+const viaRequire: typeof import('cowshm') = require('cowshm');
+expectType<typeof Region>(viaRequire.Region);
+expectType<typeof Region>(cowshm.Region);
+
+expectType<number>(pageSize);
+expectType<number>(Region.maxViewLength);
+
+// Region.create
+const created: Region = Region.create({ size: 1 << 20 });
+Region.create({ size: 4096, name: 'x', mode: 0o640, reserve: false, hugePages: true });
+// @ts-expect-error size is required
+Region.create({ name: 'x' });
+// @ts-expect-error size is a number
+Region.create({ size: '4096' });
+// @ts-expect-error options are required
+Region.create();
+// @ts-expect-error no such option
+Region.create({ size: 4096, truncate: true });
+// @ts-expect-error exactOptionalPropertyTypes: undefined is not a name
+Region.create({ size: 4096, name: undefined });
+
+// Region.open / openFile / fromHandle
+const opened: Region = Region.open('x', { readOnly: true, allowForeignOwner: false });
+Region.open('x');
+// @ts-expect-error a name is a string
+Region.open(42);
+Region.openFile('/tmp/x', { size: 4096, create: true, readOnly: false, mode: 0o600, reserve: true });
+// @ts-expect-error readOnly is a boolean
+Region.openFile('/tmp/x', { readOnly: 'yes' });
+const handle: RegionHandle = created.handle();
+expectType<Region>(Region.fromHandle(handle));
+// @ts-expect-error a handle is not a name
+Region.fromHandle('x');
+// @ts-expect-error the constructor is private: regions come from create/open
+new Region();
+
+// Region members
+expectType<RegionKind>(created.kind);
+assertType<Equal<RegionKind, 'shm' | 'memfd' | 'file'>>();
+expectType<string | null>(created.name);
+expectType<number>(created.size);
+expectType<number>(created.fd);
+expectType<string>(created.path);
+expectType<boolean>(created.readOnly);
+expectType<boolean>(created.closed);
+// @ts-expect-error size is read-only
+created.size = 10;
+// @ts-expect-error kind is read-only
+created.kind = 'file';
+expectType<void>(created.unlink());
+expectType<void>(created.flush());
+expectType<void>(created.close());
+expectType<void>(created[Symbol.dispose]());
+
+// map and View
+const view: View = opened.map({ offset: 0, length: 4096, access: 'cow', populate: false });
+opened.map();
+// @ts-expect-error access is 'read' | 'write' | 'cow'
+opened.map({ access: 'rw' });
+// @ts-expect-error offset is a number
+opened.map({ offset: 0n });
+assertType<Equal<Access, 'read' | 'write' | 'cow'>>();
+expectType<ArrayBuffer>(view.buffer);
+expectType<Region>(view.region);
+expectType<Access>(view.access);
+expectType<number>(view.byteOffset);
+expectType<number>(view.byteLength);
+expectType<number>(view.address);
+expectType<boolean>(view.closed);
+expectType<void>(view.revert(0, 4096));
+expectType<void>(view.flush());
+expectType<void>(view.close());
+// @ts-expect-error the buffer is read-only
+view.buffer = new ArrayBuffer(8);
+{
+  using scoped = opened.map();
+  expectType<View>(scoped);
+}
+
+// sum: exact integers as bigint, floating point as number
+expectType<bigint>(sum(new Int32Array(view.buffer)));
+expectType<bigint>(sum(new BigUint64Array(view.buffer)));
+expectType<number>(sum(new Float64Array(view.buffer)));
+expectType<bigint | number>(sum(new Uint8Array(4) as TypedArray));
+// @ts-expect-error not a TypedArray
+sum([1, 2, 3]);
+// @ts-expect-error an ArrayBuffer must be wrapped in a TypedArray first
+sum(view.buffer);
+
+// Snapshots
+const snap: Snapshot = opened.snapshot({ offset: 0, length: 4096 });
+opened.snapshot();
+// @ts-expect-error offset is a number
+opened.snapshot({ offset: '0' });
+expectType<ArrayBuffer>(snap.buffer);
+expectType<number>(snap.copiedPages);
+expectType<Uint32Array>(snap.changedPages());
+expectType<SnapshotBackend>(snap.backend);
+expectType<number>(snap.chunkSize);
+expectType<boolean>(snap.released);
+expectType<void>(snap.release());
+expectType<void>(snap[Symbol.dispose]());
+// @ts-expect-error copiedPages is read-only
+snap.copiedPages = 0;
+expectType<void>(opened.prepareWrite(0, 4096));
+// @ts-expect-error prepareWrite needs offset and length
+opened.prepareWrite(0);
+expectType<SnapshotBackend>(snapshotBackend);
+assertType<Equal<SnapshotBackend, 'userfaultfd' | 'mprotect'>>();
+expectType<string>(snapshotBackendReason);
+const so: SnapshotOptions = { length: 8192 };
+void so;
+
+// memory: anything with an address and a byteLength (views, snapshots)
+const entry: memory.SmapsEntry = memory.usage(view);
+expectType<number>(entry.rss);
+expectType<number>(entry.pss);
+expectType<number>(entry.privateDirty);
+expectType<number>(entry.anonymous);
+expectType<Record<string, number>>(entry.fields);
+expectType<string>(entry.path);
+expectType<memory.SmapsEntry[]>(memory.smaps());
+expectType<memory.SmapsEntry[]>(memory.smaps(1));
+expectType<memory.Figures>(memory.rollup());
+memory.usage(snap);
+const report: memory.PageReport = memory.pages(view, { offset: 0, length: 4096 });
+expectType<number[] | null>(report.frames);
+expectType<string | null>(report.framesUnavailable);
+expectType<number | null>(memory.sharedFrames(view, snap));
+// @ts-expect-error an ArrayBuffer has no address
+memory.usage(view.buffer);
+// @ts-expect-error a pid is a number
+memory.smaps('self');
+
+// doctor, listSegments, removeSegment
+const report2: DoctorReport = doctor();
+expectType<SnapshotBackend>(report2.snapshots.backend);
+expectType<number>(report2.maxViewLength);
+// @ts-expect-error doctor takes no arguments
+doctor({ json: true });
+const segments: Segment[] = listSegments({ holders: false });
+expectType<boolean>(segments[0]!.orphan);
+const lo: ListSegmentsOptions = {};
+listSegments(lo);
+expectType<boolean>(removeSegment('x'));
+expectType<boolean>(removeSegment('x', { dev: 1, ino: 2 }));
+// @ts-expect-error a name, not a Segment
+removeSegment(segments[0]);
+
+// Option and error types are exported for users' own code.
+const co: CreateOptions = { size: 1 };
+const mo: MapOptions = { access: 'read' };
+const oo: OpenOptions = {};
+const fo: OpenFileOptions = { create: true };
+void [co, mo, oo, fo];
+declare const err: SystemError;
+expectType<string>(err.code);
+expectType<number>(err.errno);
+expectType<string>(err.syscall);
+expectType<string | undefined>(err.path);
