@@ -111,6 +111,18 @@ const descriptors = new FinalizationRegistry<number>((fd) => {
 const isSystemError = (err: unknown, code: string): err is SystemError =>
   err instanceof Error && (err as SystemError).code === code;
 
+const TMPFS_MAGIC = 0x01021994;
+
+/** The size of the tmpfs `file` is on, or null when it is on another filesystem. */
+function tmpfsSize(file: string): number | null {
+  try {
+    const st = fs.statfsSync(file);
+    return st.type === TMPFS_MAGIC ? st.blocks * st.bsize : null;
+  } catch {
+    return null;
+  }
+}
+
 /** Explains ENOSPC: which filesystem, how large, how much is free. */
 function explainNoSpace(err: SystemError, where: string, wanted: number): SystemError {
   try {
@@ -301,6 +313,10 @@ export class Region {
       if (size !== undefined && current < size) {
         if (readOnly)
           throw outOfRange('"size" option', `at most the file's size (${current}) for a read-only file`, size);
+        // A file on tmpfs is memory: the same limit as for create() applies
+        // (beyond the whole filesystem, fallocate fails at once with ENOSPC).
+        const tmpfsTotal = reserve ? tmpfsSize(resolved) : null;
+        if (tmpfsTotal !== null && size - current <= tmpfsTotal) checkReservable(size - current, resolved);
         grewFrom = current;
         native.ftruncate(fd, size, resolved);
         if (reserve) {
