@@ -89,6 +89,8 @@ interface RegionInit {
   path: string;
   readOnly: boolean;
   hugePages: boolean;
+  /** native.fstat(fd) when the caller already has it: saves a syscall. */
+  stat?: ReturnType<typeof native.fstat>;
 }
 
 let nextOwner = 1;
@@ -160,7 +162,7 @@ export class Region {
     this.path = init.path;
     this.readOnly = init.readOnly;
     this.#hugePages = init.hugePages;
-    const [size, , , , dev, ino] = native.fstat(init.fd);
+    const [size, , , , dev, ino] = init.stat ?? native.fstat(init.fd);
     this.#size = size;
     this.dev = dev;
     this.ino = ino;
@@ -229,7 +231,8 @@ export class Region {
     const allowForeignOwner = check.boolean(o.allowForeignOwner, '"allowForeignOwner" option', false);
     const fd = native.shmOpen(name, readOnly ? c.O_RDONLY : c.O_RDWR, 0);
     try {
-      const uid = native.fstat(fd)[1];
+      const stat = native.fstat(fd);
+      const uid = stat[1];
       const euid = process.geteuid?.() ?? uid;
       if (uid !== euid && !allowForeignOwner) {
         throw cowshmError(
@@ -238,7 +241,7 @@ export class Region {
             'pass { allowForeignOwner: true } to open it anyway',
         );
       }
-      return new Region({ kind: 'shm', name, fd, path: `/dev/shm/${name}`, readOnly, hugePages: false });
+      return new Region({ kind: 'shm', name, fd, path: `/dev/shm/${name}`, readOnly, hugePages: false, stat });
     } catch (err) {
       native.close(fd);
       throw err;
