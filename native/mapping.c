@@ -1,8 +1,11 @@
 /* Mappings as ArrayBuffers.
  *
  * Lifetime rules:
- *  - A mapping lives as long as its ArrayBuffer: when V8 collects the buffer,
- *    its finalizer unmaps the range.
+ *  - A view's ArrayBuffer is made when first asked for (viewBuffer). Until
+ *    then the JS View owns the mapping: close() or its collection
+ *    (releaseView) unmaps it at once.
+ *  - Once made, the mapping lives as long as its ArrayBuffer: when V8
+ *    collects the buffer, its finalizer unmaps the range.
  *  - close() detaches the ArrayBuffer (every TypedArray over it reads as
  *    length 0) and replaces the range with a PROT_NONE reservation instead of
  *    unmapping it: native code that took the pointer before the detach (a
@@ -46,9 +49,10 @@ static void ab_finalize(napi_env env, void *data, void *hint) {
   if (ref != NULL) napi_delete_reference(env, ref);
 }
 
-napi_value cowshm_mapping_create(napi_env env, int fd, uint64_t offset, size_t length, int access,
-                                 const char *label, double owner, uint64_t dev, uint64_t ino,
-                                 int populate, double *out_id) {
+/* Maps fd and files the range in a published slot. Throws and returns NULL on
+ * failure. */
+static struct cowshm_slot *map_slot(napi_env env, int fd, uint64_t offset, size_t length, int access,
+                                    const char *label, double owner, uint64_t dev, uint64_t ino, int populate) {
   size_t len = round_up(length);
   int prot = access == ACCESS_READ ? PROT_READ : PROT_READ | PROT_WRITE;
   int flags = (access == ACCESS_COW || access == ACCESS_SNAPSHOT) ? MAP_PRIVATE : MAP_SHARED;
@@ -67,7 +71,8 @@ napi_value cowshm_mapping_create(napi_env env, int fd, uint64_t offset, size_t l
   if (addr == MAP_FAILED) {
     int err = errno;
     cowshm_slot_free(s);
-    return cowshm_throw_errno(env, err, "mmap", label);
+    cowshm_throw_errno(env, err, "mmap", label);
+    return NULL;
   }
   s->start = (uintptr_t)addr;
   s->len = len;
@@ -80,7 +85,6 @@ napi_value cowshm_mapping_create(napi_env env, int fd, uint64_t offset, size_t l
   s->env = env;
   strncpy(s->label, label, sizeof s->label - 1);
   s->label[sizeof s->label - 1] = 0;
-  double id = cowshm_slot_id(s);
 
   /* Publish before arming snapshots: the fault handler must find the slot. */
   cowshm_registry_lock();
@@ -89,24 +93,42 @@ napi_value cowshm_mapping_create(napi_env env, int fd, uint64_t offset, size_t l
   if (err != 0) {
     release_locked(s);
     cowshm_registry_unlock();
-    return cowshm_throw_errno(env, err, "userfaultfd", label);
+    cowshm_throw_errno(env, err, "userfaultfd", label);
+    return NULL;
   }
   cowshm_registry_unlock();
+  return s;
+}
 
+/* Wraps a mapped slot in an external ArrayBuffer whose finalizer unmaps the
+ * range; from then on the buffer owns the mapping. */
+static napi_value slot_buffer(napi_env env, struct cowshm_slot *s) {
+  double id = cowshm_slot_id(s);
   napi_value ab;
-  if (napi_create_external_arraybuffer(env, addr, length, ab_finalize, (void *)(uintptr_t)id, &ab) !=
-      napi_ok) {
-    cowshm_registry_lock();
-    release_locked(s);
-    cowshm_registry_unlock();
+  if (napi_create_external_arraybuffer(env, (void *)s->start, s->byte_length, ab_finalize, (void *)(uintptr_t)id,
+                                       &ab) != napi_ok) {
     bool pending = false;
     napi_is_exception_pending(env, &pending);
     if (!pending) napi_throw_range_error(env, "ERR_OUT_OF_RANGE", "cannot create an ArrayBuffer of this length");
     return NULL;
   }
-  /* From here the finalizer owns the mapping. */
   NAPI_OK(env, napi_create_reference(env, ab, 0, &s->ab_ref));
-  *out_id = id;
+  return ab;
+}
+
+napi_value cowshm_mapping_create(napi_env env, int fd, uint64_t offset, size_t length, int access,
+                                 const char *label, double owner, uint64_t dev, uint64_t ino,
+                                 int populate, double *out_id) {
+  struct cowshm_slot *s = map_slot(env, fd, offset, length, access, label, owner, dev, ino, populate);
+  if (s == NULL) return NULL;
+  napi_value ab = slot_buffer(env, s);
+  if (ab == NULL) {
+    cowshm_registry_lock();
+    release_locked(s);
+    cowshm_registry_unlock();
+    return NULL;
+  }
+  *out_id = cowshm_slot_id(s);
   return ab;
 }
 
@@ -116,6 +138,14 @@ napi_value cowshm_mapping_create(napi_env env, int fd, uint64_t offset, size_t l
 static void close_slot(napi_env env, double id) {
   struct cowshm_slot *s = cowshm_slot_by_id(id);
   if (s == NULL || s->env != env || atomic_load(&s->state) != SLOT_MAPPED) return;
+  if (s->ab_ref == NULL) {
+    /* No ArrayBuffer was ever made: no pointer to the range left the addon,
+     * so it can go at once, slot and all. */
+    cowshm_registry_lock();
+    if (atomic_load(&s->state) == SLOT_MAPPED && s->ab_ref == NULL) release_locked(s);
+    cowshm_registry_unlock();
+    return;
+  }
   napi_value ab = NULL;
   if (s->ab_ref != NULL && napi_get_reference_value(env, s->ab_ref, &ab) == napi_ok && ab != NULL) {
     bool detached = false;
@@ -164,6 +194,67 @@ static napi_value map_js(napi_env env, napi_callback_info info) {
   NAPI_OK(env, napi_set_element(env, arr, 0, ab));
   NAPI_OK(env, napi_set_element(env, arr, 1, cowshm_num(env, id)));
   return arr;
+}
+
+/* mapView(fd, offset, length, access, label, owner, dev, ino, populate) -> id.
+ * The ArrayBuffer comes later, from viewBuffer(id), when it is first asked
+ * for: V8 treats every new external ArrayBuffer as memory it must account
+ * for, and one over 64 MiB starts a garbage collection, which costs far more
+ * than the mmap itself. A view used through native code or only closed again
+ * never pays for it. */
+static napi_value map_view_js(napi_env env, napi_callback_info info) {
+  napi_value argv[9];
+  int32_t fd, access, populate;
+  uint64_t offset, length, dev, ino;
+  double owner;
+  char label[256];
+  if (!cowshm_args(env, info, 9, argv) || !cowshm_get_i32(env, argv[0], &fd) ||
+      !cowshm_get_u64(env, argv[1], &offset) || !cowshm_get_u64(env, argv[2], &length) ||
+      !cowshm_get_i32(env, argv[3], &access) || !cowshm_get_str(env, argv[4], label, sizeof label) ||
+      !cowshm_get_u64(env, argv[6], &dev) || !cowshm_get_u64(env, argv[7], &ino) ||
+      !cowshm_get_i32(env, argv[8], &populate))
+    return NULL;
+  NAPI_OK(env, napi_get_value_double(env, argv[5], &owner));
+  if (length == 0 || offset % cowshm_page_size != 0 || access < ACCESS_READ || access > ACCESS_COW)
+    return cowshm_throw_range(env, "cowshm internal error: bad mapping arguments");
+  struct cowshm_slot *s = map_slot(env, fd, offset, length, access, label, owner, dev, ino, populate);
+  if (s == NULL) return NULL;
+  return cowshm_num(env, cowshm_slot_id(s));
+}
+
+/* viewBuffer(id) -> the view's ArrayBuffer, made on the first call. The
+ * caller keeps it: a buffer that was collected cannot be made again, as its
+ * finalizer unmaps the range. */
+static napi_value view_buffer_js(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  double id;
+  if (!cowshm_args(env, info, 1, argv)) return NULL;
+  NAPI_OK(env, napi_get_value_double(env, argv[0], &id));
+  struct cowshm_slot *s = cowshm_slot_by_id(id);
+  if (s == NULL || s->env != env || atomic_load(&s->state) != SLOT_MAPPED) {
+    napi_throw_error(env, "ERR_COWSHM_CLOSED", "the view is closed");
+    return NULL;
+  }
+  if (s->ab_ref == NULL) return slot_buffer(env, s);
+  napi_value ab = NULL;
+  NAPI_OK(env, napi_get_reference_value(env, s->ab_ref, &ab));
+  if (ab == NULL) {
+    napi_throw_error(env, "ERR_COWSHM_CLOSED", "the view's buffer was garbage-collected");
+    return NULL;
+  }
+  return ab;
+}
+
+/* releaseView(id): a View collected without close(). Its mapping goes unless
+ * an ArrayBuffer was made, which then owns it (and may outlive the View). */
+static napi_value release_view_js(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  double id;
+  if (!cowshm_args(env, info, 1, argv)) return NULL;
+  NAPI_OK(env, napi_get_value_double(env, argv[0], &id));
+  struct cowshm_slot *s = cowshm_slot_by_id(id);
+  if (s != NULL && s->env == env && s->ab_ref == NULL) close_slot(env, id);
+  return cowshm_undefined(env);
 }
 
 static napi_value unmap_js(napi_env env, napi_callback_info info) {
@@ -276,6 +367,9 @@ napi_value cowshm_init_mapping(napi_env env, napi_value exports) {
   cowshm_page_size = (size_t)sysconf(_SC_PAGESIZE);
   napi_property_descriptor props[] = {
       {"map", NULL, map_js, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"mapView", NULL, map_view_js, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"viewBuffer", NULL, view_buffer_js, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"releaseView", NULL, release_view_js, NULL, NULL, NULL, napi_enumerable, NULL},
       {"unmap", NULL, unmap_js, NULL, NULL, NULL, napi_enumerable, NULL},
       {"unmapOwner", NULL, unmap_owner_js, NULL, NULL, NULL, napi_enumerable, NULL},
       {"madvise", NULL, madvise_js, NULL, NULL, NULL, napi_enumerable, NULL},

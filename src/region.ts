@@ -407,8 +407,8 @@ export class Region {
     const populate = check.boolean(o.populate, '"populate" option', false);
 
     const label = `${this.toString()}, view ${++this.#views}`;
-    const [buffer, id] = native.map(this.#fd, offset, length, c.ACCESS[access], label, this.#owner, this.dev, this.ino, populate ? 1 : 0);
-    const view = new View(this, buffer, id, offset, access);
+    const id = native.mapView(this.#fd, offset, length, c.ACCESS[access], label, this.#owner, this.dev, this.ino, populate ? 1 : 0);
+    const view = new View(this, id, offset, length, access);
     if (this.#hugePages) {
       try {
         native.madvise(id, 0, length, c.MADV_HUGEPAGE);
