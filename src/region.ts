@@ -102,6 +102,8 @@ export interface RegionInit {
   /** A restored checkpoint: the region's size, and where its bytes start in the file. */
   size?: number;
   dataOffset?: number;
+  /** native.fstat(fd) when the caller already has it: saves a syscall. */
+  stat?: ReturnType<typeof native.fstat>;
 }
 
 let nextOwner = 1;
@@ -116,6 +118,18 @@ const descriptors = new FinalizationRegistry<number>((fd) => {
 
 const isSystemError = (err: unknown, code: string): err is SystemError =>
   err instanceof Error && (err as SystemError).code === code;
+
+const TMPFS_MAGIC = 0x01021994;
+
+/** The size of the tmpfs `file` is on, or null when it is on another filesystem. */
+function tmpfsSize(file: string): number | null {
+  try {
+    const st = fs.statfsSync(file);
+    return st.type === TMPFS_MAGIC ? st.blocks * st.bsize : null;
+  } catch {
+    return null;
+  }
+}
 
 /** Explains ENOSPC: which filesystem, how large, how much is free. */
 function explainNoSpace(err: SystemError, where: string, wanted: number): SystemError {
@@ -164,7 +178,7 @@ export class Region {
     this.path = init.path;
     this.readOnly = init.readOnly;
     this.#hugePages = init.hugePages;
-    const [size, , , , dev, ino] = native.fstat(init.fd, init.path);
+    const [size, , , , dev, ino] = init.stat ?? native.fstat(init.fd, init.path);
     this.#size = init.size ?? size;
     this.#dataOffset = init.dataOffset ?? 0;
     this.dev = dev;
@@ -250,7 +264,8 @@ export class Region {
     // O_NONBLOCK: a FIFO planted under the name must not make a read-only open wait.
     const fd = native.shmOpen(name, (readOnly ? c.O_RDONLY : c.O_RDWR) | c.O_NONBLOCK, 0);
     try {
-      const [, uid, , fileMode] = native.fstat(fd, name);
+      const stat = native.fstat(fd, name);
+      const [, uid, , fileMode] = stat;
       if ((fileMode & c.S_IFMT) !== c.S_IFREG) {
         const err = cowshmError('ERR_COWSHM_NOT_A_FILE', `'/dev/shm/${name}' is not a regular file, so not a shared memory segment`);
         throw Object.assign(err, { path: name });
@@ -263,7 +278,7 @@ export class Region {
             'pass { allowForeignOwner: true } to open it anyway',
         );
       }
-      return new Region({ kind: 'shm', name, fd, path: `/dev/shm/${name}`, readOnly, hugePages: false });
+      return new Region({ kind: 'shm', name, fd, path: `/dev/shm/${name}`, readOnly, hugePages: false, stat });
     } catch (err) {
       native.close(fd);
       throw err;
@@ -309,6 +324,10 @@ export class Region {
       if (size !== undefined && current < size) {
         if (readOnly)
           throw outOfRange('"size" option', `at most the file's size (${current}) for a read-only file`, size);
+        // A file on tmpfs is memory: the same limit as for create() applies
+        // (beyond the whole filesystem, fallocate fails at once with ENOSPC).
+        const tmpfsTotal = reserve ? tmpfsSize(resolved) : null;
+        if (tmpfsTotal !== null && size - current <= tmpfsTotal) checkReservable(size - current, resolved);
         grewFrom = current;
         native.ftruncate(fd, size, resolved);
         if (reserve) {
@@ -454,8 +473,8 @@ export class Region {
     const populate = check.boolean(o.populate, '"populate" option', false);
 
     const label = `${this.toString()}, view ${++this.#views}`;
-    const [buffer, id] = native.map(this.#fd, offset + this.#dataOffset, length, c.ACCESS[access], label, this.#owner, this.dev, this.ino, populate ? 1 : 0);
-    const view = new View(this, buffer, id, offset, access);
+    const id = native.mapView(this.#fd, offset + this.#dataOffset, length, c.ACCESS[access], label, this.#owner, this.dev, this.ino, populate ? 1 : 0);
+    const view = new View(this, id, offset, length, access);
     if (this.#hugePages) {
       try {
         native.madvise(id, 0, length, c.MADV_HUGEPAGE);

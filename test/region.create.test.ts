@@ -138,7 +138,7 @@ test('a reservation larger than the memory available is refused with ENOMEM, bef
   // A named segment must fit in /dev/shm (or ENOSPC comes first): only when
   // all of /dev/shm is well beyond the memory available can it show ENOMEM.
   const cases: Array<[string | null, number]> = [[null, 2 ** 50]];
-  if (shmTotal > available * 1.5) cases.push([name, Math.floor(shmTotal / 4096) * 4096]);
+  if (shmTotal > available * 1.1) cases.push([name, Math.floor(shmTotal / 4096) * 4096]);
   // In a child whose file size limit is 2 MiB: were the check missing, ftruncate
   // would fail there (EFBIG, SIGXFSZ) instead of fallocate waking the OOM killer.
   const code = `
