@@ -142,8 +142,9 @@ napi_value cowshm_init_snapshot(napi_env env, napi_value exports);
  * write to a write-protected page that it has resolved, so the faulting
  * instruction may be retried. Async-signal-safe. */
 int cowshm_snapshot_fault(int sig, siginfo_t *si, void *uctx);
-/* Called under the registry lock when a write mapping appears or goes away. */
-int cowshm_snapshot_on_map(struct cowshm_slot *s);
+/* Called under the registry lock when a write mapping appears or goes away.
+ * on_map returns 0, or an errno and the name of the call that failed. */
+int cowshm_snapshot_on_map(struct cowshm_slot *s, const char **syscall);
 void cowshm_snapshot_on_unmap(struct cowshm_slot *s);
 
 #endif

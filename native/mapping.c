@@ -149,11 +149,12 @@ static struct cowshm_slot *map_slot(napi_env env, int fd, uint64_t offset, size_
   /* Publish before arming snapshots: the fault handler must find the slot. */
   cowshm_registry_lock();
   cowshm_slot_publish(s);
-  int err = cowshm_snapshot_on_map(s);
+  const char *syscall = "mprotect";
+  int err = cowshm_snapshot_on_map(s, &syscall);
   if (err != 0) {
     release_locked(s);
     cowshm_registry_unlock();
-    cowshm_throw_errno(env, err, "userfaultfd", label);
+    cowshm_throw_errno(env, err, syscall, label);
     return NULL;
   }
   cowshm_registry_unlock();

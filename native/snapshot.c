@@ -536,11 +536,13 @@ static void snapshot_release_locked(struct snapshot *sn) {
   snapshot_free(sn);
 }
 
-int cowshm_snapshot_on_map(struct cowshm_slot *s) {
+int cowshm_snapshot_on_map(struct cowshm_slot *s, const char **syscall) {
   if (s->access != ACCESS_WRITE) return 0;
   int d = find_domain(s->dev, s->ino);
   if (d < 0 || domains[d].nsnaps == 0) return 0;
   struct domain *dom = &domains[d];
+  /* Both userfaultfd steps (UFFDIO_REGISTER, UFFDIO_WRITEPROTECT) are ioctls. */
+  *syscall = dom->backend == BACKEND_UFFD ? "ioctl" : "mprotect";
   /* Nobody writes through this mapping yet (JS has not seen it), so it can
    * be armed without waiting for handlers. */
   if (dom->backend == BACKEND_UFFD) {
