@@ -15,3 +15,4 @@ import { native } from './native';
 
 /** The system page size in bytes: view offsets must be multiples of it. */
 export const pageSize: number = native.pageSize;
+export * as memory from './memory';

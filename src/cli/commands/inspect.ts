@@ -1,0 +1,178 @@
+/** `cowshm inspect PID`: a process's mappings, what is shared and what is private, for humans. */
+import * as fs from 'node:fs';
+import { memory, pageSize } from '../..';
+import { UsageError, parseArgs, type Command } from '../command';
+import { bytes, count, table } from '../format';
+
+// Mappings larger than this are not walked page by page (V8 and WebAssembly
+// reserve terabytes of address space that is never touched).
+const PAGES_LIMIT = 64 * 2 ** 30;
+
+interface PageSummary {
+  pages: number;
+  present: number;
+  swapped: number;
+  exclusive: number;
+  file: number;
+  anonymous: number;
+  writeProtected: number;
+  framesUnavailable: string | null;
+  /** How many present pages are mapped once, twice...: {"1": 3, "2": 1021}. */
+  mapCounts: Record<string, number> | null;
+  mapCountsUnavailable: string | null;
+  /** Frames this mapping shares with other mappings of the same file in the process. */
+  sharedWith: Array<{ start: number; perms: string; frames: number }> | null;
+}
+
+interface Inspected {
+  mapping: memory.SmapsEntry;
+  pages?: PageSummary | { skipped: string };
+}
+
+const hex = (n: number): string => n.toString(16);
+
+function summarize(pid: number, entries: memory.SmapsEntry[]): Map<memory.SmapsEntry, PageSummary | { skipped: string }> {
+  const out = new Map<memory.SmapsEntry, PageSummary | { skipped: string }>();
+  const frames = new Map<memory.SmapsEntry, Set<number>>();
+  for (const e of entries) {
+    const size = e.end - e.start;
+    if (e.rss === 0 && e.swap === 0) {
+      out.set(e, { pages: size / pageSize, present: 0, swapped: 0, exclusive: 0, file: 0, anonymous: 0, writeProtected: 0,
+        framesUnavailable: null, mapCounts: {}, mapCountsUnavailable: null, sharedWith: [] });
+      continue;
+    }
+    if (size > PAGES_LIMIT) {
+      out.set(e, { skipped: `larger than ${bytes(PAGES_LIMIT)}: not walked page by page` });
+      continue;
+    }
+    const r = memory.pages({ address: e.start, byteLength: size }, { pid });
+    let histogram: Record<string, number> | null = null;
+    if (r.mapCounts) {
+      histogram = {};
+      for (const c of r.mapCounts) if (c > 0) histogram[c] = (histogram[c] ?? 0) + 1;
+    }
+    if (r.frames) frames.set(e, new Set(r.frames.filter((f) => f !== 0)));
+    out.set(e, {
+      pages: r.pages, present: r.present, swapped: r.swapped, exclusive: r.exclusive, file: r.file,
+      anonymous: r.anonymous, writeProtected: r.writeProtected, framesUnavailable: r.framesUnavailable,
+      mapCounts: histogram, mapCountsUnavailable: r.mapCountsUnavailable, sharedWith: r.frames ? [] : null,
+    });
+  }
+  // Same file (device and inode), different mapping: count the frames in common.
+  for (const [a, fa] of frames) {
+    const summary = out.get(a) as PageSummary;
+    for (const [b, fb] of frames) {
+      if (a === b || a.inode === 0 || a.inode !== b.inode || a.device !== b.device) continue;
+      let n = 0;
+      for (const f of fa) if (fb.has(f)) n++;
+      if (n > 0) summary.sharedWith?.push({ start: b.start, perms: b.perms, frames: n });
+    }
+  }
+  return out;
+}
+
+function commandLine(pid: number): string {
+  try {
+    return fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').replace(/\0+$/, '').replace(/\0/g, ' ');
+  } catch {
+    return '';
+  }
+}
+
+function mappingName(e: memory.SmapsEntry): string {
+  return `${e.path}${e.deleted ? ' (deleted)' : ''}`;
+}
+
+function render(pid: number, list: Inspected[], filter: string | undefined): string {
+  const lines: string[] = [`PID ${pid}: ${commandLine(pid)}`];
+  if (list.length === 0) {
+    lines.push(filter === undefined ? 'no mappings' : `no mapping matches '${filter}'`);
+    return lines.join('\n');
+  }
+  const header = ['Address', 'Perm', 'Size', 'Rss', 'Pss', 'Shared', 'Private', 'Anonymous', 'Swap', 'Mapping'];
+  const total = { size: 0, rss: 0, pss: 0, shared: 0, private: 0, anonymous: 0, swap: 0 };
+  const rows = list.map(({ mapping: e }) => {
+    const shared = e.sharedClean + e.sharedDirty;
+    const priv = e.privateClean + e.privateDirty;
+    total.size += e.size;
+    total.rss += e.rss;
+    total.pss += e.pss;
+    total.shared += shared;
+    total.private += priv;
+    total.anonymous += e.anonymous;
+    total.swap += e.swap;
+    return [hex(e.start), e.perms, bytes(e.size), bytes(e.rss), bytes(e.pss), bytes(shared), bytes(priv),
+      bytes(e.anonymous), bytes(e.swap), mappingName(e)];
+  });
+  rows.push(['total', '', bytes(total.size), bytes(total.rss), bytes(total.pss), bytes(total.shared),
+    bytes(total.private), bytes(total.anonymous), bytes(total.swap), `${list.length} mapping${list.length === 1 ? '' : 's'}`]);
+  lines.push(table(header, rows, ['Address', 'Perm', 'Mapping']));
+  lines.push('',
+    'Rss counts every resident page; Pss divides each page by the number of mappings of it.',
+    'Shared: pages other mappings use too. Private: pages only this mapping uses.',
+    'Anonymous: in a file or shm mapping, the pages copy-on-write has copied.');
+
+  const withPages = list.filter((i) => i.pages !== undefined);
+  if (withPages.length > 0) {
+    const reasons = new Set<string>();
+    const pageRows = withPages.map(({ mapping: e, pages: p }) => {
+      if (p === undefined || 'skipped' in p) return [hex(e.start), '', '', '', '', '', '', '', p ? p.skipped : ''];
+      if (p.framesUnavailable) reasons.add(`frames: ${p.framesUnavailable}`);
+      if (p.mapCountsUnavailable && !p.framesUnavailable) reasons.add(`map counts: ${p.mapCountsUnavailable}`);
+      const counts = p.mapCounts
+        ? Object.entries(p.mapCounts).map(([c, n]) => `${count(n)}×${c}`).join(' ') || '-'
+        : 'n/a';
+      const shared = p.sharedWith
+        ? p.sharedWith.map((s) => `${count(s.frames)} with ${hex(s.start)} (${s.perms})`).join(', ') || '-'
+        : 'n/a';
+      return [hex(e.start), count(p.pages), count(p.present), count(p.exclusive), count(p.file), count(p.anonymous),
+        count(p.swapped), counts, shared];
+    });
+    lines.push('', `Pages (from /proc/${pid}/pagemap${reasons.size ? '' : ' and /proc/kpagecount'}):`);
+    lines.push(table(['Address', 'Pages', 'Present', 'Exclusive', 'File/shared', 'Anonymous', 'Swapped', 'Mapped (pages×times)', 'Same frames as'],
+      pageRows, ['Address', 'Mapped (pages×times)', 'Same frames as']));
+    for (const r of reasons) lines.push(`n/a: ${r}`);
+  }
+  return lines.join('\n');
+}
+
+export const inspect: Command = {
+  name: 'inspect',
+  summary: 'show what a process maps: Rss, Pss, shared and private memory (like pmap -X)',
+  usage: [
+    'Usage: cowshm inspect PID [--filter TEXT] [--pages] [--json]',
+    '',
+    "Shows every mapping of process PID from /proc/PID/smaps: its size, what is",
+    'resident (Rss), its proportional share (Pss), which pages it shares with other',
+    'mappings and which are its own, and how much copy-on-write has copied (Anonymous).',
+    '',
+    'Options:',
+    '  --filter TEXT  only mappings whose path contains TEXT (or whose address starts with it)',
+    '  --pages        page by page from /proc/PID/pagemap: present, exclusive, file/shared',
+    '                 and anonymous pages, how often each frame is mapped, and how many',
+    '                 frames each mapping shares with other mappings of the same file',
+    '                 (frame numbers need root)',
+    '  --json         print one JSON object: { pid, mappings: [{ mapping, pages? }] }',
+    '',
+    'Reading another user\'s process needs root (or the right to ptrace it).',
+  ].join('\n'),
+  async run(args) {
+    const { flags, values, positional } = parseArgs(args, { flags: ['pages', 'json'], values: ['filter'] });
+    if (positional.length !== 1) throw new UsageError(positional.length === 0 ? 'PID is missing' : `one PID only (received ${positional.join(' ')})`);
+    const text = positional[0] as string;
+    if (!/^[1-9]\d*$/.test(text)) throw new UsageError(`PID must be a positive integer (received '${text}')`);
+    const pid = Number(text);
+    const filter = values.get('filter');
+    const entries = memory.smaps(pid).filter(
+      (e) => filter === undefined || mappingName(e).includes(filter) || hex(e.start).startsWith(filter.replace(/^0x/, '')),
+    );
+    const summaries = flags.has('pages') ? summarize(pid, entries) : undefined;
+    const list: Inspected[] = entries.map((mapping) => {
+      const pages = summaries?.get(mapping);
+      return pages === undefined ? { mapping } : { mapping, pages };
+    });
+    if (flags.has('json')) console.log(JSON.stringify({ pid, mappings: list }, null, 2));
+    else console.log(render(pid, list, filter));
+    return 0;
+  },
+};

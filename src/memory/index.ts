@@ -1,0 +1,133 @@
+/**
+ * Proof of what is shared and what was copied, from the kernel's own
+ * accounting: /proc/PID/smaps per mapping, /proc/PID/pagemap per page, and
+ * /proc/kpagecount per physical frame.
+ */
+import { native } from '../native';
+import { cowshmError, invalidType, outOfRange } from '../errors';
+import * as check from '../validate';
+import { mapsTotal, parseRollup, parseSmaps as parseSmapsText } from './smaps';
+import { pidArgument, readProcText } from './procfs';
+import { countFlags, frameOf, framesOf, hasSysAdmin, isPresent, readPagemap } from './pagemap';
+import { mapCounts } from './kpagecount';
+import type { Figures, Mapped, PageReport, SmapsEntry } from './types';
+
+export type { Figures, Mapped, PageReport, SmapsEntry } from './types';
+
+export interface PagesOptions {
+  /** Where to start in the mapping, in bytes: a multiple of the page size. Default 0. */
+  offset?: number;
+  /** How many bytes to look at. Default: to the end of the mapping. */
+  length?: number;
+  /** Another process whose pages at that address to read (needs the right to ptrace it). Default: this process. */
+  pid?: number;
+}
+
+/** Parses smaps text (saved from another machine, say): what `smaps()` does to /proc/PID/smaps. */
+export function parseSmaps(text: string): SmapsEntry[] {
+  return parseSmapsText(check.string(text, '"text" argument'));
+}
+
+/** Every mapping of a process, from /proc/PID/smaps. */
+export function smaps(pid?: number): SmapsEntry[] {
+  const p = pidArgument(pid);
+  return parseSmapsText(readProcText(p, 'smaps'));
+}
+
+/**
+ * A whole process's figures from /proc/PID/smaps_rollup. The kernel prints no
+ * Size line there: `size` is the total of the ranges in /proc/PID/maps.
+ */
+export function rollup(pid?: number): Figures {
+  const p = pidArgument(pid);
+  const figures = parseRollup(readProcText(p, 'smaps_rollup'));
+  figures.size = mapsTotal(readProcText(p, 'maps'));
+  return figures;
+}
+
+function mappedArgument(m: unknown, what: string): Mapped {
+  if (m === null || typeof m !== 'object') throw invalidType(what, 'a View or an object with address and byteLength', m);
+  const { address, byteLength } = m as Mapped;
+  check.integer(address, `${what}'s "address"`, 1);
+  check.integer(byteLength, `${what}'s "byteLength"`, 1);
+  if (address % native.pageSize !== 0) throw check.pageAligned(`${what}'s "address"`, address);
+  return { address, byteLength };
+}
+
+function roundUp(n: number): number {
+  return Math.ceil(n / native.pageSize) * native.pageSize;
+}
+
+/** The smaps entry of a mapping of this process: the figures of that mapping alone. */
+export function usage(m: Mapped): SmapsEntry {
+  const { address, byteLength } = mappedArgument(m, '"mapping" argument');
+  const end = address + roundUp(byteLength);
+  const entry = smaps().find((e) => e.start <= address && address < e.end);
+  const at = `0x${address.toString(16)}`;
+  if (!entry) throw cowshmError('ERR_COWSHM_NOT_MAPPED', `Nothing is mapped at ${at} in this process (was the view closed?)`);
+  if (entry.start !== address || entry.end !== end) {
+    // The kernel merges a mapping with a neighbour of the same file at the
+    // next file offset, and splits one whose parts differ in protection.
+    throw cowshmError(
+      'ERR_COWSHM_MAPPING_MERGED',
+      `The kernel accounts ${at}-0x${end.toString(16)} as part of ${entry.header.split(' ')[0]}: ` +
+        'its figures would not be this mapping\'s alone',
+    );
+  }
+  return entry;
+}
+
+function range(m: unknown, options: unknown): { pid: number; address: number; pages: number } {
+  const { address, byteLength } = mappedArgument(m, '"mapping" argument');
+  const o = check.options<PagesOptions>(options);
+  const limit = roundUp(byteLength);
+  const offset = o.offset === undefined ? 0 : check.integer(o.offset, '"offset" option', 0, limit - 1);
+  if (offset % native.pageSize !== 0) throw check.pageAligned('"offset" option', offset);
+  const length = o.length === undefined ? limit - offset : check.integer(o.length, '"length" option', 0);
+  if (offset + length > limit)
+    throw outOfRange('"length" option', `at most ${limit - offset} (the mapping's length minus the offset)`, length);
+  const pid = o.pid === undefined ? process.pid : pidArgument(o.pid, '"pid" option');
+  return { pid, address: address + offset, pages: Math.ceil(length / native.pageSize) };
+}
+
+/** Page-by-page facts about a mapping (or part of it) from the process's pagemap. */
+export function pages(m: Mapped, options?: PagesOptions): PageReport {
+  const { pid, address, pages: n } = range(m, options);
+  const raw = readPagemap(pid, address, n);
+  const flags = countFlags(raw);
+  const { frames, reason } = framesOf(raw, flags.present);
+  const counts = frames ? mapCounts(frames) : { counts: null, reason: `it needs the frame numbers, and ${reason}` };
+  return {
+    address,
+    pages: n,
+    ...flags,
+    frames,
+    framesUnavailable: reason,
+    mapCounts: counts.counts,
+    mapCountsUnavailable: counts.reason,
+  };
+}
+
+/**
+ * How many pages of `a` sit on the same physical frame as the page at the same
+ * index of `b` (both in this process), or null when frame numbers can't be read.
+ */
+export function sharedFrames(a: Mapped, b: Mapped): number | null {
+  const ra = range(a, undefined);
+  const rb = range(b, undefined);
+  if (!hasSysAdmin()) return null;
+  const n = Math.min(ra.pages, rb.pages);
+  const pa = readPagemap(process.pid, ra.address, n);
+  const pb = readPagemap(process.pid, rb.address, n);
+  let shared = 0;
+  let present = 0;
+  let nonZero = 0;
+  for (let i = 0; i < n; i++) {
+    if (!isPresent(pa, i)) continue;
+    present++;
+    const f = frameOf(pa, i);
+    if (f !== 0) nonZero++;
+    if (f !== 0 && isPresent(pb, i) && f === frameOf(pb, i)) shared++;
+  }
+  return present > 0 && nonZero === 0 ? null : shared;
+}

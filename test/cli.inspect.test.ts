@@ -1,0 +1,129 @@
+import { test } from 'node:test';
+import * as assert from 'node:assert/strict';
+import * as path from 'node:path';
+import { spawn, spawnSync } from 'node:child_process';
+import { once } from 'node:events';
+import { packageRoot, uniqueName } from './helpers';
+
+const BIN = path.join(packageRoot, 'bin', 'cowshm.js');
+const PAGES = 256;
+const K = 10;
+const root = process.getuid?.() === 0;
+
+function cowshm(args: string[], options: { uid?: number; gid?: number } = {}) {
+  return spawnSync(process.execPath, [BIN, ...args], { encoding: 'utf8', ...options });
+}
+
+/** A process holding a region and a cow view of it with K pages written; it exits when its stdin closes. */
+async function holder(name: string) {
+  const script = `
+    const { Region, sum, pageSize } = require(${JSON.stringify(packageRoot)});
+    const r = Region.create({ name: ${JSON.stringify(name)}, size: ${PAGES} * pageSize });
+    const shared = r.map();
+    r.unlink(); // the mappings live on; nothing is left behind if this process is killed
+    new Int32Array(shared.buffer).fill(1);
+    const cowView = r.map({ access: 'cow' });
+    const cow = new Int32Array(cowView.buffer);
+    sum(cow);
+    for (let p = 0; p < ${K}; p++) cow[p * 2 * pageSize / 4] = 2;
+    console.log(JSON.stringify({ shared: shared.address, cow: cowView.address }));
+    process.stdin.resume();
+    process.stdin.on('end', () => r.close());`;
+  const child = spawn(process.execPath, ['-e', script], { stdio: ['pipe', 'pipe', 'inherit'] });
+  const [line] = (await once(child.stdout, 'data')) as [Buffer];
+  return { child, ...(JSON.parse(line.toString()) as { shared: number; cow: number }) };
+}
+
+async function stop(child: ReturnType<typeof spawn>): Promise<void> {
+  child.stdin?.end();
+  if (child.exitCode === null) await once(child, 'exit');
+}
+
+test('inspect PID --json: the figures of both mappings of the held region', async () => {
+  const name = uniqueName('inspect');
+  const h = await holder(name);
+  try {
+    const r = cowshm(['inspect', String(h.child.pid), '--filter', name, '--json']);
+    assert.equal(r.status, 0, r.stderr);
+    const out = JSON.parse(r.stdout) as { pid: number; mappings: Array<{ mapping: Record<string, unknown>; pages?: unknown }> };
+    assert.equal(out.pid, h.child.pid);
+    assert.equal(out.mappings.length, 2);
+    const byStart = new Map(out.mappings.map((m) => [m.mapping['start'], m.mapping]));
+    const cow = byStart.get(h.cow);
+    const shared = byStart.get(h.shared);
+    assert.ok(cow && shared);
+    assert.equal(cow['perms'], 'rw-p');
+    assert.equal(shared['perms'], 'rw-s');
+    assert.equal(cow['path'], `/dev/shm/${name}`);
+    assert.equal(cow['deleted'], true);
+    assert.equal(cow['rss'], PAGES * 4096);
+    assert.equal(cow['anonymous'], K * 4096);
+    assert.equal(cow['privateDirty'], K * 4096);
+    assert.equal(cow['pss'], K * 4096 + ((PAGES - K) * 4096) / 2);
+    assert.equal(shared['anonymous'], 0);
+    assert.equal(out.mappings[0]?.pages, undefined, 'no page walk without --pages');
+  } finally {
+    await stop(h.child);
+  }
+});
+
+test('inspect PID --pages: page counts, and frames shared between the two mappings', async () => {
+  const name = uniqueName('inspect-pages');
+  const h = await holder(name);
+  try {
+    const r = cowshm(['inspect', String(h.child.pid), '--filter', name, '--pages', '--json']);
+    assert.equal(r.status, 0, r.stderr);
+    const out = JSON.parse(r.stdout) as { mappings: Array<{ mapping: { start: number }; pages: Record<string, unknown> }> };
+    const cow = out.mappings.find((m) => m.mapping.start === h.cow)?.pages;
+    assert.ok(cow);
+    assert.equal(cow['pages'], PAGES);
+    assert.equal(cow['present'], PAGES);
+    assert.equal(cow['anonymous'], K);
+    assert.equal(cow['file'], PAGES - K);
+    assert.equal(cow['exclusive'], K);
+    if (root) {
+      assert.deepEqual(cow['mapCounts'], { 1: K, 2: PAGES - K });
+      assert.deepEqual(cow['sharedWith'], [{ start: h.shared, perms: 'rw-s', frames: PAGES - K }]);
+    } else {
+      assert.equal(cow['sharedWith'], null);
+      assert.match(String(cow['framesUnavailable']), /CAP_SYS_ADMIN/);
+    }
+
+    const text = cowshm(['inspect', String(h.child.pid), '--filter', name, '--pages']);
+    assert.equal(text.status, 0, text.stderr);
+    assert.match(text.stdout, new RegExp(`^PID ${h.child.pid}: `));
+    assert.match(text.stdout, new RegExp(`${h.cow.toString(16)}  rw-p  1 MiB  1 MiB .* 40 KiB  +0  /dev/shm/${name} \\(deleted\\)`));
+    assert.match(text.stdout, /total .* 2 mappings/);
+    assert.match(text.stdout, /Pages \(from \/proc\/\d+\/pagemap/);
+    if (root) assert.match(text.stdout, new RegExp(`246 with ${h.shared.toString(16)} \\(rw-s\\)`));
+  } finally {
+    await stop(h.child);
+  }
+});
+
+test('inspect: readable errors for a missing PID, an unreadable one, and bad usage', () => {
+  const dead = spawnSync(process.execPath, ['-e', '0']).pid as number;
+  let r = cowshm(['inspect', String(dead)]);
+  assert.equal(r.status, 1);
+  assert.match(r.stderr, new RegExp(`^cowshm inspect: ESRCH: .*there is no process with PID ${dead}`));
+  r = cowshm(['inspect']);
+  assert.equal(r.status, 2);
+  assert.match(r.stderr, /PID is missing/);
+  r = cowshm(['inspect', '12x']);
+  assert.equal(r.status, 2);
+  assert.match(r.stderr, /PID must be a positive integer \(received '12x'\)/);
+  r = cowshm(['inspect', '1', '--bogus']);
+  assert.equal(r.status, 2);
+  assert.match(r.stderr, /unknown option --bogus/);
+  if (root) {
+    r = cowshm(['inspect', String(process.pid)], { uid: 65534, gid: 65534 });
+    assert.equal(r.status, 1);
+    assert.match(r.stderr, /^cowshm inspect: EACCES: .*user 65534 may not read its smaps: run as that user or as root/);
+  }
+});
+
+test('inspect --filter that matches nothing says so', () => {
+  const r = cowshm(['inspect', String(process.pid), '--filter', 'no-such-mapping-anywhere']);
+  assert.equal(r.status, 0);
+  assert.match(r.stdout, /no mapping matches 'no-such-mapping-anywhere'/);
+});
