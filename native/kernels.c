@@ -60,6 +60,34 @@ static double sum_f64(const double *p, size_t n) {
   return acc;
 }
 
+/* iota: p[i] = start + i, stored as JavaScript stores it in that array type
+ * (integers wrap modulo 2^bits, floats round). Filling a view this way runs
+ * at memory bandwidth, where `a[i] = i` in JavaScript runs at ~1-2 GB/s. */
+#define DEFINE_IOTA(name, type)                                              \
+  MULTIVERSION static void name(type *p, size_t n, int64_t start) {          \
+    for (size_t i = 0; i < n; i++) p[i] = (type)(uint64_t)(start + (int64_t)i); \
+  }
+
+DEFINE_IOTA(iota_8, uint8_t)
+DEFINE_IOTA(iota_16, uint16_t)
+DEFINE_IOTA(iota_32, uint32_t)
+DEFINE_IOTA(iota_64, uint64_t)
+
+MULTIVERSION static void iota_u8c(uint8_t *p, size_t n, int64_t start) {
+  for (size_t i = 0; i < n; i++) {
+    int64_t v = start + (int64_t)i;
+    p[i] = v < 0 ? 0 : v > 255 ? 255 : (uint8_t)v;
+  }
+}
+
+MULTIVERSION static void iota_f32(float *p, size_t n, int64_t start) {
+  for (size_t i = 0; i < n; i++) p[i] = (float)(double)(start + (int64_t)i);
+}
+
+MULTIVERSION static void iota_f64(double *p, size_t n, int64_t start) {
+  for (size_t i = 0; i < n; i++) p[i] = (double)(start + (int64_t)i);
+}
+
 static napi_value bigint_from_i128(napi_env env, __int128 v) {
   int sign = v < 0;
   unsigned __int128 m = sign ? -(unsigned __int128)v : (unsigned __int128)v;
@@ -97,9 +125,42 @@ static napi_value sum_js(napi_env env, napi_callback_info info) {
   return cowshm_throw_type(env, "The \"array\" argument must be a TypedArray");
 }
 
+/* iota(typedArray, start): start is a safe integer, checked in TypeScript.
+ * start + i stays exact in int64 for every length an ArrayBuffer can have. */
+static napi_value iota_js(napi_env env, napi_callback_info info) {
+  napi_value argv[2];
+  napi_typedarray_type type;
+  size_t length;
+  void *data;
+  double startd;
+  if (!cowshm_args(env, info, 2, argv)) return NULL;
+  if (napi_get_typedarray_info(env, argv[0], &type, &length, &data, NULL, NULL) != napi_ok)
+    return cowshm_throw_type(env, "The \"array\" argument must be a TypedArray");
+  NAPI_OK(env, napi_get_value_double(env, argv[1], &startd));
+  int64_t start = (int64_t)startd;
+  if (length == 0 || data == NULL) return cowshm_undefined(env);
+  switch (type) {
+    case napi_int8_array:
+    case napi_uint8_array: iota_8(data, length, start); break;
+    case napi_uint8_clamped_array: iota_u8c(data, length, start); break;
+    case napi_int16_array:
+    case napi_uint16_array: iota_16(data, length, start); break;
+    case napi_int32_array:
+    case napi_uint32_array: iota_32(data, length, start); break;
+    case napi_bigint64_array:
+    case napi_biguint64_array: iota_64(data, length, start); break;
+    case napi_float32_array: iota_f32(data, length, start); break;
+    case napi_float64_array: iota_f64(data, length, start); break;
+    default: return cowshm_throw_type(env, "The \"array\" argument must be a TypedArray");
+  }
+  return cowshm_undefined(env);
+}
+
 napi_value cowshm_init_kernels(napi_env env, napi_value exports) {
   napi_value fn;
   NAPI_OK(env, napi_create_function(env, "sum", NAPI_AUTO_LENGTH, sum_js, NULL, &fn));
   NAPI_OK(env, napi_set_named_property(env, exports, "sum", fn));
+  NAPI_OK(env, napi_create_function(env, "iota", NAPI_AUTO_LENGTH, iota_js, NULL, &fn));
+  NAPI_OK(env, napi_set_named_property(env, exports, "iota", fn));
   return exports;
 }

@@ -8,7 +8,7 @@ export { Region } from './region';
 export type { RegionKind, CreateOptions, OpenOptions, OpenFileOptions, MapOptions, RegionHandle } from './region';
 export { View } from './view';
 export type { Access } from './view';
-export { sum } from './kernels';
+export { sum, iota } from './kernels';
 export type { TypedArray } from './kernels';
 export type { SystemError } from './errors';
 import { native } from './native';
