@@ -4,12 +4,13 @@
  * /proc/kpagecount per physical frame.
  */
 import { native } from '../native';
-import { cowshmError, invalidType, outOfRange } from '../errors';
+import { outOfRange } from '../errors';
 import * as check from '../validate';
 import { mapsTotal, parseRollup, parseSmaps as parseSmapsText } from './smaps';
 import { pidArgument, readProcText } from './procfs';
 import { countFlags, frameOf, framesOf, hasSysAdmin, isPresent, readPagemap } from './pagemap';
 import { mapCounts } from './kpagecount';
+import { mappedArgument, roundUp, usageIn } from './usage';
 import type { Figures, Mapped, PageReport, SmapsEntry } from './types';
 
 export type { Figures, Mapped, PageReport, SmapsEntry } from './types';
@@ -45,36 +46,10 @@ export function rollup(pid?: number): Figures {
   return figures;
 }
 
-function mappedArgument(m: unknown, what: string): Mapped {
-  if (m === null || typeof m !== 'object') throw invalidType(what, 'a View or an object with address and byteLength', m);
-  const { address, byteLength } = m as Mapped;
-  check.integer(address, `${what}'s "address"`, 1);
-  check.integer(byteLength, `${what}'s "byteLength"`, 1);
-  if (address % native.pageSize !== 0) throw check.pageAligned(`${what}'s "address"`, address);
-  return { address, byteLength };
-}
-
-function roundUp(n: number): number {
-  return Math.ceil(n / native.pageSize) * native.pageSize;
-}
-
 /** The smaps entry of a mapping of this process: the figures of that mapping alone. */
 export function usage(m: Mapped): SmapsEntry {
-  const { address, byteLength } = mappedArgument(m, '"mapping" argument');
-  const end = address + roundUp(byteLength);
-  const entry = smaps().find((e) => e.start <= address && address < e.end);
-  const at = `0x${address.toString(16)}`;
-  if (!entry) throw cowshmError('ERR_COWSHM_NOT_MAPPED', `Nothing is mapped at ${at} in this process (was the view closed?)`);
-  if (entry.start !== address || entry.end !== end) {
-    // The kernel merges a mapping with a neighbour of the same file at the
-    // next file offset, and splits one whose parts differ in protection.
-    throw cowshmError(
-      'ERR_COWSHM_MAPPING_MERGED',
-      `The kernel accounts ${at}-0x${end.toString(16)} as part of ${entry.header.split(' ')[0]}: ` +
-        'its figures would not be this mapping\'s alone',
-    );
-  }
-  return entry;
+  const mapped = mappedArgument(m, '"mapping" argument');
+  return usageIn(smaps(), mapped);
 }
 
 function range(m: unknown, options: unknown): { pid: number; address: number; pages: number } {
@@ -118,6 +93,7 @@ export function sharedFrames(a: Mapped, b: Mapped): number | null {
   if (!hasSysAdmin()) return null;
   const n = Math.min(ra.pages, rb.pages);
   const pa = readPagemap(process.pid, ra.address, n);
+  if (countFlags(pa).present === 0) return 0;
   const pb = readPagemap(process.pid, rb.address, n);
   let shared = 0;
   let present = 0;

@@ -1,0 +1,258 @@
+/** `cowshm demo`: the original question's program, run and explained. */
+import { maxElements, preflight, runDemo, type DemoPhase, type DemoResult, type MappingFigures } from '../../demo';
+import { pageSize } from '../..';
+import { UsageError, parseArgs, type Command } from '../command';
+import { bytes, count, table } from '../format';
+
+const DEFAULT_ELEMENTS = 2 ** 30;
+
+const DESCRIPTIONS: Record<string, string> = {
+  'fill': 'created the segment, mapped it shared ("region") and wrote A[i] = i',
+  'map copy': 'mapped the segment again, copy-on-write (MAP_PRIVATE: "copy")',
+  'sum region': 'summed the region',
+  'sum copy': 'summed the copy: every page of it was read',
+  'write copy': 'wrote copy[i] = 2i over the whole copy',
+  'sum after write': 'summed both again',
+};
+
+function parseCount(text: string, option: string): number {
+  const power = /^2\^(\d+)$/.exec(text);
+  const n = power ? 2 ** Number(power[1]) : /^\d+$/.test(text) ? Number(text) : NaN;
+  if (!Number.isSafeInteger(n) || n < 1) throw new UsageError(`${option} must be a positive integer or 2^K (received '${text}')`);
+  return n;
+}
+
+function parseSize(text: string): number {
+  const m = /^(\d+)\s*(k|kib|m|mib|g|gib)?$/i.exec(text);
+  if (!m) throw new UsageError(`--size must be a number of bytes, optionally with KiB, MiB or GiB (received '${text}')`);
+  const unit = (m[2] ?? '').toLowerCase()[0];
+  const n = Number(m[1]) * (unit === 'k' ? 1024 : unit === 'm' ? 2 ** 20 : unit === 'g' ? 2 ** 30 : 1);
+  if (!Number.isSafeInteger(n) || n < 4 || n % 4 !== 0) throw new UsageError(`--size must be a positive multiple of 4 bytes (received '${text}')`);
+  return n / 4;
+}
+
+function figuresTable(phase: DemoPhase): string {
+  const row = (label: string, f: MappingFigures | null, frames: string): string[] =>
+    f === null
+      ? [label, '-', '-', '-', '-', '-', '-']
+      : [label, bytes(f.rss), bytes(f.pss), bytes(f.sharedDirty), bytes(f.privateDirty), bytes(f.anonymous), frames];
+  const frames = phase.copy === null ? '-' : phase.sharedFrames === null ? 'n/a' : count(phase.sharedFrames);
+  return table(
+    ['', 'Rss', 'Pss', 'Shared_Dirty', 'Private_Dirty', 'Anonymous', 'Shared frames'],
+    [row('region', phase.region, frames), row('copy', phase.copy, frames)],
+    [''],
+  ).replace(/^/gm, '  ');
+}
+
+/** The plain-words reading of the figures after the copy was read (and written). */
+export function verdict(r: DemoResult): string {
+  const read = r.phases.find((p) => p.name === 'sum copy');
+  const lines: string[] = [];
+  if (read?.copy) {
+    const c = read.copy;
+    if (c.privateDirty === 0 && c.anonymous === 0 && c.pss * 2 === c.rss) {
+      const frames = read.sharedFrames === null
+        ? `both mappings use the same pages (frame numbers need root to compare: ${r.framesUnavailable ?? 'unavailable'})`
+        : read.sharedFrames === r.pages
+          ? `both mappings use the same ${count(r.pages)} frame${r.pages === 1 ? '' : 's'}`
+          : `only ${count(read.sharedFrames)} of ${count(r.pages)} frames are the same`;
+      lines.push(
+        `Reading the copy made no copy: ${frames}, Pss is half of Rss, and the copy's Private_Dirty and Anonymous are 0. ` +
+          `Rss adds up to ${bytes(read.region.rss + c.rss)} over the two mappings, but the ${bytes(r.pages * pageSize)} are in memory once.`,
+      );
+    } else {
+      lines.push(`Reading the copy copied pages: its Private_Dirty is ${bytes(c.privateDirty)} and its Anonymous ${bytes(c.anonymous)}.`);
+    }
+  }
+  const wrote = r.phases.find((p) => p.name === 'write copy');
+  if (wrote?.copy && r.sumRegionAfterWrite !== null) {
+    const frames = wrote.sharedFrames === null ? '' : wrote.sharedFrames === 0 ? ', no frame is shared any more' : `, ${count(wrote.sharedFrames)} frames are still shared`;
+    lines.push(
+      `Writing the copy copied the ${count(r.pagesWritten)} pages written: its Private_Dirty and Anonymous are now ` +
+        `${bytes(wrote.copy.privateDirty)} and ${bytes(wrote.copy.anonymous)}${frames}; ` +
+        `the region ${r.sumRegionAfterWrite === r.expectedSum ? 'still sums to ' + String(r.expectedSum) + ': it is untouched' : 'changed'}.`,
+    );
+  }
+  if (!r.ok) lines.push(`Some checks FAILED: ${r.checks.filter((c) => !c.ok).map((c) => c.what).join('; ')}.`);
+  return lines.join('\n');
+}
+
+function toJson(r: DemoResult): object {
+  return {
+    name: r.name,
+    pid: process.pid,
+    elements: r.elements,
+    bytes: r.bytes,
+    pages: r.pages,
+    pageSize,
+    expectedSum: String(r.expectedSum),
+    sumRegion: String(r.sumRegion),
+    sumCopy: String(r.sumCopy),
+    sumCopyAfterWrite: r.sumCopyAfterWrite === null ? null : String(r.sumCopyAfterWrite),
+    sumRegionAfterWrite: r.sumRegionAfterWrite === null ? null : String(r.sumRegionAfterWrite),
+    pagesWritten: r.pagesWritten,
+    phases: r.phases,
+    seconds: r.phases.reduce((t, p) => t + p.seconds, 0),
+    framesUnavailable: r.framesUnavailable,
+    checks: r.checks,
+    verdict: verdict(r),
+    ok: r.ok,
+  };
+}
+
+/** A one-line progress bar on stderr, redrawn at most ten times a second. */
+function progressBar(): { update(phase: string, done: number, total: number): void; clear(): void } {
+  let last = 0;
+  let shown = false;
+  return {
+    update(phase, done, total) {
+      const now = Date.now();
+      if (done < total && now - last < 100) return;
+      last = now;
+      const width = 30;
+      const filled = Math.round((done / total) * width);
+      process.stderr.write(`\r${phase.padEnd(16)} [${'#'.repeat(filled)}${'.'.repeat(width - filled)}] ${Math.floor((done / total) * 100)}%`);
+      shown = true;
+    },
+    clear() {
+      if (shown) process.stderr.write('\r\x1b[K');
+      shown = false;
+    },
+  };
+}
+
+function waitForEnter(signal: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    const done = (): void => {
+      process.stdin.off('data', done);
+      process.stdin.off('end', done);
+      signal.removeEventListener('abort', done);
+      // A paused stdin pipe would still keep the process alive.
+      process.stdin.destroy();
+      resolve();
+    };
+    process.stdin.on('data', done);
+    process.stdin.on('end', done);
+    signal.addEventListener('abort', done);
+    process.stdin.resume();
+  });
+}
+
+export const demo: Command = {
+  name: 'demo',
+  summary: 'run the copy-on-write experiment of the original question and explain its figures',
+  usage: [
+    'Usage: cowshm demo [--elements N | --size BYTES] [--write] [--json] [--name NAME] [--hold]',
+    '',
+    'Puts N int32 values A[i] = i in a named shared memory segment, maps it a second',
+    'time copy-on-write, sums both (the sums must be N(N-1)/2 exactly), and after each',
+    'step shows the kernel\'s figures for both mappings: Rss, Pss, Shared_Dirty,',
+    'Private_Dirty, Anonymous, and how many physical frames they share. It shows that',
+    'reading a copy-on-write mapping copies nothing, even though Rss adds up to twice',
+    'the data: Pss is half of Rss, and both mappings use the same frames.',
+    '',
+    'Options:',
+    `  --elements N   number of int32 elements, or 2^K (default 2^30: 4 GiB; at most ${maxElements})`,
+    '  --size BYTES   the segment\'s size instead (a multiple of 4; KiB, MiB, GiB allowed)',
+    '  --write        then write the whole copy (copy[i] = 2i): pages are copied now, and the',
+    '                 region stays untouched',
+    '  --json         print one JSON object (sums as decimal strings) instead of tables',
+    '  --name NAME    the segment\'s name in /dev/shm (default cowshm-demo-PID)',
+    '  --hold         keep the mappings until Enter is pressed, to look at them with',
+    '                 `cowshm inspect PID` or pmap -X from another terminal',
+    '',
+    'The segment is removed when the demo ends, also on Ctrl-C and SIGTERM.',
+    'Frame numbers (shared frames) can only be read as root. Exit status 0 when every',
+    'check holds, 1 otherwise.',
+  ].join('\n'),
+  async run(args) {
+    const { flags, values, positional } = parseArgs(args, { flags: ['write', 'json', 'hold'], values: ['elements', 'size', 'name'] });
+    if (positional.length > 0) throw new UsageError(`unexpected argument '${positional[0]}'`);
+    if (values.has('elements') && values.has('size')) throw new UsageError('give --elements or --size, not both');
+    const elements = values.has('size')
+      ? parseSize(values.get('size') as string)
+      : values.has('elements') ? parseCount(values.get('elements') as string, '--elements') : DEFAULT_ELEMENTS;
+    if (elements > maxElements) throw new UsageError(`at most ${maxElements} elements (${bytes(maxElements * 4)}) fit one view; received ${elements}`);
+    const name = values.get('name') ?? `cowshm-demo-${process.pid}`;
+    const write = flags.has('write');
+    const json = flags.has('json');
+
+    const pre = preflight(elements, write);
+    if (!pre.ok) {
+      const lacking = pre.shmNeeded > pre.shmAvailable
+        ? `/dev/shm has ${bytes(pre.shmAvailable)} free; the segment needs ${bytes(pre.shmNeeded)}`
+        : `${bytes(pre.memoryAvailable)} of memory is available (MemAvailable); the run needs about ${bytes(pre.memoryNeeded)}${write ? ' (the copy doubles it with --write)' : ''}`;
+      const hint = pre.suggestedElements > 0
+        ? `try --elements ${pre.suggestedElements} (${bytes(pre.suggestedElements * 4)})`
+        : 'there is not enough room for even a small run';
+      console.error(`cowshm demo: not enough room for ${count(elements)} elements: ${lacking}; ${hint}`);
+      return 1;
+    }
+
+    const controller = new AbortController();
+    let caught: NodeJS.Signals | null = null;
+    const onSignal = (sig: NodeJS.Signals): void => {
+      caught = sig;
+      controller.abort(new Error(`stopped by ${sig}`));
+    };
+    const signals: NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP'];
+    for (const s of signals) process.on(s, onSignal);
+    const bar = process.stderr.isTTY ? progressBar() : null;
+    const out = (s: string): void => {
+      if (!json) console.log(s);
+    };
+    out(`cowshm demo: ${count(elements)} int32 elements (${bytes(elements * 4)}) in /dev/shm/${name}, PID ${process.pid}`);
+    let result: DemoResult;
+    try {
+      result = await runDemo({
+        elements,
+        write,
+        name,
+        signal: controller.signal,
+        onProgress: bar ? (phase, done, total) => bar.update(phase, done, total) : undefined,
+        onPhase: (phase) => {
+          bar?.clear();
+          out(`\n${phase.name} (${phase.seconds.toFixed(3)} s): ${DESCRIPTIONS[phase.name] ?? ''}\n${figuresTable(phase)}`);
+        },
+        hold: flags.has('hold')
+          ? async () => {
+              // On stderr so that --json output stays one object.
+              console.error(
+                `Holding the mappings: look at them with \`cowshm inspect ${process.pid} --filter ${name} --pages\`; press Enter to finish.`,
+              );
+              await waitForEnter(controller.signal);
+            }
+          : undefined,
+      } as Parameters<typeof runDemo>[0]);
+    } catch (err) {
+      bar?.clear();
+      if (caught !== null) {
+        console.error(`cowshm demo: ${caught}: stopped; /dev/shm/${name} is removed`);
+        for (const s of signals) process.off(s, onSignal);
+        // Die of the signal, as the shell expects of an interrupted program.
+        process.kill(process.pid, caught);
+        return 128;
+      }
+      throw err;
+    } finally {
+      for (const s of signals) process.off(s, onSignal);
+    }
+    if (caught !== null) {
+      // The signal came while holding: the run was complete.
+      console.error(`cowshm demo: ${caught}: stopped; /dev/shm/${name} is removed`);
+      process.kill(process.pid, caught);
+      return 128;
+    }
+    if (json) {
+      console.log(JSON.stringify(toJson(result), null, 2));
+    } else {
+      out(`\nSums: expected ${result.expectedSum}, region ${result.sumRegion}, copy ${result.sumCopy}` +
+        (result.sumCopyAfterWrite === null ? '' : `; after writing: copy ${result.sumCopyAfterWrite}, region ${result.sumRegionAfterWrite}`));
+      out(`\n${verdict(result)}`);
+      out('\nChecks:');
+      for (const c of result.checks) out(`  ${c.ok ? (c.skipped ? 'skipped' : 'ok     ') : 'FAILED '}  ${c.what}${c.skipped ? ` (${c.skipped})` : ''}`);
+      out(`\nTotal ${result.phases.reduce((t, p) => t + p.seconds, 0).toFixed(3)} s; /dev/shm/${name} is removed.`);
+    }
+    return result.ok ? 0 : 1;
+  },
+};

@@ -1,0 +1,248 @@
+/**
+ * The experiment of the original question, step by step: fill a named shm
+ * segment with A[i] = i, map it again copy-on-write, sum both, and after each
+ * step take the kernel's figures for both mappings. With `write`, write the
+ * whole copy and show that only then are pages copied.
+ *
+ * Long steps run in chunks and yield to the event loop between them, so a
+ * signal handler (or an AbortSignal) can stop the run and remove the segment.
+ */
+import * as fs from 'node:fs';
+import { Region } from './region';
+import type { View } from './view';
+import { sum } from './kernels';
+import { native } from './native';
+import * as memory from './memory';
+import { usageIn } from './memory/usage';
+import { cowshmError } from './errors';
+
+export interface DemoOptions {
+  /** Number of int32 elements. */
+  elements: number;
+  /** Write the whole copy after summing it. */
+  write: boolean;
+  /** The shm segment's name. */
+  name: string;
+  /** Called as long steps advance. */
+  onProgress?: (phase: string, done: number, total: number) => void;
+  /** Called after each phase with its figures. */
+  onPhase?: (phase: DemoPhase) => void;
+  /** Awaited after the last phase, while both mappings are still there. */
+  hold?: () => Promise<void>;
+  /** Stops the run between chunks; the segment is removed. */
+  signal?: AbortSignal;
+}
+
+/** The figures of one mapping after a phase, in bytes. */
+export type MappingFigures = Omit<memory.Figures, 'fields'>;
+
+export interface DemoPhase {
+  name: string;
+  seconds: number;
+  region: MappingFigures;
+  /** null before the copy is mapped. */
+  copy: MappingFigures | null;
+  /** Pages of the copy on the same frame as the region's page, or null (no copy yet, or frames unreadable). */
+  sharedFrames: number | null;
+}
+
+export interface DemoCheck {
+  what: string;
+  ok: boolean;
+  /** Why a check could not be made (it then counts as passed). */
+  skipped?: string;
+}
+
+export interface DemoResult {
+  name: string;
+  elements: number;
+  bytes: number;
+  pages: number;
+  expectedSum: bigint;
+  sumRegion: bigint;
+  sumCopy: bigint;
+  /** With `write`: the copy holds 2i now, the region still i. */
+  sumCopyAfterWrite: bigint | null;
+  sumRegionAfterWrite: bigint | null;
+  pagesWritten: number;
+  phases: DemoPhase[];
+  checks: DemoCheck[];
+  /** Why shared frames could not be counted, or null. */
+  framesUnavailable: string | null;
+  ok: boolean;
+}
+
+/** The largest element count the demo takes: one view is one ArrayBuffer, and 2i must fit an int32. */
+export const maxElements = Math.min(Math.floor(Region.maxViewLength / 4), 2 ** 30);
+
+const CHUNK = 1 << 22;
+
+function pick(f: memory.Figures): MappingFigures {
+  return {
+    size: f.size, rss: f.rss, pss: f.pss, pssDirty: f.pssDirty, sharedClean: f.sharedClean,
+    sharedDirty: f.sharedDirty, privateClean: f.privateClean, privateDirty: f.privateDirty,
+    anonymous: f.anonymous, swap: f.swap,
+  };
+}
+
+const tick = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
+
+function framesReason(view: View): string | null {
+  return memory.pages(view, { length: native.pageSize }).framesUnavailable;
+}
+
+/** What the demo needs and what the machine has, checked before anything is created. */
+export interface Preflight {
+  ok: boolean;
+  /** Bytes of memory the run needs (the region, and the copy's pages with `write`). */
+  memoryNeeded: number;
+  memoryAvailable: number;
+  shmNeeded: number;
+  shmAvailable: number;
+  /** The largest power-of-two element count that fits, or 0. */
+  suggestedElements: number;
+}
+
+// Node itself, its heap and the page tables of two mappings.
+const HEADROOM = 256 * 2 ** 20;
+
+export function preflight(elements: number, write: boolean): Preflight {
+  const bytes = elements * 4;
+  const meminfo = fs.readFileSync('/proc/meminfo', 'utf8');
+  const m = /^MemAvailable:\s+(\d+) kB$/m.exec(meminfo);
+  const memoryAvailable = m ? Number(m[1]) * 1024 : Infinity;
+  const st = fs.statfsSync('/dev/shm');
+  const shmAvailable = st.bavail * st.bsize;
+  const memoryNeeded = bytes * (write ? 2 : 1) + HEADROOM;
+  const fits = (n: number): boolean => n * 4 * (write ? 2 : 1) + HEADROOM <= memoryAvailable && n * 4 <= shmAvailable;
+  let suggestedElements = 0;
+  for (let n = 2 ** 30; n >= 1024; n /= 2) {
+    if (fits(n)) {
+      suggestedElements = n;
+      break;
+    }
+  }
+  return { ok: fits(elements), memoryNeeded, memoryAvailable, shmNeeded: bytes, shmAvailable, suggestedElements };
+}
+
+export async function runDemo(options: DemoOptions): Promise<DemoResult> {
+  const { elements: N, write, name, onProgress, onPhase, hold, signal } = options;
+  if (!Number.isSafeInteger(N) || N < 1 || N > maxElements)
+    throw cowshmError('ERR_OUT_OF_RANGE', `elements must be an integer from 1 to ${maxElements}; received ${N}`);
+  const bytes = N * 4;
+  const pageSize = native.pageSize;
+  const pages = Math.ceil(bytes / pageSize);
+  const whole = pages * pageSize;
+  const expectedSum = (BigInt(N) * BigInt(N - 1)) / 2n;
+  const phases: DemoPhase[] = [];
+  const checks: DemoCheck[] = [];
+  const check = (what: string, ok: boolean): void => void checks.push({ what, ok });
+
+  const stop = (): void => {
+    if (signal?.aborted) throw signal.reason instanceof Error ? signal.reason : cowshmError('ABORT_ERR', `stopped (${String(signal.reason)})`);
+  };
+  async function chunked(phase: string, fn: (start: number, end: number) => void): Promise<void> {
+    for (let start = 0; start < N; start += CHUNK) {
+      const end = Math.min(N, start + CHUNK);
+      fn(start, end);
+      onProgress?.(phase, end, N);
+      await tick();
+      stop();
+    }
+  }
+  async function sumOf(phase: string, a: Int32Array): Promise<bigint> {
+    let total = 0n;
+    await chunked(phase, (s, e) => {
+      total += sum(a.subarray(s, e)) as bigint;
+    });
+    return total;
+  }
+
+  stop();
+  let t0 = process.hrtime.bigint();
+  const region = Region.create({ name, size: bytes });
+  try {
+    let copyView: View | null = null;
+    const regionView = region.map();
+    let framesUnavailable: string | null = null;
+    const record = (phaseName: string, t0: bigint): DemoPhase => {
+      const seconds = Number(process.hrtime.bigint() - t0) / 1e9;
+      // One read of smaps for both: each read walks the page tables of both mappings.
+      const entries = memory.smaps();
+      const phase: DemoPhase = {
+        name: phaseName,
+        seconds,
+        region: pick(usageIn(entries, regionView)),
+        copy: copyView ? pick(usageIn(entries, copyView)) : null,
+        sharedFrames: copyView ? memory.sharedFrames(copyView, regionView) : null,
+      };
+      if (copyView && phase.sharedFrames === null) framesUnavailable ??= framesReason(copyView);
+      phases.push(phase);
+      onPhase?.(phase);
+      return phase;
+    };
+
+    const A = new Int32Array(regionView.buffer);
+    await chunked('fill', (s, e) => {
+      for (let i = s; i < e; i++) A[i] = i;
+    });
+    const filled = record('fill', t0);
+    check('the region is resident after filling it', filled.region.rss === whole);
+
+    t0 = process.hrtime.bigint();
+    copyView = region.map({ access: 'cow' });
+    const copy = new Int32Array(copyView.buffer);
+    const mapped = record('map copy', t0);
+    check('mapping the copy reads nothing: its Rss is 0', mapped.copy?.rss === 0);
+
+    t0 = process.hrtime.bigint();
+    const sumRegion = await sumOf('sum region', A);
+    record('sum region', t0);
+    check('the sum of the region is N(N-1)/2', sumRegion === expectedSum);
+
+    t0 = process.hrtime.bigint();
+    const sumCopy = await sumOf('sum copy', copy);
+    const read = record('sum copy', t0);
+    const c = read.copy as MappingFigures;
+    check('the sum of the copy is N(N-1)/2', sumCopy === expectedSum);
+    check('reading the copy copied nothing: its Private_Dirty and Anonymous are 0', c.privateDirty === 0 && c.anonymous === 0);
+    check('each mapping\'s Pss is half its Rss (every page is mapped twice)', c.rss === whole && c.pss * 2 === c.rss && read.region.pss * 2 === read.region.rss);
+    if (read.sharedFrames === null) checks.push({ what: 'both mappings use the same frames', ok: true, skipped: framesUnavailable ?? 'frames unavailable' });
+    else check('both mappings use the same frames', read.sharedFrames === pages);
+
+    let sumCopyAfterWrite: bigint | null = null;
+    let sumRegionAfterWrite: bigint | null = null;
+    let pagesWritten = 0;
+    if (write) {
+      t0 = process.hrtime.bigint();
+      // Twice the original values: still an int32 for i < 2^30, and the copy's sum doubles.
+      await chunked('write copy', (s, e) => {
+        for (let i = s; i < e; i++) copy[i] = 2 * i;
+      });
+      pagesWritten = pages;
+      const wrote = record('write copy', t0);
+      const w = wrote.copy as MappingFigures;
+      check('writing the copy copied every page written: Private_Dirty = pages written × page size', w.privateDirty === pagesWritten * pageSize);
+      check('the copied pages are anonymous memory: Anonymous = pages written × page size', w.anonymous === pagesWritten * pageSize);
+      check('the region alone maps its pages now: its Pss equals its Rss', wrote.region.pss === wrote.region.rss && wrote.region.anonymous === 0);
+      if (wrote.sharedFrames === null) checks.push({ what: 'no frame is shared any more', ok: true, skipped: framesUnavailable ?? 'frames unavailable' });
+      else check('no frame is shared any more', wrote.sharedFrames === 0);
+
+      t0 = process.hrtime.bigint();
+      sumCopyAfterWrite = await sumOf('sum copy again', copy);
+      sumRegionAfterWrite = await sumOf('sum region again', A);
+      record('sum after write', t0);
+      check('the copy sums to N(N-1): it holds 2i', sumCopyAfterWrite === 2n * expectedSum);
+      check('the region still sums to N(N-1)/2: it is untouched', sumRegionAfterWrite === expectedSum);
+    }
+
+    await hold?.();
+    return {
+      name, elements: N, bytes, pages, expectedSum, sumRegion, sumCopy, sumCopyAfterWrite, sumRegionAfterWrite,
+      pagesWritten, phases, checks, framesUnavailable, ok: checks.every((x) => x.ok),
+    };
+  } finally {
+    region.unlink();
+    region.close();
+  }
+}
