@@ -6,7 +6,7 @@
 'use strict';
 const fs = require('node:fs');
 const os = require('node:os');
-const { Region, sum } = require('cowshm');
+const { Region, sum, iota } = require('cowshm');
 const { compileC, runC, measure, median, pairedRatio, report, benchName, option, intOption, gbps } = require('./lib');
 
 const runs = intOption('runs', 5);
@@ -51,7 +51,7 @@ async function main() {
     const r = Region.create({ name: benchName('sum'), size });
     try {
       const a = new Int32Array(r.map().buffer);
-      for (let i = 0; i < a.length; i++) a[i] = i; // populates every page, like the C fill
+      iota(a); // a[i] = i: populates every page of this mapping
       // Rounds alternate C and cowshm so both see the same machine (2 vCPUs, shared).
       const cT = [], sumT = [], loopT = [];
       for (let round = 0; round < rounds; round++) {
