@@ -3,7 +3,7 @@
 // mmap MAP_PRIVATE copy, sum both, check, unlink; no getchar), compiled with
 // gcc -O3 -march=native. Wall time of each process, runs alternating, and the
 // phases each reports, side by side.
-// Options: --elements N (default 2**30: 4 GiB), --runs N (default 3),
+// Options: --elements N (default 2**30: 4 GiB), --runs N (default 5),
 // --cli PATH (default bin/cowshm.js of this checkout).
 'use strict';
 const fs = require('node:fs');
@@ -12,7 +12,7 @@ const { spawnSync } = require('node:child_process');
 const { compileC, median, pairedRatio, report, benchName, option, intOption, fmtSeconds } = require('./lib');
 
 const elements = intOption('elements', 2 ** 30);
-const runs = intOption('runs', 3);
+const runs = intOption('runs', 5);
 const cli = path.resolve(option('cli', path.join(__dirname, '..', 'bin', 'cowshm.js')));
 
 function wall(cmd, args) {
