@@ -35,6 +35,12 @@ const phaseSeconds = (json, name) => json.phases.find((p) => p.name === name)?.s
 
 async function main() {
   if (!fs.existsSync(cli)) throw new Error(`no CLI at ${cli}`);
+  // The C program does not reserve its segment: short of memory, it would die of SIGBUS mid-fill.
+  const m = /^MemAvailable:\s+(\d+) kB$/m.exec(fs.readFileSync('/proc/meminfo', 'utf8'));
+  const st = fs.statfsSync('/dev/shm');
+  const room = Math.min(m ? Number(m[1]) * 1024 : Infinity, st.bavail * st.bsize);
+  if (room < elements * 4 + 2 ** 30)
+    throw new Error(`${(room / 2 ** 30).toFixed(1)} GiB of memory or /dev/shm is free; ${elements} elements need ${((elements * 4 + 2 ** 30) / 2 ** 30).toFixed(1)} GiB: pass a smaller --elements`);
   const c = compileC('demo');
   const cWall = [], jsWall = [], cRuns = [], jsRuns = [];
   for (let run = 0; run < runs; run++) {
