@@ -20,17 +20,20 @@ export function sum(array: TypedArray): bigint | number {
 }
 
 /**
- * Writes `start`, `start + 1`, ... into the array, exactly as
- * `for (let i = 0; i < a.length; i++) a[i] = start + i` would (integers wrap
- * to the element type, Uint8ClampedArray clamps, floats round), at memory
- * speed. Returns the array.
+ * Writes `start`, `start + step`, `start + 2 * step`, ... into the array,
+ * exactly as `for (let i = 0; i < a.length; i++) a[i] = start + i * step`
+ * would (integers wrap to the element type, Uint8ClampedArray clamps, floats
+ * round), at memory speed. Every value must be a safe integer. Returns the array.
  */
-export function iota<T extends TypedArray>(array: T, start = 0): T {
+export function iota<T extends TypedArray>(array: T, start = 0, step = 1): T {
   if (!ArrayBuffer.isView(array) || array instanceof DataView) throw invalidType('"array" argument', 'a TypedArray', array);
   if (typeof start !== 'number') throw invalidType('"start" argument', 'a number', start);
-  // Past 2^53 `start + i` is no longer exact in JavaScript: refuse rather than differ.
-  if (!Number.isSafeInteger(start) || !Number.isSafeInteger(start + Math.max(0, array.length - 1)))
-    throw outOfRange('"start" argument', `a safe integer with start + ${array.length} - 1 safe too`, start);
-  native.iota(array, start);
+  if (typeof step !== 'number') throw invalidType('"step" argument', 'a number', step);
+  if (!Number.isSafeInteger(step)) throw outOfRange('"step" argument', 'a safe integer', step);
+  // Past 2^53 `start + i * step` is no longer exact in JavaScript: refuse rather than differ.
+  const last = start + Math.max(0, array.length - 1) * step;
+  if (!Number.isSafeInteger(start) || !Number.isSafeInteger(last))
+    throw outOfRange('"start" argument', `a safe integer with start + ${Math.max(0, array.length - 1)} × step safe too`, start);
+  native.iota(array, start, step);
   return array;
 }

@@ -42,7 +42,7 @@ export interface Native {
   msyncOwner(owner: number): void;
   address(id: number): number;
   sum(array: ArrayBufferView): bigint | number;
-  iota(array: ArrayBufferView, start: number): void;
+  iota(array: ArrayBufferView, start: number, step: number): void;
 }
 
 const root = path.join(__dirname, '..');

@@ -24,6 +24,23 @@ test('iota writes what a[i] = start + i writes, for every number array type', ()
   );
 });
 
+test('iota with a step writes what a[i] = start + i * step writes', () => {
+  fc.assert(
+    fc.property(
+      fc.constantFrom(...types),
+      fc.integer({ min: 0, max: 200 }),
+      fc.integer({ min: -(2 ** 33), max: 2 ** 33 }),
+      fc.integer({ min: -(2 ** 20), max: 2 ** 20 }),
+      (T, n, start, step) => {
+        const got = iota(new T(n), start, step);
+        const want = new T(n);
+        for (let i = 0; i < n; i++) want[i] = start + i * step;
+        assert.deepEqual(Array.from(got), Array.from(want));
+      },
+    ),
+  );
+});
+
 test('iota on bigint arrays writes BigInt(start + i), wrapping like BigInt64Array does', () => {
   for (const T of [BigInt64Array, BigUint64Array]) {
     for (const start of [0, -3, 2 ** 53 - 20]) {
@@ -59,4 +76,7 @@ test('iota rejects what is not a TypedArray, and starts that leave the safe inte
   assert.throws(() => iota(new Int32Array(2), 0.5), { name: 'RangeError', message: /"start" argument/ });
   assert.throws(() => iota(new Int32Array(2), Number.MAX_SAFE_INTEGER), { name: 'RangeError', message: /"start" argument/ });
   assert.doesNotThrow(() => iota(new Int32Array(1), Number.MAX_SAFE_INTEGER));
+  assert.throws(() => iota(new Int32Array(2), 0, 0.5), { name: 'RangeError', message: /"step" argument/ });
+  assert.throws(() => iota(new Int32Array(2), 0, null as unknown as number), { name: 'TypeError', message: /"step" argument/ });
+  assert.throws(() => iota(new Int32Array(3), 0, 2 ** 53 - 1), { name: 'RangeError', message: /"start" argument/ });
 });
