@@ -20,6 +20,8 @@ export interface Native {
   fallocate(fd: number, offset: number, length: number): void;
   /** [size, uid, gid, mode, dev, ino, nlink] */
   fstat(fd: number): [number, number, number, number, number, number, number];
+  /** fstat into out[0..6], same order as fstat(): no array to build. */
+  fstatInto(fd: number, out: Float64Array): void;
   fchmod(fd: number, mode: number): void;
   fsync(fd: number): void;
   map(
