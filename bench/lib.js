@@ -123,4 +123,4 @@ function pairedRatio(xs, ys) {
   return median(xs.map((x, i) => x / ys[i]));
 }
 
-module.exports = { pairedRatio, compileC, runC, time, measure, median, fmtSeconds, report, buildDir, benchName, option, intOption, gbps };
+module.exports = { compileC, runC, time, measure, median, pairedRatio, fmtSeconds, report, buildDir, benchName, option, intOption, gbps };
