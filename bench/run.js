@@ -18,7 +18,8 @@ const files = fs
   .sort();
 let failed = 0;
 for (const f of files) {
-  console.log(`\n=== ${f} (${new Date().toISOString()}, node ${process.version}) ===`);
+  const load = require('node:os').loadavg().map((x) => x.toFixed(2)).join(' ');
+  console.log(`\n=== ${f} (${new Date().toISOString()}, node ${process.version}, load average ${load}) ===`);
   const r = spawnSync(process.execPath, ['--expose-gc', path.join(__dirname, f), ...options], { stdio: 'inherit' });
   if (r.status !== 0) failed++;
 }

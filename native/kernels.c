@@ -60,6 +60,38 @@ static double sum_f64(const double *p, size_t n) {
   return acc;
 }
 
+/* iota: p[i] = start + i * step, stored as JavaScript stores it in that
+ * array type (integers wrap modulo 2^bits, floats round). Filling a view this
+ * way runs at memory bandwidth, where `a[i] = i` in JavaScript runs at ~1-2
+ * GB/s. TypeScript checks that every value is a safe integer, so the int64
+ * arithmetic is exact; it is done unsigned all the same, where a wrap would
+ * not be undefined behaviour. */
+#define IOTA_VALUE(i) ((int64_t)((uint64_t)start + (uint64_t)(i) * (uint64_t)step))
+#define DEFINE_IOTA(name, type)                                              \
+  MULTIVERSION static void name(type *p, size_t n, int64_t start, int64_t step) { \
+    for (size_t i = 0; i < n; i++) p[i] = (type)(uint64_t)IOTA_VALUE(i);     \
+  }
+
+DEFINE_IOTA(iota_8, uint8_t)
+DEFINE_IOTA(iota_16, uint16_t)
+DEFINE_IOTA(iota_32, uint32_t)
+DEFINE_IOTA(iota_64, uint64_t)
+
+MULTIVERSION static void iota_u8c(uint8_t *p, size_t n, int64_t start, int64_t step) {
+  for (size_t i = 0; i < n; i++) {
+    int64_t v = IOTA_VALUE(i);
+    p[i] = v < 0 ? 0 : v > 255 ? 255 : (uint8_t)v;
+  }
+}
+
+MULTIVERSION static void iota_f32(float *p, size_t n, int64_t start, int64_t step) {
+  for (size_t i = 0; i < n; i++) p[i] = (float)(double)IOTA_VALUE(i);
+}
+
+MULTIVERSION static void iota_f64(double *p, size_t n, int64_t start, int64_t step) {
+  for (size_t i = 0; i < n; i++) p[i] = (double)IOTA_VALUE(i);
+}
+
 static napi_value bigint_from_i128(napi_env env, __int128 v) {
   int sign = v < 0;
   unsigned __int128 m = sign ? -(unsigned __int128)v : (unsigned __int128)v;
@@ -97,28 +129,36 @@ static napi_value sum_js(napi_env env, napi_callback_info info) {
   return cowshm_throw_type(env, "The \"array\" argument must be a TypedArray");
 }
 
-/* p[i] = first + i * step, wrapping like an int32 store in JS. Unsigned
- * arithmetic: signed overflow would be undefined behaviour. */
-MULTIVERSION static void iota_i32(int32_t *p, size_t n, uint32_t first, uint32_t step) {
-  for (size_t i = 0; i < n; i++) p[i] = (int32_t)(first + (uint32_t)i * step);
-}
-
-/* iota(int32Array, first, step): fills the array with an arithmetic sequence.
- * The caller passes int32 values (checked in TypeScript). */
+/* iota(typedArray, start, step): safe integers, checked in TypeScript with
+ * the last value of the sequence. */
 static napi_value iota_js(napi_env env, napi_callback_info info) {
   napi_value argv[3];
   napi_typedarray_type type;
   size_t length;
   void *data;
-  int32_t first, step;
+  double startd, stepd;
   if (!cowshm_args(env, info, 3, argv)) return NULL;
-  if (napi_get_typedarray_info(env, argv[0], &type, &length, &data, NULL, NULL) != napi_ok ||
-      type != napi_int32_array)
-    return cowshm_throw_type(env, "The \"array\" argument must be an Int32Array");
-  NAPI_OK(env, napi_get_value_int32(env, argv[1], &first));
-  NAPI_OK(env, napi_get_value_int32(env, argv[2], &step));
-  if (length > 0 && data != NULL) iota_i32(data, length, (uint32_t)first, (uint32_t)step);
-  return NULL;
+  if (napi_get_typedarray_info(env, argv[0], &type, &length, &data, NULL, NULL) != napi_ok)
+    return cowshm_throw_type(env, "The \"array\" argument must be a TypedArray");
+  NAPI_OK(env, napi_get_value_double(env, argv[1], &startd));
+  NAPI_OK(env, napi_get_value_double(env, argv[2], &stepd));
+  int64_t start = (int64_t)startd, step = (int64_t)stepd;
+  if (length == 0 || data == NULL) return cowshm_undefined(env);
+  switch (type) {
+    case napi_int8_array:
+    case napi_uint8_array: iota_8(data, length, start, step); break;
+    case napi_uint8_clamped_array: iota_u8c(data, length, start, step); break;
+    case napi_int16_array:
+    case napi_uint16_array: iota_16(data, length, start, step); break;
+    case napi_int32_array:
+    case napi_uint32_array: iota_32(data, length, start, step); break;
+    case napi_bigint64_array:
+    case napi_biguint64_array: iota_64(data, length, start, step); break;
+    case napi_float32_array: iota_f32(data, length, start, step); break;
+    case napi_float64_array: iota_f64(data, length, start, step); break;
+    default: return cowshm_throw_type(env, "The \"array\" argument must be a TypedArray");
+  }
+  return cowshm_undefined(env);
 }
 
 napi_value cowshm_init_kernels(napi_env env, napi_value exports) {

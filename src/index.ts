@@ -12,7 +12,7 @@ export { Snapshot, snapshotBackend, snapshotBackendReason } from './snapshot';
 export type { SnapshotOptions, SnapshotBackend } from './snapshot';
 export { doctor } from './doctor';
 export type { DoctorReport } from './doctor';
-export { sum } from './kernels';
+export { sum, iota } from './kernels';
 export type { TypedArray } from './kernels';
 export type { SystemError } from './errors';
 export { writeCheckpoint } from './checkpoint/write';

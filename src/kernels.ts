@@ -1,7 +1,6 @@
 /** Whole-view reductions in native code, at memory bandwidth. */
 import { native } from './native';
-import { invalidType } from './errors';
-import * as check from './validate';
+import { invalidType, outOfRange } from './errors';
 
 /** Any TypedArray. */
 export type TypedArray =
@@ -21,12 +20,20 @@ export function sum(array: TypedArray): bigint | number {
 }
 
 /**
- * Fills an Int32Array with `first`, `first + step`, ... (wrapping as int32
- * stores do): what a JS loop does, at memory bandwidth.
+ * Writes `start`, `start + step`, `start + 2 * step`, ... into the array,
+ * exactly as `for (let i = 0; i < a.length; i++) a[i] = start + i * step`
+ * would (integers wrap to the element type, Uint8ClampedArray clamps, floats
+ * round), at memory speed. Every value must be a safe integer. Returns the array.
  */
-export function iota(array: Int32Array, first = 0, step = 1): void {
-  if (!(array instanceof Int32Array)) throw invalidType('"array" argument', 'an Int32Array', array);
-  check.integer(first, '"first" argument', -(2 ** 31), 2 ** 31 - 1);
-  check.integer(step, '"step" argument', -(2 ** 31), 2 ** 31 - 1);
-  native.iota(array, first, step);
+export function iota<T extends TypedArray>(array: T, start = 0, step = 1): T {
+  if (!ArrayBuffer.isView(array) || array instanceof DataView) throw invalidType('"array" argument', 'a TypedArray', array);
+  if (typeof start !== 'number') throw invalidType('"start" argument', 'a number', start);
+  if (typeof step !== 'number') throw invalidType('"step" argument', 'a number', step);
+  if (!Number.isSafeInteger(step)) throw outOfRange('"step" argument', 'a safe integer', step);
+  // Past 2^53 `start + i * step` is no longer exact in JavaScript: refuse rather than differ.
+  const last = start + Math.max(0, array.length - 1) * step;
+  if (!Number.isSafeInteger(start) || !Number.isSafeInteger(last))
+    throw outOfRange('"start" argument', `a safe integer with start + ${Math.max(0, array.length - 1)} × step safe too`, start);
+  native.iota(array, start, step);
+  return array;
 }

@@ -21,6 +21,8 @@ export interface Native {
   fallocate(fd: number, offset: number, length: number, target?: string): void;
   /** [size, uid, gid, mode, dev, ino, nlink] */
   fstat(fd: number, target?: string): [number, number, number, number, number, number, number];
+  /** fstat into out[0..6], same order as fstat(): no array to build. */
+  fstatInto(fd: number, out: Float64Array): void;
   fchmod(fd: number, mode: number, target?: string): void;
   fsync(fd: number, target?: string): void;
   map(
@@ -43,7 +45,7 @@ export interface Native {
   msyncOwner(owner: number): void;
   address(id: number): number;
   sum(array: ArrayBufferView): bigint | number;
-  iota(array: Int32Array, first: number, step: number): void;
+  iota(array: ArrayBufferView, start: number, step: number): void;
   xxh64(data: Uint8Array): string;
   hashFile(fd: number, offset: number, length: number): string;
   writePages(

@@ -107,6 +107,14 @@ export interface RegionInit {
 }
 
 let nextOwner = 1;
+const statScratch = new Float64Array(7);
+/** native.fstat without building an array in the addon (the open path's largest cost after the syscalls). */
+function fstat(fd: number): ReturnType<typeof native.fstat> {
+  native.fstatInto(fd, statScratch);
+  const s = statScratch;
+  return [s[0] as number, s[1] as number, s[2] as number, s[3] as number, s[4] as number, s[5] as number, s[6] as number];
+}
+
 // A Region collected without close() still gives its descriptor back.
 const descriptors = new FinalizationRegistry<number>((fd) => {
   try {
@@ -178,7 +186,7 @@ export class Region {
     this.path = init.path;
     this.readOnly = init.readOnly;
     this.#hugePages = init.hugePages;
-    const [size, , , , dev, ino] = init.stat ?? native.fstat(init.fd, init.path);
+    const [size, , , , dev, ino] = init.stat ?? fstat(init.fd);
     this.#size = init.size ?? size;
     this.#dataOffset = init.dataOffset ?? 0;
     this.dev = dev;
@@ -264,7 +272,7 @@ export class Region {
     // O_NONBLOCK: a FIFO planted under the name must not make a read-only open wait.
     const fd = native.shmOpen(name, (readOnly ? c.O_RDONLY : c.O_RDWR) | c.O_NONBLOCK, 0);
     try {
-      const stat = native.fstat(fd, name);
+      const stat = fstat(fd);
       const [, uid, , fileMode] = stat;
       if ((fileMode & c.S_IFMT) !== c.S_IFREG) {
         const err = cowshmError('ERR_COWSHM_NOT_A_FILE', `'/dev/shm/${name}' is not a regular file, so not a shared memory segment`);

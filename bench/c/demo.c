@@ -1,0 +1,93 @@
+/* Baseline for bench/demo.bench.js: the program of the original question
+ * (shm_open, ftruncate, mmap shared, A[i] = i, mmap MAP_PRIVATE copy, sum
+ * both, check, unlink), without the final getchar(), with each phase timed.
+ *
+ *   demo NAME ELEMENTS
+ *
+ * Prints {"elements": N, "ok": true|false, "phases": [{"name", "seconds"}...]}. */
+#define _GNU_SOURCE
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/mman.h>
+#include <time.h>
+#include <unistd.h>
+
+static size_t ARRAYSIZE;
+
+static double now(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+__attribute__((noinline)) static void init(int *A) {
+  for (size_t i = 0; i < ARRAYSIZE; ++i) A[i] = (int)i;
+}
+
+__attribute__((noinline)) static size_t agg(const int *A) {
+  size_t sum = 0;
+  for (size_t i = 0; i < ARRAYSIZE; ++i) sum += A[i];
+  return sum;
+}
+
+static const char *names[8];
+static double seconds[8];
+static int phases;
+static double mark;
+
+static void phase(const char *name) {
+  double t = now();
+  names[phases] = name;
+  seconds[phases++] = t - mark;
+  mark = t;
+}
+
+int main(int argc, char **argv) {
+  if (argc != 3) {
+    fprintf(stderr, "usage: demo NAME ELEMENTS\n");
+    return 2;
+  }
+  char name[256];
+  snprintf(name, sizeof name, "/%s", argv[1]);
+  ARRAYSIZE = strtoull(argv[2], NULL, 10);
+  mark = now();
+  shm_unlink(name);
+  int fd = shm_open(name, O_RDWR | O_CREAT | O_TRUNC, 0600);
+  if (fd == -1) {
+    perror("Error allocating fd");
+    return 1;
+  }
+  if (ftruncate(fd, sizeof(int) * ARRAYSIZE) == -1) {
+    perror("Error ftruncate");
+    return 1;
+  }
+  phase("create");
+  int *A = (int *)mmap(NULL, sizeof(int) * ARRAYSIZE, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  if (A == (int *)-1) {
+    perror("Error mapping A to memory");
+    return 1;
+  }
+  init(A);
+  phase("fill");
+  int *Acopy = (int *)mmap(NULL, sizeof(int) * ARRAYSIZE, PROT_READ, MAP_PRIVATE, fd, 0);
+  if (Acopy == (int *)-1) {
+    perror("Error mapping copy from file");
+    return 1;
+  }
+  phase("copy");
+  size_t sumA = agg(A);
+  size_t expected = (ARRAYSIZE * (ARRAYSIZE - 1)) >> 1;
+  phase("sum-region");
+  size_t sumCopy = agg(Acopy);
+  phase("sum-copy");
+  shm_unlink(name);
+  phase("unlink");
+  int ok = expected == sumA && expected == sumCopy;
+  printf("{\"elements\":%zu,\"expectedSum\":\"%zu\",\"sumRegion\":\"%zu\",\"sumCopy\":\"%zu\",\"ok\":%s,\"phases\":[",
+         ARRAYSIZE, expected, sumA, sumCopy, ok ? "true" : "false");
+  for (int i = 0; i < phases; i++)
+    printf("%s{\"name\":\"%s\",\"seconds\":%.9g}", i ? "," : "", names[i], seconds[i]);
+  printf("]}\n");
+  return ok ? 0 : 1;
+}
