@@ -191,10 +191,17 @@ export async function writeFrom(source: CheckpointSource, file: unknown, options
   const examined = candidates ? candidates.length : totalPages;
   const totalBytes = examined * pageSize;
   let reported = -1;
+  // A throwing onProgress cancels the write, and the promise rejects with its error.
+  let progressError: { error: unknown } | null = null;
   const report = (done: number): void => {
-    if (!onProgress || done <= reported) return;
+    if (!onProgress || done <= reported || progressError) return;
     reported = done;
-    onProgress(done, totalBytes);
+    try {
+      onProgress(done, totalBytes);
+    } catch (error) {
+      progressError = { error };
+      Atomics.store(state, 0, 1);
+    }
   };
   const timer = onProgress ? setInterval(() => report(Atomics.load(state, 1) * pageSize), 15) : undefined;
   try {
@@ -202,6 +209,7 @@ export async function writeFrom(source: CheckpointSource, file: unknown, options
       handle.fd, HEADER_BLOCK, sourceId, candidates, examined, compareView ? compareView._id : -1, state,
     );
     if (timer) clearInterval(timer);
+    if (progressError) throw (progressError as { error: unknown }).error;
     if (signal?.aborted) throw abortError(signal);
     const pages = baseHeader === null ? null : (kept ?? candidates ?? new Uint32Array(0));
     const pageCount = pages === null ? totalPages : pages.length;
@@ -234,7 +242,7 @@ export async function writeFrom(source: CheckpointSource, file: unknown, options
     await fs.promises.rename(tmp, target);
     renamed = true;
     await fsyncDirectory(dir);
-    report(totalBytes);
+    report(totalBytes); // the checkpoint is in place: an error thrown here is ignored
     if (typeof source.changedPages === 'function') {
       for (const [key, ref] of writers) {
         const w = ref.deref();
@@ -254,6 +262,7 @@ export async function writeFrom(source: CheckpointSource, file: unknown, options
     if (timer) clearInterval(timer);
     if (!closed) await handle.close().catch(() => undefined);
     if (!renamed) await fs.promises.rm(tmp, { force: true }).catch(() => undefined);
+    if (progressError) throw (progressError as { error: unknown }).error;
     if ((err as { code?: string }).code === 'ABORT_ERR' && signal?.aborted) throw abortError(signal);
     throw err;
   } finally {
