@@ -104,6 +104,31 @@ function pagesFromLiveBase(source: CheckpointSource, base: CheckpointFile): Uint
   return older.changedPages();
 }
 
+/** Removes temporary files a crashed writer of the same target left behind (their process is gone). */
+async function removeStaleTemporaries(dir: string, base: string): Promise<void> {
+  const prefix = `.${base}.`;
+  let names: string[];
+  try {
+    names = await fs.promises.readdir(dir);
+  } catch {
+    return;
+  }
+  for (const name of names) {
+    if (!name.startsWith(prefix) || !name.endsWith('.tmp')) continue;
+    const m = /^(\d+)\.[0-9a-f]{12}\.tmp$/.exec(name.slice(prefix.length));
+    if (!m) continue;
+    const pid = Number(m[1]);
+    if (pid === process.pid) continue;
+    try {
+      process.kill(pid, 0);
+      continue; // alive: maybe writing it right now
+    } catch (err) {
+      if ((err as { code?: string }).code !== 'ESRCH') continue;
+    }
+    await fs.promises.rm(path.join(dir, name), { force: true }).catch(() => undefined);
+  }
+}
+
 async function fsyncDirectory(dir: string): Promise<void> {
   const handle = await fs.promises.open(dir, fs.constants.O_RDONLY | fs.constants.O_DIRECTORY);
   try {
@@ -182,6 +207,7 @@ export async function writeFrom(source: CheckpointSource, file: unknown, options
 
     const stat = await fs.promises.stat(dir);
     if (!stat.isDirectory()) throw outOfRange('"path" argument', 'a path in an existing directory', file);
+    await removeStaleTemporaries(dir, path.basename(target));
     const tmp = path.join(dir, `.${path.basename(target)}.${process.pid}.${newId().slice(0, 12)}.tmp`);
     const handle = await fs.promises.open(tmp, fs.constants.O_RDWR | fs.constants.O_CREAT | fs.constants.O_EXCL, 0o600);
     let closed = false;
