@@ -24,7 +24,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <pthread.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
@@ -423,7 +426,30 @@ out:
   free(cbuf);
 }
 
-static void ck_execute(napi_env env, void *data) { run_writer(data); }
+/* The copy runs in a thread of its own at a lower priority (nice +10) than
+ * the application's threads: when CPUs are short, the threads writing to the
+ * region go first and the checkpoint takes longer, which is the trade a
+ * background checkpoint should make. Measured on 2 vCPUs, a worker writing to
+ * a hot set kept its full speed instead of about half. A thread of its own
+ * because Linux lets a thread raise its nice value but not lower it again
+ * without CAP_SYS_NICE, and the pool's threads serve everything else too. */
+#define WRITER_NICE 10
+
+static void *writer_thread(void *data) {
+  /* Best effort: at the default priority the checkpoint is still correct. */
+  int now = getpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid));
+  setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), now + WRITER_NICE > 19 ? 19 : now + WRITER_NICE);
+  run_writer(data);
+  return NULL;
+}
+
+static void ck_execute(napi_env env, void *data) {
+  pthread_t t;
+  if (pthread_create(&t, NULL, writer_thread, data) == 0)
+    pthread_join(t, NULL);
+  else
+    run_writer(data);
+}
 
 static void ck_complete(napi_env env, napi_status status, void *data) {
   struct ck_work *w = data;
