@@ -3,6 +3,6 @@ import { createRequire } from 'node:module';
 
 const cowshm = createRequire(import.meta.url)('../dist/index.js');
 
-export const { Region, View, sum, pageSize, Snapshot, snapshotBackend, snapshotBackendReason } = cowshm;
+export const { Region, View, sum, pageSize, Snapshot, snapshotBackend, snapshotBackendReason, doctor } = cowshm;
 export default cowshm;
 export const { writeCheckpoint, checkpointInfo } = cowshm;

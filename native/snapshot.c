@@ -58,6 +58,7 @@
 #include <unistd.h>
 
 /* Kernel headers from before 6.3 / 5.14 lack these. */
+/* 1 << 13 as in <linux/userfaultfd.h> since 6.4 (1 << 14 is UFFD_FEATURE_POISON). */
 #ifndef UFFD_FEATURE_WP_UNPOPULATED
 #define UFFD_FEATURE_WP_UNPOPULATED (1 << 13)
 #endif
@@ -128,6 +129,9 @@ static char backend_reason[1024];
 static char uffd_reason[512];
 static int uffd_ok, uffd_wp_shmem, uffd_wp_unpopulated;
 static char forced[32];
+/* COWSHM_MPROTECT_CHUNK: a fixed chunk size for the mprotect backend, so
+ * tests can drive the process into vm.max_map_count on purpose. */
+static size_t forced_chunk;
 static pthread_once_t probe_once = PTHREAD_ONCE_INIT;
 
 static size_t ps(void) { return cowshm_page_size; }
@@ -255,6 +259,11 @@ fail:
 }
 
 static void probe(void) {
+  const char *chunk = getenv("COWSHM_MPROTECT_CHUNK");
+  if (chunk != NULL) {
+    unsigned long long c = strtoull(chunk, NULL, 10);
+    if (c >= ps() && (c & (c - 1)) == 0) forced_chunk = (size_t)c;
+  }
   const char *env = getenv("COWSHM_SNAPSHOT_BACKEND");
   if (env != NULL && env[0] != 0) {
     snprintf(forced, sizeof forced, "%s", env);
@@ -647,6 +656,7 @@ static napi_value create_js(napi_env env, napi_callback_info info) {
     if (want_backend == BACKEND_MPROTECT) {
       long budget = 0;
       dom->chunk = choose_chunk(dom, (size_t)region_size, &budget);
+      if (forced_chunk != 0 && dom->chunk != 0) dom->chunk = forced_chunk;
       if (dom->chunk == 0) {
         err = ENOMEM;
         what = "mprotect";
