@@ -101,7 +101,10 @@ function pagesFromLiveBase(source: CheckpointSource, base: CheckpointFile): Uint
   const a = order.get(older);
   const b = order.get(source);
   if (a === undefined || b === undefined || a >= b) return null;
-  return older.changedPages();
+  // Chunk-granular backends may mark past the last page of an odd-sized region.
+  const pages = Math.ceil(source.byteLength / native.pageSize);
+  const list = older.changedPages();
+  return list.length > 0 && (list[list.length - 1] as number) >= pages ? list.filter((p) => p < pages) : list;
 }
 
 /** Removes temporary files a crashed writer of the same target left behind (their process is gone). */
