@@ -8,7 +8,7 @@ const os = require('node:os');
 const path = require('node:path');
 const { execFileSync } = require('node:child_process');
 const { Worker } = require('node:worker_threads');
-const { monitorEventLoopDelay } = require('node:perf_hooks');
+const { monitorEventLoopDelay, performance } = require('node:perf_hooks');
 const { Region, pageSize } = require('..');
 const { native } = require('../dist/native');
 const { time, median, report, fmtSeconds } = require('./lib');
@@ -121,11 +121,15 @@ async function main() {
     fs.rmSync(target, { force: true });
     const s = region.snapshot();
     busy.enable();
-    await s.writeTo(target);
+    const elu0 = performance.eventLoopUtilization();
+    const took = await time(() => s.writeTo(target));
+    const elu = performance.eventLoopUtilization(elu0);
     busy.disable();
     s.release();
     report('Event loop delay (max) during writeTo against an idle second (monitorEventLoopDelay, 1 ms resolution)', [
       { name: 'max delay: checkpoint vs idle', cowshm: busy.max / 1e9, baseline: idle.max / 1e9, format: fmtSeconds },
+      { name: 'p99 delay: checkpoint vs idle', cowshm: busy.percentile(99) / 1e9, baseline: idle.percentile(99) / 1e9, format: fmtSeconds },
+      { name: 'main thread busy during writeTo vs its duration', cowshm: elu.active / 1e3, baseline: took, format: fmtSeconds },
     ]);
   }
 

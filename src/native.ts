@@ -48,10 +48,10 @@ export interface Native {
   iota(array: ArrayBufferView, start: number, step: number): void;
   xxh64(data: Uint8Array): string;
   hashFile(fd: number, offset: number, length: number): string;
+  /** [promise of [checksum, kept pages], state: [0] = 1 cancels, [1] = pages examined] */
   writePages(
-    fd: number, fileOffset: number, sourceId: number, pages: Uint32Array | null, pageCount: number,
-    compareId: number, state: Int32Array,
-  ): Promise<[string, Uint32Array | null]>;
+    fd: number, fileOffset: number, sourceId: number, pages: Uint32Array | null, pageCount: number, compareId: number,
+  ): [Promise<[string, Uint32Array | null]>, Int32Array];
   /** [ArrayBuffer, id, chunkSize, backend] */
   snapshotCreate(
     fd: number, offset: number, length: number, label: string, owner: number, dev: number, ino: number, regionSize: number,

@@ -152,6 +152,26 @@ test('abort: the partial file is removed, the previous checkpoint is untouched, 
   }
 });
 
+test('an onProgress that throws cancels the write and rejects with its error', async () => {
+  const dir = tempDir('ck-progress-throws');
+  const { region } = filled(128 << 20, 4);
+  try {
+    const boom = new Error('boom');
+    await assert.rejects(
+      writeCheckpoint(region.map(), path.join(dir, 't.cow'), {
+        onProgress: () => {
+          throw boom;
+        },
+      }),
+      (err) => err === boom,
+    );
+    assert.deepEqual(fs.readdirSync(dir), []);
+  } finally {
+    region.close();
+    rmTemp(dir);
+  }
+});
+
 test('a mapping closed during the write: a clear rejection, never a crash, no file left', async () => {
   const dir = tempDir('ck-closed');
   const { region } = filled(256 << 20, 9);

@@ -101,7 +101,35 @@ function pagesFromLiveBase(source: CheckpointSource, base: CheckpointFile): Uint
   const a = order.get(older);
   const b = order.get(source);
   if (a === undefined || b === undefined || a >= b) return null;
-  return older.changedPages();
+  // Chunk-granular backends may mark past the last page of an odd-sized region.
+  const pages = Math.ceil(source.byteLength / native.pageSize);
+  const list = older.changedPages();
+  return list.length > 0 && (list[list.length - 1] as number) >= pages ? list.filter((p) => p < pages) : list;
+}
+
+/** Removes temporary files a crashed writer of the same target left behind (their process is gone). */
+async function removeStaleTemporaries(dir: string, base: string): Promise<void> {
+  const prefix = `.${base}.`;
+  let names: string[];
+  try {
+    names = await fs.promises.readdir(dir);
+  } catch {
+    return;
+  }
+  for (const name of names) {
+    if (!name.startsWith(prefix) || !name.endsWith('.tmp')) continue;
+    const m = /^(\d+)\.[0-9a-f]{12}\.tmp$/.exec(name.slice(prefix.length));
+    if (!m) continue;
+    const pid = Number(m[1]);
+    if (pid === process.pid) continue;
+    try {
+      process.kill(pid, 0);
+      continue; // alive: maybe writing it right now
+    } catch (err) {
+      if ((err as { code?: string }).code !== 'ESRCH') continue;
+    }
+    await fs.promises.rm(path.join(dir, name), { force: true }).catch(() => undefined);
+  }
 }
 
 async function fsyncDirectory(dir: string): Promise<void> {
@@ -156,110 +184,133 @@ export async function writeFrom(source: CheckpointSource, file: unknown, options
   let candidates: Uint32Array | null = null;
   let compareRegion: Region | null = null;
   let compareView: View | null = null;
-  if (basePath !== undefined) {
-    const chain: ChainLink[] = openChain(basePath, 'header');
-    try {
-      baseHeader = (chain[chain.length - 1] as ChainLink).header;
-      for (const link of chain) {
-        if (path.resolve(link.header.path) === target)
-          throw outOfRange('"path" argument', `a file other than the delta's base chain ('${link.header.path}')`, file);
-      }
-    } finally {
-      closeChain(chain);
-    }
-    if (baseHeader.regionSize !== size)
-      throw invalid(baseHeader.path, `it checkpoints a region of ${baseHeader.regionSize} bytes; this region has ${size}`);
-    if (Buffer.byteLength(path.relative(dir, baseHeader.path)) > HEADER_BLOCK - 128)
-      throw outOfRange('"base" option', 'a path shorter than 3968 bytes relative to the target directory', basePath);
-    candidates = pagesFromLiveBase(source, baseHeader);
-    if (candidates === null) {
-      compareRegion = (region.constructor as typeof Region).restore(baseHeader.path, { verify: 'header' });
-      compareView = compareRegion.map({ access: 'read' });
-      keep.push(compareView.buffer);
-    }
-  }
-
-  const stat = await fs.promises.stat(dir);
-  if (!stat.isDirectory()) throw outOfRange('"path" argument', 'a path in an existing directory', file);
-  const tmp = path.join(dir, `.${path.basename(target)}.${process.pid}.${newId().slice(0, 12)}.tmp`);
-  const handle = await fs.promises.open(tmp, fs.constants.O_RDWR | fs.constants.O_CREAT | fs.constants.O_EXCL, 0o600);
-  let closed = false;
-  let renamed = false;
-  const state = new Int32Array(2);
-  const onAbort = (): void => void Atomics.store(state, 0, 1);
-  signal?.addEventListener('abort', onAbort, { once: true });
-  const examined = candidates ? candidates.length : totalPages;
-  const totalBytes = examined * pageSize;
-  let reported = -1;
-  const report = (done: number): void => {
-    if (!onProgress || done <= reported) return;
-    reported = done;
-    onProgress(done, totalBytes);
-  };
-  const timer = onProgress ? setInterval(() => report(Atomics.load(state, 1) * pageSize), 15) : undefined;
   try {
-    const [checksum, kept] = await native.writePages(
-      handle.fd, HEADER_BLOCK, sourceId, candidates, examined, compareView ? compareView._id : -1, state,
-    );
-    if (timer) clearInterval(timer);
-    if (signal?.aborted) throw abortError(signal);
-    const pages = baseHeader === null ? null : (kept ?? candidates ?? new Uint32Array(0));
-    const pageCount = pages === null ? totalPages : pages.length;
-    const id = newId();
-    const header = {
-      kind: baseHeader === null ? ('full' as const) : ('delta' as const),
-      regionSize: size,
-      pageSize,
-      pageCount,
-      dataOffset: HEADER_BLOCK,
-      pageListOffset: pages === null ? 0 : HEADER_BLOCK + pageCount * pageSize,
-      checksum,
-      id,
-      base:
-        baseHeader === null
-          ? null
-          : { id: baseHeader.id, checksum: baseHeader.checksum, regionSize: baseHeader.regionSize, path: path.relative(dir, baseHeader.path) },
-      created: new Date(),
-    };
-    const block = encodeHeader(header, pages);
-    if (pages !== null && pages.length > 0)
-      await handle.write(new Uint8Array(pages.buffer, pages.byteOffset, pages.byteLength), 0, pages.byteLength, header.pageListOffset);
-    await handle.write(block, 0, block.length, 0);
-    const bytes = expectedFileSize(header);
-    await handle.truncate(bytes);
-    await handle.sync();
-    await handle.close();
-    closed = true;
-    if (signal?.aborted) throw abortError(signal);
-    await fs.promises.rename(tmp, target);
-    renamed = true;
-    await fsyncDirectory(dir);
-    report(totalBytes);
-    if (typeof source.changedPages === 'function') {
-      for (const [key, ref] of writers) {
-        const w = ref.deref();
-        if (w === undefined || isReleased(w)) writers.delete(key);
+    if (basePath !== undefined) {
+      const chain: ChainLink[] = openChain(basePath, 'header');
+      try {
+        baseHeader = (chain[chain.length - 1] as ChainLink).header;
+        for (const link of chain) {
+          if (path.resolve(link.header.path) === target)
+            throw outOfRange('"path" argument', `a file other than the delta's base chain ('${link.header.path}')`, file);
+        }
+      } finally {
+        closeChain(chain);
       }
-      writers.set(id, new WeakRef(source));
+      if (baseHeader.regionSize !== size)
+        throw invalid(baseHeader.path, `it checkpoints a region of ${baseHeader.regionSize} bytes; this region has ${size}`);
+      if (Buffer.byteLength(path.relative(dir, baseHeader.path)) > HEADER_BLOCK - 128)
+        throw outOfRange('"base" option', 'a path shorter than 3968 bytes relative to the target directory', basePath);
+      candidates = pagesFromLiveBase(source, baseHeader);
+      if (candidates === null) {
+        compareRegion = (region.constructor as typeof Region).restore(baseHeader.path, { verify: 'header' });
+        compareView = compareRegion.map({ access: 'read' });
+        keep.push(compareView.buffer);
+      }
     }
-    return {
-      bytes,
-      seconds: Number(process.hrtime.bigint() - started) / 1e9,
-      checksum,
-      kind: header.kind,
-      pages: pageCount,
-      id,
+
+    const stat = await fs.promises.stat(dir);
+    if (!stat.isDirectory()) throw outOfRange('"path" argument', 'a path in an existing directory', file);
+    await removeStaleTemporaries(dir, path.basename(target));
+    const tmp = path.join(dir, `.${path.basename(target)}.${process.pid}.${newId().slice(0, 12)}.tmp`);
+    const handle = await fs.promises.open(tmp, fs.constants.O_RDWR | fs.constants.O_CREAT | fs.constants.O_EXCL, 0o600);
+    let closed = false;
+    let renamed = false;
+    // The writer's shared state: [0] = 1 asks it to stop, [1] counts pages done.
+    let state: Int32Array | null = null;
+    let cancelled = false;
+    const cancel = (): void => {
+      cancelled = true;
+      if (state) Atomics.store(state, 0, 1);
     };
-  } catch (err) {
-    if (timer) clearInterval(timer);
-    if (!closed) await handle.close().catch(() => undefined);
-    if (!renamed) await fs.promises.rm(tmp, { force: true }).catch(() => undefined);
-    if ((err as { code?: string }).code === 'ABORT_ERR' && signal?.aborted) throw abortError(signal);
-    throw err;
+    const onAbort = (): void => cancel();
+    signal?.addEventListener('abort', onAbort, { once: true });
+    if (signal?.aborted) cancel();
+    const examined = candidates ? candidates.length : totalPages;
+    const totalBytes = examined * pageSize;
+    let reported = -1;
+    // A throwing onProgress cancels the write, and the promise rejects with its error.
+    let progressError: { error: unknown } | null = null;
+    const report = (done: number): void => {
+      if (!onProgress || done <= reported || progressError) return;
+      reported = done;
+      try {
+        onProgress(done, totalBytes);
+      } catch (error) {
+        progressError = { error };
+        cancel();
+      }
+    };
+    const timer = onProgress ? setInterval(() => state && report(Atomics.load(state, 1) * pageSize), 15) : undefined;
+    try {
+      const [written, shared] = native.writePages(
+        handle.fd, HEADER_BLOCK, sourceId, candidates, examined, compareView ? compareView._id : -1,
+      );
+      state = shared;
+      if (cancelled) cancel();
+      const [checksum, kept] = await written;
+      if (timer) clearInterval(timer);
+      if (progressError) throw (progressError as { error: unknown }).error;
+      if (signal?.aborted) throw abortError(signal);
+      const pages = baseHeader === null ? null : (kept ?? candidates ?? new Uint32Array(0));
+      const pageCount = pages === null ? totalPages : pages.length;
+      const id = newId();
+      const header = {
+        kind: baseHeader === null ? ('full' as const) : ('delta' as const),
+        regionSize: size,
+        pageSize,
+        pageCount,
+        dataOffset: HEADER_BLOCK,
+        pageListOffset: pages === null ? 0 : HEADER_BLOCK + pageCount * pageSize,
+        checksum,
+        id,
+        base:
+          baseHeader === null
+            ? null
+            : { id: baseHeader.id, checksum: baseHeader.checksum, regionSize: baseHeader.regionSize, path: path.relative(dir, baseHeader.path) },
+        created: new Date(),
+      };
+      const block = encodeHeader(header, pages);
+      if (pages !== null && pages.length > 0)
+        await handle.write(new Uint8Array(pages.buffer, pages.byteOffset, pages.byteLength), 0, pages.byteLength, header.pageListOffset);
+      await handle.write(block, 0, block.length, 0);
+      const bytes = expectedFileSize(header);
+      await handle.truncate(bytes);
+      await handle.sync();
+      await handle.close();
+      closed = true;
+      if (signal?.aborted) throw abortError(signal);
+      await fs.promises.rename(tmp, target);
+      renamed = true;
+      await fsyncDirectory(dir);
+      report(totalBytes); // the checkpoint is in place: an error thrown here is ignored
+      if (typeof source.changedPages === 'function') {
+        for (const [key, ref] of writers) {
+          const w = ref.deref();
+          if (w === undefined || isReleased(w)) writers.delete(key);
+        }
+        writers.set(id, new WeakRef(source));
+      }
+      return {
+        bytes,
+        seconds: Number(process.hrtime.bigint() - started) / 1e9,
+        checksum,
+        kind: header.kind,
+        pages: pageCount,
+        id,
+      };
+    } catch (err) {
+      if (timer) clearInterval(timer);
+      if (!closed) await handle.close().catch(() => undefined);
+      if (!renamed) await fs.promises.rm(tmp, { force: true }).catch(() => undefined);
+      if (progressError) throw (progressError as { error: unknown }).error;
+      if ((err as { code?: string }).code === 'ABORT_ERR' && signal?.aborted) throw abortError(signal);
+      throw err;
+    } finally {
+      signal?.removeEventListener('abort', onAbort);
+      keep.length = 0;
+    }
   } finally {
-    signal?.removeEventListener('abort', onAbort);
     compareView?.close();
     compareRegion?.close();
-    keep.length = 0;
   }
 }
