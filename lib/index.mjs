@@ -7,3 +7,4 @@ export const { Region, View, sum, pageSize, Snapshot, snapshotBackend, snapshotB
 export default cowshm;
 export const { listSegments, removeSegment } = cowshm;
 export const { writeCheckpoint, checkpointInfo } = cowshm;
+export const { iota } = cowshm;
