@@ -28,10 +28,17 @@ if (files.length === 0) {
   process.exit(1);
 }
 const before = listShm();
-const result = spawnSync(process.execPath, ['--expose-gc', '--test', ...files], { stdio: 'inherit', cwd: root });
-// Only the suite's own names (test/helpers.ts uniqueName): other programs on
-// the machine may create and remove segments while the suite runs.
-const left = [...listShm()].filter((name) => !before.has(name) && name.startsWith('cowshm-test-'));
+// Names made by test/helpers.ts uniqueName() in this run start with this
+// prefix; other programs (other runs of the suite among them) may create and
+// remove segments meanwhile.
+const run = `${process.pid}r${Date.now().toString(36)}`;
+const prefix = `cowshm-test-${run}-`;
+const result = spawnSync(process.execPath, ['--expose-gc', '--test', ...files], {
+  stdio: 'inherit',
+  cwd: root,
+  env: { ...process.env, COWSHM_TEST_RUN: run },
+});
+const left = [...listShm()].filter((name) => !before.has(name) && name.startsWith(prefix));
 let status = result.status ?? 1;
 if (left.length > 0) {
   console.error(`\n/dev/shm check: the suite left ${left.length} segment(s) behind:\n  ${left.join('\n  ')}`);

@@ -13,6 +13,7 @@ import * as c from './constants';
 import * as check from './validate';
 import { View, type Access } from './view';
 import { Snapshot, takeSnapshot, prepareWrite, type SnapshotOptions } from './snapshot';
+import { checkReservable, formatBytes } from './reserve';
 
 /** What backs a region. */
 export type RegionKind = 'shm' | 'memfd' | 'file';
@@ -26,7 +27,8 @@ export interface CreateOptions {
   mode?: number;
   /**
    * Allocate every page now (fallocate), so a full /dev/shm fails here with
-   * ENOSPC instead of killing the process with SIGBUS on first touch.
+   * ENOSPC instead of killing the process with SIGBUS on first touch, and a
+   * region larger than the memory available fails with ENOMEM.
    * With `false` the region is sparse: pages are allocated when first written.
    * Default true.
    */
@@ -110,14 +112,16 @@ const descriptors = new FinalizationRegistry<number>((fd) => {
 const isSystemError = (err: unknown, code: string): err is SystemError =>
   err instanceof Error && (err as SystemError).code === code;
 
-function formatBytes(n: number): string {
-  const units = ['bytes', 'KiB', 'MiB', 'GiB', 'TiB'];
-  let i = 0;
-  while (n >= 1024 && i < units.length - 1) {
-    n /= 1024;
-    i++;
+const TMPFS_MAGIC = 0x01021994;
+
+/** The size of the tmpfs `file` is on, or null when it is on another filesystem. */
+function tmpfsSize(file: string): number | null {
+  try {
+    const st = fs.statfsSync(file);
+    return st.type === TMPFS_MAGIC ? st.blocks * st.bsize : null;
+  } catch {
+    return null;
   }
-  return i === 0 ? `${n} bytes` : `${n.toFixed(n < 10 ? 2 : 1)} ${units[i]}`;
 }
 
 /** Explains ENOSPC: which filesystem, how large, how much is free. */
@@ -186,6 +190,21 @@ export class Region {
     const mode = check.mode(o.mode, '"mode" option', 0o600);
     const reserve = check.boolean(o.reserve, '"reserve" option', true);
     const hugePages = check.boolean(o.hugePages, '"hugePages" option', false);
+    if (reserve) {
+      // A named segment larger than all of /dev/shm fails at once in
+      // fallocate with ENOSPC (which explains /dev/shm); anything else that
+      // does not fit in memory is refused before it is created.
+      let shmTotal = Number.POSITIVE_INFINITY;
+      if (name !== undefined) {
+        try {
+          const st = fs.statfsSync('/dev/shm');
+          shmTotal = st.blocks * st.bsize;
+        } catch {
+          // No /dev/shm: shm_open reports it.
+        }
+      }
+      if (size <= shmTotal) checkReservable(size, name);
+    }
 
     const fd =
       name === undefined
@@ -295,6 +314,10 @@ export class Region {
       if (size !== undefined && current < size) {
         if (readOnly)
           throw outOfRange('"size" option', `at most the file's size (${current}) for a read-only file`, size);
+        // A file on tmpfs is memory: the same limit as for create() applies
+        // (beyond the whole filesystem, fallocate fails at once with ENOSPC).
+        const tmpfsTotal = reserve ? tmpfsSize(resolved) : null;
+        if (tmpfsTotal !== null && size - current <= tmpfsTotal) checkReservable(size - current, resolved);
         grewFrom = current;
         native.ftruncate(fd, size, resolved);
         if (reserve) {

@@ -148,53 +148,38 @@ export function listSegments(options?: ListSegmentsOptions): Segment[] {
   const uninspected: number[] = [];
   if (withHolders && shmDev !== null) {
     const device = mapsDevice(shmDev);
+    const processes: Array<{ pid: number; dir: string; maps: string | null; fds: string[] | null; command?: string }> = [];
     for (const entry of fs.readdirSync('/proc')) {
       if (!/^\d+$/.test(entry)) continue;
       const pid = Number(entry);
       const dir = `/proc/${pid}`;
       const maps = readOrNull(`${dir}/maps`);
-      let fdNames: string[] | null = null;
+      let fds: string[] | null = null;
       try {
-        fdNames = fs.readdirSync(`${dir}/fd`);
+        fds = fs.readdirSync(`${dir}/fd`);
       } catch (err) {
         if ((err as NodeJS.ErrnoException).code === 'ENOENT') continue; // exited meanwhile
       }
-      if (maps === null || fdNames === null) {
-        // A process that exited between readdir and here has no maps either:
-        // only count those that are still there.
-        if (fs.existsSync(dir)) uninspected.push(pid);
-        if (maps === null && fdNames === null) continue;
+      // A process that exited after readdir has no maps either: count only those still there.
+      if ((maps === null || fds === null) && fs.existsSync(dir)) uninspected.push(pid);
+      if (maps !== null || fds !== null) processes.push({ pid, dir, maps, fds });
+    }
+    const holder = (f: Found, p: (typeof processes)[number]): SegmentHolder => {
+      let h = f.holders.get(p.pid);
+      if (h === undefined) {
+        p.command ??= (readOrNull(`${p.dir}/comm`) ?? '').trim();
+        h = { pid: p.pid, command: p.command, mappings: 0, fds: [] };
+        f.holders.set(p.pid, h);
       }
-      let command: string | undefined;
-      const holder = (f: Found): SegmentHolder => {
-        let h = f.holders.get(pid);
-        if (h === undefined) {
-          command ??= (readOrNull(`${dir}/comm`) ?? '').trim();
-          h = { pid, command, mappings: 0, fds: [] };
-          f.holders.set(pid, h);
-        }
-        return h;
-      };
+      return h;
+    };
 
-      for (const line of maps === null ? [] : maps.split('\n')) {
-        // start-end perms offset dev inode path
-        const m = /^([0-9a-f]+)-([0-9a-f]+) \S+ \S+ (\S+) (\d+)\s*(.*)$/.exec(line);
-        if (m === null || m[3] !== device) continue;
-        const ino = Number(m[4]);
-        let f = found.get(key(shmDev, ino));
-        if (f === undefined) {
-          const named = shmNameOf(m[5] ?? '');
-          if (named === null || !named.deleted) continue;
-          const st = statOrNull(`${dir}/map_files/${m[1]}-${m[2]}`);
-          if (st === null || st.dev !== shmDev || st.ino !== ino) continue;
-          f = { name: named.name, deleted: true, st, holders: new Map() };
-          found.set(key(shmDev, ino), f);
-        }
-        holder(f).mappings++;
-      }
-
-      for (const fd of fdNames ?? []) {
-        const link = `${dir}/fd/${fd}`;
+    // Descriptors first, for every process: stat through /proc/PID/fd/N works
+    // wherever the fd directory can be read, so segments whose name is gone
+    // are found with their size before the maps are matched.
+    for (const p of processes) {
+      for (const fd of p.fds ?? []) {
+        const link = `${p.dir}/fd/${fd}`;
         let target: string;
         try {
           target = fs.readlinkSync(link);
@@ -211,7 +196,27 @@ export function listSegments(options?: ListSegmentsOptions): Segment[] {
           f = { name: named.name, deleted: true, st, holders: new Map() };
           found.set(key(st.dev, st.ino), f);
         }
-        holder(f).fds.push(Number(fd));
+        holder(f, p).fds.push(Number(fd));
+      }
+    }
+
+    for (const p of processes) {
+      for (const line of p.maps === null ? [] : p.maps.split('\n')) {
+        // start-end perms offset dev inode path
+        const m = /^([0-9a-f]+)-([0-9a-f]+) \S+ \S+ (\S+) (\d+)\s*(.*)$/.exec(line);
+        if (m === null || m[3] !== device) continue;
+        const ino = Number(m[4]);
+        let f = found.get(key(shmDev, ino));
+        if (f === undefined) {
+          // Mapped, name gone, no descriptor anywhere: map_files can stat it (as root).
+          const named = shmNameOf(m[5] ?? '');
+          if (named === null || !named.deleted) continue;
+          const st = statOrNull(`${p.dir}/map_files/${m[1]}-${m[2]}`);
+          if (st === null || st.dev !== shmDev || st.ino !== ino) continue;
+          f = { name: named.name, deleted: true, st, holders: new Map() };
+          found.set(key(shmDev, ino), f);
+        }
+        holder(f, p).mappings++;
       }
     }
   }

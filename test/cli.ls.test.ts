@@ -149,3 +149,32 @@ test('another process holding a segment is listed with its pid and command', asy
     fs.unlinkSync(`/dev/shm/${name}`);
   }
 });
+
+test('processes that can not be inspected are named, and their segments are not called held', (t) => {
+  if (!isRoot) {
+    t.skip('needs root to run the command as another user');
+    return;
+  }
+  const name = uniqueName('ls-uninspected');
+  const r = Region.create({ name, size: 4096, mode: 0o644 });
+  try {
+    r.map();
+    // As uid 65534 this (root) process can not be inspected.
+    const json = runCli(['ls', '--json'], { uid: 65534, gid: 65534 });
+    assert.equal(json.status, 0, json.stderr);
+    const s = (JSON.parse(json.stdout) as Segment[]).find((x) => x.name === name);
+    assert.deepEqual(s?.holders, []);
+    assert.equal(s?.orphan, true);
+    assert.ok(s?.uninspected.includes(process.pid), 'this process is listed as uninspected');
+    const table = runCli(['ls'], { uid: 65534, gid: 65534 });
+    assert.match(table.stderr, /^note: \/proc of \d+ process(es)? could not be read \(pid [\d, .]+\); a segment held only there would show as orphan\. Run as root to read other users' processes\.$/m);
+    // And the sticky /dev/shm keeps that user from removing root's segment anyway.
+    const rm = runCli(['rm', '--orphans', name], { uid: 65534, gid: 65534 });
+    assert.equal(rm.status, 1);
+    assert.match(rm.stderr, new RegExp(`cowshm rm: EACCES: permission denied, shm_unlink '${name}'`));
+    assert.equal(fs.existsSync(r.path), true);
+  } finally {
+    r.unlink();
+    r.close();
+  }
+});

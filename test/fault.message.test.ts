@@ -80,3 +80,22 @@ test('signals that are not about cowshm memory keep their default action and say
   assert.equal(r.stdout, '');
   assert.doesNotMatch(r.stderr, /cowshm/);
 });
+
+test('faults that belong to V8 still reach it: a WebAssembly out-of-bounds load is a RuntimeError', () => {
+  // (module (memory 1) (func (export "load") (param i32) (result i32) local.get 0 i32.load))
+  const wasm = [
+    0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00, 0x01, 0x06, 0x01, 0x60, 0x01, 0x7f, 0x01, 0x7f, 0x03, 0x02,
+    0x01, 0x00, 0x05, 0x03, 0x01, 0x00, 0x01, 0x07, 0x08, 0x01, 0x04, 0x6c, 0x6f, 0x61, 0x64, 0x00, 0x00, 0x0a,
+    0x09, 0x01, 0x07, 0x00, 0x20, 0x00, 0x28, 0x02, 0x00, 0x0b,
+  ];
+  const r = runNode(`
+    const { Region } = require('cowshm');
+    const region = Region.create({ size: 4096 });
+    const view = region.map({ access: 'read' }); // cowshm's handler is installed and has a range
+    const load = new WebAssembly.Instance(new WebAssembly.Module(new Uint8Array(${JSON.stringify(wasm)}))).exports.load;
+    console.log(load(8));
+    try { load(70000); console.log('no trap'); } catch (e) { console.log(e.constructor.name + ': ' + e.message); }
+    console.log(new Uint8Array(view.buffer)[0]);`);
+  assert.equal(r.status, 0, r.stderr);
+  assert.equal(r.stdout, '0\nRuntimeError: memory access out of bounds\n0\n');
+});

@@ -6,9 +6,14 @@ import { spawnSync } from 'node:child_process';
 
 let counter = 0;
 
-/** A segment name no other test (or test process) uses. */
+/**
+ * A segment name no other test (or test process) uses. It starts with
+ * `cowshm-test-RUN-` where RUN identifies this run of the suite
+ * (scripts/test.js sets COWSHM_TEST_RUN), so the end-of-suite /dev/shm check
+ * looks at this run's segments only, whatever else runs on the machine.
+ */
 export function uniqueName(tag: string): string {
-  return `cowshm-test-${process.pid}-${tag}-${++counter}`;
+  return `cowshm-test-${process.env['COWSHM_TEST_RUN'] ?? 'manual'}-${process.pid}-${tag}-${++counter}`;
 }
 
 export function shmExists(name: string): boolean {

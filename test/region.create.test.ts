@@ -2,7 +2,8 @@ import { test } from 'node:test';
 import * as assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import { Region } from 'cowshm';
-import { uniqueName, shmExists } from './helpers';
+import { spawnSync } from 'node:child_process';
+import { uniqueName, shmExists, packageRoot } from './helpers';
 
 test('create a named segment: /dev/shm/NAME with the exact size and mode', () => {
   const name = uniqueName('create');
@@ -113,9 +114,9 @@ test('a create that fails after shm_open removes the segment it made', () => {
 
 test('ENOSPC at create names the segment and says how much /dev/shm has', () => {
   const name = uniqueName('nospace');
-  const free = fs.statfsSync('/dev/shm').bavail * fs.statfsSync('/dev/shm').bsize;
-  // Four times what is free: fallocate must refuse, whatever the machine.
-  const size = Math.ceil((free * 4 + 4096) / 4096) * 4096;
+  const st = fs.statfsSync('/dev/shm');
+  // Larger than all of /dev/shm: tmpfs refuses before allocating anything.
+  const size = st.blocks * st.bsize + 4096;
   assert.throws(() => Region.create({ name, size }), (err: NodeJS.ErrnoException) => {
     assert.equal(err.code, 'ENOSPC');
     assert.equal(err.errno, -28);
@@ -124,5 +125,46 @@ test('ENOSPC at create names the segment and says how much /dev/shm has', () => 
     assert.match(err.message, new RegExp(`^ENOSPC: no space left on device, fallocate '${name}' \\(/dev/shm has .+ free; the region needs .+\\)$`));
     return true;
   });
+  assert.equal(shmExists(name), false);
+});
+
+test('a reservation larger than the memory available is refused with ENOMEM, before anything exists', () => {
+  const name = uniqueName('nomem');
+  const meminfo = fs.readFileSync('/proc/meminfo', 'utf8');
+  const kib = (key: string): number => Number(new RegExp(`^${key}:\\s+(\\d+) kB$`, 'm').exec(meminfo)?.[1] ?? 0) * 1024;
+  const available = kib('MemAvailable') + kib('SwapFree');
+  const st = fs.statfsSync('/dev/shm');
+  const shmTotal = st.blocks * st.bsize;
+  // A named segment must fit in /dev/shm (or ENOSPC comes first): only when
+  // all of /dev/shm is well beyond the memory available can it show ENOMEM.
+  const cases: Array<[string | null, number]> = [[null, 2 ** 50]];
+  if (shmTotal > available * 1.1) cases.push([name, Math.floor(shmTotal / 4096) * 4096]);
+  // In a child whose file size limit is 2 MiB: were the check missing, ftruncate
+  // would fail there (EFBIG, SIGXFSZ) instead of fallocate waking the OOM killer.
+  const code = `
+    const { Region } = require('cowshm');
+    const out = [];
+    for (const [name, size] of ${JSON.stringify(cases)}) {
+      try { Region.create({ name: name ?? undefined, size }).close(); out.push('created'); }
+      catch (e) { out.push({ code: e.code, errno: e.errno, syscall: e.syscall, path: e.path, message: e.message }); }
+    }
+    console.log(JSON.stringify(out));`;
+  const r = spawnSync('/bin/sh', ['-c', 'ulimit -f 2048 && exec "$0" -e "$1"', process.execPath, code], { cwd: packageRoot, encoding: 'utf8' });
+  assert.equal(r.signal, null, r.stderr);
+  assert.equal(r.status, 0, r.stderr);
+  const results = JSON.parse(r.stdout) as Array<Record<string, unknown>>;
+  assert.equal(results.length, cases.length);
+  for (const [i, result] of results.entries()) {
+    const target = cases[i]?.[0];
+    assert.equal(result['code'], 'ENOMEM', JSON.stringify(result));
+    assert.equal(result['errno'], -12);
+    assert.equal(result['syscall'], 'fallocate');
+    assert.equal(result['path'], target ?? undefined);
+    assert.match(
+      String(result['message']),
+      /needs more memory than is available \(.+: MemAvailable \+ SwapFree, within the cgroup limit\); allocating it would wake the OOM killer\. Pass reserve: false for a sparse region/,
+    );
+  }
+  assert.match(String(results[0]?.['message']), /^ENOMEM: not enough memory, fallocate \(reserving 1\.00 PiB needs/);
   assert.equal(shmExists(name), false);
 });

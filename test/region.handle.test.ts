@@ -20,8 +20,7 @@ r.close();
 
 async function roundTripInWorker(handle: RegionHandle): Promise<{ seen: number; kind: string; size: number; ino: number; fd: number }> {
   const worker = new Worker(workerSource, { eval: true, workerData: { root: packageRoot, handle } });
-  // Listen for 'exit' now: a worker that posts and ends can emit 'message' and
-  // 'exit' in one turn, before the code after the first await runs.
+  // Both listeners before the first await: the worker may exit right after it posts.
   const exited = once(worker, 'exit');
   const [message] = (await once(worker, 'message')) as [{ seen: number; kind: string; size: number; ino: number; fd: number }];
   await exited;

@@ -2,9 +2,9 @@ import { test } from 'node:test';
 import * as assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
 import { Region } from 'cowshm';
-import { tempDir, rmTemp, uniqueName } from './helpers';
+import { tempDir, rmTemp, uniqueName, packageRoot } from './helpers';
 
 test('create a file region: size, kind, path, mode; the bytes land in the file', () => {
   const dir = tempDir('file');
@@ -230,10 +230,37 @@ test('an existing file that could not be grown is left at its old length', () =>
       assert.equal(err.code, 'ENOSPC');
       assert.equal(err.syscall, 'fallocate');
       assert.equal(err.path, file);
-      assert.match(err.message, /\/dev\/shm has .* free; the region needs 1024\.0 TiB/);
+      assert.match(err.message, /\/dev\/shm has .* free; the region needs 1\.00 PiB/);
       return true;
     });
     assert.equal(fs.statSync(file).size, 3);
+    assert.equal(fs.readFileSync(file, 'utf8'), 'abc');
+  } finally {
+    fs.unlinkSync(file);
+  }
+});
+
+test('growing a file on tmpfs beyond the memory available: ENOMEM, the file left as it was', (t) => {
+  const meminfo = fs.readFileSync('/proc/meminfo', 'utf8');
+  const kib = (key: string): number => Number(new RegExp(`^${key}:\\s+(\\d+) kB$`, 'm').exec(meminfo)?.[1] ?? 0) * 1024;
+  const available = kib('MemAvailable') + kib('SwapFree');
+  const st = fs.statfsSync('/dev/shm');
+  const size = Math.floor((st.blocks * st.bsize) / 4096) * 4096; // fits in /dev/shm, so ENOSPC would not come first
+  if (size < available * 1.1) {
+    t.skip('/dev/shm is not much larger than the memory available here');
+    return;
+  }
+  const file = `/dev/shm/${uniqueName('tmpfs-grow')}`;
+  fs.writeFileSync(file, 'abc');
+  try {
+    // File size limit 2 MiB: were the check missing, ftruncate would fail (EFBIG) before fallocate could allocate.
+    const code = `
+      const { Region } = require('cowshm');
+      try { Region.openFile(${JSON.stringify(file)}, { size: ${size} }).close(); console.log('grown'); }
+      catch (e) { console.log(JSON.stringify({ code: e.code, syscall: e.syscall, path: e.path })); }`;
+    const r = spawnSync('/bin/sh', ['-c', 'ulimit -f 2048 && exec "$0" -e "$1"', process.execPath, code], { cwd: packageRoot, encoding: 'utf8' });
+    assert.equal(r.status, 0, r.stderr);
+    assert.deepEqual(JSON.parse(r.stdout), { code: 'ENOMEM', syscall: 'fallocate', path: file });
     assert.equal(fs.readFileSync(file, 'utf8'), 'abc');
   } finally {
     fs.unlinkSync(file);
