@@ -40,7 +40,12 @@ function median(xs) {
 async function measure(fn, { runs = 7, warmup = 1 } = {}) {
   for (let i = 0; i < warmup; i++) await fn();
   const xs = [];
-  for (let i = 0; i < runs; i++) xs.push(await time(fn));
+  for (let i = 0; i < runs; i++) {
+    // A turn of the event loop between runs, as any Node program has: the
+    // finalizers of collected views run there, not in synchronous code.
+    await new Promise(setImmediate);
+    xs.push(await time(fn));
+  }
   return median(xs);
 }
 
@@ -79,4 +84,36 @@ function report(title, rows) {
   return ok;
 }
 
-module.exports = { compileC, runC, time, measure, median, fmtSeconds, report, buildDir };
+let names = 0;
+/** A shm segment name no other bench (or bench process) uses. */
+function benchName(tag) {
+  return `cowshm-bench-${process.pid}-${tag}-${++names}`;
+}
+
+/** The value of `--key value` / `--key=value` on this bench's command line, or `fallback`. */
+function option(key, fallback) {
+  const args = process.argv.slice(2);
+  for (let i = 0; i < args.length; i++) {
+    if (args[i] === `--${key}`) return args[i + 1] ?? fallback;
+    if (args[i].startsWith(`--${key}=`)) return args[i].slice(key.length + 3);
+  }
+  return fallback;
+}
+
+/** An integer option; accepts `2**30`-style powers and `1<<30`-style shifts. */
+function intOption(key, fallback) {
+  const raw = option(key, undefined);
+  if (raw === undefined) return fallback;
+  const m = /^(\d+)(?:\*\*(\d+)|<<(\d+))?$/.exec(String(raw));
+  if (!m) throw new RangeError(`--${key} must be an integer (e.g. 1073741824, 2**30 or 1<<30); received ${raw}`);
+  const n = m[2] !== undefined ? Number(m[1]) ** Number(m[2]) : m[3] !== undefined ? Number(m[1]) * 2 ** Number(m[3]) : Number(m[1]);
+  if (!Number.isSafeInteger(n)) throw new RangeError(`--${key} is too large: ${raw}`);
+  return n;
+}
+
+/** Bytes as GB/s given seconds: for throughput rows. */
+function gbps(bytes, seconds) {
+  return bytes / seconds / 1e9;
+}
+
+module.exports = { compileC, runC, time, measure, median, fmtSeconds, report, buildDir, benchName, option, intOption, gbps };

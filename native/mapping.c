@@ -1,7 +1,12 @@
 /* Mappings as ArrayBuffers.
  *
  * Lifetime rules:
- *  - A mapping lives as long as its ArrayBuffer. Two finalizers watch it: one
+ *  - A view's ArrayBuffer is made when first asked for (viewBuffer): V8
+ *    accounts every new external ArrayBuffer as memory it allocated, and one
+ *    over 64 MiB starts a garbage collection that costs far more than the
+ *    mmap. Until then the JS View owns the mapping: close() or its collection
+ *    (releaseView) unmaps it at once, as no pointer to it left the addon.
+ *  - Once made, a mapping lives as long as its ArrayBuffer. Two finalizers watch it: one
  *    runs when V8 frees the backing store, one when the ArrayBuffer object is
  *    collected. The range is unmapped when both have run.
  *  - close() detaches the ArrayBuffer (every TypedArray over it reads as
@@ -85,12 +90,14 @@ static void drop_hold(napi_env env, void *data, void *hint) {
    * id (slot released by teardown or reused since) matches nothing. */
   struct cowshm_slot *s = cowshm_slot_by_id(m->id);
   if (s != NULL && s->env == m->env) {
-    if (atomic_load(&s->state) == SLOT_MAPPED) {
+    int state = atomic_load(&s->state);
+    if (state == SLOT_MAPPED && slot_record[s - cowshm_slots] == m) {
       ref = s->ab_ref;
       s->ab_ref = NULL;
+      release_locked(s); /* unmaps, and clears m->mapped */
+    } else if (state == SLOT_CLOSED) {
+      release_locked(s); /* its range is about to go: no more reports about it */
     }
-    /* Open: unmaps. Closed: its range is about to go, so no more reports about it. */
-    release_locked(s);
   }
   if (m->mapped) munmap((void *)m->start, m->len);
   unlink_record(m);
@@ -99,16 +106,15 @@ static void drop_hold(napi_env env, void *data, void *hint) {
   free(m);
 }
 
-napi_value cowshm_mapping_create(napi_env env, int fd, uint64_t offset, size_t length, int access,
-                                 const char *label, double owner, uint64_t dev, uint64_t ino,
-                                 int populate, double *out_id) {
+/* Maps fd and files the range in a published slot, which owns it until an
+ * ArrayBuffer is made. Throws and returns NULL on failure. */
+static struct cowshm_slot *map_slot(napi_env env, int fd, uint64_t offset, size_t length, int access,
+                                    const char *label, double owner, uint64_t dev, uint64_t ino, int populate) {
   size_t len = round_up(length);
   int prot = access == ACCESS_READ ? PROT_READ : PROT_READ | PROT_WRITE;
   int flags = (access == ACCESS_COW || access == ACCESS_SNAPSHOT) ? MAP_PRIVATE : MAP_SHARED;
   if (populate) flags |= MAP_POPULATE;
 
-  struct mapping *m = calloc(1, sizeof *m);
-  if (m == NULL) return cowshm_throw_errno(env, ENOMEM, "mmap", label);
   cowshm_registry_lock();
   struct cowshm_slot *s = cowshm_slot_alloc();
   /* A reused closed slot may still name the record of the view it held:
@@ -116,7 +122,6 @@ napi_value cowshm_mapping_create(napi_env env, int fd, uint64_t offset, size_t l
   if (s != NULL) slot_record[s - cowshm_slots] = NULL;
   cowshm_registry_unlock();
   if (s == NULL) {
-    free(m);
     napi_throw_error(env, "EMFILE",
                      "EMFILE: too many cowshm views are open in this process (the limit is 16384); "
                      "close views you no longer need");
@@ -126,8 +131,8 @@ napi_value cowshm_mapping_create(napi_env env, int fd, uint64_t offset, size_t l
   if (addr == MAP_FAILED) {
     int err = errno;
     cowshm_slot_free(s);
-    free(m);
-    return cowshm_throw_errno(env, err, "mmap", label);
+    cowshm_throw_errno(env, err, "mmap", label);
+    return NULL;
   }
   s->start = (uintptr_t)addr;
   s->len = len;
@@ -140,13 +145,6 @@ napi_value cowshm_mapping_create(napi_env env, int fd, uint64_t offset, size_t l
   s->env = env;
   strncpy(s->label, label, sizeof s->label - 1);
   s->label[sizeof s->label - 1] = 0;
-  double id = cowshm_slot_id(s);
-  m->id = id;
-  m->env = env;
-  m->start = (uintptr_t)addr;
-  m->len = len;
-  m->holds = 1;
-  m->mapped = 1;
 
   /* Publish before arming snapshots: the fault handler must find the slot. */
   cowshm_registry_lock();
@@ -155,45 +153,71 @@ napi_value cowshm_mapping_create(napi_env env, int fd, uint64_t offset, size_t l
   if (err != 0) {
     release_locked(s);
     cowshm_registry_unlock();
-    free(m);
-    return cowshm_throw_errno(env, err, "userfaultfd", label);
+    cowshm_throw_errno(env, err, "userfaultfd", label);
+    return NULL;
   }
-  slot_record[s - cowshm_slots] = m;
-  m->next = records;
-  if (records != NULL) records->prev = m;
-  records = m;
   cowshm_registry_unlock();
+  return s;
+}
 
+/* Wraps an open slot in an external ArrayBuffer; from then on the buffer's
+ * record owns the range. On failure the slot keeps it (the View is still
+ * open), and a buffer made before the failure never reaches JS. */
+static napi_value slot_buffer(napi_env env, struct cowshm_slot *s) {
+  size_t i = (size_t)(s - cowshm_slots);
+  struct mapping *m = calloc(1, sizeof *m);
+  if (m == NULL) return cowshm_throw_errno(env, ENOMEM, "mmap", s->label);
+  m->id = cowshm_slot_id(s);
+  m->env = env;
+  m->start = s->start;
+  m->len = s->len;
+  m->holds = 1;
+  m->mapped = 1;
   napi_value ab;
-  if (napi_create_external_arraybuffer(env, addr, length, drop_hold, m, &ab) != napi_ok) {
-    cowshm_registry_lock();
-    release_locked(s);
-    unlink_record(m);
-    cowshm_registry_unlock();
+  if (napi_create_external_arraybuffer(env, (void *)s->start, s->byte_length, drop_hold, m, &ab) != napi_ok) {
     free(m);
     bool pending = false;
     napi_is_exception_pending(env, &pending);
     if (!pending) napi_throw_range_error(env, "ERR_OUT_OF_RANGE", "cannot create an ArrayBuffer of this length");
     return NULL;
   }
-  /* From here the finalizers own the record: if a call below fails, the
-   * ArrayBuffer never reaches JS and its collection releases the range. */
   cowshm_registry_lock();
   m->holds = 2;
   cowshm_registry_unlock();
-  if (napi_add_finalizer(env, ab, NULL, drop_hold, m, NULL) != napi_ok) {
-    cowshm_registry_lock();
-    m->holds = 1;
+  int finalizer = napi_add_finalizer(env, ab, NULL, drop_hold, m, NULL) == napi_ok;
+  napi_ref ref = NULL;
+  int referenced = finalizer && napi_create_reference(env, ab, 0, &ref) == napi_ok;
+  cowshm_registry_lock();
+  m->next = records;
+  if (records != NULL) records->prev = m;
+  records = m;
+  if (!referenced) {
+    /* The buffer is dropped: its finalizers free the record and release nothing. */
+    if (!finalizer) m->holds = 1;
+    m->mapped = 0;
     cowshm_registry_unlock();
-    cowshm_throw_napi_failure(env, "napi_add_finalizer", __FILE__, __LINE__);
+    cowshm_throw_napi_failure(env, finalizer ? "napi_create_reference" : "napi_add_finalizer", __FILE__, __LINE__);
     return NULL;
   }
-  napi_ref ref;
-  NAPI_OK(env, napi_create_reference(env, ab, 0, &ref));
-  cowshm_registry_lock();
+  slot_record[i] = m;
   s->ab_ref = ref;
   cowshm_registry_unlock();
-  *out_id = id;
+  return ab;
+}
+
+napi_value cowshm_mapping_create(napi_env env, int fd, uint64_t offset, size_t length, int access,
+                                 const char *label, double owner, uint64_t dev, uint64_t ino,
+                                 int populate, double *out_id) {
+  struct cowshm_slot *s = map_slot(env, fd, offset, length, access, label, owner, dev, ino, populate);
+  if (s == NULL) return NULL;
+  napi_value ab = slot_buffer(env, s);
+  if (ab == NULL) {
+    cowshm_registry_lock();
+    release_locked(s);
+    cowshm_registry_unlock();
+    return NULL;
+  }
+  *out_id = cowshm_slot_id(s);
   return ab;
 }
 
@@ -203,6 +227,14 @@ napi_value cowshm_mapping_create(napi_env env, int fd, uint64_t offset, size_t l
 static int close_slot(napi_env env, double id) {
   struct cowshm_slot *s = cowshm_slot_by_id(id);
   if (s == NULL || s->env != env || atomic_load(&s->state) != SLOT_MAPPED) return 1;
+  if (slot_record[s - cowshm_slots] == NULL) {
+    /* No ArrayBuffer was ever made: no pointer to the range left the addon,
+     * so it can go at once, slot and all. */
+    cowshm_registry_lock();
+    if (atomic_load(&s->state) == SLOT_MAPPED && slot_record[s - cowshm_slots] == NULL) release_locked(s);
+    cowshm_registry_unlock();
+    return 1;
+  }
   napi_value ab = NULL;
   if (s->ab_ref != NULL && napi_get_reference_value(env, s->ab_ref, &ab) == napi_ok && ab != NULL) {
     bool detached = false;
@@ -272,6 +304,63 @@ static napi_value map_js(napi_env env, napi_callback_info info) {
   NAPI_OK(env, napi_set_element(env, arr, 0, ab));
   NAPI_OK(env, napi_set_element(env, arr, 1, cowshm_num(env, id)));
   return arr;
+}
+
+/* mapView(fd, offset, length, access, label, owner, dev, ino, populate) -> id.
+ * The ArrayBuffer comes later, from viewBuffer(id), when it is first asked
+ * for: a view used through native code or only closed again never pays for
+ * the garbage collection a new large external ArrayBuffer starts. */
+static napi_value map_view_js(napi_env env, napi_callback_info info) {
+  napi_value argv[9];
+  int32_t fd, access, populate;
+  uint64_t offset, length, dev, ino;
+  double owner;
+  char label[sizeof cowshm_slots[0].label];
+  if (!cowshm_args(env, info, 9, argv) || !cowshm_get_i32(env, argv[0], &fd) ||
+      !cowshm_get_u64(env, argv[1], &offset) || !cowshm_get_u64(env, argv[2], &length) ||
+      !cowshm_get_i32(env, argv[3], &access) || !get_label(env, argv[4], label, sizeof label) ||
+      !cowshm_get_u64(env, argv[6], &dev) || !cowshm_get_u64(env, argv[7], &ino) ||
+      !cowshm_get_i32(env, argv[8], &populate))
+    return NULL;
+  NAPI_OK(env, napi_get_value_double(env, argv[5], &owner));
+  if (length == 0 || offset % cowshm_page_size != 0 || access < ACCESS_READ || access > ACCESS_COW)
+    return cowshm_throw_range(env, "cowshm internal error: bad mapping arguments");
+  struct cowshm_slot *s = map_slot(env, fd, offset, length, access, label, owner, dev, ino, populate);
+  if (s == NULL) return NULL;
+  return cowshm_num(env, cowshm_slot_id(s));
+}
+
+/* viewBuffer(id) -> the view's ArrayBuffer, made on the first call. The
+ * caller keeps it: once made, the buffer owns the range. */
+static napi_value view_buffer_js(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  double id;
+  if (!cowshm_args(env, info, 1, argv)) return NULL;
+  NAPI_OK(env, napi_get_value_double(env, argv[0], &id));
+  struct cowshm_slot *s = cowshm_slot_by_id(id);
+  if (s == NULL || s->env != env || atomic_load(&s->state) != SLOT_MAPPED) {
+    napi_throw_error(env, "ERR_COWSHM_CLOSED", "the view is closed");
+    return NULL;
+  }
+  if (slot_record[s - cowshm_slots] == NULL) return slot_buffer(env, s);
+  napi_value ab = NULL;
+  if (s->ab_ref == NULL || napi_get_reference_value(env, s->ab_ref, &ab) != napi_ok || ab == NULL) {
+    napi_throw_error(env, "ERR_COWSHM_CLOSED", "the view's buffer was garbage-collected");
+    return NULL;
+  }
+  return ab;
+}
+
+/* releaseView(id): a View collected without close(). Its mapping goes unless
+ * an ArrayBuffer was made, which then owns it (and may outlive the View). */
+static napi_value release_view_js(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  double id;
+  if (!cowshm_args(env, info, 1, argv)) return NULL;
+  NAPI_OK(env, napi_get_value_double(env, argv[0], &id));
+  struct cowshm_slot *s = cowshm_slot_by_id(id);
+  if (s != NULL && s->env == env && slot_record[s - cowshm_slots] == NULL && !close_slot(env, id)) return NULL;
+  return cowshm_undefined(env);
 }
 
 static napi_value unmap_js(napi_env env, napi_callback_info info) {
@@ -393,6 +482,9 @@ napi_value cowshm_init_mapping(napi_env env, napi_value exports) {
   cowshm_page_size = (size_t)sysconf(_SC_PAGESIZE);
   napi_property_descriptor props[] = {
       {"map", NULL, map_js, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"mapView", NULL, map_view_js, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"viewBuffer", NULL, view_buffer_js, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"releaseView", NULL, release_view_js, NULL, NULL, NULL, napi_enumerable, NULL},
       {"unmap", NULL, unmap_js, NULL, NULL, NULL, napi_enumerable, NULL},
       {"unmapOwner", NULL, unmap_owner_js, NULL, NULL, NULL, napi_enumerable, NULL},
       {"madvise", NULL, madvise_js, NULL, NULL, NULL, napi_enumerable, NULL},

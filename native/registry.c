@@ -18,12 +18,21 @@ void cowshm_registry_unlock(void) { pthread_mutex_unlock(&registry_mutex); }
 #define INDEX_BITS 20
 #define INDEX_SPAN (1u << INDEX_BITS)
 
+/* No slot below this index is free (a hint: the search wraps around, so a
+ * stale value costs time, never a slot). Open views hold their slots, so a
+ * program that keeps many views open leaves a run of busy slots at the bottom
+ * of the table; starting the search above them keeps allocation O(1) while
+ * the table stays compact. */
+static _Atomic size_t lowest_free;
+
 /* A closed slot owns nothing (its range belongs to the mapping's record); it
  * is kept only to explain a fault in the closed range, and is taken for a new
  * view when no slot is free. */
 struct cowshm_slot *cowshm_slot_alloc(void) {
   struct cowshm_slot *s = NULL, *closed = NULL;
-  for (size_t i = 0; i < COWSHM_MAX_SLOTS && s == NULL; i++) {
+  size_t from = atomic_load_explicit(&lowest_free, memory_order_relaxed);
+  for (size_t k = 0; k < COWSHM_MAX_SLOTS && s == NULL; k++) {
+    size_t i = (from + k) % COWSHM_MAX_SLOTS;
     int state = atomic_load_explicit(&cowshm_slots[i].state, memory_order_relaxed);
     if (state == SLOT_FREE) s = &cowshm_slots[i];
     else if (state == SLOT_CLOSED && closed == NULL) closed = &cowshm_slots[i];
@@ -44,6 +53,7 @@ struct cowshm_slot *cowshm_slot_alloc(void) {
   atomic_store(&s->wp, 0);
   s->snap = NULL;
   if (i >= atomic_load(&cowshm_slot_high)) atomic_store(&cowshm_slot_high, i + 1);
+  atomic_store_explicit(&lowest_free, i + 1, memory_order_relaxed);
   return s;
 }
 
@@ -52,7 +62,12 @@ void cowshm_slot_publish(struct cowshm_slot *s) {
 }
 
 void cowshm_slot_free(struct cowshm_slot *s) {
+  size_t i = (size_t)(s - cowshm_slots);
   atomic_store_explicit(&s->state, SLOT_FREE, memory_order_release);
+  size_t low = atomic_load_explicit(&lowest_free, memory_order_relaxed);
+  while (i < low && !atomic_compare_exchange_weak_explicit(&lowest_free, &low, i, memory_order_relaxed,
+                                                           memory_order_relaxed)) {
+  }
 }
 
 double cowshm_slot_id(const struct cowshm_slot *s) {

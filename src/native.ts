@@ -27,6 +27,15 @@ export interface Native {
     fd: number, offset: number, length: number, access: number, label: string,
     owner: number, dev: number, ino: number, populate: number,
   ): [ArrayBuffer, number];
+  /** Maps without making the ArrayBuffer yet; returns the mapping's id. */
+  mapView(
+    fd: number, offset: number, length: number, access: number, label: string,
+    owner: number, dev: number, ino: number, populate: number,
+  ): number;
+  /** The mapping's ArrayBuffer, made on the first call. */
+  viewBuffer(id: number): ArrayBuffer;
+  /** A View collected without close(): unmaps unless its ArrayBuffer exists. */
+  releaseView(id: number): void;
   unmap(id: number): void;
   unmapOwner(owner: number): void;
   madvise(id: number, offset: number, length: number, advice: number): void;

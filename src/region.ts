@@ -97,6 +97,8 @@ interface RegionInit {
   path: string;
   readOnly: boolean;
   hugePages: boolean;
+  /** native.fstat(fd) when the caller already has it: saves a syscall. */
+  stat?: ReturnType<typeof native.fstat>;
 }
 
 let nextOwner = 1;
@@ -170,7 +172,7 @@ export class Region {
     this.path = init.path;
     this.readOnly = init.readOnly;
     this.#hugePages = init.hugePages;
-    const [size, , , , dev, ino] = native.fstat(init.fd, init.path);
+    const [size, , , , dev, ino] = init.stat ?? native.fstat(init.fd, init.path);
     this.#size = size;
     this.dev = dev;
     this.ino = ino;
@@ -255,7 +257,8 @@ export class Region {
     // O_NONBLOCK: a FIFO planted under the name must not make a read-only open wait.
     const fd = native.shmOpen(name, (readOnly ? c.O_RDONLY : c.O_RDWR) | c.O_NONBLOCK, 0);
     try {
-      const [, uid, , fileMode] = native.fstat(fd, name);
+      const stat = native.fstat(fd, name);
+      const [, uid, , fileMode] = stat;
       if ((fileMode & c.S_IFMT) !== c.S_IFREG) {
         const err = cowshmError('ERR_COWSHM_NOT_A_FILE', `'/dev/shm/${name}' is not a regular file, so not a shared memory segment`);
         throw Object.assign(err, { path: name });
@@ -268,7 +271,7 @@ export class Region {
             'pass { allowForeignOwner: true } to open it anyway',
         );
       }
-      return new Region({ kind: 'shm', name, fd, path: `/dev/shm/${name}`, readOnly, hugePages: false });
+      return new Region({ kind: 'shm', name, fd, path: `/dev/shm/${name}`, readOnly, hugePages: false, stat });
     } catch (err) {
       native.close(fd);
       throw err;
@@ -463,8 +466,8 @@ export class Region {
     const populate = check.boolean(o.populate, '"populate" option', false);
 
     const label = `${this.toString()}, view ${++this.#views}`;
-    const [buffer, id] = native.map(this.#fd, offset, length, c.ACCESS[access], label, this.#owner, this.dev, this.ino, populate ? 1 : 0);
-    const view = new View(this, buffer, id, offset, access);
+    const id = native.mapView(this.#fd, offset, length, c.ACCESS[access], label, this.#owner, this.dev, this.ino, populate ? 1 : 0);
+    const view = new View(this, id, offset, length, access);
     if (this.#hugePages) {
       try {
         native.madvise(id, 0, length, c.MADV_HUGEPAGE);

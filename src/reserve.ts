@@ -11,6 +11,26 @@ import { explain, systemError, type SystemError } from './errors';
 
 const ENOMEM = 12;
 
+// This process's cgroup v2 directory and its memory.max, read once: the
+// limit is set when a container starts; only the usage moves.
+let cgroup: { dir: string; max: number } | null | undefined;
+
+function cgroupLimit(): { dir: string; max: number } | null {
+  if (cgroup !== undefined) return cgroup;
+  cgroup = null;
+  try {
+    const line = fs.readFileSync('/proc/self/cgroup', 'utf8').split('\n').find((l) => l.startsWith('0::'));
+    if (line !== undefined) {
+      const dir = `/sys/fs/cgroup${line.slice(3) === '/' ? '' : line.slice(3)}`;
+      const max = fs.readFileSync(`${dir}/memory.max`, 'utf8').trim();
+      if (max !== 'max') cgroup = { dir, max: Number(max) };
+    }
+  } catch {
+    // cgroup v1, or no memory controller here: the system-wide figure stands.
+  }
+  return cgroup;
+}
+
 /** Bytes that can still be allocated: MemAvailable + SwapFree, within this process's cgroup (v2) limit. */
 export function availableMemory(): number {
   let available = Number.POSITIVE_INFINITY;
@@ -22,18 +42,14 @@ export function availableMemory(): number {
   } catch {
     // No /proc/meminfo: nothing to compare with; fallocate decides.
   }
-  try {
-    const line = fs.readFileSync('/proc/self/cgroup', 'utf8').split('\n').find((l) => l.startsWith('0::'));
-    if (line !== undefined) {
-      const dir = `/sys/fs/cgroup${line.slice(3)}`;
-      const max = fs.readFileSync(`${dir}/memory.max`, 'utf8').trim();
-      if (max !== 'max') {
-        const current = Number(fs.readFileSync(`${dir}/memory.current`, 'utf8').trim());
-        available = Math.min(available, Math.max(0, Number(max) - current));
-      }
+  const limit = cgroupLimit();
+  if (limit !== null) {
+    try {
+      const current = Number(fs.readFileSync(`${limit.dir}/memory.current`, 'utf8').trim());
+      available = Math.min(available, Math.max(0, limit.max - current));
+    } catch {
+      // The cgroup went away: nothing better to compare with.
     }
-  } catch {
-    // cgroup v1 or no memory controller: the system-wide figure stands.
   }
   return available;
 }

@@ -12,6 +12,16 @@ import type { Region } from './region';
 /** How a view maps its region. */
 export type Access = 'read' | 'write' | 'cow';
 
+// A View collected without close() gives its mapping back, unless its
+// ArrayBuffer was made: that then owns the mapping and may outlive the View.
+const mappings = new FinalizationRegistry<number>((id) => {
+  try {
+    native.releaseView(id);
+  } catch {
+    // Nothing to report to: the View is gone.
+  }
+});
+
 export class View {
   // Dropped at close(): the closed range stays reserved until the buffer
   // object is collected, so a closed View must not keep it alive.
@@ -29,19 +39,24 @@ export class View {
   readonly byteLength: number;
 
   /** @internal Views are made by `Region.map()`. */
-  constructor(region: Region, buffer: ArrayBuffer, id: number, byteOffset: number, access: Access) {
+  constructor(region: Region, id: number, byteOffset: number, byteLength: number, access: Access) {
     this.region = region;
-    this.#buffer = buffer;
     this.#id = id;
     this.byteOffset = byteOffset;
-    this.byteLength = buffer.byteLength;
+    this.byteLength = byteLength;
     this.access = access;
+    mappings.register(this, id, this);
   }
 
-  /** The mapped memory. Detached (byteLength 0) once the view or its region is closed. */
+  /**
+   * The mapped memory. Detached (byteLength 0) once the view or its region is closed.
+   * Made on first access: V8 starts a garbage collection for every new
+   * ArrayBuffer over 64 MiB, which a view used only through cowshm's
+   * functions never needs to pay for.
+   */
   get buffer(): ArrayBuffer {
     this.#check();
-    return this.#buffer as ArrayBuffer;
+    return (this.#buffer ??= native.viewBuffer(this.#id));
   }
 
   /** Whether `close()` was called on this view or on its region. */
@@ -86,6 +101,7 @@ export class View {
     if (this.#closed) return;
     this.#closed = true;
     this.#buffer = undefined;
+    mappings.unregister(this);
     native.unmap(this.#id);
   }
 

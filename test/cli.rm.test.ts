@@ -29,6 +29,18 @@ test('rm NAME...: removes each, says so, exit 0', () => {
   }
 });
 
+test('a name may be given as its /dev/shm path', () => {
+  const a = orphan('rm-path');
+  try {
+    const r = runCli(['rm', `/dev/shm/${a}`]);
+    assert.equal(r.status, 0, r.stderr);
+    assert.equal(r.stdout, `removed /dev/shm/${a}\n`);
+    assert.equal(shmExists(a), false);
+  } finally {
+    cleanup(a);
+  }
+});
+
 test('rm removes a segment even while it is held; the holder keeps its memory', () => {
   const name = uniqueName('rm-held');
   const region = Region.create({ name, size: 4096 });

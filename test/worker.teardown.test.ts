@@ -24,6 +24,7 @@ globalThis.kept = [];
 for (const r of regions) {
   const views = [r.map(), r.map({ access: 'read' }), r.map({ access: 'cow' })];
   const closedAt = views[1].address;
+  new Uint8Array(views[1].buffer); // with a buffer made, closing leaves a reservation
   new Uint8Array(views[0].buffer)[0] = 1;
   new Uint8Array(views[2].buffer)[0] = 2;
   // Keep the closed view's (detached) buffer: its reservation lasts until that buffer is

@@ -10,6 +10,7 @@ export const rm: Command = {
     'Usage: cowshm rm NAME... [--dry-run]',
     '       cowshm rm --orphans [NAME...] [--dry-run]',
     '',
+    'NAME is a segment name as cowshm ls shows it, or its path /dev/shm/NAME.',
     'Removes segments from /dev/shm (shm_unlink). Processes that hold a removed',
     'segment keep its memory until they let go; nobody can open it by name again.',
     '',
@@ -22,7 +23,10 @@ export const rm: Command = {
     'not be (each is reported), 2 for a usage error.',
   ].join('\n'),
   async run(args) {
-    const { flags, positional } = parseArgs(args, { flags: ['orphans', 'dry-run'] });
+    const parsed = parseArgs(args, { flags: ['orphans', 'dry-run'] });
+    const flags = parsed.flags;
+    // Names as /dev/shm shows them, or as paths into it.
+    const positional = parsed.positional.map((p) => (p.startsWith('/dev/shm/') ? p.slice('/dev/shm/'.length) : p));
     const dryRun = flags.has('dry-run');
     const verb = dryRun ? 'would remove' : 'removed';
     let failed = 0;
