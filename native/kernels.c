@@ -97,9 +97,35 @@ static napi_value sum_js(napi_env env, napi_callback_info info) {
   return cowshm_throw_type(env, "The \"array\" argument must be a TypedArray");
 }
 
+/* p[i] = first + i * step, wrapping like an int32 store in JS. Unsigned
+ * arithmetic: signed overflow would be undefined behaviour. */
+MULTIVERSION static void iota_i32(int32_t *p, size_t n, uint32_t first, uint32_t step) {
+  for (size_t i = 0; i < n; i++) p[i] = (int32_t)(first + (uint32_t)i * step);
+}
+
+/* iota(int32Array, first, step): fills the array with an arithmetic sequence.
+ * The caller passes int32 values (checked in TypeScript). */
+static napi_value iota_js(napi_env env, napi_callback_info info) {
+  napi_value argv[3];
+  napi_typedarray_type type;
+  size_t length;
+  void *data;
+  int32_t first, step;
+  if (!cowshm_args(env, info, 3, argv)) return NULL;
+  if (napi_get_typedarray_info(env, argv[0], &type, &length, &data, NULL, NULL) != napi_ok ||
+      type != napi_int32_array)
+    return cowshm_throw_type(env, "The \"array\" argument must be an Int32Array");
+  NAPI_OK(env, napi_get_value_int32(env, argv[1], &first));
+  NAPI_OK(env, napi_get_value_int32(env, argv[2], &step));
+  if (length > 0 && data != NULL) iota_i32(data, length, (uint32_t)first, (uint32_t)step);
+  return NULL;
+}
+
 napi_value cowshm_init_kernels(napi_env env, napi_value exports) {
   napi_value fn;
   NAPI_OK(env, napi_create_function(env, "sum", NAPI_AUTO_LENGTH, sum_js, NULL, &fn));
   NAPI_OK(env, napi_set_named_property(env, exports, "sum", fn));
+  NAPI_OK(env, napi_create_function(env, "iota", NAPI_AUTO_LENGTH, iota_js, NULL, &fn));
+  NAPI_OK(env, napi_set_named_property(env, exports, "iota", fn));
   return exports;
 }

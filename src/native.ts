@@ -43,6 +43,7 @@ export interface Native {
   msyncOwner(owner: number): void;
   address(id: number): number;
   sum(array: ArrayBufferView): bigint | number;
+  iota(array: Int32Array, first: number, step: number): void;
   /** [ArrayBuffer, id, chunkSize, backend] */
   snapshotCreate(
     fd: number, offset: number, length: number, label: string, owner: number, dev: number, ino: number, regionSize: number,

@@ -96,6 +96,7 @@ test('inspect PID --pages: page counts, and frames shared between the two mappin
     assert.match(text.stdout, /total .* 2 mappings/);
     assert.match(text.stdout, /Pages \(from \/proc\/\d+\/pagemap/);
     if (root) assert.match(text.stdout, new RegExp(`246 with ${h.shared.toString(16)} \\(rw-s\\)`));
+    if (root) assert.match(text.stdout, / 246×2 10×1 /, "the most common map counts first");
   } finally {
     await stop(h.child);
   }

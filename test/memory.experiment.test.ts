@@ -128,3 +128,14 @@ test('pages() looks at part of a mapping with offset and length', () => {
     r.close();
   }
 });
+
+test('sharedFrames() checks both arguments', () => {
+  const r = Region.create({ size: pageSize });
+  try {
+    const v = r.map();
+    assert.throws(() => memory.sharedFrames(v, {} as never), { name: 'TypeError', message: /The "b" argument's "address" must be a number/ });
+    assert.throws(() => memory.sharedFrames(undefined as never, v), { name: 'TypeError', message: /The "a" argument must be a View/ });
+  } finally {
+    r.close();
+  }
+});

@@ -52,8 +52,8 @@ export function usage(m: Mapped): SmapsEntry {
   return usageIn(smaps(), mapped);
 }
 
-function range(m: unknown, options: unknown): { pid: number; address: number; pages: number } {
-  const { address, byteLength } = mappedArgument(m, '"mapping" argument');
+function range(m: unknown, options: unknown, what = '"mapping" argument'): { pid: number; address: number; pages: number } {
+  const { address, byteLength } = mappedArgument(m, what);
   const o = check.options<PagesOptions>(options);
   const limit = roundUp(byteLength);
   const offset = o.offset === undefined ? 0 : check.integer(o.offset, '"offset" option', 0, limit - 1);
@@ -88,8 +88,8 @@ export function pages(m: Mapped, options?: PagesOptions): PageReport {
  * index of `b` (both in this process), or null when frame numbers can't be read.
  */
 export function sharedFrames(a: Mapped, b: Mapped): number | null {
-  const ra = range(a, undefined);
-  const rb = range(b, undefined);
+  const ra = range(a, undefined, '"a" argument');
+  const rb = range(b, undefined, '"b" argument');
   if (!hasSysAdmin()) return null;
   const n = Math.min(ra.pages, rb.pages);
   const pa = readPagemap(process.pid, ra.address, n);

@@ -81,7 +81,7 @@ function toJson(r: DemoResult): object {
   return {
     name: r.name,
     pid: process.pid,
-    elements: r.elements,
+    elements: String(r.elements),
     bytes: r.bytes,
     pages: r.pages,
     pageSize,
@@ -156,7 +156,8 @@ export const demo: Command = {
     '  --size BYTES   the segment\'s size instead (a multiple of 4; KiB, MiB, GiB allowed)',
     '  --write        then write the whole copy (copy[i] = 2i): pages are copied now, and the',
     '                 region stays untouched',
-    '  --json         print one JSON object (sums as decimal strings) instead of tables',
+    '  --json         print one JSON object instead of tables: elements and sums as decimal',
+    '                 strings, phases [{ name, seconds, region, copy, sharedFrames }], checks, ok',
     '  --name NAME    the segment\'s name in /dev/shm (default cowshm-demo-PID)',
     '  --hold         keep the mappings until Enter is pressed, to look at them with',
     '                 `cowshm inspect PID` or pmap -X from another terminal',

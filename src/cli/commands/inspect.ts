@@ -83,6 +83,14 @@ function mappingName(e: memory.SmapsEntry): string {
   return `${e.path}${e.deleted ? ' (deleted)' : ''}`;
 }
 
+/** The three most common map counts, e.g. "1,014×2 10×1 +3 more". */
+function histogram(counts: Record<string, number>): string {
+  const entries = Object.entries(counts).sort((a, b) => b[1] - a[1]);
+  const shown = entries.slice(0, 3).map(([c, n]) => `${count(n)}×${c}`);
+  if (entries.length > 3) shown.push(`+${entries.length - 3} more`);
+  return shown.join(' ') || '-';
+}
+
 function render(pid: number, list: Inspected[], filter: string | undefined): string {
   const lines: string[] = [`PID ${pid}: ${commandLine(pid)}`];
   if (list.length === 0) {
@@ -119,9 +127,7 @@ function render(pid: number, list: Inspected[], filter: string | undefined): str
       if (p === undefined || 'skipped' in p) return [hex(e.start), '', '', '', '', '', '', '', p ? p.skipped : ''];
       if (p.framesUnavailable) reasons.add(`frames: ${p.framesUnavailable}`);
       if (p.mapCountsUnavailable && !p.framesUnavailable) reasons.add(`map counts: ${p.mapCountsUnavailable}`);
-      const counts = p.mapCounts
-        ? Object.entries(p.mapCounts).map(([c, n]) => `${count(n)}×${c}`).join(' ') || '-'
-        : 'n/a';
+      const counts = p.mapCounts ? histogram(p.mapCounts) : 'n/a';
       const shared = p.sharedWith
         ? p.sharedWith.map((s) => `${count(s.frames)} with ${hex(s.start)} (${s.perms})`).join(', ') || '-'
         : 'n/a';
