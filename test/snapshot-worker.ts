@@ -4,17 +4,21 @@
  * snapshot.property.test.ts). Every command is answered with one message.
  */
 import { parentPort } from 'node:worker_threads';
-import { Region, type RegionHandle, type View } from 'cowshm';
+import { Region, type RegionHandle, type Snapshot, type View } from 'cowshm';
 
 export type WorkerCommand =
   | { op: 'open'; handle: RegionHandle }
   | { op: 'remap' }
   | { op: 'write'; writes: Array<[offset: number, value: number, length: number]> }
   | { op: 'spin'; control: SharedArrayBuffer; index: number; firstPage: number; pages: number }
+  | { op: 'snapshot' }
+  | { op: 'read-snapshot' }
+  | { op: 'release' }
   | { op: 'close' };
 
 let region: Region | undefined;
 let views: View[] = [];
+let snapshot: Snapshot | undefined;
 
 function mapViews(): void {
   const r = region as Region;
@@ -61,6 +65,15 @@ parentPort?.on('message', (cmd: WorkerCommand) => {
       region?.close();
       region = undefined;
       views = [];
+    }
+    if (cmd.op === 'snapshot') {
+      snapshot = (region as Region).snapshot();
+    } else if (cmd.op === 'read-snapshot') {
+      parentPort?.postMessage({ ok: true, bytes: new Uint8Array((snapshot as Snapshot).buffer).slice() });
+      return;
+    } else if (cmd.op === 'release') {
+      snapshot?.release();
+      snapshot = undefined;
     }
     parentPort?.postMessage({ ok: true });
   } catch (err) {

@@ -87,3 +87,37 @@ test("writes from libuv's thread pool (crypto.randomFill into a view) are isolat
     r.close();
   }
 });
+
+test('a snapshot taken in a worker is isolated from the main thread; its release there lifts protection here', async () => {
+  const r = Region.create({ size: 16 * pageSize });
+  const w = new Worker(path.join(__dirname, 'snapshot-worker.js'));
+  const read = (): Promise<Uint8Array> =>
+    new Promise((resolve, reject) => {
+      w.once('message', (m: { ok: boolean; bytes?: Uint8Array; error?: string }) =>
+        m.ok && m.bytes ? resolve(m.bytes) : reject(new Error(m.error)),
+      );
+      w.postMessage({ op: 'read-snapshot' } satisfies WorkerCommand);
+    });
+  try {
+    const view = new Uint8Array(r.map().buffer);
+    view.fill(11);
+    await command(w, { op: 'open', handle: r.handle() });
+    await command(w, { op: 'snapshot' });
+    view.fill(12, 0, 9 * pageSize);
+    const frozen = await read();
+    assert.equal(frozen.length, r.size);
+    assert.ok(frozen.every((x) => x === 11));
+    await command(w, { op: 'release' });
+    const fs = await import('node:fs');
+    const fd = fs.openSync('/dev/zero', 'r');
+    try {
+      assert.equal(fs.readSync(fd, view, 0, view.length, null), view.length, 'no protection left');
+    } finally {
+      fs.closeSync(fd);
+    }
+    await command(w, { op: 'close' });
+  } finally {
+    await w.terminate();
+    r.close();
+  }
+});
