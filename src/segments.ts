@@ -17,7 +17,7 @@ const SHM_DIR = '/dev/shm';
 /** A process that holds a segment. */
 export interface SegmentHolder {
   pid: number;
-  /** The process's name (/proc/PID/comm). */
+  /** The program's name: the base name of its argv[0] (/proc/PID/cmdline), else /proc/PID/comm. */
   command: string;
   /** How many of its mappings (lines of /proc/PID/maps) are of this segment. */
   mappings: number;
@@ -122,6 +122,14 @@ function shmNameOf(link: string): { name: string; deleted: boolean } | null {
   return name.length > 0 && !name.includes('/') ? { name, deleted } : null;
 }
 
+// Not /proc/PID/comm alone: that is the main thread's name, which programs
+// may set (Node.js 24 names it "MainThread"), so every Node process would read alike.
+function commandOf(dir: string): string {
+  const argv0 = (readOrNull(`${dir}/cmdline`) ?? '').split('\0')[0] ?? '';
+  if (argv0 !== '') return path.basename(argv0) || argv0;
+  return (readOrNull(`${dir}/comm`) ?? '').trim();
+}
+
 /**
  * Lists the segments in /dev/shm with their size, owner, mode and the
  * processes that hold them; then the segments whose name was removed but
@@ -167,7 +175,7 @@ export function listSegments(options?: ListSegmentsOptions): Segment[] {
     const holder = (f: Found, p: (typeof processes)[number]): SegmentHolder => {
       let h = f.holders.get(p.pid);
       if (h === undefined) {
-        p.command ??= (readOrNull(`${p.dir}/comm`) ?? '').trim();
+        p.command ??= commandOf(p.dir);
         h = { pid: p.pid, command: p.command, mappings: 0, fds: [] };
         f.holders.set(p.pid, h);
       }

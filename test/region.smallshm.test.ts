@@ -23,7 +23,7 @@ function whyNot(): string | undefined {
 const child = `
 const fs = require('node:fs');
 const { Region } = require('cowshm');
-const out = { statfs: null, error: null, fits: false, left: null };
+const out = { statfs: null, error: null, fits: false, anonymous: false, left: null };
 const st = fs.statfsSync('/dev/shm');
 out.statfs = st.blocks * st.bsize;
 try {
@@ -36,6 +36,11 @@ new Uint8Array(ok.map().buffer).fill(1);
 out.fits = true;
 ok.unlink();
 ok.close();
+// A memfd lives on the kernel's internal tmpfs: /dev/shm's size does not limit it.
+const anon = Region.create({ size: ${32 * MiB} });
+new Uint8Array(anon.map().buffer).fill(1);
+anon.close();
+out.anonymous = true;
 out.left = fs.readdirSync('/dev/shm');
 process.stdout.write(JSON.stringify(out));
 `;
@@ -57,6 +62,7 @@ test('a reserved region larger than a 16 MiB /dev/shm fails with ENOSPC naming /
     statfs: number;
     error: { code: string; syscall: string; message: string } | null;
     fits: boolean;
+    anonymous: boolean;
     left: string[];
   };
   assert.equal(out.statfs, 16 * MiB, 'the child saw the 16 MiB tmpfs');
@@ -67,5 +73,6 @@ test('a reserved region larger than a 16 MiB /dev/shm fails with ENOSPC naming /
   assert.match(out.error.message, /16(\.0)? MiB/, 'the message states the size of /dev/shm');
   assert.match(out.error.message, /32(\.0)? MiB/, 'the message states what the region needs');
   assert.equal(out.fits, true, 'a region that fits is created normally');
+  assert.equal(out.anonymous, true, 'an anonymous region is not bound by /dev/shm');
   assert.deepEqual(out.left, [], 'the failed create left nothing in /dev/shm');
 });

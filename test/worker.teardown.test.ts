@@ -27,8 +27,11 @@ for (const r of regions) {
   new Uint8Array(views[1].buffer); // with a buffer made, closing leaves a reservation
   new Uint8Array(views[0].buffer)[0] = 1;
   new Uint8Array(views[2].buffer)[0] = 2;
+  // Keep the closed view's (detached) buffer: its reservation lasts until that buffer is
+  // collected, and a GC in the worker (Node 24 runs one sooner) must not free it early.
+  const closedBuffer = views[1].buffer;
   views[1].close();
-  globalThis.kept.push(new Uint8Array(views[0].buffer), views);
+  globalThis.kept.push(new Uint8Array(views[0].buffer), views, closedBuffer);
   made.push({ dev: r.dev, ino: r.ino, fd: r.fd, closedAt: closedAt });
 }
 parentPort.postMessage(made);
