@@ -3,7 +3,7 @@ import * as assert from 'node:assert/strict';
 import * as path from 'node:path';
 import { spawn, spawnSync } from 'node:child_process';
 import { once } from 'node:events';
-import { packageRoot, uniqueName } from './helpers';
+import { packageRoot, runCli, uniqueName } from './helpers';
 
 const BIN = path.join(packageRoot, 'bin', 'cowshm.js');
 const PAGES = 256;
@@ -11,7 +11,8 @@ const K = 10;
 const root = process.getuid?.() === 0;
 
 function cowshm(args: string[], options: { uid?: number; gid?: number } = {}) {
-  return spawnSync(process.execPath, [BIN, ...args], { encoding: 'utf8', ...options });
+  if (options.uid !== undefined) return runCli(args, options);
+  return spawnSync(process.execPath, [BIN, ...args], { encoding: 'utf8' });
 }
 
 /** A process holding a region and a cow view of it with K pages written; it exits when its stdin closes. */

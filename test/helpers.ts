@@ -88,13 +88,93 @@ export interface NodeResult {
   stderr: string;
 }
 
-/** Runs `node -e code` in the package root, where `require('cowshm')` names this package. */
+/**
+ * Where a child process running as `uid` finds the package and a Node binary
+ * it may execute. For this process's own user that is the package root; for
+ * another user (tests run as root switch to 65534) it is a copy of what runs
+ * at run time, owned by that user, made once per test process: a CI clone's
+ * folder (under /root, say) may not be readable by anyone else.
+ */
+export function packageFor(uid?: number, gid = uid): { root: string; node: string } {
+  if (uid === undefined || uid === process.getuid?.()) return { root: packageRoot, node: process.execPath };
+  const key = `${uid}:${gid}`;
+  let staged = stagedPackages.get(key);
+  if (!staged) {
+    staged = stagePackage(uid, gid ?? uid);
+    stagedPackages.set(key, staged);
+  }
+  return staged;
+}
+
+const stagedPackages = new Map<string, { root: string; node: string }>();
+process.on('exit', () => {
+  for (const { root } of stagedPackages.values()) fs.rmSync(root, { recursive: true, force: true });
+});
+
+/** Whether `file` can be executed by a user who is neither its owner nor in its group. */
+function othersCanExecute(file: string): boolean {
+  let p = path.resolve(file);
+  if ((fs.statSync(p).mode & 0o005) !== 0o005) return false;
+  for (p = path.dirname(p); ; p = path.dirname(p)) {
+    if ((fs.statSync(p).mode & 0o001) === 0) return false;
+    if (p === path.dirname(p)) return true;
+  }
+}
+
+/** A package's runtime dependencies, transitively, as folders under node_modules. */
+function runtimeModules(names: string[], seen = new Set<string>()): Set<string> {
+  for (const name of names) {
+    if (seen.has(name)) continue;
+    const dir = path.join(packageRoot, 'node_modules', name);
+    if (!fs.existsSync(dir)) continue;
+    seen.add(name);
+    const pkg = JSON.parse(fs.readFileSync(path.join(dir, 'package.json'), 'utf8')) as { dependencies?: object };
+    runtimeModules(Object.keys(pkg.dependencies ?? {}), seen);
+  }
+  return seen;
+}
+
+function stagePackage(uid: number, gid: number): { root: string; node: string } {
+  const root = fs.mkdtempSync(path.join(os.tmpdir(), 'cowshm-as-other-user-'));
+  const copy = (from: string, to: string): void => fs.cpSync(from, to, { recursive: true, dereference: true });
+  for (const part of ['package.json', 'dist', 'lib', 'bin', path.join('test', 'build')])
+    if (fs.existsSync(path.join(packageRoot, part))) copy(path.join(packageRoot, part), path.join(root, part));
+  fs.mkdirSync(path.join(root, 'build', 'Release'), { recursive: true });
+  copy(path.join(packageRoot, 'build', 'Release', 'cowshm.node'), path.join(root, 'build', 'Release', 'cowshm.node'));
+  // The test files (run again as that user by unprivileged.test) need fast-check.
+  for (const name of runtimeModules(['fast-check']))
+    copy(path.join(packageRoot, 'node_modules', name), path.join(root, 'node_modules', name));
+  // A Node binary inside the clone (npm run test:matrix) is as unreadable as the clone.
+  let node = process.execPath;
+  if (!othersCanExecute(node)) {
+    node = path.join(root, 'node');
+    fs.copyFileSync(process.execPath, node);
+  }
+  const own = (p: string): void => {
+    fs.lchownSync(p, uid, gid);
+    const st = fs.lstatSync(p);
+    if (st.isDirectory()) {
+      fs.chmodSync(p, 0o755);
+      for (const entry of fs.readdirSync(p)) own(path.join(p, entry));
+    } else if (st.isFile()) {
+      fs.chmodSync(p, st.mode & 0o111 ? 0o755 : 0o644);
+    }
+  };
+  own(root);
+  return { root, node };
+}
+
+/**
+ * Runs `node -e code` in the package root, where `require('cowshm')` names
+ * this package; with `uid`, as that user, from a copy that user can read.
+ */
 export function runNode(
   code: string,
   options: { uid?: number; gid?: number; args?: string[]; input?: string; timeout?: number } = {},
 ): NodeResult {
-  const r = spawnSync(process.execPath, [...(options.args ?? []), '-e', code], {
-    cwd: packageRoot,
+  const { root, node } = packageFor(options.uid, options.gid);
+  const r = spawnSync(node, [...(options.args ?? []), '-e', code], {
+    cwd: root,
     encoding: 'utf8',
     timeout: options.timeout ?? 30_000,
     ...(options.uid !== undefined ? { uid: options.uid } : {}),
@@ -127,8 +207,9 @@ export function mapsLineContaining(address: number): { line: string; start: numb
 
 /** Runs the `cowshm` command (bin/cowshm.js) as a real process. */
 export function runCli(args: string[], options: { uid?: number; gid?: number } = {}): NodeResult {
-  const r = spawnSync(process.execPath, [path.join(packageRoot, 'bin', 'cowshm.js'), ...args], {
-    cwd: packageRoot,
+  const { root, node } = packageFor(options.uid, options.gid);
+  const r = spawnSync(node, [path.join(root, 'bin', 'cowshm.js'), ...args], {
+    cwd: root,
     encoding: 'utf8',
     timeout: 60_000,
     ...(options.uid !== undefined ? { uid: options.uid } : {}),

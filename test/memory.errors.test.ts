@@ -2,7 +2,7 @@ import { test } from 'node:test';
 import * as assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { memory, pageSize } from 'cowshm';
-import { packageRoot } from './helpers';
+import { runNode } from './helpers';
 
 function deadPid(): number {
   const child = spawnSync(process.execPath, ['-e', '0']);
@@ -34,13 +34,13 @@ const root = process.getuid?.() === 0;
 
 test('another user\'s process: EACCES with a readable message', { skip: !root && 'needs root to run a child as another user' }, () => {
   const script = `
-    const { memory } = require(${JSON.stringify(packageRoot)});
+    const { memory } = require('cowshm');
     const out = {};
     for (const [name, fn] of [['smaps', () => memory.smaps(${process.pid})], ['rollup', () => memory.rollup(${process.pid})]]) {
       try { fn(); out[name] = 'no error'; } catch (e) { out[name] = { code: e.code, message: e.message }; }
     }
     console.log(JSON.stringify(out));`;
-  const child = spawnSync(process.execPath, ['-e', script], { uid: 65534, gid: 65534, cwd: '/', encoding: 'utf8' });
+  const child = runNode(script, { uid: 65534, gid: 65534 });
   assert.equal(child.status, 0, child.stderr);
   const out = JSON.parse(child.stdout) as Record<string, { code: string; message: string }>;
   for (const name of ['smaps', 'rollup']) {

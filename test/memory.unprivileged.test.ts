@@ -2,14 +2,13 @@
 // must say frames are unavailable, never report those zeros.
 import { test } from 'node:test';
 import * as assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
-import { packageRoot } from './helpers';
+import { runNode } from './helpers';
 
 const root = process.getuid?.() === 0;
 
 test('frames and map counts are null, with the reason, for a reader without CAP_SYS_ADMIN', { skip: !root && 'needs root to run a child as another user' }, () => {
   const script = `
-    const { Region, memory, pageSize } = require(${JSON.stringify(packageRoot)});
+    const { Region, memory, pageSize } = require('cowshm');
     const r = Region.create({ size: 64 * pageSize });
     const shared = r.map();
     new Uint8Array(shared.buffer).fill(1);
@@ -21,7 +20,7 @@ test('frames and map counts are null, with the reason, for a reader without CAP_
     const p = memory.pages(cow);
     console.log(JSON.stringify({ p, s, shared: memory.sharedFrames(cow, shared), usage: memory.usage(cow) }));
     r.close();`;
-  const child = spawnSync(process.execPath, ['-e', script], { uid: 65534, gid: 65534, cwd: '/', encoding: 'utf8' });
+  const child = runNode(script, { uid: 65534, gid: 65534 });
   assert.equal(child.status, 0, child.stderr);
   const { p, shared, usage } = JSON.parse(child.stdout);
   // The flags are still there...

@@ -11,7 +11,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { spawnSync, type SpawnSyncOptions } from 'node:child_process';
 import { Region } from 'cowshm';
-import { packageRoot, uniqueName, shmExists } from './helpers';
+import { packageFor, uniqueName, shmExists } from './helpers';
 
 const NOBODY = 65534;
 const notRoot = process.getuid?.() !== 0 ? 'runs only as root (it switches to uid 65534)' : undefined;
@@ -23,29 +23,6 @@ if (notRoot) console.log(`unprivileged tests skipped: ${notRoot}`);
 const RERUNS = /^snapshot\.backends\./;
 const FILES = /^(region|view|cow|memory|proof|snapshot|cli\.(demo|inspect))[\w.-]*\.test\.js$/;
 
-/** A package's runtime dependencies, transitively, as folders under node_modules. */
-function runtimeModules(names: string[], seen = new Set<string>()): Set<string> {
-  for (const name of names) {
-    if (seen.has(name)) continue;
-    const dir = path.join(packageRoot, 'node_modules', name);
-    if (!fs.existsSync(dir)) continue;
-    seen.add(name);
-    const pkg = JSON.parse(fs.readFileSync(path.join(dir, 'package.json'), 'utf8')) as { dependencies?: object };
-    runtimeModules(Object.keys(pkg.dependencies ?? {}), seen);
-  }
-  return seen;
-}
-
-/** Whether `file` can be executed by a user who is neither its owner nor in its group. */
-function othersCanExecute(file: string): boolean {
-  let p = path.resolve(file);
-  if ((fs.statSync(p).mode & 0o005) !== 0o005) return false;
-  for (p = path.dirname(p); ; p = path.dirname(p)) {
-    if ((fs.statSync(p).mode & 0o001) === 0) return false;
-    if (p === path.dirname(p)) return true;
-  }
-}
-
 function ownedByNobody(file: string): boolean {
   try {
     return fs.lstatSync(file).uid === NOBODY;
@@ -54,50 +31,8 @@ function ownedByNobody(file: string): boolean {
   }
 }
 
-function copyInto(from: string, to: string): void {
-  fs.cpSync(from, to, { recursive: true, dereference: true });
-}
-
-/** Copies what the tests need at run time into a fresh directory owned by nobody. */
-function stage(): { dir: string; node: string } {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'cowshm-unprivileged-'));
-  for (const part of ['package.json', 'dist', 'lib', 'bin', path.join('test', 'build')])
-    if (fs.existsSync(path.join(packageRoot, part))) copyInto(path.join(packageRoot, part), path.join(dir, part));
-  fs.mkdirSync(path.join(dir, 'build', 'Release'), { recursive: true });
-  copyInto(path.join(packageRoot, 'build', 'Release', 'cowshm.node'), path.join(dir, 'build', 'Release', 'cowshm.node'));
-  for (const name of runtimeModules(['fast-check']))
-    copyInto(path.join(packageRoot, 'node_modules', name), path.join(dir, 'node_modules', name));
-  // A Node binary inside the clone (npm run test:matrix) is as unreadable as the clone.
-  let node = process.execPath;
-  if (!othersCanExecute(node)) {
-    node = path.join(dir, 'node');
-    fs.copyFileSync(process.execPath, node);
-  }
-  const own = (p: string): void => {
-    fs.lchownSync(p, NOBODY, NOBODY);
-    const st = fs.lstatSync(p);
-    if (st.isDirectory()) {
-      fs.chmodSync(p, 0o755);
-      for (const entry of fs.readdirSync(p)) own(path.join(p, entry));
-    } else if (st.isFile()) {
-      fs.chmodSync(p, st.mode & 0o111 ? 0o755 : 0o644);
-    }
-  };
-  own(dir);
-  return { dir, node };
-}
-
-let staged: { dir: string; node: string } | undefined;
-function staging(): { dir: string; node: string } {
-  staged ??= stage();
-  return staged;
-}
-process.on('exit', () => {
-  if (staged) fs.rmSync(staged.dir, { recursive: true, force: true });
-});
-
 function asNobody(args: string[], options: SpawnSyncOptions = {}) {
-  const { dir, node } = staging();
+  const { root: dir, node } = packageFor(NOBODY);
   return spawnSync(node, args, {
     cwd: dir,
     uid: NOBODY,
