@@ -126,6 +126,9 @@ void cowshm_signals_install(void);
 void cowshm_sigwrite(const char *s);
 void cowshm_sigwrite_hex(uintptr_t v);
 void cowshm_sigwrite_dec(uint64_t v);
+/* Whether the faulting access was a write: 1 or 0 where the CPU tells, -1
+ * where it does not. Async-signal-safe. */
+int cowshm_fault_is_write(void *uctx);
 
 /* ---- kernels (kernels.c) ----------------------------------------------- */
 

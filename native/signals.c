@@ -51,8 +51,7 @@ void cowshm_sigwrite_dec(uint64_t v) {
   cowshm_sigwrite(p);
 }
 
-/* Whether the faulting access was a write, where the CPU tells. */
-static int fault_is_write(void *uctx) {
+int cowshm_fault_is_write(void *uctx) {
 #if defined(__x86_64__)
   const ucontext_t *uc = uctx;
   return (uc->uc_mcontext.gregs[REG_ERR] & 2) ? 1 : 0;
@@ -73,7 +72,7 @@ static void restore_default(int sig) {
 static void report(int sig, siginfo_t *si, void *uctx, const struct cowshm_slot *s) {
   static const char *access_names[] = {"read", "write", "cow", "snapshot"};
   uintptr_t addr = (uintptr_t)si->si_addr;
-  int write = fault_is_write(uctx);
+  int write = cowshm_fault_is_write(uctx);
   int closed = atomic_load(&s->state) == SLOT_CLOSED;
   cowshm_sigwrite("\ncowshm: fatal ");
   cowshm_sigwrite(write == 1 ? "write to " : write == 0 ? "read from " : "access to ");

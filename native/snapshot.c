@@ -54,7 +54,6 @@
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/vfs.h>
-#include <ucontext.h>
 #include <unistd.h>
 
 /* Kernel headers from before 6.3 / 5.14 lack these. */
@@ -394,16 +393,6 @@ static int copy_into_snapshots(int d, uint64_t lo, uint64_t hi) {
 
 /* ---- the fault handler --------------------------------------------------- */
 
-static int fault_is_write(void *uctx) {
-#if defined(__x86_64__)
-  const ucontext_t *uc = uctx;
-  return (uc->uc_mcontext.gregs[REG_ERR] & 2) ? 1 : 0;
-#else
-  (void)uctx;
-  return -1;
-#endif
-}
-
 /* Copy, then un-protect, the chunk around `page` of write mapping s.
  * Returns how many snapshots needed a copy. */
 static int resolve(struct cowshm_slot *s, int d, uintptr_t page) {
@@ -431,7 +420,7 @@ static int resolve(struct cowshm_slot *s, int d, uintptr_t page) {
 int cowshm_snapshot_fault(int sig, siginfo_t *si, void *uctx) {
   if (!atomic_load_explicit(&ever_armed, memory_order_relaxed)) return 0;
   if (sig == SIGSEGV) {
-    if (si->si_code != SEGV_ACCERR || fault_is_write(uctx) == 0) return 0;
+    if (si->si_code != SEGV_ACCERR || cowshm_fault_is_write(uctx) == 0) return 0;
   } else if (sig != SIGBUS) {
     return 0;
   }
