@@ -11,6 +11,7 @@
 import * as fs from 'node:fs';
 import { native } from '../native';
 import { openProc, preadFully } from './procfs';
+import type { PageFlags } from './types';
 
 // Bits of the upper 32-bit half of an entry.
 const HI_PFN = 0x007fffff;
@@ -57,17 +58,8 @@ export function frameOf(raw: RawPages, i: number): number {
   return (hi & HI_PFN) * 2 ** 32 + (raw.words[2 * i] as number);
 }
 
-export interface FlagCounts {
-  present: number;
-  swapped: number;
-  exclusive: number;
-  file: number;
-  anonymous: number;
-  writeProtected: number;
-}
-
-export function countFlags(raw: RawPages): FlagCounts {
-  const c: FlagCounts = { present: 0, swapped: 0, exclusive: 0, file: 0, anonymous: 0, writeProtected: 0 };
+export function countFlags(raw: RawPages): PageFlags {
+  const c: PageFlags = { present: 0, swapped: 0, exclusive: 0, file: 0, anonymous: 0, writeProtected: 0 };
   const w = raw.words;
   for (let i = 0; i < raw.pages; i++) {
     const hi = w[2 * i + 1] as number;

@@ -58,11 +58,8 @@ export interface SmapsEntry extends Figures {
   header: string;
 }
 
-/** Page-by-page facts from /proc/PID/pagemap. */
-export interface PageReport {
-  /** Address of the first page looked at. */
-  address: number;
-  pages: number;
+/** How many pages of a range have each pagemap flag. */
+export interface PageFlags {
   /** In memory now (bit 63). */
   present: number;
   /** In swap (bit 62). */
@@ -75,6 +72,13 @@ export interface PageReport {
   anonymous: number;
   /** Write-protected by userfaultfd (bit 57). */
   writeProtected: number;
+}
+
+/** Page-by-page facts from /proc/PID/pagemap. */
+export interface PageReport extends PageFlags {
+  /** Address of the first page looked at. */
+  address: number;
+  pages: number;
   /** Physical frame number per page (0 for an absent page), or null when they cannot be read. */
   frames: number[] | null;
   /** Why `frames` is null. */

@@ -8,18 +8,9 @@ import { bytes, count, table } from '../format';
 // reserve terabytes of address space that is never touched).
 const PAGES_LIMIT = 64 * 2 ** 30;
 
-interface PageSummary {
-  pages: number;
-  present: number;
-  swapped: number;
-  exclusive: number;
-  file: number;
-  anonymous: number;
-  writeProtected: number;
-  framesUnavailable: string | null;
+interface PageSummary extends Omit<memory.PageReport, 'address' | 'frames' | 'mapCounts'> {
   /** How many present pages are mapped once, twice...: {"1": 3, "2": 1021}. */
   mapCounts: Record<string, number> | null;
-  mapCountsUnavailable: string | null;
   /** Frames this mapping shares with other mappings of the same file in the process. */
   sharedWith: Array<{ start: number; perms: string; frames: number }> | null;
 }
