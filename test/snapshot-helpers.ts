@@ -1,5 +1,7 @@
 /** Helpers shared by the snapshot tests. */
 import * as fs from 'node:fs';
+import type { Worker } from 'node:worker_threads';
+import type { WorkerCommand } from './snapshot-worker';
 
 /** The value of `field` (in bytes) in the /proc/self/smaps block of the mapping at `address`. */
 export function smapsField(address: number, field: string): number {
@@ -37,4 +39,12 @@ export function mapsPermissions(address: number, length: number): string[] {
 /** A deterministic byte pattern for page `page` written at time `tag`. */
 export function fillPage(bytes: Uint8Array, page: number, tag: number, pageSize: number): void {
   bytes.fill((page * 31 + tag * 7 + 1) & 0xff, page * pageSize, (page + 1) * pageSize);
+}
+
+/** Sends a command to a snapshot-worker thread; settles with the worker's one answer. */
+export function command(w: Worker, cmd: WorkerCommand): Promise<void> {
+  return new Promise((resolve, reject) => {
+    w.once('message', (m: { ok: boolean; error?: string }) => (m.ok ? resolve() : reject(new Error(m.error))));
+    w.postMessage(cmd);
+  });
 }

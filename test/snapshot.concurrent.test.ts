@@ -3,14 +3,7 @@ import * as assert from 'node:assert/strict';
 import * as path from 'node:path';
 import { Worker } from 'node:worker_threads';
 import { Region, pageSize, type Snapshot } from 'cowshm';
-import type { WorkerCommand } from './snapshot-worker';
-
-function command(w: Worker, cmd: WorkerCommand): Promise<void> {
-  return new Promise((resolve, reject) => {
-    w.once('message', (m: { ok: boolean; error?: string }) => (m.ok ? resolve() : reject(new Error(m.error))));
-    w.postMessage(cmd);
-  });
-}
+import { command } from './snapshot-helpers';
 
 test('snapshots taken and released while worker threads keep writing never change after they are taken', async () => {
   if (pageSize !== 4096) return; // the worker's layout assumes 4 KiB pages

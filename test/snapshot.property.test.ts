@@ -4,7 +4,7 @@ import * as path from 'node:path';
 import { Worker } from 'node:worker_threads';
 import fc from 'fast-check';
 import { Region, pageSize, type Snapshot } from 'cowshm';
-import type { WorkerCommand } from './snapshot-worker';
+import { command } from './snapshot-helpers';
 
 const PAGES = 24;
 const WORKERS = 3;
@@ -34,13 +34,6 @@ const step: fc.Arbitrary<Step> = fc.oneof(
   { weight: 1, arbitrary: fc.nat().map((pick): Step => ({ kind: 'release', pick })) },
   { weight: 1, arbitrary: fc.integer({ min: 0, max: WORKERS - 1 }).map((worker): Step => ({ kind: 'remap', worker })) },
 );
-
-function command(w: Worker, cmd: WorkerCommand): Promise<void> {
-  return new Promise((resolve, reject) => {
-    w.once('message', (m: { ok: boolean; error?: string }) => (m.ok ? resolve() : reject(new Error(m.error))));
-    w.postMessage(cmd);
-  });
-}
 
 function applyMain(view: Uint8Array, list: Write[]): void {
   for (const [offset, value, length] of list) {
