@@ -1,19 +1,12 @@
 import { test } from 'node:test';
 import * as assert from 'node:assert/strict';
-import * as path from 'node:path';
 import { spawn, spawnSync } from 'node:child_process';
 import { once } from 'node:events';
 import { packageRoot, runCli, uniqueName } from './helpers';
 
-const BIN = path.join(packageRoot, 'bin', 'cowshm.js');
 const PAGES = 256;
 const K = 10;
 const root = process.getuid?.() === 0;
-
-function cowshm(args: string[], options: { uid?: number; gid?: number } = {}) {
-  if (options.uid !== undefined) return runCli(args, options);
-  return spawnSync(process.execPath, [BIN, ...args], { encoding: 'utf8' });
-}
 
 /** A process holding a region and a cow view of it with K pages written; it exits when its stdin closes. */
 async function holder(name: string) {
@@ -44,7 +37,7 @@ test('inspect PID --json: the figures of both mappings of the held region', asyn
   const name = uniqueName('inspect');
   const h = await holder(name);
   try {
-    const r = cowshm(['inspect', String(h.child.pid), '--filter', name, '--json']);
+    const r = runCli(['inspect', String(h.child.pid), '--filter', name, '--json']);
     assert.equal(r.status, 0, r.stderr);
     const out = JSON.parse(r.stdout) as { pid: number; mappings: Array<{ mapping: Record<string, unknown>; pages?: unknown }> };
     assert.equal(out.pid, h.child.pid);
@@ -72,7 +65,7 @@ test('inspect PID --pages: page counts, and frames shared between the two mappin
   const name = uniqueName('inspect-pages');
   const h = await holder(name);
   try {
-    const r = cowshm(['inspect', String(h.child.pid), '--filter', name, '--pages', '--json']);
+    const r = runCli(['inspect', String(h.child.pid), '--filter', name, '--pages', '--json']);
     assert.equal(r.status, 0, r.stderr);
     const out = JSON.parse(r.stdout) as { mappings: Array<{ mapping: { start: number }; pages: Record<string, unknown> }> };
     const cow = out.mappings.find((m) => m.mapping.start === h.cow)?.pages;
@@ -90,7 +83,7 @@ test('inspect PID --pages: page counts, and frames shared between the two mappin
       assert.match(String(cow['framesUnavailable']), /CAP_SYS_ADMIN/);
     }
 
-    const text = cowshm(['inspect', String(h.child.pid), '--filter', name, '--pages']);
+    const text = runCli(['inspect', String(h.child.pid), '--filter', name, '--pages']);
     assert.equal(text.status, 0, text.stderr);
     assert.match(text.stdout, new RegExp(`^PID ${h.child.pid}: `));
     assert.match(text.stdout, new RegExp(`${h.cow.toString(16)}  rw-p  1 MiB  1 MiB .* 40 KiB  +0  /dev/shm/${name} \\(deleted\\)`));
@@ -105,27 +98,27 @@ test('inspect PID --pages: page counts, and frames shared between the two mappin
 
 test('inspect: readable errors for a missing PID, an unreadable one, and bad usage', () => {
   const dead = spawnSync(process.execPath, ['-e', '0']).pid as number;
-  let r = cowshm(['inspect', String(dead)]);
+  let r = runCli(['inspect', String(dead)]);
   assert.equal(r.status, 1);
   assert.match(r.stderr, new RegExp(`^cowshm inspect: ESRCH: .*there is no process with PID ${dead}`));
-  r = cowshm(['inspect']);
+  r = runCli(['inspect']);
   assert.equal(r.status, 2);
   assert.match(r.stderr, /PID is missing/);
-  r = cowshm(['inspect', '12x']);
+  r = runCli(['inspect', '12x']);
   assert.equal(r.status, 2);
   assert.match(r.stderr, /PID must be a positive integer \(received '12x'\)/);
-  r = cowshm(['inspect', '1', '--bogus']);
+  r = runCli(['inspect', '1', '--bogus']);
   assert.equal(r.status, 2);
   assert.match(r.stderr, /unknown option --bogus/);
   if (root) {
-    r = cowshm(['inspect', String(process.pid)], { uid: 65534, gid: 65534 });
+    r = runCli(['inspect', String(process.pid)], { uid: 65534, gid: 65534 });
     assert.equal(r.status, 1);
     assert.match(r.stderr, /^cowshm inspect: EACCES: .*user 65534 may not read its smaps: run as that user or as root/);
   }
 });
 
 test('inspect --filter that matches nothing says so', () => {
-  const r = cowshm(['inspect', String(process.pid), '--filter', 'no-such-mapping-anywhere']);
+  const r = runCli(['inspect', String(process.pid), '--filter', 'no-such-mapping-anywhere']);
   assert.equal(r.status, 0);
   assert.match(r.stdout, /no mapping matches 'no-such-mapping-anywhere'/);
 });
