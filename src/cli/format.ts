@@ -1,6 +1,6 @@
 /** Text output shared by the commands: byte sizes and aligned tables. */
 
-/** 4294967296 -> "4.00 GiB", 1536 -> "1.50 KiB", 0 -> "0". */
+/** 4294967296 -> "4 GiB", 1536 -> "1.50 KiB", 1000 -> "1000 B", 0 -> "0". */
 export function bytes(n: number): string {
   if (n === 0) return '0';
   const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
