@@ -130,7 +130,9 @@ static struct cowshm_slot *map_slot(napi_env env, int fd, uint64_t offset, size_
   void *addr = mmap(NULL, len, prot, flags, fd, (off_t)offset);
   if (addr == MAP_FAILED) {
     int err = errno;
+    cowshm_registry_lock();
     cowshm_slot_free(s);
+    cowshm_registry_unlock();
     cowshm_throw_errno(env, err, "mmap", label);
     return NULL;
   }
