@@ -116,10 +116,21 @@ function fstat(fd: number): ReturnType<typeof native.fstat> {
   return [s[0] as number, s[1] as number, s[2] as number, s[3] as number, s[4] as number, s[5] as number, s[6] as number];
 }
 
+/** What the finalizer of a Region needs: its descriptor, and whether close() already gave it back. */
+interface Descriptor {
+  readonly fd: number;
+  open: boolean;
+}
+
 // A Region collected without close() still gives its descriptor back.
-const descriptors = new FinalizationRegistry<number>((fd) => {
+// close() marks the entry instead of unregistering it: an unregister token
+// costs a hashed lookup on every register and unregister, and the flag keeps
+// the finalizer from closing a descriptor number that is someone else's now.
+const descriptors = new FinalizationRegistry<Descriptor>((d) => {
+  if (!d.open) return;
+  d.open = false;
   try {
-    native.close(fd);
+    native.close(d.fd);
   } catch {
     // Nothing to report to: the Region is gone.
   }
@@ -160,6 +171,7 @@ export class Region {
   static readonly maxViewLength: number = bufferConstants.MAX_LENGTH;
 
   readonly #fd: number;
+  readonly #descriptor: Descriptor;
   readonly #owner = nextOwner++;
   readonly #hugePages: boolean;
   readonly #dataOffset: number;
@@ -192,7 +204,8 @@ export class Region {
     this.#dataOffset = init.dataOffset ?? 0;
     this.dev = dev;
     this.ino = ino;
-    descriptors.register(this, init.fd, this);
+    this.#descriptor = { fd: init.fd, open: true };
+    descriptors.register(this, this.#descriptor);
   }
 
   /**
@@ -586,7 +599,7 @@ export class Region {
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
-    descriptors.unregister(this);
+    this.#descriptor.open = false;
     native.unmapOwner(this.#owner);
     native.close(this.#fd);
   }
