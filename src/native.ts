@@ -41,7 +41,8 @@ export interface Native {
   /** A View collected without close(): unmaps unless its ArrayBuffer exists. */
   releaseView(id: number): void;
   unmap(id: number): void;
-  unmapOwner(owner: number): void;
+  /** Closes every mapping of the Region `owner` in this environment, then fd (left open if a mapping could not be closed). */
+  closeRegion(owner: number, fd: number): void;
   madvise(id: number, offset: number, length: number, advice: number): void;
   msync(id: number, offset: number, length: number): void;
   msyncOwner(owner: number): void;

@@ -600,8 +600,7 @@ export class Region {
     if (this.#closed) return;
     this.#closed = true;
     this.#descriptor.open = false;
-    native.unmapOwner(this.#owner);
-    native.close(this.#fd);
+    native.closeRegion(this.#owner, this.#fd);
   }
 
   [Symbol.dispose](): void {
