@@ -199,11 +199,12 @@ export class Region {
     this.path = init.path;
     this.readOnly = init.readOnly;
     this.#hugePages = init.hugePages;
-    const [size, , , , dev, ino] = init.stat ?? fstat(init.fd);
-    this.#size = init.size ?? size;
+    // Indexed, not destructured: destructuring walks the array's iterator.
+    const st = init.stat ?? fstat(init.fd);
+    this.#size = init.size ?? st[0];
     this.#dataOffset = init.dataOffset ?? 0;
-    this.dev = dev;
-    this.ino = ino;
+    this.dev = st[4];
+    this.ino = st[5];
     this.#descriptor = { fd: init.fd, open: true };
     descriptors.register(this, this.#descriptor);
   }
