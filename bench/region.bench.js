@@ -1,7 +1,8 @@
 // Region lifecycle against the same syscalls made from C, in the same run:
 //  - create + map + close + unlink of a reserved region (shm_open O_CREAT|O_EXCL,
 //    fchmod, ftruncate, fallocate, mmap, munmap, close, shm_unlink);
-//  - open + map + close of an existing one (shm_open, fstat, mmap, munmap, close).
+//  - open + map + close of an existing one (shm_open, fstat, geteuid for the
+//    owner check, mmap, munmap, close).
 // Options: --size BYTES (default 1 GiB), --rounds N (default 7 for create, 3×N for open).
 'use strict';
 const fs = require('node:fs');

@@ -63,6 +63,45 @@ static napi_value shm_open_js(napi_env env, napi_callback_info info) {
   return cowshm_num(env, fd);
 }
 
+/* shmOpenStat(name, oflag, float64Array) -> fd. Region.open in one call:
+ * shm_open, then fstat into the array as fstatInto does, and the effective
+ * uid at [7] for the owner check (read on every open, never cached: a process
+ * may change it). A failed fstat closes the descriptor before throwing. */
+static napi_value shm_open_stat_js(napi_env env, napi_callback_info info) {
+  napi_value argv[3];
+  char name[NAME_MAX + 3];
+  int32_t oflag;
+  napi_typedarray_type type;
+  size_t length;
+  void *data;
+  struct stat st;
+  if (!cowshm_args(env, info, 3, argv) || !cowshm_get_str(env, argv[0], name + 1, sizeof name - 1) ||
+      !cowshm_get_i32(env, argv[1], &oflag))
+    return NULL;
+  if (napi_get_typedarray_info(env, argv[2], &type, &length, &data, NULL, NULL) != napi_ok ||
+      type != napi_float64_array || length < 8 || data == NULL)
+    return cowshm_throw_type(env, "cowshm internal error: shmOpenStat needs a Float64Array of 8");
+  name[0] = '/';
+  int fd = RETRY(shm_open(name, oflag | O_CLOEXEC, 0));
+  if (fd < 0) return cowshm_throw_errno(env, errno, "shm_open", name + 1);
+  if (fstat(fd, &st) != 0) {
+    int err = errno;
+    close(fd);
+    return cowshm_throw_errno(env, err, "fstat", name + 1);
+  }
+  cowshm_env_track_fd(env, fd);
+  double *v = data;
+  v[0] = (double)st.st_size;
+  v[1] = st.st_uid;
+  v[2] = st.st_gid;
+  v[3] = st.st_mode;
+  v[4] = (double)st.st_dev;
+  v[5] = (double)st.st_ino;
+  v[6] = (double)st.st_nlink;
+  v[7] = geteuid();
+  return cowshm_num(env, fd);
+}
+
 static napi_value shm_unlink_js(napi_env env, napi_callback_info info) {
   napi_value argv[1];
   char name[NAME_MAX + 3];
@@ -217,6 +256,7 @@ static napi_value fsync_js(napi_env env, napi_callback_info info) {
 napi_value cowshm_init_fd(napi_env env, napi_value exports) {
   napi_property_descriptor props[] = {
       {"shmOpen", NULL, shm_open_js, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"shmOpenStat", NULL, shm_open_stat_js, NULL, NULL, NULL, napi_enumerable, NULL},
       {"shmUnlink", NULL, shm_unlink_js, NULL, NULL, NULL, napi_enumerable, NULL},
       {"memfdCreate", NULL, memfd_create_js, NULL, NULL, NULL, napi_enumerable, NULL},
       {"addSeals", NULL, add_seals_js, NULL, NULL, NULL, napi_enumerable, NULL},

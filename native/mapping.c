@@ -130,7 +130,9 @@ static struct cowshm_slot *map_slot(napi_env env, int fd, uint64_t offset, size_
   void *addr = mmap(NULL, len, prot, flags, fd, (off_t)offset);
   if (addr == MAP_FAILED) {
     int err = errno;
+    cowshm_registry_lock();
     cowshm_slot_free(s);
+    cowshm_registry_unlock();
     cowshm_throw_errno(env, err, "mmap", label);
     return NULL;
   }
@@ -373,19 +375,32 @@ static napi_value unmap_js(napi_env env, napi_callback_info info) {
   return cowshm_undefined(env);
 }
 
-/* unmapOwner(owner): close every mapping a Region made in this environment. */
-static napi_value unmap_owner_js(napi_env env, napi_callback_info info) {
-  napi_value argv[1];
-  double owner;
-  if (!cowshm_args(env, info, 1, argv)) return NULL;
-  NAPI_OK(env, napi_get_value_double(env, argv[0], &owner));
+/* Closes every mapping a Region made in this environment; 0 when one could
+ * not be closed (an exception is pending). */
+static int unmap_owner(napi_env env, double owner) {
   size_t high = atomic_load(&cowshm_slot_high);
   for (size_t i = 0; i < high; i++) {
     struct cowshm_slot *s = &cowshm_slots[i];
     if (atomic_load(&s->state) == SLOT_MAPPED && s->env == env && s->owner == owner &&
         !close_slot(env, cowshm_slot_id(s)))
-      return NULL;
+      return 0;
   }
+  return 1;
+}
+
+/* closeRegion(owner, fd): Region.close in one call. Every mapping the
+ * Region made in this environment is closed first; the descriptor stays open
+ * when one could not be. */
+static napi_value close_region_js(napi_env env, napi_callback_info info) {
+  napi_value argv[2];
+  double owner;
+  int32_t fd;
+  if (!cowshm_args(env, info, 2, argv) || !cowshm_get_i32(env, argv[1], &fd)) return NULL;
+  NAPI_OK(env, napi_get_value_double(env, argv[0], &owner));
+  if (!unmap_owner(env, owner)) return NULL;
+  cowshm_env_untrack_fd(env, fd);
+  /* Linux releases the descriptor even when close fails with EINTR: never retry. */
+  if (close(fd) != 0 && errno != EINTR) return cowshm_throw_errno(env, errno, "close", NULL);
   return cowshm_undefined(env);
 }
 
@@ -487,7 +502,7 @@ napi_value cowshm_init_mapping(napi_env env, napi_value exports) {
       {"viewBuffer", NULL, view_buffer_js, NULL, NULL, NULL, napi_enumerable, NULL},
       {"releaseView", NULL, release_view_js, NULL, NULL, NULL, napi_enumerable, NULL},
       {"unmap", NULL, unmap_js, NULL, NULL, NULL, napi_enumerable, NULL},
-      {"unmapOwner", NULL, unmap_owner_js, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"closeRegion", NULL, close_region_js, NULL, NULL, NULL, napi_enumerable, NULL},
       {"madvise", NULL, madvise_js, NULL, NULL, NULL, napi_enumerable, NULL},
       {"msync", NULL, msync_js, NULL, NULL, NULL, napi_enumerable, NULL},
       {"msyncOwner", NULL, msync_owner_js, NULL, NULL, NULL, napi_enumerable, NULL},

@@ -61,9 +61,19 @@ void cowshm_slot_publish(struct cowshm_slot *s) {
   atomic_store_explicit(&s->state, SLOT_MAPPED, memory_order_release);
 }
 
+/* Under the registry lock, like cowshm_slot_alloc. */
 void cowshm_slot_free(struct cowshm_slot *s) {
   size_t i = (size_t)(s - cowshm_slots);
   atomic_store_explicit(&s->state, SLOT_FREE, memory_order_release);
+  /* Every scan of the table (unmapOwner on each Region.close, the fault
+   * handler) stops at the high mark: lower it past the free slots at the top,
+   * or a burst of views once open would slow every later close. Readers that
+   * loaded the old mark only look at more free slots. */
+  size_t high = atomic_load(&cowshm_slot_high);
+  if (i + 1 == high) {
+    while (high > 0 && atomic_load(&cowshm_slots[high - 1].state) == SLOT_FREE) high--;
+    atomic_store(&cowshm_slot_high, high);
+  }
   size_t low = atomic_load_explicit(&lowest_free, memory_order_relaxed);
   while (i < low && !atomic_compare_exchange_weak_explicit(&lowest_free, &low, i, memory_order_relaxed,
                                                            memory_order_relaxed)) {

@@ -11,6 +11,8 @@ export interface Native {
   readonly pageSize: number;
   setErrorFactory(factory: (errno: number, syscall: string, target?: string) => Error): void;
   shmOpen(name: string, oflag: number, mode: number): number;
+  /** shm_open (mode 0), fstat into out[0..6] as fstatInto, and geteuid() into out[7]: Region.open's syscalls in one call. */
+  shmOpenStat(name: string, oflag: number, out: Float64Array): number;
   shmUnlink(name: string): void;
   memfdCreate(name: string, hugetlb: number): number;
   // `target` (optional, last): the segment name or path an error should name.
@@ -39,7 +41,8 @@ export interface Native {
   /** A View collected without close(): unmaps unless its ArrayBuffer exists. */
   releaseView(id: number): void;
   unmap(id: number): void;
-  unmapOwner(owner: number): void;
+  /** Closes every mapping of the Region `owner` in this environment, then fd (left open if a mapping could not be closed). */
+  closeRegion(owner: number, fd: number): void;
   madvise(id: number, offset: number, length: number, advice: number): void;
   msync(id: number, offset: number, length: number): void;
   msyncOwner(owner: number): void;

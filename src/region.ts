@@ -107,7 +107,8 @@ export interface RegionInit {
 }
 
 let nextOwner = 1;
-const statScratch = new Float64Array(7);
+// [size, uid, gid, mode, dev, ino, nlink, euid]: euid only from shmOpenStat.
+const statScratch = new Float64Array(8);
 /** native.fstat without building an array in the addon (the open path's largest cost after the syscalls). */
 function fstat(fd: number): ReturnType<typeof native.fstat> {
   native.fstatInto(fd, statScratch);
@@ -115,10 +116,21 @@ function fstat(fd: number): ReturnType<typeof native.fstat> {
   return [s[0] as number, s[1] as number, s[2] as number, s[3] as number, s[4] as number, s[5] as number, s[6] as number];
 }
 
+/** What the finalizer of a Region needs: its descriptor, and whether close() already gave it back. */
+interface Descriptor {
+  readonly fd: number;
+  open: boolean;
+}
+
 // A Region collected without close() still gives its descriptor back.
-const descriptors = new FinalizationRegistry<number>((fd) => {
+// close() marks the entry instead of unregistering it: an unregister token
+// costs a hashed lookup on every register and unregister, and the flag keeps
+// the finalizer from closing a descriptor number that is someone else's now.
+const descriptors = new FinalizationRegistry<Descriptor>((d) => {
+  if (!d.open) return;
+  d.open = false;
   try {
-    native.close(fd);
+    native.close(d.fd);
   } catch {
     // Nothing to report to: the Region is gone.
   }
@@ -159,6 +171,7 @@ export class Region {
   static readonly maxViewLength: number = bufferConstants.MAX_LENGTH;
 
   readonly #fd: number;
+  readonly #descriptor: Descriptor;
   readonly #owner = nextOwner++;
   readonly #hugePages: boolean;
   readonly #dataOffset: number;
@@ -186,12 +199,14 @@ export class Region {
     this.path = init.path;
     this.readOnly = init.readOnly;
     this.#hugePages = init.hugePages;
-    const [size, , , , dev, ino] = init.stat ?? fstat(init.fd);
-    this.#size = init.size ?? size;
+    // Indexed, not destructured: destructuring walks the array's iterator.
+    const st = init.stat ?? fstat(init.fd);
+    this.#size = init.size ?? st[0];
     this.#dataOffset = init.dataOffset ?? 0;
-    this.dev = dev;
-    this.ino = ino;
-    descriptors.register(this, init.fd, this);
+    this.dev = st[4];
+    this.ino = st[5];
+    this.#descriptor = { fd: init.fd, open: true };
+    descriptors.register(this, this.#descriptor);
   }
 
   /**
@@ -270,15 +285,18 @@ export class Region {
     const readOnly = check.boolean(o.readOnly, '"readOnly" option', false);
     const allowForeignOwner = check.boolean(o.allowForeignOwner, '"allowForeignOwner" option', false);
     // O_NONBLOCK: a FIFO planted under the name must not make a read-only open wait.
-    const fd = native.shmOpen(name, (readOnly ? c.O_RDONLY : c.O_RDWR) | c.O_NONBLOCK, 0);
+    // One native call opens, stats and reads the effective uid: each call
+    // into the addon costs a few hundred nanoseconds on top of its syscall.
+    const fd = native.shmOpenStat(name, (readOnly ? c.O_RDONLY : c.O_RDWR) | c.O_NONBLOCK, statScratch);
     try {
-      const stat = fstat(fd);
-      const [, uid, , fileMode] = stat;
-      if ((fileMode & c.S_IFMT) !== c.S_IFREG) {
+      const s = statScratch;
+      const stat: ReturnType<typeof native.fstat> = [s[0] as number, s[1] as number, s[2] as number, s[3] as number, s[4] as number, s[5] as number, s[6] as number];
+      const uid = stat[1];
+      const euid = s[7] as number;
+      if ((stat[3] & c.S_IFMT) !== c.S_IFREG) {
         const err = cowshmError('ERR_COWSHM_NOT_A_FILE', `'/dev/shm/${name}' is not a regular file, so not a shared memory segment`);
         throw Object.assign(err, { path: name });
       }
-      const euid = process.geteuid?.() ?? uid;
       if (uid !== euid && !allowForeignOwner) {
         throw cowshmError(
           'ERR_COWSHM_FOREIGN_OWNER',
@@ -582,9 +600,8 @@ export class Region {
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
-    descriptors.unregister(this);
-    native.unmapOwner(this.#owner);
-    native.close(this.#fd);
+    this.#descriptor.open = false;
+    native.closeRegion(this.#owner, this.#fd);
   }
 
   [Symbol.dispose](): void {

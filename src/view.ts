@@ -12,11 +12,21 @@ import type { Region } from './region';
 /** How a view maps its region. */
 export type Access = 'read' | 'write' | 'cow';
 
+/** What the finalizer of a View needs: its mapping's id, and whether close() already released it. */
+interface Mapping {
+  readonly id: number;
+  open: boolean;
+}
+
 // A View collected without close() gives its mapping back, unless its
 // ArrayBuffer was made: that then owns the mapping and may outlive the View.
-const mappings = new FinalizationRegistry<number>((id) => {
+// close() marks the entry instead of unregistering it (see Region's
+// descriptors): the finalizer of a closed View does nothing.
+const mappings = new FinalizationRegistry<Mapping>((m) => {
+  if (!m.open) return;
+  m.open = false;
   try {
-    native.releaseView(id);
+    native.releaseView(m.id);
   } catch {
     // Nothing to report to: the View is gone.
   }
@@ -27,6 +37,7 @@ export class View {
   // object is collected, so a closed View must not keep it alive.
   #buffer: ArrayBuffer | undefined;
   readonly #id: number;
+  readonly #mapping: Mapping;
   #closed = false;
 
   /** The region this view maps. */
@@ -45,7 +56,8 @@ export class View {
     this.byteOffset = byteOffset;
     this.byteLength = byteLength;
     this.access = access;
-    mappings.register(this, id, this);
+    this.#mapping = { id, open: true };
+    mappings.register(this, this.#mapping);
   }
 
   /**
@@ -101,7 +113,7 @@ export class View {
     if (this.#closed) return;
     this.#closed = true;
     this.#buffer = undefined;
-    mappings.unregister(this);
+    this.#mapping.open = false;
     native.unmap(this.#id);
   }
 

@@ -1,5 +1,6 @@
 /* Baseline for bench/region.bench.js: the syscalls cowshm makes for
- * Region.create + map + close + unlink, and Region.open + map + close.
+ * Region.create + map + close + unlink, and Region.open + map + close
+ * (shm_open, fstat, geteuid for the owner check, mmap, munmap, close).
  *
  *   region create NAME SIZE RUNS ITERS
  *   region open   NAME SIZE RUNS ITERS   (NAME must exist with SIZE bytes)
@@ -54,6 +55,11 @@ static void open_once(const char *name, size_t size) {
   if ((size_t)st.st_size != size) {
     errno = EINVAL;
     die("unexpected size");
+  }
+  /* Region.open's owner check: the segment must belong to the effective uid. */
+  if (st.st_uid != geteuid()) {
+    errno = EPERM;
+    die("owned by another user");
   }
   void *p = mmap(NULL, (size_t)st.st_size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
   if (p == MAP_FAILED) die("mmap");
