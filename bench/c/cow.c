@@ -16,21 +16,7 @@
 #include <time.h>
 #include <unistd.h>
 
-static void die(const char *what) {
-  fprintf(stderr, "cow: %s: %s\n", what, strerror(errno));
-  exit(1);
-}
-
-static double now(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return ts.tv_sec + ts.tv_nsec / 1e9;
-}
-
-static int cmp(const void *a, const void *b) {
-  double x = *(const double *)a, y = *(const double *)b;
-  return (x > y) - (x < y);
-}
+#include "bench.h"
 
 int main(int argc, char **argv) {
   if (argc != 5) {
@@ -59,7 +45,7 @@ int main(int argc, char **argv) {
   }
   printf("{\"runs\":[");
   for (int r = 0; r < runs; r++) printf("%s%.9g", r ? "," : "", t[r]);
-  qsort(t, (size_t)runs, sizeof *t, cmp);
+  qsort(t, (size_t)runs, sizeof *t, cmp_double);
   printf("],\"seconds\":%.9g}\n", runs % 2 ? t[runs / 2] : (t[runs / 2 - 1] + t[runs / 2]) / 2);
   close(fd);
   return 0;

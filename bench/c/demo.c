@@ -13,13 +13,9 @@
 #include <time.h>
 #include <unistd.h>
 
-static size_t ARRAYSIZE;
+#include "bench.h"
 
-static double now(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return ts.tv_sec + ts.tv_nsec / 1e9;
-}
+static size_t ARRAYSIZE;
 
 __attribute__((noinline)) static void init(int *A) {
   for (size_t i = 0; i < ARRAYSIZE; ++i) A[i] = (int)i;

@@ -31,22 +31,7 @@
 #include <time.h>
 #include <unistd.h>
 
-/* CPU time, as the JS side measures: the machine is shared. */
-static double now(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
-  return ts.tv_sec + ts.tv_nsec / 1e9;
-}
-
-static int cmp(const void *a, const void *b) {
-  double x = *(const double *)a, y = *(const double *)b;
-  return x < y ? -1 : x > y;
-}
-
-static double median(double *xs, int n) {
-  qsort(xs, n, sizeof *xs, cmp);
-  return n % 2 ? xs[n / 2] : (xs[n / 2 - 1] + xs[n / 2]) / 2;
-}
+#include "bench.h"
 
 static void *must_map(size_t len, int prot, int flags, int fd) {
   void *p = mmap(NULL, len, prot, flags, fd, 0);
@@ -101,10 +86,10 @@ int main(int argc, char **argv) {
     if (runs > 64) runs = 64;
     if (strcmp(mode, "fork") == 0) {
       for (int i = 0; i < runs; i++) {
-        double t0 = now();
+        double t0 = cpu_now();
         pid_t pid = fork();
         if (pid == 0) _exit(0);
-        xs[i] = now() - t0;
+        xs[i] = cpu_now() - t0;
         waitpid(pid, NULL, 0);
       }
       printf("{\"fork_s\": %.9f}\n", median(xs, runs));
@@ -112,12 +97,12 @@ int main(int argc, char **argv) {
       double warm[64];
       for (int i = 0; i < runs; i++) {
         char *dst = must_map(len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1);
-        double t0 = now();
+        double t0 = cpu_now();
         memcpy(dst, mem, len);
-        xs[i] = now() - t0;
-        t0 = now();
+        xs[i] = cpu_now() - t0;
+        t0 = cpu_now();
         memcpy(dst, mem, len);
-        warm[i] = now() - t0;
+        warm[i] = cpu_now() - t0;
         munmap(dst, len);
       }
       printf("{\"memcpy_fresh_s\": %.9f, \"memcpy_warm_s\": %.9f}\n", median(xs, runs), median(warm, runs));
@@ -143,9 +128,9 @@ int main(int argc, char **argv) {
         perror("madvise");
         return 1;
       }
-      double t0 = now();
+      double t0 = cpu_now();
       for (size_t i = 0; i < pages; i++) priv[order[i] * page + (order[i] & 4095)] = 2;
-      xs[r] = (now() - t0) / pages;
+      xs[r] = (cpu_now() - t0) / pages;
       munmap((void *)priv, len);
     }
     printf("{\"cow_fault_s_per_page\": %.12f}\n", median(xs, 5));
@@ -186,9 +171,9 @@ int main(int argc, char **argv) {
         return 1;
       }
       volatile char *v = uffd_view;
-      double t0 = now();
+      double t0 = cpu_now();
       for (size_t i = 0; i < pages; i++) v[order[i] * page + (order[i] & 4095)] = 2;
-      xs[r] = (now() - t0) / pages;
+      xs[r] = (cpu_now() - t0) / pages;
       munmap(uffd_snap, len);
     }
     printf("{\"uffd_s_per_page\": %.12f}\n", median(xs, 5));
