@@ -283,32 +283,6 @@ static int get_label(napi_env env, napi_value v, char *buf, size_t size) {
   return 1;
 }
 
-/* map(fd, offset, length, access, label, owner, dev, ino, populate) -> [ArrayBuffer, id] */
-static napi_value map_js(napi_env env, napi_callback_info info) {
-  napi_value argv[9], arr;
-  int32_t fd, access, populate;
-  uint64_t offset, length, dev, ino;
-  double owner;
-  /* Only for fault reports: a long name or path is cut to what a slot keeps. */
-  char label[sizeof cowshm_slots[0].label];
-  if (!cowshm_args(env, info, 9, argv) || !cowshm_get_i32(env, argv[0], &fd) ||
-      !cowshm_get_u64(env, argv[1], &offset) || !cowshm_get_u64(env, argv[2], &length) ||
-      !cowshm_get_i32(env, argv[3], &access) || !get_label(env, argv[4], label, sizeof label) ||
-      !cowshm_get_u64(env, argv[6], &dev) || !cowshm_get_u64(env, argv[7], &ino) ||
-      !cowshm_get_i32(env, argv[8], &populate))
-    return NULL;
-  NAPI_OK(env, napi_get_value_double(env, argv[5], &owner));
-  if (length == 0 || offset % cowshm_page_size != 0 || access < ACCESS_READ || access > ACCESS_COW)
-    return cowshm_throw_range(env, "cowshm internal error: bad mapping arguments");
-  double id;
-  napi_value ab = cowshm_mapping_create(env, fd, offset, length, access, label, owner, dev, ino, populate, &id);
-  if (ab == NULL) return NULL;
-  NAPI_OK(env, napi_create_array_with_length(env, 2, &arr));
-  NAPI_OK(env, napi_set_element(env, arr, 0, ab));
-  NAPI_OK(env, napi_set_element(env, arr, 1, cowshm_num(env, id)));
-  return arr;
-}
-
 /* mapView(fd, offset, length, access, label, owner, dev, ino, populate) -> id.
  * The ArrayBuffer comes later, from viewBuffer(id), when it is first asked
  * for: a view used through native code or only closed again never pays for
@@ -497,7 +471,6 @@ void cowshm_mapping_release_all(napi_env env) {
 napi_value cowshm_init_mapping(napi_env env, napi_value exports) {
   cowshm_page_size = (size_t)sysconf(_SC_PAGESIZE);
   napi_property_descriptor props[] = {
-      {"map", NULL, map_js, NULL, NULL, NULL, napi_enumerable, NULL},
       {"mapView", NULL, map_view_js, NULL, NULL, NULL, napi_enumerable, NULL},
       {"viewBuffer", NULL, view_buffer_js, NULL, NULL, NULL, napi_enumerable, NULL},
       {"releaseView", NULL, release_view_js, NULL, NULL, NULL, napi_enumerable, NULL},

@@ -27,10 +27,6 @@ export interface Native {
   fstatInto(fd: number, out: Float64Array): void;
   fchmod(fd: number, mode: number, target?: string): void;
   fsync(fd: number, target?: string): void;
-  map(
-    fd: number, offset: number, length: number, access: number, label: string,
-    owner: number, dev: number, ino: number, populate: number,
-  ): [ArrayBuffer, number];
   /** Maps without making the ArrayBuffer yet; returns the mapping's id. */
   mapView(
     fd: number, offset: number, length: number, access: number, label: string,
