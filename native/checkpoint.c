@@ -182,14 +182,6 @@ static napi_value xxh64_js(napi_env env, napi_callback_info info) {
   return hex64(env, xxh64_final(&h));
 }
 
-#define RETRY(expr)                                                          \
-  ({                                                                         \
-    long _r;                                                                 \
-    do _r = (long)(expr);                                                    \
-    while (_r == -1 && errno == EINTR);                                      \
-    _r;                                                                      \
-  })
-
 #define CHUNK_BYTES ((size_t)1 << 20)
 
 #ifndef MADV_POPULATE_READ

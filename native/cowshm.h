@@ -10,6 +10,7 @@
 #ifndef COWSHM_H
 #define COWSHM_H
 
+#include <errno.h>
 #include <node_api.h>
 #include <stdatomic.h>
 #include <stddef.h>
@@ -36,6 +37,15 @@ napi_value cowshm_set_error_factory(napi_env env, napi_callback_info info);
     }                                                                        \
   } while (0)
 void cowshm_throw_napi_failure(napi_env env, const char *what, const char *file, int line);
+
+/* Runs a syscall again while it fails with EINTR; evaluates to its result. */
+#define RETRY(expr)                                                          \
+  ({                                                                         \
+    long _r;                                                                 \
+    do _r = (long)(expr);                                                    \
+    while (_r == -1 && errno == EINTR);                                      \
+    _r;                                                                      \
+  })
 
 /* Positional argument readers; each throws and returns false on a wrong type. */
 int cowshm_args(napi_env env, napi_callback_info info, size_t want, napi_value *argv);

@@ -11,13 +11,17 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#define RETRY(expr)                                                          \
-  ({                                                                         \
-    long _r;                                                                 \
-    do _r = (long)(expr);                                                    \
-    while (_r == -1 && errno == EINTR);                                      \
-    _r;                                                                      \
-  })
+/* The figures fstat(), fstatInto() and shmOpenStat() hand to JS, in this
+ * order: [size, uid, gid, mode, dev, ino, nlink]. */
+static void put_stat(double *v, const struct stat *st) {
+  v[0] = (double)st->st_size;
+  v[1] = st->st_uid;
+  v[2] = st->st_gid;
+  v[3] = st->st_mode;
+  v[4] = (double)st->st_dev;
+  v[5] = (double)st->st_ino;
+  v[6] = (double)st->st_nlink;
+}
 
 /* The calls below that take only a descriptor accept one more, optional
  * argument: the segment name or path to name in an error. */
@@ -91,13 +95,7 @@ static napi_value shm_open_stat_js(napi_env env, napi_callback_info info) {
   }
   cowshm_env_track_fd(env, fd);
   double *v = data;
-  v[0] = (double)st.st_size;
-  v[1] = st.st_uid;
-  v[2] = st.st_gid;
-  v[3] = st.st_mode;
-  v[4] = (double)st.st_dev;
-  v[5] = (double)st.st_ino;
-  v[6] = (double)st.st_nlink;
+  put_stat(v, &st);
   v[7] = geteuid();
   return cowshm_num(env, fd);
 }
@@ -200,8 +198,8 @@ static napi_value fstat_js(napi_env env, napi_callback_info info) {
   struct stat st;
   if (!args_with_target(env, info, 1, argv, &t) || !cowshm_get_i32(env, argv[0], &fd)) return NULL;
   if (fstat(fd, &st) != 0) return cowshm_throw_errno(env, errno, "fstat", t.str);
-  double v[7] = {(double)st.st_size, st.st_uid, st.st_gid, st.st_mode,
-                 (double)st.st_dev,  (double)st.st_ino, (double)st.st_nlink};
+  double v[7];
+  put_stat(v, &st);
   NAPI_OK(env, napi_create_array_with_length(env, 7, &arr));
   for (uint32_t i = 0; i < 7; i++) NAPI_OK(env, napi_set_element(env, arr, i, cowshm_num(env, v[i])));
   return arr;
@@ -222,14 +220,7 @@ static napi_value fstat_into_js(napi_env env, napi_callback_info info) {
       type != napi_float64_array || length < 7 || data == NULL)
     return cowshm_throw_type(env, "cowshm internal error: fstatInto needs a Float64Array of 7");
   if (fstat(fd, &st) != 0) return cowshm_throw_errno(env, errno, "fstat", NULL);
-  double *v = data;
-  v[0] = (double)st.st_size;
-  v[1] = st.st_uid;
-  v[2] = st.st_gid;
-  v[3] = st.st_mode;
-  v[4] = (double)st.st_dev;
-  v[5] = (double)st.st_ino;
-  v[6] = (double)st.st_nlink;
+  put_stat(data, &st);
   return cowshm_undefined(env);
 }
 
