@@ -31,6 +31,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/random.h>
 #include <unistd.h>
 
 size_t cowshm_page_size;
@@ -106,6 +107,41 @@ static void drop_hold(napi_env env, void *data, void *hint) {
   free(m);
 }
 
+/* Where to ask the kernel to put a large view. Left to itself, it puts every
+ * mapping next to the last one, among V8's reservations and the libraries,
+ * and unmapping a large range there walks page tables shared with those
+ * neighbours (measured from C: munmap of 1 GiB takes 5.6 us there, 3.5 us in
+ * an empty part of the address space). Views of 1 GiB or more are placed on
+ * 1 GiB boundaries in a part of the address space nothing else uses (below
+ * the kernel's mmap area), at a random start so the layout stays unpredictable,
+ * with a gap between views so two views of consecutive parts of a region never
+ * touch and merge into one mapping. It is only a hint: where it is taken, or
+ * on a kernel with a smaller address space, the kernel chooses as usual. */
+#define PLACE_MIN ((size_t)1 << 30)
+#if UINTPTR_MAX > 0xffffffffu
+#define PLACE_LOW ((uintptr_t)0x100000000000) /* 16 TiB */
+#define PLACE_HIGH ((uintptr_t)0x500000000000) /* 80 TiB */
+static _Atomic uintptr_t place_next;
+static void *placement_hint(size_t len) {
+  if (len < PLACE_MIN || len > (PLACE_HIGH - PLACE_LOW) / 4) return NULL;
+  size_t step = ((len + PLACE_MIN - 1) & ~(PLACE_MIN - 1)) + PLACE_MIN;
+  uintptr_t seen = atomic_load(&place_next), at, next;
+  do {
+    at = seen;
+    if (at == 0) {
+      /* A random start in the lower half of the range, on a 1 GiB boundary. */
+      uint64_t r = 0;
+      if (getrandom(&r, sizeof r, GRND_NONBLOCK) != sizeof r) r = (uint64_t)(uintptr_t)&r ^ (uint64_t)getpid() << 20;
+      at = PLACE_LOW + (uintptr_t)(r % ((PLACE_HIGH - PLACE_LOW) / 2 / PLACE_MIN)) * PLACE_MIN;
+    }
+    next = at + step >= PLACE_HIGH ? PLACE_LOW : at + step;
+  } while (!atomic_compare_exchange_weak(&place_next, &seen, next));
+  return (void *)at;
+}
+#else
+static void *placement_hint(size_t len) { return NULL; }
+#endif
+
 /* Maps fd and files the range in a published slot, which owns it until an
  * ArrayBuffer is made. Throws and returns NULL on failure. */
 static struct cowshm_slot *map_slot(napi_env env, int fd, uint64_t offset, size_t length, int access,
@@ -127,7 +163,7 @@ static struct cowshm_slot *map_slot(napi_env env, int fd, uint64_t offset, size_
                      "close views you no longer need");
     return NULL;
   }
-  void *addr = mmap(NULL, len, prot, flags, fd, (off_t)offset);
+  void *addr = mmap(placement_hint(len), len, prot, flags, fd, (off_t)offset);
   if (addr == MAP_FAILED) {
     int err = errno;
     cowshm_registry_lock();

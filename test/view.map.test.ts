@@ -192,3 +192,25 @@ test('Region.maxViewLength: one view can not exceed it, and the error says what 
     r.close();
   }
 });
+
+test('large views of consecutive parts of a region stay separate mappings, each with its own figures', () => {
+  // The kernel hands out addresses top down: mapped from the last part to the
+  // first, each view would land just below the previous one, and two views of
+  // consecutive file ranges side by side are merged into one mapping. Large
+  // views are placed apart.
+  const GiB = 2 ** 30;
+  const r = Region.create({ size: 4 * GiB, reserve: false });
+  try {
+    const views = [3, 2, 1, 0].map((i) => r.map({ offset: i * GiB, length: GiB, access: 'read' }));
+    for (const v of views) {
+      const line = mapsLineAt(v.address);
+      assert.ok(line, `a line of /proc/self/maps starts at ${v.address.toString(16)}`);
+      const [start, end] = (line.split(' ', 1)[0] as string).split('-').map((x) => parseInt(x, 16));
+      assert.equal(start, v.address);
+      assert.equal(end, v.address + GiB, `the mapping at ${line} is exactly the view`);
+    }
+    for (const v of views) v.close();
+  } finally {
+    r.close();
+  }
+});
