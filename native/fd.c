@@ -153,14 +153,18 @@ static napi_value open_js(napi_env env, napi_callback_info info) {
   return cowshm_num(env, fd);
 }
 
-static napi_value close_js(napi_env env, napi_callback_info info) {
-  napi_value argv[1];
-  int32_t fd;
-  if (!cowshm_args(env, info, 1, argv) || !cowshm_get_i32(env, argv[0], &fd)) return NULL;
+napi_value cowshm_close_fd(napi_env env, int fd) {
   cowshm_env_untrack_fd(env, fd);
   /* Linux releases the descriptor even when close fails with EINTR: never retry. */
   if (close(fd) != 0 && errno != EINTR) return cowshm_throw_errno(env, errno, "close", NULL);
   return cowshm_undefined(env);
+}
+
+static napi_value close_js(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  int32_t fd;
+  if (!cowshm_args(env, info, 1, argv) || !cowshm_get_i32(env, argv[0], &fd)) return NULL;
+  return cowshm_close_fd(env, fd);
 }
 
 static napi_value ftruncate_js(napi_env env, napi_callback_info info) {

@@ -408,10 +408,7 @@ static napi_value close_region_js(napi_env env, napi_callback_info info) {
   if (!cowshm_args(env, info, 2, argv) || !cowshm_get_i32(env, argv[1], &fd)) return NULL;
   NAPI_OK(env, napi_get_value_double(env, argv[0], &owner));
   if (!unmap_owner(env, owner)) return NULL;
-  cowshm_env_untrack_fd(env, fd);
-  /* Linux releases the descriptor even when close fails with EINTR: never retry. */
-  if (close(fd) != 0 && errno != EINTR) return cowshm_throw_errno(env, errno, "close", NULL);
-  return cowshm_undefined(env);
+  return cowshm_close_fd(env, fd);
 }
 
 static struct cowshm_slot *live_slot(napi_env env, napi_value idv, uint64_t off, uint64_t len) {
