@@ -117,8 +117,9 @@ struct cowshm_slot *cowshm_slot_find(uintptr_t addr);
 
 extern size_t cowshm_page_size;
 napi_value cowshm_init_mapping(napi_env env, napi_value exports);
-/* Maps fd and wraps the range in an external ArrayBuffer whose finalizer
- * unmaps it. Returns the ArrayBuffer and stores the slot id in *out_id. */
+/* Maps fd and wraps the range in an external ArrayBuffer, which owns it from
+ * then on (the lifetime rules are at the top of mapping.c). Returns the
+ * ArrayBuffer and stores the slot id in *out_id. */
 napi_value cowshm_mapping_create(napi_env env, int fd, uint64_t offset, size_t length, int access,
                                  const char *label, double owner, uint64_t dev, uint64_t ino,
                                  int populate, double *out_id);

@@ -65,8 +65,8 @@ void cowshm_slot_publish(struct cowshm_slot *s) {
 void cowshm_slot_free(struct cowshm_slot *s) {
   size_t i = (size_t)(s - cowshm_slots);
   atomic_store_explicit(&s->state, SLOT_FREE, memory_order_release);
-  /* Every scan of the table (unmapOwner on each Region.close, the fault
-   * handler) stops at the high mark: lower it past the free slots at the top,
+  /* Every scan of the table (closeRegion on each Region.close, msyncOwner,
+   * the fault handler) stops at the high mark: lower it past the free slots at the top,
    * or a burst of views once open would slow every later close. Readers that
    * loaded the old mark only look at more free slots. */
   size_t high = atomic_load(&cowshm_slot_high);
