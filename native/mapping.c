@@ -413,7 +413,7 @@ static napi_value close_region_js(napi_env env, napi_callback_info info) {
 
 static struct cowshm_slot *live_slot(napi_env env, napi_value idv, uint64_t off, uint64_t len) {
   double id;
-  if (napi_get_value_double(env, idv, &id) != napi_ok) return NULL;
+  NAPI_OK(env, napi_get_value_double(env, idv, &id));
   struct cowshm_slot *s = cowshm_slot_by_id(id);
   if (s == NULL || atomic_load(&s->state) != SLOT_MAPPED) {
     napi_throw_error(env, "ERR_COWSHM_CLOSED", "the view is closed");
