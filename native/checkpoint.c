@@ -259,32 +259,9 @@ struct ck_work {
   size_t nkept;
 };
 
-/* Copies `n` pages listed in idx from the mapping at base into dst, with the
- * kernel doing the reads. Returns 0 or an errno. */
-static int read_pages(uintptr_t base, size_t page, const uint32_t *idx, size_t n, uint8_t *dst) {
-  struct iovec local = {dst, n * page};
-  struct iovec remote[256];
-  size_t nr = 0;
-  for (size_t i = 0; i < n; i++) {
-    uintptr_t a = base + (uintptr_t)idx[i] * page;
-    if (nr > 0 && (uintptr_t)remote[nr - 1].iov_base + remote[nr - 1].iov_len == a) {
-      remote[nr - 1].iov_len += page;
-    } else {
-      remote[nr].iov_base = (void *)a;
-      remote[nr].iov_len = page;
-      nr++;
-    }
-  }
-  size_t want = n * page;
-  ssize_t got = RETRY(process_vm_readv(getpid(), &local, 1, remote, nr, 0));
-  if (got < 0) return errno;
-  return (size_t)got == want ? 0 : EFAULT;
-}
-
-/* Writes `n` pages listed in idx from the mapping at base to fd at off. */
-static int write_pages(int fd, uintptr_t base, size_t page, const uint32_t *idx, size_t n, uint64_t off,
-                       int populated) {
-  struct iovec iov[256];
+/* The iovecs for `n` (at most 256) pages listed in idx of the mapping at
+ * base, runs of consecutive pages merged into one. Returns how many. */
+static size_t page_iovecs(uintptr_t base, size_t page, const uint32_t *idx, size_t n, struct iovec iov[256]) {
   size_t niov = 0;
   for (size_t i = 0; i < n; i++) {
     uintptr_t a = base + (uintptr_t)idx[i] * page;
@@ -296,6 +273,26 @@ static int write_pages(int fd, uintptr_t base, size_t page, const uint32_t *idx,
       niov++;
     }
   }
+  return niov;
+}
+
+/* Copies `n` pages listed in idx from the mapping at base into dst, with the
+ * kernel doing the reads. Returns 0 or an errno. */
+static int read_pages(uintptr_t base, size_t page, const uint32_t *idx, size_t n, uint8_t *dst) {
+  struct iovec local = {dst, n * page};
+  struct iovec remote[256];
+  size_t nr = page_iovecs(base, page, idx, n, remote);
+  size_t want = n * page;
+  ssize_t got = RETRY(process_vm_readv(getpid(), &local, 1, remote, nr, 0));
+  if (got < 0) return errno;
+  return (size_t)got == want ? 0 : EFAULT;
+}
+
+/* Writes `n` pages listed in idx from the mapping at base to fd at off. */
+static int write_pages(int fd, uintptr_t base, size_t page, const uint32_t *idx, size_t n, uint64_t off,
+                       int populated) {
+  struct iovec iov[256];
+  size_t niov = page_iovecs(base, page, idx, n, iov);
   /* Map the pages first: write(2) copies from user memory with page faults
    * disabled and faults in one page per retry, several times slower than a
    * batched populate on a fresh mapping (a new snapshot has no page tables

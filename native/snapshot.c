@@ -855,16 +855,18 @@ static napi_value prepare_js(napi_env env, napi_callback_info info) {
     uint64_t a = lo > vlo ? lo : vlo, b = hi < vhi ? hi : vhi;
     if (a >= b) continue;
     uintptr_t start = s->start + (uintptr_t)(a - vlo);
-    if (dom->backend == BACKEND_UFFD) {
-      uffd_protect(start, (size_t)(b - a), 0);
-    } else if (mprotect((void *)start, (size_t)(b - a), PROT_READ | PROT_WRITE) != 0) {
+    if (dom->backend == BACKEND_UFFD)
+      err = uffd_protect(start, (size_t)(b - a), 0);
+    else if (mprotect((void *)start, (size_t)(b - a), PROT_READ | PROT_WRITE) != 0)
       err = errno;
+    if (err != 0) {
       label = s->label;
       break;
     }
   }
+  const char *call = dom->backend == BACKEND_UFFD ? "ioctl" : "mprotect";
   cowshm_registry_unlock();
-  if (err != 0) return cowshm_throw_errno(env, err, "mprotect", label);
+  if (err != 0) return cowshm_throw_errno(env, err, call, label);
   return cowshm_undefined(env);
 }
 

@@ -59,8 +59,10 @@ export function openChain(file: string, verify: 'header' | 'full'): ChainLink[] 
   const seen = new Set<string>();
   try {
     let current = path.resolve(file);
+    // Each base is opened once: the descriptor whose header was checked
+    // against the delta is the one the chain keeps.
+    let link = openCheckpoint(current);
     for (;;) {
-      const link = openCheckpoint(current);
       chain.push(link);
       const h = link.header;
       if (seen.has(h.id)) throw invalid(current, 'its chain of bases loops back on itself');
@@ -91,7 +93,7 @@ export function openChain(file: string, verify: 'header' | 'full'): ChainLink[] 
         native.close(baseLink.fd);
         throw invalid(current, `its base '${basePath}' has another region size or page size`);
       }
-      native.close(baseLink.fd);
+      link = baseLink;
       current = basePath;
     }
     return chain.reverse();

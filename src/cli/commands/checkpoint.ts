@@ -1,6 +1,7 @@
 /** `cowshm checkpoint info FILE`: a checkpoint's header, verified. */
 import { checkpointInfo, type CheckpointInfo } from '../../checkpoint/info';
 import { parseArgs, UsageError, type Command } from '../command';
+import { bytes } from '../format';
 
 const usage = `Usage: cowshm checkpoint info FILE [--json] [--header-only]
 
@@ -13,16 +14,9 @@ Options:
   --json         print the header as JSON
   --header-only  check headers only (what Region.restore() does by default)`;
 
-function bytes(n: number): string {
-  if (n < 1024) return `${n} bytes`;
-  const units = ['KiB', 'MiB', 'GiB', 'TiB'];
-  let v = n;
-  let i = -1;
-  while (v >= 1024 && i < units.length - 1) {
-    v /= 1024;
-    i++;
-  }
-  return `${n} bytes (${v.toFixed(v < 10 ? 2 : 1)} ${units[i]})`;
+/** The exact count, and for 1 KiB or more the rounded size too. */
+function size(n: number): string {
+  return n < 1024 ? `${n} bytes` : `${n} bytes (${bytes(n)})`;
 }
 
 function text(info: CheckpointInfo): string {
@@ -30,10 +24,10 @@ function text(info: CheckpointInfo): string {
     `checkpoint   ${info.path}`,
     `kind         ${info.kind}`,
     `version      ${info.version}`,
-    `region size  ${bytes(info.regionSize)}`,
+    `region size  ${size(info.regionSize)}`,
     `page size    ${info.pageSize}`,
     `data pages   ${info.pageCount} from offset ${info.dataOffset}`,
-    `file size    ${bytes(info.fileSize)}`,
+    `file size    ${size(info.fileSize)}`,
     `checksum     ${info.checksum} (XXH64 of the data)`,
     `header sum   ${info.headerChecksum}`,
     `id           ${info.id}`,

@@ -1,17 +1,7 @@
 /** `cowshm doctor`: what this machine allows and what cowshm will use. */
 import { parseArgs, UsageError, type Command } from '../command';
 import { doctor, type DoctorReport } from '../../doctor';
-
-function bytes(n: number): string {
-  const units = ['bytes', 'KiB', 'MiB', 'GiB', 'TiB'];
-  let i = 0;
-  let v = n;
-  while (v >= 1024 && i < units.length - 1) {
-    v /= 1024;
-    i++;
-  }
-  return i === 0 ? `${v} bytes` : `${v.toFixed(1)} ${units[i]}`;
-}
+import { bytes } from '../format';
 
 const seccompNames = ['none', 'strict', 'filter'];
 
