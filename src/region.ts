@@ -561,7 +561,7 @@ export class Region {
     return {
       kind: this.kind,
       name: this.name,
-      path: this.kind === 'file' ? this.path : this.kind === 'shm' ? `/dev/shm/${this.name}` : `/proc/${process.pid}/fd/${this.#fd}`,
+      path: this.path,
       size: this.#size,
       pid: process.pid,
       fd: this.#fd,
