@@ -49,8 +49,7 @@ function describe(value: unknown): string {
   }
   let shown = inspect(value, { colors: false });
   if (shown.length > 28) shown = `${shown.slice(0, 25)}...`;
-  if (typeof value === 'number' || typeof value === 'bigint' || typeof value === 'boolean')
-    return typeof value === 'number' ? shown : `type ${typeof value} (${shown})`;
+  if (typeof value === 'number') return shown;
   return `type ${typeof value} (${shown})`;
 }
 

@@ -109,11 +109,15 @@ export interface RegionInit {
 let nextOwner = 1;
 // [size, uid, gid, mode, dev, ino, nlink, euid]: euid only from shmOpenStat.
 const statScratch = new Float64Array(8);
+/** What native.fstat returns, from the first seven slots of statScratch. */
+function scratchStat(): ReturnType<typeof native.fstat> {
+  const s = statScratch;
+  return [s[0] as number, s[1] as number, s[2] as number, s[3] as number, s[4] as number, s[5] as number, s[6] as number];
+}
 /** native.fstat without building an array in the addon (the open path's largest cost after the syscalls). */
 function fstat(fd: number): ReturnType<typeof native.fstat> {
   native.fstatInto(fd, statScratch);
-  const s = statScratch;
-  return [s[0] as number, s[1] as number, s[2] as number, s[3] as number, s[4] as number, s[5] as number, s[6] as number];
+  return scratchStat();
 }
 
 /** What the finalizer of a Region needs: its descriptor, and whether close() already gave it back. */
@@ -289,10 +293,9 @@ export class Region {
     // into the addon costs a few hundred nanoseconds on top of its syscall.
     const fd = native.shmOpenStat(name, (readOnly ? c.O_RDONLY : c.O_RDWR) | c.O_NONBLOCK, statScratch);
     try {
-      const s = statScratch;
-      const stat: ReturnType<typeof native.fstat> = [s[0] as number, s[1] as number, s[2] as number, s[3] as number, s[4] as number, s[5] as number, s[6] as number];
+      const stat = scratchStat();
       const uid = stat[1];
-      const euid = s[7] as number;
+      const euid = statScratch[7] as number;
       if ((stat[3] & c.S_IFMT) !== c.S_IFREG) {
         const err = cowshmError('ERR_COWSHM_NOT_A_FILE', `'/dev/shm/${name}' is not a regular file, so not a shared memory segment`);
         throw Object.assign(err, { path: name });
@@ -342,7 +345,8 @@ export class Region {
     }
     let grewFrom: number | undefined;
     try {
-      const [current, , , fileMode] = native.fstat(fd, resolved);
+      const stat = native.fstat(fd, resolved);
+      const [current, , , fileMode] = stat;
       if ((fileMode & c.S_IFMT) !== c.S_IFREG) {
         const err = cowshmError('ERR_COWSHM_NOT_A_FILE', `'${resolved}' is not a regular file: only regular files can back a region`);
         throw Object.assign(err, { path: resolved });
@@ -356,6 +360,7 @@ export class Region {
         if (tmpfsTotal !== null && size - current <= tmpfsTotal) checkReservable(size - current, resolved);
         grewFrom = current;
         native.ftruncate(fd, size, resolved);
+        stat[0] = size;
         if (reserve) {
           try {
             native.fallocate(fd, current, size - current, resolved);
@@ -368,7 +373,7 @@ export class Region {
       } else if (created && current === 0) {
         throw outOfRange('"size" option', 'a positive integer when the file is created', size);
       }
-      return new Region({ kind: 'file', name: null, fd, path: resolved, readOnly, hugePages: false });
+      return new Region({ kind: 'file', name: null, fd, path: resolved, readOnly, hugePages: false, stat });
     } catch (err) {
       try {
         // A file that was there before leaves as it came: its old length.
@@ -418,8 +423,8 @@ export class Region {
         continue;
       }
       try {
-        const [, , , , d, i] = native.fstat(fd, p);
-        if (d !== dev || i !== ino) {
+        const stat = native.fstat(fd, p);
+        if (stat[4] !== dev || stat[5] !== ino) {
           native.close(fd);
           continue;
         }
@@ -430,6 +435,7 @@ export class Region {
           path: kind === 'shm' ? `/dev/shm/${name}` : kind === 'file' ? (filePath as string) : `/proc/${process.pid}/fd/${fd}`,
           readOnly,
           hugePages: false,
+          stat,
         });
       } catch (err) {
         native.close(fd);
@@ -555,7 +561,7 @@ export class Region {
     return {
       kind: this.kind,
       name: this.name,
-      path: this.kind === 'file' ? this.path : this.kind === 'shm' ? `/dev/shm/${this.name}` : `/proc/${process.pid}/fd/${this.#fd}`,
+      path: this.path,
       size: this.#size,
       pid: process.pid,
       fd: this.#fd,

@@ -61,7 +61,8 @@ export class View {
   }
 
   /**
-   * The mapped memory. Detached (byteLength 0) once the view or its region is closed.
+   * The mapped memory. Once the view or its region is closed, a buffer taken
+   * earlier is detached (byteLength 0) and asking for it throws ERR_COWSHM_CLOSED.
    * Made on first access: V8 starts a garbage collection for every new
    * ArrayBuffer over 64 MiB, which a view used only through cowshm's
    * functions never needs to pay for.

@@ -1,6 +1,7 @@
 /** `cowshm ls`: the segments in /dev/shm and who holds them. */
 import { listSegments, type Segment } from '../../segments';
 import { parseArgs, UsageError, type Command } from '../command';
+import { table } from '../format';
 
 function size(n: number): string {
   const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
@@ -23,14 +24,6 @@ function heldBy(s: Segment): string {
       return `${h.pid} ${h.command} (${how})`;
     })
     .join('; ');
-}
-
-function table(rows: string[][]): string {
-  const widths = (rows[0] ?? []).map((_, i) => Math.max(...rows.map((r) => (r[i] ?? '').length)));
-  const right = new Set([1, 2]); // sizes
-  return rows
-    .map((r) => r.map((c, i) => (i === r.length - 1 ? c : right.has(i) ? c.padStart(widths[i] ?? 0) : c.padEnd(widths[i] ?? 0))).join('  '))
-    .join('\n');
 }
 
 /** The warning `ls` and `rm --orphans` print when some processes could not be read. */
@@ -72,18 +65,15 @@ export const ls: Command = {
       console.log('No shared memory segments in /dev/shm.');
       return 0;
     }
-    const rows = [['NAME', 'SIZE', 'IN MEMORY', 'OWNER', 'MODE', 'HELD BY']];
-    for (const s of segments) {
-      rows.push([
-        s.deleted ? `${s.name} (deleted)` : s.name,
-        size(s.size),
-        size(s.allocated),
-        s.owner,
-        `0${s.mode.toString(8)}`,
-        heldBy(s),
-      ]);
-    }
-    console.log(table(rows));
+    const rows = segments.map((s) => [
+      s.deleted ? `${s.name} (deleted)` : s.name,
+      size(s.size),
+      size(s.allocated),
+      s.owner,
+      `0${s.mode.toString(8)}`,
+      heldBy(s),
+    ]);
+    console.log(table(['NAME', 'SIZE', 'IN MEMORY', 'OWNER', 'MODE', 'HELD BY'], rows, ['NAME', 'OWNER', 'MODE']));
     const note = uninspectedNote(segments);
     if (note !== null) console.error(note);
     return 0;
