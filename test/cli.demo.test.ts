@@ -3,7 +3,7 @@ import * as assert from 'node:assert/strict';
 import * as path from 'node:path';
 import { spawn, spawnSync } from 'node:child_process';
 import { once } from 'node:events';
-import { packageRoot, shmExists, uniqueName } from './helpers';
+import { packageRoot, runCli, shmExists, uniqueName } from './helpers';
 
 const BIN = path.join(packageRoot, 'bin', 'cowshm.js');
 const root = process.getuid?.() === 0;
@@ -12,7 +12,7 @@ const PAGES = (N * 4) / 4096;
 const EXPECTED = (BigInt(N) * BigInt(N - 1)) / 2n;
 
 function demo(args: string[]) {
-  return spawnSync(process.execPath, [BIN, 'demo', ...args], { encoding: 'utf8' });
+  return runCli(['demo', ...args]);
 }
 
 interface Figures { rss: number; pss: number; sharedDirty: number; privateDirty: number; anonymous: number }
