@@ -3,10 +3,9 @@ import * as assert from 'node:assert/strict';
 import * as path from 'node:path';
 import { spawn, spawnSync } from 'node:child_process';
 import { once } from 'node:events';
-import { packageRoot, runCli, shmExists, uniqueName } from './helpers';
+import { isRoot, packageRoot, runCli, shmExists, uniqueName } from './helpers';
 
 const BIN = path.join(packageRoot, 'bin', 'cowshm.js');
-const root = process.getuid?.() === 0;
 const N = 2 ** 20;
 const PAGES = (N * 4) / 4096;
 const EXPECTED = (BigInt(N) * BigInt(N - 1)) / 2n;
@@ -51,11 +50,11 @@ test('demo --json: exact sums, and the figures of each phase', () => {
   assert.equal(c.anonymous, 0);
   assert.equal(c.sharedDirty, N * 4);
   assert.equal(read.region.pss, (N * 4) / 2);
-  assert.equal(read.sharedFrames, root ? PAGES : null);
+  assert.equal(read.sharedFrames, isRoot ? PAGES : null);
   assert.equal(j.ok, true);
   assert.equal(j.checks.length, 6);
   assert.ok(j.checks.every((x) => x.ok));
-  assert.match(j.verdict, root ? /^Reading the copy made no copy: both mappings use the same 1,024 frames, Pss is half of Rss/ : /^Reading the copy made no copy/);
+  assert.match(j.verdict, isRoot ? /^Reading the copy made no copy: both mappings use the same 1,024 frames, Pss is half of Rss/ : /^Reading the copy made no copy/);
 });
 
 test('demo --write --json: the copy\'s Private_Dirty and Anonymous are the pages written, the region untouched', () => {
@@ -73,7 +72,7 @@ test('demo --write --json: the copy\'s Private_Dirty and Anonymous are the pages
   assert.equal(wrote.copy.pss, wrote.copy.rss);
   assert.equal(wrote.region.pss, wrote.region.rss);
   assert.equal(wrote.region.anonymous, 0);
-  assert.equal(wrote.sharedFrames, root ? 0 : null);
+  assert.equal(wrote.sharedFrames, isRoot ? 0 : null);
   const read = j.phases.find((p) => p.name === 'sum copy');
   assert.equal(read?.copy?.privateDirty, 0);
   assert.equal(j.sumCopyAfterWrite, String(2n * EXPECTED));
@@ -117,7 +116,7 @@ test('demo: bad arguments are usage errors', () => {
   }
 });
 
-test('demo refuses a run /dev/shm cannot hold, and names the --elements to use', { skip: !root && 'needs root for a mount namespace' }, () => {
+test('demo refuses a run /dev/shm cannot hold, and names the --elements to use', { skip: !isRoot && 'needs root for a mount namespace' }, () => {
   // A private mount namespace with a 1 MiB /dev/shm: the real one is untouched.
   const r = spawnSync('unshare', ['-m', 'sh', '-c', `mount -t tmpfs -o size=1m tmpfs /dev/shm && exec "$0" "$@"`,
     process.execPath, BIN, 'demo', '--elements', String(N)], { encoding: 'utf8' });
