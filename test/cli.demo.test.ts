@@ -157,12 +157,16 @@ test('demo removes its segment on SIGTERM in the middle of a phase', async () =>
   const name = uniqueName('demo-midway');
   // Large enough that filling takes many chunks; the signal arrives as soon as the segment exists.
   const child = spawn(process.execPath, [BIN, 'demo', '--elements', String(2 ** 27), '--write', '--name', name], { stdio: ['ignore', 'ignore', 'pipe'] });
+  // Listened for from the start: a demo that fails at once exits before the loop below ends.
+  const exited = once(child, 'exit') as Promise<[number | null, string | null]>;
   let err = '';
   child.stderr.setEncoding('utf8').on('data', (d: string) => (err += d));
   const deadline = Date.now() + 20000;
   while (!shmExists(name) && child.exitCode === null && Date.now() < deadline) await new Promise((r) => setTimeout(r, 2));
+  const appeared = shmExists(name);
   child.kill('SIGTERM');
-  const [, sig] = (await once(child, 'exit')) as [number | null, string | null];
+  const [, sig] = await exited;
+  assert.equal(appeared, true, `the segment did not appear before the signal: ${err}`);
   assert.equal(sig, 'SIGTERM', err);
   assert.equal(shmExists(name), false);
 });
@@ -174,11 +178,12 @@ test('demo --hold: the mappings can be inspected while it waits, and Enter ends 
   let err = '';
   child.stdout.setEncoding('utf8').on('data', (d: string) => (out += d));
   child.stderr.setEncoding('utf8');
-  await new Promise<void>((resolve) => {
+  await new Promise<void>((resolve, reject) => {
     child.stderr.on('data', (d: string) => {
       err += d;
       if (err.includes('press Enter')) resolve();
     });
+    child.on('exit', () => reject(new Error(`demo exited early: ${err}`)));
   });
   const inspect = spawnSync(process.execPath, [BIN, 'inspect', String(child.pid), '--filter', name, '--json'], { encoding: 'utf8' });
   assert.equal(inspect.status, 0, inspect.stderr);

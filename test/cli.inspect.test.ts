@@ -22,7 +22,10 @@ async function holder(name: string) {
     process.stdin.resume();
     process.stdin.on('end', () => r.close());`;
   const child = spawn(process.execPath, ['-e', script], { stdio: ['pipe', 'pipe', 'inherit'] });
-  const [line] = (await once(child.stdout, 'data')) as [Buffer];
+  const line = await new Promise<Buffer>((resolve, reject) => {
+    child.stdout.once('data', resolve);
+    child.once('exit', (code, signal) => reject(new Error(`the holding process exited early (${code ?? signal})`)));
+  });
   return { child, ...(JSON.parse(line.toString()) as { shared: number; cow: number }) };
 }
 
