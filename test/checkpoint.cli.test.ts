@@ -2,12 +2,10 @@ import { test } from 'node:test';
 import * as assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { spawnSync } from 'node:child_process';
 import { Region, writeCheckpoint, pageSize } from 'cowshm';
-import { tempDir, rmTemp, packageRoot } from './helpers';
+import { tempDir, rmTemp, runCli } from './helpers';
 
-const cli = (...args: string[]) =>
-  spawnSync(process.execPath, [path.join(packageRoot, 'bin', 'cowshm.js'), ...args], { encoding: 'utf8' });
+const cli = (...args: string[]) => runCli(args);
 
 test('cowshm checkpoint info: text and --json, verified; exit 1 on a bad file, 2 on misuse', async () => {
   const dir = tempDir('ck-cli');

@@ -3,16 +3,15 @@ import * as assert from 'node:assert/strict';
 import * as path from 'node:path';
 import { spawn, spawnSync } from 'node:child_process';
 import { once } from 'node:events';
-import { packageRoot, shmExists, uniqueName } from './helpers';
+import { isRoot, packageRoot, runCli, shmExists, uniqueName } from './helpers';
 
 const BIN = path.join(packageRoot, 'bin', 'cowshm.js');
-const root = process.getuid?.() === 0;
 const N = 2 ** 20;
 const PAGES = (N * 4) / 4096;
 const EXPECTED = (BigInt(N) * BigInt(N - 1)) / 2n;
 
 function demo(args: string[]) {
-  return spawnSync(process.execPath, [BIN, 'demo', ...args], { encoding: 'utf8' });
+  return runCli(['demo', ...args]);
 }
 
 interface Figures { rss: number; pss: number; sharedDirty: number; privateDirty: number; anonymous: number }
@@ -51,11 +50,11 @@ test('demo --json: exact sums, and the figures of each phase', () => {
   assert.equal(c.anonymous, 0);
   assert.equal(c.sharedDirty, N * 4);
   assert.equal(read.region.pss, (N * 4) / 2);
-  assert.equal(read.sharedFrames, root ? PAGES : null);
+  assert.equal(read.sharedFrames, isRoot ? PAGES : null);
   assert.equal(j.ok, true);
   assert.equal(j.checks.length, 6);
   assert.ok(j.checks.every((x) => x.ok));
-  assert.match(j.verdict, root ? /^Reading the copy made no copy: both mappings use the same 1,024 frames, Pss is half of Rss/ : /^Reading the copy made no copy/);
+  assert.match(j.verdict, isRoot ? /^Reading the copy made no copy: both mappings use the same 1,024 frames, Pss is half of Rss/ : /^Reading the copy made no copy/);
 });
 
 test('demo --write --json: the copy\'s Private_Dirty and Anonymous are the pages written, the region untouched', () => {
@@ -73,7 +72,7 @@ test('demo --write --json: the copy\'s Private_Dirty and Anonymous are the pages
   assert.equal(wrote.copy.pss, wrote.copy.rss);
   assert.equal(wrote.region.pss, wrote.region.rss);
   assert.equal(wrote.region.anonymous, 0);
-  assert.equal(wrote.sharedFrames, root ? 0 : null);
+  assert.equal(wrote.sharedFrames, isRoot ? 0 : null);
   const read = j.phases.find((p) => p.name === 'sum copy');
   assert.equal(read?.copy?.privateDirty, 0);
   assert.equal(j.sumCopyAfterWrite, String(2n * EXPECTED));
@@ -117,7 +116,7 @@ test('demo: bad arguments are usage errors', () => {
   }
 });
 
-test('demo refuses a run /dev/shm cannot hold, and names the --elements to use', { skip: !root && 'needs root for a mount namespace' }, () => {
+test('demo refuses a run /dev/shm cannot hold, and names the --elements to use', { skip: !isRoot && 'needs root for a mount namespace' }, () => {
   // A private mount namespace with a 1 MiB /dev/shm: the real one is untouched.
   const r = spawnSync('unshare', ['-m', 'sh', '-c', `mount -t tmpfs -o size=1m tmpfs /dev/shm && exec "$0" "$@"`,
     process.execPath, BIN, 'demo', '--elements', String(N)], { encoding: 'utf8' });
@@ -158,12 +157,16 @@ test('demo removes its segment on SIGTERM in the middle of a phase', async () =>
   const name = uniqueName('demo-midway');
   // Large enough that filling takes many chunks; the signal arrives as soon as the segment exists.
   const child = spawn(process.execPath, [BIN, 'demo', '--elements', String(2 ** 27), '--write', '--name', name], { stdio: ['ignore', 'ignore', 'pipe'] });
+  // Listened for from the start: a demo that fails at once exits before the loop below ends.
+  const exited = once(child, 'exit') as Promise<[number | null, string | null]>;
   let err = '';
   child.stderr.setEncoding('utf8').on('data', (d: string) => (err += d));
   const deadline = Date.now() + 20000;
   while (!shmExists(name) && child.exitCode === null && Date.now() < deadline) await new Promise((r) => setTimeout(r, 2));
+  const appeared = shmExists(name);
   child.kill('SIGTERM');
-  const [, sig] = (await once(child, 'exit')) as [number | null, string | null];
+  const [, sig] = await exited;
+  assert.equal(appeared, true, `the segment did not appear before the signal: ${err}`);
   assert.equal(sig, 'SIGTERM', err);
   assert.equal(shmExists(name), false);
 });
@@ -175,11 +178,12 @@ test('demo --hold: the mappings can be inspected while it waits, and Enter ends 
   let err = '';
   child.stdout.setEncoding('utf8').on('data', (d: string) => (out += d));
   child.stderr.setEncoding('utf8');
-  await new Promise<void>((resolve) => {
+  await new Promise<void>((resolve, reject) => {
     child.stderr.on('data', (d: string) => {
       err += d;
       if (err.includes('press Enter')) resolve();
     });
+    child.on('exit', () => reject(new Error(`demo exited early: ${err}`)));
   });
   const inspect = spawnSync(process.execPath, [BIN, 'inspect', String(child.pid), '--filter', name, '--json'], { encoding: 'utf8' });
   assert.equal(inspect.status, 0, inspect.stderr);

@@ -2,12 +2,10 @@ import { test } from 'node:test';
 import * as assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
 import { once } from 'node:events';
-import { packageRoot, runCli, uniqueName } from './helpers';
+import { isRoot, packageRoot, runCli, uniqueName } from './helpers';
 
 const PAGES = 256;
 const K = 10;
-const root = process.getuid?.() === 0;
-
 /** A process holding a region and a cow view of it with K pages written; it exits when its stdin closes. */
 async function holder(name: string) {
   const script = `
@@ -24,7 +22,10 @@ async function holder(name: string) {
     process.stdin.resume();
     process.stdin.on('end', () => r.close());`;
   const child = spawn(process.execPath, ['-e', script], { stdio: ['pipe', 'pipe', 'inherit'] });
-  const [line] = (await once(child.stdout, 'data')) as [Buffer];
+  const line = await new Promise<Buffer>((resolve, reject) => {
+    child.stdout.once('data', resolve);
+    child.once('exit', (code, signal) => reject(new Error(`the holding process exited early (${code ?? signal})`)));
+  });
   return { child, ...(JSON.parse(line.toString()) as { shared: number; cow: number }) };
 }
 
@@ -75,7 +76,7 @@ test('inspect PID --pages: page counts, and frames shared between the two mappin
     assert.equal(cow['anonymous'], K);
     assert.equal(cow['file'], PAGES - K);
     assert.equal(cow['exclusive'], K);
-    if (root) {
+    if (isRoot) {
       assert.deepEqual(cow['mapCounts'], { 1: K, 2: PAGES - K });
       assert.deepEqual(cow['sharedWith'], [{ start: h.shared, perms: 'rw-s', frames: PAGES - K }]);
     } else {
@@ -89,8 +90,8 @@ test('inspect PID --pages: page counts, and frames shared between the two mappin
     assert.match(text.stdout, new RegExp(`${h.cow.toString(16)}  rw-p  1 MiB  1 MiB .* 40 KiB  +0  /dev/shm/${name} \\(deleted\\)`));
     assert.match(text.stdout, /total .* 2 mappings/);
     assert.match(text.stdout, /Pages \(from \/proc\/\d+\/pagemap/);
-    if (root) assert.match(text.stdout, new RegExp(`246 with ${h.shared.toString(16)} \\(rw-s\\)`));
-    if (root) assert.match(text.stdout, / 246×2 10×1 /, "the most common map counts first");
+    if (isRoot) assert.match(text.stdout, new RegExp(`246 with ${h.shared.toString(16)} \\(rw-s\\)`));
+    if (isRoot) assert.match(text.stdout, / 246×2 10×1 /, "the most common map counts first");
   } finally {
     await stop(h.child);
   }
@@ -110,7 +111,7 @@ test('inspect: readable errors for a missing PID, an unreadable one, and bad usa
   r = runCli(['inspect', '1', '--bogus']);
   assert.equal(r.status, 2);
   assert.match(r.stderr, /unknown option --bogus/);
-  if (root) {
+  if (isRoot) {
     r = runCli(['inspect', String(process.pid)], { uid: 65534, gid: 65534 });
     assert.equal(r.status, 1);
     assert.match(r.stderr, /^cowshm inspect: EACCES: .*user 65534 may not read its smaps: run as that user or as root/);

@@ -140,7 +140,10 @@ test('another process holding a segment is listed with its pid and command', asy
     console.log('ready');
     setTimeout(() => {}, 60000);`], { cwd: packageRoot, stdio: ['ignore', 'pipe', 'inherit'] });
   try {
-    await new Promise<void>((resolve) => child.stdout.once('data', () => resolve()));
+    await new Promise<void>((resolve, reject) => {
+      child.stdout.once('data', () => resolve());
+      child.once('exit', (code, signal) => reject(new Error(`the holding process exited early (${code ?? signal})`)));
+    });
     const s = lsJson().find((x) => x.name === name);
     assert.deepEqual(s?.holders.map((h) => [h.pid, h.command, h.mappings, h.fds.length]), [[child.pid, 'node', 1, 1]]);
     assert.equal(s?.orphan, false);

@@ -172,11 +172,20 @@ export function runNode(
   code: string,
   options: { uid?: number; gid?: number; args?: string[]; input?: string; timeout?: number } = {},
 ): NodeResult {
+  const { args = [], timeout = 30_000, ...rest } = options;
+  return runPackageNode(() => [...args, '-e', code], { ...rest, timeout });
+}
+
+/** Runs this package's Node (for `uid`, the staged copy's) in the package root, as `uid`:`gid` if given. */
+function runPackageNode(
+  args: (root: string) => string[],
+  options: { uid?: number; gid?: number; input?: string; timeout: number },
+): NodeResult {
   const { root, node } = packageFor(options.uid, options.gid);
-  const r = spawnSync(node, [...(options.args ?? []), '-e', code], {
+  const r = spawnSync(node, args(root), {
     cwd: root,
     encoding: 'utf8',
-    timeout: options.timeout ?? 30_000,
+    timeout: options.timeout,
     ...(options.uid !== undefined ? { uid: options.uid } : {}),
     ...(options.gid !== undefined ? { gid: options.gid } : {}),
     ...(options.input !== undefined ? { input: options.input } : {}),
@@ -207,14 +216,5 @@ export function mapsLineContaining(address: number): { line: string; start: numb
 
 /** Runs the `cowshm` command (bin/cowshm.js) as a real process. */
 export function runCli(args: string[], options: { uid?: number; gid?: number } = {}): NodeResult {
-  const { root, node } = packageFor(options.uid, options.gid);
-  const r = spawnSync(node, [path.join(root, 'bin', 'cowshm.js'), ...args], {
-    cwd: root,
-    encoding: 'utf8',
-    timeout: 60_000,
-    ...(options.uid !== undefined ? { uid: options.uid } : {}),
-    ...(options.gid !== undefined ? { gid: options.gid } : {}),
-  });
-  if (r.error) throw r.error;
-  return { status: r.status, signal: r.signal, stdout: r.stdout, stderr: r.stderr };
+  return runPackageNode((root) => [path.join(root, 'bin', 'cowshm.js'), ...args], { ...options, timeout: 60_000 });
 }

@@ -2,7 +2,7 @@ import { test } from 'node:test';
 import * as assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { memory, pageSize } from 'cowshm';
-import { runNode } from './helpers';
+import { isRoot, runNode } from './helpers';
 
 function deadPid(): number {
   const child = spawnSync(process.execPath, ['-e', '0']);
@@ -30,9 +30,7 @@ test('bad PIDs are argument errors', () => {
   assert.throws(() => memory.rollup(1.5), { name: 'RangeError' });
 });
 
-const root = process.getuid?.() === 0;
-
-test('another user\'s process: EACCES with a readable message', { skip: !root && 'needs root to run a child as another user' }, () => {
+test('another user\'s process: EACCES with a readable message', { skip: !isRoot && 'needs root to run a child as another user' }, () => {
   const script = `
     const { memory } = require('cowshm');
     const out = {};

@@ -3,14 +3,12 @@
 import { test } from 'node:test';
 import * as assert from 'node:assert/strict';
 import { Region, memory, pageSize, sum } from 'cowshm';
-import { uniqueName } from './helpers';
+import { isRoot, uniqueName } from './helpers';
 
 const SIZE = 64 << 20;
 const PAGES = SIZE / pageSize;
 const N = SIZE / 4;
 const EXPECTED = (BigInt(N) * BigInt(N - 1)) / 2n;
-const root = process.getuid?.() === 0;
-
 test('reading a cow view copies nothing; writing k pages copies exactly k pages', () => {
   const r = Region.create({ name: uniqueName('experiment'), size: SIZE });
   try {
@@ -38,7 +36,7 @@ test('reading a cow view copies nothing; writing k pages copies exactly k pages'
     assert.equal(p.file, PAGES);
     assert.equal(p.anonymous, 0);
     assert.equal(p.exclusive, 0);
-    if (root) {
+    if (isRoot) {
       assert.equal(memory.sharedFrames(copyView, regionView), PAGES);
       assert.equal(memory.sharedFrames(regionView, copyView), PAGES);
       assert.ok(p.mapCounts);
@@ -71,7 +69,7 @@ test('reading a cow view copies nothing; writing k pages copies exactly k pages'
     assert.equal(p.anonymous, k);
     assert.equal(p.file, PAGES - k);
     assert.equal(p.exclusive, k);
-    if (root) {
+    if (isRoot) {
       assert.equal(memory.sharedFrames(copyView, regionView), PAGES - k);
       assert.ok(p.frames && p.mapCounts);
       const region = memory.pages(regionView);
@@ -92,9 +90,9 @@ test('reading a cow view copies nothing; writing k pages copies exactly k pages'
     assert.equal(u.privateDirty, 0);
     assert.equal(u.anonymous, 0);
     assert.equal(u.rss, 0);
-    if (root) assert.equal(memory.sharedFrames(copyView, regionView), 0);
+    if (isRoot) assert.equal(memory.sharedFrames(copyView, regionView), 0);
     assert.equal(sum(copy), EXPECTED);
-    if (root) assert.equal(memory.sharedFrames(copyView, regionView), PAGES);
+    if (isRoot) assert.equal(memory.sharedFrames(copyView, regionView), PAGES);
   } finally {
     r.unlink();
     r.close();
@@ -114,7 +112,7 @@ test('pages() looks at part of a mapping with offset and length', () => {
     assert.equal(part.anonymous, 4);
     assert.equal(memory.pages(v, { offset: 4 * pageSize }).present, 8);
     assert.equal(memory.pages(v, { length: 1 }).pages, 1);
-    if (root) {
+    if (isRoot) {
       assert.ok(part.frames && part.mapCounts);
       assert.deepEqual(part.frames.slice(4), [0, 0, 0, 0], 'absent pages have frame 0');
       assert.equal(part.frames.slice(0, 4).every((f) => f > 0), true);

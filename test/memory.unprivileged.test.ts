@@ -2,11 +2,9 @@
 // must say frames are unavailable, never report those zeros.
 import { test } from 'node:test';
 import * as assert from 'node:assert/strict';
-import { runNode } from './helpers';
+import { isRoot, runNode } from './helpers';
 
-const root = process.getuid?.() === 0;
-
-test('frames and map counts are null, with the reason, for a reader without CAP_SYS_ADMIN', { skip: !root && 'needs root to run a child as another user' }, () => {
+test('frames and map counts are null, with the reason, for a reader without CAP_SYS_ADMIN', { skip: !isRoot && 'needs root to run a child as another user' }, () => {
   const script = `
     const { Region, memory, pageSize } = require('cowshm');
     const r = Region.create({ size: 64 * pageSize });

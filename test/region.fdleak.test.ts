@@ -10,6 +10,15 @@ const openFds = (): string[] => fs.readdirSync('/proc/self/fd').sort();
 
 test('failed create, open, openFile and fromHandle calls leave no descriptor open', () => {
   const dir = tempDir('fdleak');
+  // The directory goes even when the setup below fails.
+  try {
+    failedCallsLeaveNoDescriptor(dir);
+  } finally {
+    rmTemp(dir);
+  }
+});
+
+function failedCallsLeaveNoDescriptor(dir: string): void {
   const name = uniqueName('fdleak');
   const existing = Region.create({ name, size: 4096 });
   const fifo = path.join(dir, 'fifo');
@@ -40,6 +49,5 @@ test('failed create, open, openFile and fromHandle calls leave no descriptor ope
     other.unlink();
     other.close();
     fs.unlinkSync(`/dev/shm/${shmFifo}`);
-    rmTemp(dir);
   }
-});
+}

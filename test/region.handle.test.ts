@@ -64,20 +64,24 @@ test('handle() is plain data: it survives structuredClone and JSON', () => {
 for (const kind of ['shm', 'memfd', 'file'] as const) {
   test(`a worker thread maps a ${kind} region from its handle and shares its bytes`, async () => {
     const dir = kind === 'file' ? tempDir('handle-worker') : undefined;
-    const r =
-      kind === 'shm' ? Region.create({ name: uniqueName('worker'), size: 3 * 4096 })
-      : kind === 'memfd' ? Region.create({ size: 3 * 4096 })
-      : Region.openFile(path.join(dir as string, 'w.bin'), { create: true, size: 3 * 4096 });
+    // The directory goes even when the region could not be made in it.
     try {
-      const bytes = new Uint8Array(r.map().buffer);
-      bytes[100] = 41;
-      const reply = await roundTripInWorker(r.handle());
-      assert.deepEqual({ seen: reply.seen, kind: reply.kind, size: reply.size, ino: reply.ino }, { seen: 41, kind, size: 3 * 4096, ino: r.ino });
-      assert.notEqual(reply.fd, r.fd); // its own descriptor
-      assert.equal(bytes[101], 42);
+      const r =
+        kind === 'shm' ? Region.create({ name: uniqueName('worker'), size: 3 * 4096 })
+        : kind === 'memfd' ? Region.create({ size: 3 * 4096 })
+        : Region.openFile(path.join(dir as string, 'w.bin'), { create: true, size: 3 * 4096 });
+      try {
+        const bytes = new Uint8Array(r.map().buffer);
+        bytes[100] = 41;
+        const reply = await roundTripInWorker(r.handle());
+        assert.deepEqual({ seen: reply.seen, kind: reply.kind, size: reply.size, ino: reply.ino }, { seen: 41, kind, size: 3 * 4096, ino: r.ino });
+        assert.notEqual(reply.fd, r.fd); // its own descriptor
+        assert.equal(bytes[101], 42);
+      } finally {
+        r.unlink();
+        r.close();
+      }
     } finally {
-      r.unlink();
-      r.close();
       if (dir) rmTemp(dir);
     }
   });

@@ -41,10 +41,24 @@ export function fillPage(bytes: Uint8Array, page: number, tag: number, pageSize:
   bytes.fill((page * 31 + tag * 7 + 1) & 0xff, page * pageSize, (page + 1) * pageSize);
 }
 
-/** Sends a command to a snapshot-worker thread; settles with the worker's one answer. */
+/**
+ * Sends a command to a snapshot-worker thread; settles with the worker's one
+ * answer, or rejects if the worker fails first (instead of waiting forever).
+ */
 export function command(w: Worker, cmd: WorkerCommand): Promise<void> {
   return new Promise((resolve, reject) => {
-    w.once('message', (m: { ok: boolean; error?: string }) => (m.ok ? resolve() : reject(new Error(m.error))));
+    const onError = (err: Error): void => {
+      w.off('message', onMessage);
+      reject(err);
+    };
+    // Removed once answered: a property run sends hundreds of commands to one worker.
+    const onMessage = (m: { ok: boolean; error?: string }): void => {
+      w.off('error', onError);
+      if (m.ok) resolve();
+      else reject(new Error(m.error));
+    };
+    w.once('message', onMessage);
+    w.once('error', onError);
     w.postMessage(cmd);
   });
 }

@@ -3,15 +3,8 @@ import * as assert from 'node:assert/strict';
 import * as path from 'node:path';
 import { Worker } from 'node:worker_threads';
 import { Region, pageSize } from 'cowshm';
+import { command } from './snapshot-helpers';
 import type { WorkerCommand } from './snapshot-worker';
-
-function command(w: Worker, cmd: WorkerCommand): Promise<void> {
-  return new Promise((resolve, reject) => {
-    w.once('message', (m: { ok: boolean; error?: string }) => (m.ok ? resolve() : reject(new Error(m.error))));
-    w.once('error', reject);
-    w.postMessage(cmd);
-  });
-}
 
 test('writes from worker threads, through views made before and after the snapshot, are isolated', async () => {
   const r = Region.create({ size: 64 * pageSize });
