@@ -123,6 +123,10 @@ napi_value cowshm_init_mapping(napi_env env, napi_value exports);
 napi_value cowshm_mapping_create(napi_env env, int fd, uint64_t offset, size_t length, int access,
                                  const char *label, double owner, uint64_t dev, uint64_t ino,
                                  int populate, double *out_id);
+/* What close() does for a view: detaches its ArrayBuffer (if one was made)
+ * and unmaps the range, keeping a reservation while a buffer may point at it.
+ * Returns 0, with an exception pending, only if the buffer can't be detached. */
+int cowshm_mapping_close(napi_env env, double id);
 /* Environment teardown: unmap everything that environment mapped. */
 void cowshm_mapping_release_all(napi_env env);
 

@@ -310,6 +310,8 @@ static int close_slot(napi_env env, double id) {
   return 1;
 }
 
+int cowshm_mapping_close(napi_env env, double id) { return close_slot(env, id); }
+
 static int get_label(napi_env env, napi_value v, char *buf, size_t size) {
   size_t len;
   if (napi_get_value_string_utf8(env, v, buf, size, &len) != napi_ok) {

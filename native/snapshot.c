@@ -618,7 +618,10 @@ static napi_value create_js(napi_env env, napi_callback_info info) {
   size_t len = slot->len;
   size_t npages = len / ps();
   _Atomic uint64_t *bits = calloc((npages + 63) / 64, sizeof *bits);
-  if (bits == NULL) return cowshm_throw_errno(env, ENOMEM, "snapshot", label); /* the mapping goes with its buffer */
+  if (bits == NULL) {
+    cowshm_mapping_close(env, id);
+    return cowshm_throw_errno(env, ENOMEM, "snapshot", label);
+  }
 
   int err = 0;
   const char *what = "snapshot";
@@ -730,15 +733,9 @@ out:
   cowshm_registry_unlock();
   free((void *)bits);
   if (err != 0) {
-    /* The snapshot's mapping goes with its (unreturned) ArrayBuffer; unmap
-     * it now rather than at the next GC. */
-    cowshm_registry_lock();
-    struct cowshm_slot *s = cowshm_slot_by_id(id);
-    if (s != NULL && atomic_load(&s->state) == SLOT_MAPPED) {
-      mmap((void *)s->start, s->len, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED | MAP_NORESERVE, -1, 0);
-      atomic_store(&s->state, SLOT_CLOSED);
-    }
-    cowshm_registry_unlock();
+    /* The snapshot's (unreturned) buffer is closed like any view: now, not
+     * at the next GC. */
+    cowshm_mapping_close(env, id);
     char msg[512];
     snprintf(msg, sizeof msg, "%s%s%s", label, detail[0] ? ": " : "", detail);
     return cowshm_throw_errno(env, err, what, msg);
