@@ -45,116 +45,13 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
-/* ---- XXH64 -------------------------------------------------------------- */
-
-#define P1 0x9E3779B185EBCA87ULL
-#define P2 0xC2B2AE3D27D4EB4FULL
-#define P3 0x165667B19E3779F9ULL
-#define P4 0x85EBCA77C2B2AE63ULL
-#define P5 0x27D4EB2F165667C5ULL
-
-struct xxh64 {
-  uint64_t v[4];
-  uint64_t total;
-  uint8_t buf[32];
-  size_t nbuf;
-};
-
-static inline uint64_t rotl64(uint64_t x, int r) { return (x << r) | (x >> (64 - r)); }
-static inline uint64_t rd64(const uint8_t *p) {
-  uint64_t v;
-  memcpy(&v, p, 8);
-  return v; /* little-endian hosts only: Linux on x86-64 and arm64 */
-}
-static inline uint32_t rd32(const uint8_t *p) {
-  uint32_t v;
-  memcpy(&v, p, 4);
-  return v;
-}
-static inline uint64_t xround(uint64_t acc, uint64_t in) {
-  acc += in * P2;
-  acc = rotl64(acc, 31);
-  return acc * P1;
-}
-static inline uint64_t xmerge(uint64_t acc, uint64_t val) {
-  acc ^= xround(0, val);
-  return acc * P1 + P4;
-}
-
-static void xxh64_init(struct xxh64 *h) {
-  h->v[0] = 0 + P1 + P2;
-  h->v[1] = P2;
-  h->v[2] = 0;
-  h->v[3] = 0 - P1;
-  h->total = 0;
-  h->nbuf = 0;
-}
-
-static const uint8_t *stripes(uint64_t v[4], const uint8_t *p, const uint8_t *end) {
-  uint64_t a = v[0], b = v[1], c = v[2], d = v[3];
-  while (p + 32 <= end) {
-    a = xround(a, rd64(p));
-    b = xround(b, rd64(p + 8));
-    c = xround(c, rd64(p + 16));
-    d = xround(d, rd64(p + 24));
-    p += 32;
-  }
-  v[0] = a, v[1] = b, v[2] = c, v[3] = d;
-  return p;
-}
-
-static void xxh64_update(struct xxh64 *h, const void *data, size_t len) {
-  const uint8_t *p = data, *end = p + len;
-  h->total += len;
-  if (h->nbuf + len < 32) {
-    memcpy(h->buf + h->nbuf, p, len);
-    h->nbuf += len;
-    return;
-  }
-  if (h->nbuf > 0) {
-    size_t fill = 32 - h->nbuf;
-    memcpy(h->buf + h->nbuf, p, fill);
-    stripes(h->v, h->buf, h->buf + 32);
-    p += fill;
-    h->nbuf = 0;
-  }
-  p = stripes(h->v, p, end);
-  h->nbuf = (size_t)(end - p);
-  memcpy(h->buf, p, h->nbuf);
-}
-
-static uint64_t xxh64_final(const struct xxh64 *h) {
-  uint64_t r;
-  if (h->total >= 32) {
-    r = rotl64(h->v[0], 1) + rotl64(h->v[1], 7) + rotl64(h->v[2], 12) + rotl64(h->v[3], 18);
-    for (int i = 0; i < 4; i++) r = xmerge(r, h->v[i]);
-  } else {
-    r = h->v[2] + P5;
-  }
-  r += h->total;
-  const uint8_t *p = h->buf, *end = h->buf + h->nbuf;
-  while (p + 8 <= end) {
-    r ^= xround(0, rd64(p));
-    r = rotl64(r, 27) * P1 + P4;
-    p += 8;
-  }
-  if (p + 4 <= end) {
-    r ^= (uint64_t)rd32(p) * P1;
-    r = rotl64(r, 23) * P2 + P3;
-    p += 4;
-  }
-  while (p < end) {
-    r ^= (*p) * P5;
-    r = rotl64(r, 11) * P1;
-    p++;
-  }
-  r ^= r >> 33;
-  r *= P2;
-  r ^= r >> 29;
-  r *= P3;
-  r ^= r >> 32;
-  return r;
-}
+/* XXH64 (seed 0) is the format's checksum: xxHash's own single-header
+ * release, vendored with its license (native/vendor/xxhash/README.md), and
+ * compiled into this file only, so the addon needs no library at run time.
+ * Only XXH32/XXH64 are needed: XXH_NO_XXH3 leaves the rest out. */
+#define XXH_INLINE_ALL
+#define XXH_NO_XXH3
+#include "vendor/xxhash/xxhash.h"
 
 static napi_value hex64(napi_env env, uint64_t v) {
   char s[17];
@@ -176,10 +73,7 @@ static napi_value xxh64_js(napi_env env, napi_callback_info info) {
   if (napi_get_typedarray_info(env, argv[0], &type, &length, &data, &ab, &off) != napi_ok ||
       type != napi_uint8_array)
     return cowshm_throw_type(env, "cowshm internal error: expected a Uint8Array");
-  struct xxh64 h;
-  xxh64_init(&h);
-  if (length > 0) xxh64_update(&h, data, length);
-  return hex64(env, xxh64_final(&h));
+  return hex64(env, XXH64(length > 0 ? data : "", length, 0));
 }
 
 #define CHUNK_BYTES ((size_t)1 << 20)
@@ -199,8 +93,8 @@ static napi_value hash_file_js(napi_env env, napi_callback_info info) {
     return NULL;
   uint8_t *buf = malloc(CHUNK_BYTES);
   if (buf == NULL) return cowshm_throw_errno(env, ENOMEM, "malloc", NULL);
-  struct xxh64 h;
-  xxh64_init(&h);
+  XXH64_state_t h;
+  XXH64_reset(&h, 0);
   while (len > 0) {
     size_t want = len < CHUNK_BYTES ? (size_t)len : CHUNK_BYTES;
     ssize_t n = RETRY(pread(fd, buf, want, (off_t)off));
@@ -214,12 +108,12 @@ static napi_value hash_file_js(napi_env env, napi_callback_info info) {
       napi_throw_error(env, "ERR_COWSHM_CHECKPOINT_TRUNCATED", "the file ended before its data did");
       return NULL;
     }
-    xxh64_update(&h, buf, (size_t)n);
+    XXH64_update(&h, buf, (size_t)n);
     off += (uint64_t)n;
     len -= (uint64_t)n;
   }
   free(buf);
-  return hex64(env, xxh64_final(&h));
+  return hex64(env, XXH64_digest(&h));
 }
 
 /* ---- the writer ---------------------------------------------------------- */
@@ -378,7 +272,7 @@ struct hasher {
   int fin, stop;
   int err;
   const char *syscall;
-  struct xxh64 h;
+  XXH64_state_t h;
   uint8_t *buf;
   size_t bufsize;
 };
@@ -417,7 +311,7 @@ static void *hasher_thread(void *data) {
         pthread_mutex_unlock(&hs->mu);
         return NULL;
       }
-      xxh64_update(&hs->h, hs->buf, n);
+      XXH64_update(&hs->h, hs->buf, n);
       hs->pos += n;
     }
     kick_writeback(hs->fd, &kicked, hs->pos, &kick);
@@ -484,8 +378,8 @@ static void run_writer(struct ck_work *w) {
       goto out;
     }
   }
-  struct xxh64 h;
-  xxh64_init(&h);
+  XXH64_state_t h;
+  XXH64_reset(&h, 0);
   uint64_t pos = w->file_offset, kicked = pos;
   int kick = 1;
   /* A delta decides what to keep from the bytes read back, so it reads them
@@ -493,7 +387,7 @@ static void run_writer(struct ck_work *w) {
   if (!w->cmp && pthread_mutex_init(&hs.mu, NULL) == 0) {
     if (pthread_cond_init(&hs.cv, NULL) == 0) {
       hs.fd = w->fd, hs.pos = hs.ready = pos, hs.fin = hs.stop = 0, hs.err = 0, hs.syscall = NULL;
-      xxh64_init(&hs.h);
+      XXH64_reset(&hs.h, 0);
       hs.buf = buf, hs.bufsize = per * page;
       if (pthread_create(&ht, NULL, hasher_thread, &hs) == 0) hashing = 1;
       if (!hashing) pthread_cond_destroy(&hs.cv);
@@ -558,7 +452,7 @@ static void run_writer(struct ck_work *w) {
       }
     }
     if (keep > 0) {
-      xxh64_update(&h, buf, keep * page);
+      XXH64_update(&h, buf, keep * page);
       pos += keep * page;
     }
     done += n;
@@ -572,13 +466,13 @@ static void run_writer(struct ck_work *w) {
     if (hs.err != 0) {
       w->err = hs.err, w->syscall = hs.syscall;
     } else {
-      w->hash = xxh64_final(&hs.h);
+      w->hash = XXH64_digest(&hs.h);
     }
     pthread_cond_destroy(&hs.cv);
     pthread_mutex_destroy(&hs.mu);
     goto out;
   }
-  w->hash = xxh64_final(&h);
+  w->hash = XXH64_digest(&h);
 out:
   if (populating) {
     atomic_store(&pp.stop, 1);
