@@ -13,6 +13,7 @@ import { native } from '../native';
 import { outOfRange } from '../errors';
 import { F_SEAL_SHRINK } from '../constants';
 import * as check from '../validate';
+import { openRegular } from '../file';
 import { invalid, readHeader, verifyData, type CheckpointFile } from './format';
 import type { Region, RegionInit } from '../region';
 
@@ -34,10 +35,8 @@ export interface ChainLink {
 const MAX_CHAIN = 4096;
 
 function openCheckpoint(file: string): ChainLink {
-  const fd = native.open(file, fsc.O_RDONLY | fsc.O_NOFOLLOW, 0);
+  const { fd } = openRegular(file, fsc.O_RDONLY, 0, 'a checkpoint is a regular file');
   try {
-    const st = fs.fstatSync(fd);
-    if (!st.isFile()) throw invalid(file, 'not a regular file');
     return { header: readHeader(fd, file), fd };
   } catch (err) {
     native.close(fd);

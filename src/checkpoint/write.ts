@@ -27,6 +27,7 @@ import { invalidType, outOfRange } from '../errors';
 import * as check from '../validate';
 import { encodeHeader, expectedFileSize, HEADER_BLOCK, invalid, newId, type CheckpointFile } from './format';
 import { closeChain, openChain, type ChainLink } from './restore';
+import { notAFile } from '../file';
 import type { Region } from '../region';
 import type { View } from '../view';
 
@@ -210,6 +211,11 @@ export async function writeFrom(source: CheckpointSource, file: unknown, options
 
     const stat = await fs.promises.stat(dir);
     if (!stat.isDirectory()) throw outOfRange('"path" argument', 'a path in an existing directory', file);
+    // The rename would replace a FIFO or device someone uses (and a directory
+    // would fail only after all the data was written): refuse them now.
+    const existing = await fs.promises.lstat(target).catch(() => null);
+    if (existing && !existing.isFile() && !existing.isSymbolicLink())
+      throw notAFile(target, 'a checkpoint replaces only a regular file');
     await removeStaleTemporaries(dir, path.basename(target));
     const tmp = path.join(dir, `.${path.basename(target)}.${process.pid}.${newId().slice(0, 12)}.tmp`);
     const handle = await fs.promises.open(tmp, fs.constants.O_RDWR | fs.constants.O_CREAT | fs.constants.O_EXCL, 0o600);
