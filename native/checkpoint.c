@@ -35,12 +35,14 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <pthread.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/uio.h>
 #include <unistd.h>
@@ -114,6 +116,135 @@ static napi_value hash_file_js(napi_env env, napi_callback_info info) {
   }
   free(buf);
   return hex64(env, XXH64_digest(&h));
+}
+
+/* ---- temporaries ----------------------------------------------------------
+ *
+ * A checkpoint is written to a temporary file beside its target and renamed
+ * over it when complete. Its writer holds an exclusive OFD lock on the whole
+ * temporary for as long as it exists (see locks.c): the kernel drops it when
+ * the writer's descriptor goes, in whatever pid namespace or host the writer
+ * runs, so anyone who can take a lock on a temporary knows its writer is gone
+ * and may remove it (write.ts). Nothing else decides that, not the pid in the
+ * name nor the file's age.
+ *
+ * The lock cannot be taken in the same step as the create: a cleaner may open
+ * the new file and take its own lock in between, then remove it. So after
+ * locking, the writer checks that its file still has a name (st_nlink > 0);
+ * if either step lost, it closes and tries another name (-1 to JS).
+ *
+ * Each temporary is also registered with its environment: a worker ended by
+ * terminate() never runs the JS that removes it, so the environment's cleanup
+ * hook removes it then (after Node has waited for the writer's thread-pool
+ * work, so nothing writes to it any more) and closes its descriptor. */
+
+struct temp {
+  struct temp *next;
+  napi_env env;
+  int fd;
+  char path[];
+};
+
+static pthread_mutex_t temps_mutex = PTHREAD_MUTEX_INITIALIZER;
+static struct temp *temps;
+
+static void temp_unlist(struct temp *t) {
+  pthread_mutex_lock(&temps_mutex);
+  for (struct temp **pp = &temps; *pp != NULL; pp = &(*pp)->next) {
+    if (*pp == t) {
+      *pp = t->next;
+      break;
+    }
+  }
+  pthread_mutex_unlock(&temps_mutex);
+}
+
+/* The environment ends with the temporary still there: its JS is gone. */
+static void temp_cleanup(void *arg) {
+  struct temp *t = arg;
+  temp_unlist(t);
+  unlink(t->path); /* ENOENT: renamed into place just before the end */
+  close(t->fd);
+  free(t);
+}
+
+/* tempCreate(path, mode) -> fd, or -1 when this name lost a race with a
+ * cleaner (try another). The file is created (O_EXCL), locked and registered. */
+static napi_value temp_create_js(napi_env env, napi_callback_info info) {
+  napi_value argv[2];
+  char path[PATH_MAX + 1];
+  int32_t mode;
+  if (!cowshm_args(env, info, 2, argv) || !cowshm_get_str(env, argv[0], path, sizeof path) ||
+      !cowshm_get_i32(env, argv[1], &mode))
+    return NULL;
+  size_t len = strlen(path);
+  struct temp *t = malloc(sizeof *t + len + 1);
+  if (t == NULL) return cowshm_throw_errno(env, ENOMEM, "malloc", NULL);
+  memcpy(t->path, path, len + 1);
+  int fd = RETRY(open(path, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, (mode_t)mode));
+  if (fd < 0) {
+    int err = errno;
+    free(t);
+    return cowshm_throw_errno(env, err, "open", path);
+  }
+  struct flock fl = {.l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = 0, .l_len = 0, .l_pid = 0};
+  struct stat st;
+  if (RETRY(fcntl(fd, F_OFD_SETLK, &fl)) != 0) {
+    int err = errno;
+    close(fd);
+    free(t);
+    if (err == EAGAIN || err == EACCES) return cowshm_num(env, -1); /* a cleaner holds it: it removes it */
+    unlink(path);
+    return cowshm_throw_errno(env, err, "fcntl", path);
+  }
+  if (fstat(fd, &st) != 0 || st.st_nlink == 0) {
+    close(fd); /* removed by a cleaner between the create and the lock */
+    free(t);
+    return cowshm_num(env, -1);
+  }
+  t->env = env;
+  t->fd = fd;
+  if (napi_add_env_cleanup_hook(env, temp_cleanup, t) != napi_ok) {
+    unlink(path);
+    close(fd);
+    free(t);
+    cowshm_throw_napi_failure(env, "registering a checkpoint's temporary file", __FILE__, __LINE__);
+    return NULL;
+  }
+  pthread_mutex_lock(&temps_mutex);
+  t->next = temps;
+  temps = t;
+  pthread_mutex_unlock(&temps_mutex);
+  return cowshm_num(env, fd);
+}
+
+/* tempRelease(fd, remove): closes a temporary made by tempCreate (and so
+ * drops its lock), removing it first when `remove` (it was not renamed). */
+static napi_value temp_release_js(napi_env env, napi_callback_info info) {
+  napi_value argv[2];
+  int32_t fd, remove;
+  if (!cowshm_args(env, info, 2, argv) || !cowshm_get_i32(env, argv[0], &fd) ||
+      !cowshm_get_i32(env, argv[1], &remove))
+    return NULL;
+  struct temp *t = NULL;
+  pthread_mutex_lock(&temps_mutex);
+  for (struct temp **pp = &temps; *pp != NULL; pp = &(*pp)->next) {
+    if ((*pp)->fd == fd && (*pp)->env == env) {
+      t = *pp;
+      *pp = t->next;
+      break;
+    }
+  }
+  pthread_mutex_unlock(&temps_mutex);
+  if (t == NULL) return cowshm_throw_range(env, "cowshm internal error: not a checkpoint temporary");
+  napi_remove_env_cleanup_hook(env, temp_cleanup, t);
+  int err = 0;
+  /* Removed while still locked: no cleaner can take it for another's. */
+  if (remove && unlink(t->path) != 0 && errno != ENOENT) err = errno;
+  close(t->fd); /* Linux releases the descriptor even when close fails */
+  free(t);
+  if (err != 0) return cowshm_throw_errno(env, err, "unlink", NULL);
+  return cowshm_undefined(env);
 }
 
 /* ---- the writer ---------------------------------------------------------- */
@@ -677,6 +808,8 @@ napi_value cowshm_init_checkpoint(napi_env env, napi_value exports) {
       {"xxh64", NULL, xxh64_js, NULL, NULL, NULL, napi_enumerable, NULL},
       {"hashFile", NULL, hash_file_js, NULL, NULL, NULL, napi_enumerable, NULL},
       {"writePages", NULL, write_pages_js, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"tempCreate", NULL, temp_create_js, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"tempRelease", NULL, temp_release_js, NULL, NULL, NULL, napi_enumerable, NULL},
   };
   NAPI_OK(env, napi_define_properties(env, exports, sizeof props / sizeof *props, props));
   return exports;
