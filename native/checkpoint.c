@@ -45,6 +45,7 @@
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/uio.h>
+#include <sys/vfs.h>
 #include <unistd.h>
 
 /* XXH64 (seed 0) is the format's checksum: xxHash's own single-header
@@ -282,6 +283,11 @@ struct ck_work {
   uint64_t hash;
   uint32_t *kept;
   size_t nkept;
+  /* full writer: the source region's file, to skip its holes (-1: none), and
+   * the pages copied into the snapshot (ascending, may be NULL) */
+  int holes_fd;
+  uint32_t *copied;
+  size_t ncopied;
 };
 
 /* The iovecs for `n` (at most 256) pages listed in idx of the mapping at
@@ -313,24 +319,28 @@ static int read_pages(uintptr_t base, size_t page, const uint32_t *idx, size_t n
   return (size_t)got == want ? 0 : EFAULT;
 }
 
-/* Writes `n` pages listed in idx from the mapping at base to fd at off. */
+/* Writes `n` pages listed in idx from the mapping at base to fd at off. On
+ * failure returns the errno and sets *syscall. */
 static int write_pages(int fd, uintptr_t base, size_t page, const uint32_t *idx, size_t n, uint64_t off,
-                       int populated) {
+                       int populated, const char **syscall) {
   struct iovec iov[256];
   size_t niov = page_iovecs(base, page, idx, n, iov);
   /* Map the pages first: write(2) copies from user memory with page faults
    * disabled and faults in one page per retry, several times slower than a
    * batched populate on a fresh mapping (a new snapshot has no page tables
-   * yet). A released range fails here too, with EFAULT or ENOMEM. */
+   * yet). A released range fails here too, with EFAULT or ENOMEM; so does a
+   * page the kernel cannot allocate (EFAULT: /dev/shm full; ENOMEM). */
   for (size_t i = 0; i < niov && !populated; i++) {
     if (RETRY(madvise(iov[i].iov_base, iov[i].iov_len, MADV_POPULATE_READ)) != 0) {
       if (errno == EINVAL) break; /* kernel older than 5.14: the write faults the pages in itself */
-      return errno == ENOMEM ? EFAULT : errno;
+      *syscall = "madvise";
+      return errno;
     }
   }
   struct iovec *v = iov;
   while (niov > 0) {
     ssize_t w = RETRY(pwritev(fd, v, (int)niov, (off_t)off));
+    *syscall = "pwritev";
     if (w < 0) return errno;
     if (w == 0) return EIO;
     off += (uint64_t)w;
@@ -375,6 +385,56 @@ static int write_all(int fd, const uint8_t *p, size_t n, uint64_t off) {
 static int mapping_alive(double id) {
   struct cowshm_slot *s = cowshm_slot_by_id(id);
   return s != NULL && atomic_load(&s->state) == SLOT_MAPPED;
+}
+
+/* ---- holes ---------------------------------------------------------------
+ *
+ * A sparse region (reserve: false) is mostly holes, and a hole read through a
+ * mapping of a tmpfs file is not free: the fault allocates a page for it, so
+ * writing a 64 GiB region with one page written would fill /dev/shm (or fail
+ * when it is full). A page that is a hole in the region's file and was not
+ * copied into the snapshot reads as zeros, so the full writer skips it: the
+ * checkpoint's file keeps a hole there too (it was sized first), and the
+ * read-back hashes the zeros a hole reads as.
+ *
+ * Why that is sound for a snapshot: an uncopied page of a snapshot is the
+ * region's page-cache page, so if the file has a hole there the snapshot
+ * reads zeros. A page written meanwhile was copied (its old bytes, zeros for
+ * a hole) and is listed in `copied` if it was copied before the writer
+ * started; one copied later was a hole when the snapshot was taken, so its
+ * frozen bytes are zeros either way. Only another process punching a hole
+ * into the region's file under a live snapshot could tell the difference, and
+ * that changes what the snapshot itself reads too. */
+
+/* Marks in hole[0..n) the pages [first, first + n) that lie wholly in a hole
+ * of fd (SEEK_DATA/SEEK_HOLE). Returns how many; 0 when fd cannot tell. */
+static size_t find_holes(int fd, size_t first, size_t n, size_t page, uint8_t *hole) {
+  memset(hole, 0, n);
+  if (fd < 0) return 0;
+  off_t pos = (off_t)(first * page), end = (off_t)((first + n) * page);
+  size_t count = 0;
+  while (pos < end) {
+    off_t data = lseek(fd, pos, SEEK_DATA);
+    if (data < 0 && errno != ENXIO) return 0; /* no SEEK_DATA here: no holes known */
+    if (data < 0 || data > end) data = end;   /* ENXIO: a hole to the end of the file */
+    for (off_t p = pos; p + (off_t)page <= data; p += (off_t)page) {
+      hole[(size_t)(p / (off_t)page) - first] = 1;
+      count++;
+    }
+    if (data >= end) break;
+    off_t next = lseek(fd, data, SEEK_HOLE);
+    if (next < 0) return count;
+    /* Data pages stay unmarked; a partial page of data counts as data. */
+    pos = (next + (off_t)page - 1) / (off_t)page * (off_t)page;
+  }
+  return count;
+}
+
+/* Whether page p is in the ascending list [*at, n) of copied pages; moves *at
+ * forward (pages are asked about in ascending order). */
+static int was_copied(const uint32_t *copied, size_t n, size_t *at, size_t p) {
+  while (*at < n && copied[*at] < p) (*at)++;
+  return *at < n && copied[*at] == p;
 }
 
 /* Starts the disk writing what [*kicked, pos) left dirty now, while the
@@ -472,6 +532,8 @@ static int hasher_publish(struct hasher *hs, uint64_t ready, int fin, int stop) 
 struct populater {
   uintptr_t start;
   size_t len;
+  int holes_fd; /* the source's file, to skip its holes (see find_holes), or -1 */
+  size_t page;
   _Atomic size_t upto;
   _Atomic int stop;
 };
@@ -479,43 +541,101 @@ struct populater {
 static void *populater_thread(void *data) {
   struct populater *pp = data;
   helper_priority();
+  uint8_t hole[256];
+  size_t per = CHUNK_BYTES / pp->page > 256 ? 256 : CHUNK_BYTES / pp->page;
   for (size_t off = 0; off < pp->len && !atomic_load_explicit(&pp->stop, memory_order_relaxed);) {
-    size_t n = pp->len - off < CHUNK_BYTES ? pp->len - off : CHUNK_BYTES;
-    if (RETRY(madvise((void *)(pp->start + off), n, MADV_POPULATE_READ)) != 0) break;
+    size_t n = pp->len - off < per * pp->page ? pp->len - off : per * pp->page;
+    size_t pages = n / pp->page;
+    /* Holes are left alone: populating one would allocate it. A copied page
+     * in a hole is populated by the writer's own populate instead. */
+    size_t holes = find_holes(pp->holes_fd, off / pp->page, pages, pp->page, hole);
+    for (size_t i = 0; i < pages;) {
+      if (holes && hole[i]) {
+        i++;
+        continue;
+      }
+      size_t m = 1;
+      while (i + m < pages && !(holes && hole[i + m])) m++;
+      if (RETRY(madvise((void *)(pp->start + off + i * pp->page), m * pp->page, MADV_POPULATE_READ)) != 0) return NULL;
+      i += m;
+    }
     off += n;
     atomic_store_explicit(&pp->upto, off, memory_order_release);
   }
   return NULL;
 }
 
-static void run_writer(struct ck_work *w) {
-  size_t page = w->page, per = CHUNK_BYTES / page;
-  if (per > 256) per = 256;
-  uint8_t *buf = malloc(per * page), *cbuf = w->cmp ? malloc(per * page) : NULL;
+/* ---- the writers --------------------------------------------------------- */
+
+/* What both writers check before each chunk: a cancel request, then whether
+ * the mappings are still there (a released source reads as EFAULT later;
+ * checking first gives the clearer error in the common case). */
+static int chunk_start(struct ck_work *w) {
+  if (__atomic_load_n(&w->state[0], __ATOMIC_RELAXED)) {
+    w->err = ECANCELED, w->syscall = "cancel";
+    return 0;
+  }
+  if (!mapping_alive(w->src_id) || (w->cmp && !mapping_alive(w->cmp_id))) {
+    w->err = ESRCH, w->syscall = "released";
+    return 0;
+  }
+  return 1;
+}
+
+/* A failed copy from the source: "released" only when it was (the mapping is
+ * gone); otherwise the kernel could not read the pages, and says why. */
+static void source_error(struct ck_work *w, int err, const char *syscall) {
+  if ((err == EFAULT || err == ENOMEM || err == ESRCH) && !mapping_alive(w->src_id)) {
+    w->err = ESRCH, w->syscall = "released";
+    return;
+  }
+  /* A tmpfs page that cannot be allocated faults as SIGBUS: EFAULT here. */
+  struct statfs sf;
+  if (err == EFAULT && w->holes_fd >= 0 && fstatfs(w->holes_fd, &sf) == 0 && sf.f_blocks > 0 && sf.f_bavail == 0)
+    err = ENOSPC;
+  w->err = err, w->syscall = syscall;
+}
+
+static void chunk_done(struct ck_work *w, size_t done) { __atomic_store_n(&w->state[1], (int32_t)done, __ATOMIC_RELAXED); }
+
+/* Pages per chunk: 1 MiB, at most 256 pages (one iovec array). */
+static size_t chunk_pages(size_t page) {
+  size_t per = CHUNK_BYTES / page;
+  return per > 256 ? 256 : per == 0 ? 1 : per;
+}
+
+static void stop_hasher(struct hasher *hs, pthread_t ht) {
+  hasher_publish(hs, hs->ready, 0, 1);
+  pthread_join(ht, NULL);
+  pthread_cond_destroy(&hs->cv);
+  pthread_mutex_destroy(&hs->mu);
+}
+
+/* The full writer: every page of the source in order, each at its own place
+ * in the file (file_offset + index * page), holes skipped; or the listed
+ * pages back to back (a delta whose page list is known: the changed pages of
+ * a live older snapshot). A second thread
+ * hashes behind it (struct hasher) and another populates ahead of it
+ * (struct populater); without them it does both itself. */
+static void run_full(struct ck_work *w) {
+  size_t page = w->page, per = chunk_pages(page);
+  uint8_t *buf = malloc(per * page);
   uint32_t idx[256];
+  uint8_t hole[256];
   struct hasher hs;
   pthread_t ht, pt;
-  int hashing = 0; /* the hasher thread runs */
-  struct populater pp = {.start = w->src, .len = w->npages * page};
-  int populating = 0; /* the populater thread runs */
-  if (buf == NULL || (w->cmp && cbuf == NULL)) {
-    w->err = ENOMEM, w->syscall = "malloc";
-    goto out;
-  }
-  if (w->cmp) {
-    w->kept = malloc((w->npages ? w->npages : 1) * sizeof *w->kept);
-    if (w->kept == NULL) {
-      w->err = ENOMEM, w->syscall = "malloc";
-      goto out;
-    }
-  }
+  int hashing = 0, populating = 0;
+  struct populater pp = {.start = w->src, .len = w->npages * page, .holes_fd = w->holes_fd, .page = page};
   XXH64_state_t h;
   XXH64_reset(&h, 0);
   uint64_t pos = w->file_offset, kicked = pos;
   int kick = 1;
-  /* A delta decides what to keep from the bytes read back, so it reads them
-   * itself. Without a second thread, a full checkpoint does so too. */
-  if (!w->cmp && pthread_mutex_init(&hs.mu, NULL) == 0) {
+  size_t copied_at = 0;
+  if (buf == NULL) {
+    w->err = ENOMEM, w->syscall = "malloc";
+    return;
+  }
+  if (pthread_mutex_init(&hs.mu, NULL) == 0) {
     if (pthread_cond_init(&hs.cv, NULL) == 0) {
       hs.fd = w->fd, hs.pos = hs.ready = pos, hs.fin = hs.stop = 0, hs.err = 0, hs.syscall = NULL;
       XXH64_reset(&hs.h, 0);
@@ -527,59 +647,115 @@ static void run_writer(struct ck_work *w) {
   }
   if (hashing && w->pages == NULL && pthread_create(&pt, NULL, populater_thread, &pp) == 0) populating = 1;
   for (size_t done = 0; done < w->npages;) {
-    if (__atomic_load_n(&w->state[0], __ATOMIC_RELAXED)) {
-      w->err = ECANCELED, w->syscall = "cancel";
-      goto out;
+    if (!chunk_start(w)) break;
+    size_t n = w->npages - done < per ? w->npages - done : per;
+    find_holes(w->pages ? -1 : w->holes_fd, done, n, page, hole);
+    /* Runs of pages to write, each at its own offset; skipped holes stay holes. */
+    for (size_t i = 0; i < n && w->err == 0;) {
+      if (hole[i] && !was_copied(w->copied, w->ncopied, &copied_at, done + i)) {
+        i++;
+        continue;
+      }
+      size_t m = 0;
+      while (i + m < n && !(hole[i + m] && !was_copied(w->copied, w->ncopied, &copied_at, done + i + m))) {
+        idx[m] = w->pages ? w->pages[done + i + m] : (uint32_t)(done + i + m);
+        m++;
+      }
+      int ahead = populating && atomic_load_explicit(&pp.upto, memory_order_acquire) >= (done + i + m) * page;
+      const char *sc = NULL;
+      int err = write_pages(w->fd, w->src, page, idx, m, w->file_offset + (uint64_t)(done + i) * page, ahead, &sc);
+      if (err != 0) source_error(w, err, sc);
+      i += m;
     }
+    if (w->err != 0) break;
+    pos += n * page;
+    done += n;
+    chunk_done(w, done);
+    if (hashing) {
+      if (hasher_publish(&hs, pos, 0, 0) != 0) break; /* reported below, from the hasher */
+      continue;
+    }
+    int err = read_back(w->fd, buf, n * page, pos - n * page);
+    if (err != 0) {
+      w->err = err, w->syscall = "pread";
+      break;
+    }
+    XXH64_update(&h, buf, n * page);
+    kick_writeback(w->fd, &kicked, pos, &kick);
+  }
+  if (populating) {
+    atomic_store(&pp.stop, 1);
+    pthread_join(pt, NULL);
+  }
+  if (hashing) {
+    if (w->err == 0 && hs.err == 0) {
+      hasher_publish(&hs, pos, 1, 0);
+      pthread_join(ht, NULL);
+      pthread_cond_destroy(&hs.cv);
+      pthread_mutex_destroy(&hs.mu);
+    } else {
+      /* Stopped early: by an error of the writer, a cancel, or the hasher's own error. */
+      stop_hasher(&hs, ht);
+    }
+    if (w->err == 0 && hs.err != 0) w->err = hs.err, w->syscall = hs.syscall;
+    if (w->err == 0) w->hash = XXH64_digest(&hs.h);
+  } else if (w->err == 0) {
+    w->hash = XXH64_digest(&h);
+  }
+  free(buf);
+}
+
+/* The delta writer: the listed pages (or all), each compared with the same
+ * page of the base mapping; only pages that differ are kept, back to back
+ * from file_offset, and listed in w->kept. It decides from the bytes read
+ * back, so it hashes them itself. */
+static void run_delta(struct ck_work *w) {
+  size_t page = w->page, per = chunk_pages(page);
+  uint8_t *buf = malloc(per * page), *cbuf = malloc(per * page);
+  uint32_t idx[256];
+  w->kept = malloc((w->npages ? w->npages : 1) * sizeof *w->kept);
+  XXH64_state_t h;
+  XXH64_reset(&h, 0);
+  uint64_t pos = w->file_offset, kicked = pos;
+  int kick = 1;
+  if (buf == NULL || cbuf == NULL || w->kept == NULL) {
+    w->err = ENOMEM, w->syscall = "malloc";
+    goto out;
+  }
+  for (size_t done = 0; done < w->npages;) {
+    if (!chunk_start(w)) goto out;
     size_t n = w->npages - done < per ? w->npages - done : per;
     for (size_t i = 0; i < n; i++) idx[i] = w->pages ? w->pages[done + i] : (uint32_t)(done + i);
-    /* A released source reads as EFAULT below; checking first gives the
-     * clearer error in the common case. */
-    if (!mapping_alive(w->src_id) || (w->cmp && !mapping_alive(w->cmp_id))) {
-      w->err = ESRCH, w->syscall = "released";
-      goto out;
-    }
-    /* Pages in order from 0 when populating: chunk [done, done + n). */
-    int ahead = populating && atomic_load_explicit(&pp.upto, memory_order_acquire) >= (done + n) * page;
-    int err = write_pages(w->fd, w->src, page, idx, n, pos, ahead);
+    const char *sc = NULL;
+    int err = write_pages(w->fd, w->src, page, idx, n, pos, 0, &sc);
     if (err != 0) {
-      w->err = err, w->syscall = err == EFAULT ? "released" : "pwritev";
+      source_error(w, err, sc);
       goto out;
-    }
-    if (hashing) {
-      pos += n * page;
-      done += n;
-      __atomic_store_n(&w->state[1], (int32_t)done, __ATOMIC_RELAXED);
-      err = hasher_publish(&hs, pos, 0, 0);
-      if (err != 0) goto out; /* reported below, from the hasher */
-      continue;
     }
     err = read_back(w->fd, buf, n * page, pos);
     if (err != 0) {
       w->err = err, w->syscall = "pread";
       goto out;
     }
-    size_t keep = n;
-    if (w->cmp) {
-      err = read_pages(w->cmp, page, idx, n, cbuf);
+    err = read_pages(w->cmp, page, idx, n, cbuf);
+    if (err != 0) {
+      w->err = err == EFAULT && !mapping_alive(w->cmp_id) ? ESRCH : err;
+      w->syscall = w->err == ESRCH ? "released" : "process_vm_readv";
+      goto out;
+    }
+    /* Keep only pages that differ from the base, compacted in place. */
+    size_t keep = 0;
+    for (size_t i = 0; i < n; i++) {
+      if (memcmp(buf + i * page, cbuf + i * page, page) == 0) continue;
+      if (keep != i) memcpy(buf + keep * page, buf + i * page, page);
+      w->kept[w->nkept++] = idx[i];
+      keep++;
+    }
+    if (keep > 0 && keep < n) {
+      err = write_all(w->fd, buf, keep * page, pos);
       if (err != 0) {
-        w->err = err, w->syscall = err == EFAULT ? "released" : "process_vm_readv";
+        w->err = err, w->syscall = "pwrite";
         goto out;
-      }
-      /* Keep only pages that differ from the base, compacted in place. */
-      keep = 0;
-      for (size_t i = 0; i < n; i++) {
-        if (memcmp(buf + i * page, cbuf + i * page, page) == 0) continue;
-        if (keep != i) memcpy(buf + keep * page, buf + i * page, page);
-        w->kept[w->nkept++] = idx[i];
-        keep++;
-      }
-      if (keep > 0 && keep < n) {
-        err = write_all(w->fd, buf, keep * page, pos);
-        if (err != 0) {
-          w->err = err, w->syscall = "pwrite";
-          goto out;
-        }
       }
     }
     if (keep > 0) {
@@ -587,38 +763,20 @@ static void run_writer(struct ck_work *w) {
       pos += keep * page;
     }
     done += n;
-    __atomic_store_n(&w->state[1], (int32_t)done, __ATOMIC_RELAXED);
+    chunk_done(w, done);
     kick_writeback(w->fd, &kicked, pos, &kick);
-  }
-  if (hashing) {
-    hasher_publish(&hs, pos, 1, 0);
-    pthread_join(ht, NULL);
-    hashing = 0;
-    if (hs.err != 0) {
-      w->err = hs.err, w->syscall = hs.syscall;
-    } else {
-      w->hash = XXH64_digest(&hs.h);
-    }
-    pthread_cond_destroy(&hs.cv);
-    pthread_mutex_destroy(&hs.mu);
-    goto out;
   }
   w->hash = XXH64_digest(&h);
 out:
-  if (populating) {
-    atomic_store(&pp.stop, 1);
-    pthread_join(pt, NULL);
-  }
-  if (hashing) {
-    /* Stopped early: by an error of the writer, a cancel, or the hasher's own error. */
-    hasher_publish(&hs, hs.ready, 0, 1);
-    pthread_join(ht, NULL);
-    if (w->err == 0) w->err = hs.err, w->syscall = hs.syscall;
-    pthread_cond_destroy(&hs.cv);
-    pthread_mutex_destroy(&hs.mu);
-  }
   free(buf);
   free(cbuf);
+}
+
+static void run_writer(struct ck_work *w) {
+  if (w->cmp)
+    run_delta(w);
+  else
+    run_full(w);
 }
 
 /* The copy runs in a thread of its own at a lower priority (nice +10) than
@@ -646,53 +804,76 @@ static void ck_execute(napi_env env, void *data) {
     run_writer(data);
 }
 
-static void ck_complete(napi_env env, napi_status status, void *data) {
-  struct ck_work *w = data;
-  napi_value result = NULL, err = NULL;
-  if (status == napi_ok && w->err == 0) {
-    napi_value kept;
-    if (w->cmp) {
-      void *out = NULL;
-      napi_value ab;
-      if (napi_create_arraybuffer(env, w->nkept * sizeof(uint32_t), &out, &ab) == napi_ok) {
-        if (w->nkept) memcpy(out, w->kept, w->nkept * sizeof(uint32_t));
-        napi_create_typedarray(env, napi_uint32_array, w->nkept, ab, 0, &kept);
-      } else {
-        napi_get_null(env, &kept);
-      }
-    } else {
-      napi_get_null(env, &kept);
-    }
-    napi_create_array_with_length(env, 2, &result);
-    napi_set_element(env, result, 0, hex64(env, w->hash));
-    napi_set_element(env, result, 1, kept);
-    napi_resolve_deferred(env, w->deferred, result);
-  } else {
-    if (w->err == ECANCELED) {
-      napi_value msg, code;
-      napi_create_string_utf8(env, "The operation was aborted", NAPI_AUTO_LENGTH, &msg);
-      napi_create_string_utf8(env, "ABORT_ERR", NAPI_AUTO_LENGTH, &code);
-      napi_create_error(env, code, msg, &err);
-    } else if (w->err == ESRCH || (w->err == EFAULT && strcmp(w->syscall, "released") == 0)) {
-      napi_value msg, code;
-      napi_create_string_utf8(env,
-                              "the mapping being written was released before the checkpoint was complete; "
-                              "release a snapshot only after its writeTo() has settled",
-                              NAPI_AUTO_LENGTH, &msg);
-      napi_create_string_utf8(env, "ERR_COWSHM_CLOSED", NAPI_AUTO_LENGTH, &code);
-      napi_create_error(env, code, msg, &err);
-    } else {
-      cowshm_throw_errno(env, status != napi_ok ? EIO : w->err, status != napi_ok ? "async work" : w->syscall,
-                         NULL);
-      napi_get_and_clear_last_exception(env, &err);
-    }
-    napi_reject_deferred(env, w->deferred, err);
-  }
-  napi_delete_async_work(env, w->work);
+static void ck_free(struct ck_work *w) {
+  if (w->holes_fd >= 0) close(w->holes_fd);
   state_unref(w->shared);
   free(w->pages);
+  free(w->copied);
   free(w->kept);
   free(w);
+}
+
+/* An Error with `code`, or NULL when even that cannot be made. */
+static napi_value coded_error(napi_env env, const char *code, const char *message) {
+  napi_value msg = NULL, c = NULL, err = NULL;
+  if (napi_create_string_utf8(env, message, NAPI_AUTO_LENGTH, &msg) != napi_ok ||
+      napi_create_string_utf8(env, code, NAPI_AUTO_LENGTH, &c) != napi_ok || napi_create_error(env, c, msg, &err) != napi_ok)
+    return NULL;
+  return err;
+}
+
+/* [checksum, kept pages or null], or NULL when a Node-API call failed. */
+static napi_value ck_result(napi_env env, struct ck_work *w) {
+  napi_value result = NULL, kept = NULL, hash = hex64(env, w->hash);
+  if (hash == NULL) return NULL;
+  if (w->cmp) {
+    void *out = NULL;
+    napi_value ab;
+    if (napi_create_arraybuffer(env, w->nkept * sizeof(uint32_t), &out, &ab) != napi_ok ||
+        napi_create_typedarray(env, napi_uint32_array, w->nkept, ab, 0, &kept) != napi_ok)
+      return NULL;
+    if (w->nkept) memcpy(out, w->kept, w->nkept * sizeof(uint32_t));
+  } else if (napi_get_null(env, &kept) != napi_ok) {
+    return NULL;
+  }
+  if (napi_create_array_with_length(env, 2, &result) != napi_ok || napi_set_element(env, result, 0, hash) != napi_ok ||
+      napi_set_element(env, result, 1, kept) != napi_ok)
+    return NULL;
+  return result;
+}
+
+/* The writer's error, as JS sees it; NULL when a Node-API call failed. */
+static napi_value ck_error(napi_env env, napi_status status, struct ck_work *w) {
+  if (status == napi_ok && w->err == ECANCELED) return coded_error(env, "ABORT_ERR", "The operation was aborted");
+  if (status == napi_ok && w->err == ESRCH && strcmp(w->syscall, "released") == 0)
+    return coded_error(env, "ERR_COWSHM_CLOSED",
+                       "the mapping being written was released before the checkpoint was complete; "
+                       "release a snapshot only after its writeTo() has settled");
+  napi_value err = NULL;
+  cowshm_throw_errno(env, status != napi_ok ? EIO : w->err, status != napi_ok ? "async work" : w->syscall, NULL);
+  if (napi_get_and_clear_last_exception(env, &err) != napi_ok) return NULL;
+  return err;
+}
+
+/* Settles the promise whatever fails on the way: a promise left pending
+ * would keep its writeTo() waiting forever. */
+static void ck_complete(napi_env env, napi_status status, void *data) {
+  struct ck_work *w = data;
+  napi_value value = status == napi_ok && w->err == 0 ? ck_result(env, w) : NULL;
+  if (value != NULL) {
+    if (napi_resolve_deferred(env, w->deferred, value) != napi_ok) value = NULL;
+  }
+  if (value == NULL) {
+    napi_value err = status == napi_ok && w->err == 0
+                         ? coded_error(env, "ERR_COWSHM_INTERNAL", "cowshm internal error: could not return the checkpoint's result")
+                         : ck_error(env, status, w);
+    napi_value pending;
+    napi_get_and_clear_last_exception(env, &pending); /* anything a failed call left */
+    if (err == NULL) napi_get_undefined(env, &err);
+    napi_reject_deferred(env, w->deferred, err); /* fails only when the environment is going away */
+  }
+  napi_delete_async_work(env, w->work);
+  ck_free(w);
 }
 
 static int get_u32_array(napi_env env, napi_value v, const uint32_t **out, size_t *len) {
@@ -708,21 +889,26 @@ static int get_u32_array(napi_env env, napi_value v, const uint32_t **out, size_
   return 1;
 }
 
-/* writePages(fd, fileOffset, srcId, pages: Uint32Array | null, pageCount, cmpId)
+/* writePages(fd, fileOffset, srcId, pages: Uint32Array | null, pageCount, cmpId, holesFd, copied)
  *   -> [Promise<[hashHex, keptPages: Uint32Array | null]>, state: Int32Array]
  * Writes the listed pages of mapping srcId (every page in [0, pageCount) when
  * pages is null) back to back from fileOffset. With cmpId >= 0, only pages
  * that differ from the same page of mapping cmpId are written, and the
- * result lists them. state[0] = 1 (Atomics.store) cancels; state[1] counts
+ * result lists them. A full checkpoint (pages null, no cmpId) skips the
+ * pages that are holes of file holesFd (>= 0) and not in the ascending list
+ * `copied` (see find_holes); the file must already have its full size.
+ * state[0] = 1 (Atomics.store) cancels; state[1] counts
  * the pages examined so far. The caller keeps both mappings' ArrayBuffers
  * reachable until the promise settles. */
 static napi_value write_pages_js(napi_env env, napi_callback_info info) {
-  napi_value argv[6], promise, name, result, ab, arr;
+  napi_value argv[8], promise, name, result, ab, arr;
+  int32_t holes_fd;
   int32_t fd;
   uint64_t off, count;
   double src_id, cmp_id;
-  if (!cowshm_args(env, info, 6, argv) || !cowshm_get_i32(env, argv[0], &fd) ||
-      !cowshm_get_u64(env, argv[1], &off) || !cowshm_get_u64(env, argv[4], &count))
+  if (!cowshm_args(env, info, 8, argv) || !cowshm_get_i32(env, argv[0], &fd) ||
+      !cowshm_get_u64(env, argv[1], &off) || !cowshm_get_u64(env, argv[4], &count) ||
+      !cowshm_get_i32(env, argv[6], &holes_fd))
     return NULL;
   NAPI_OK(env, napi_get_value_double(env, argv[2], &src_id));
   NAPI_OK(env, napi_get_value_double(env, argv[5], &cmp_id));
@@ -733,6 +919,7 @@ static napi_value write_pages_js(napi_env env, napi_callback_info info) {
   w->page = cowshm_page_size;
   w->src_id = src_id;
   w->cmp_id = cmp_id;
+  w->holes_fd = -1;
 
   napi_valuetype t;
   if (napi_typeof(env, argv[3], &t) != napi_ok) goto napi_fail;
@@ -747,6 +934,29 @@ static napi_value write_pages_js(napi_env env, napi_callback_info info) {
       goto fail;
     }
     if (w->npages) memcpy(w->pages, list, w->npages * sizeof *w->pages);
+  }
+  if (napi_typeof(env, argv[7], &t) != napi_ok) goto napi_fail;
+  if (t != napi_null) {
+    const uint32_t *list;
+    if (!get_u32_array(env, argv[7], &list, &w->ncopied)) goto fail;
+    w->copied = malloc((w->ncopied ? w->ncopied : 1) * sizeof *w->copied);
+    if (w->copied == NULL) {
+      cowshm_throw_errno(env, ENOMEM, "malloc", NULL);
+      goto fail;
+    }
+    if (w->ncopied) memcpy(w->copied, list, w->ncopied * sizeof *w->copied);
+    for (size_t i = 1; i < w->ncopied; i++) {
+      if (w->copied[i] <= w->copied[i - 1]) {
+        cowshm_throw_range(env, "cowshm internal error: copied page list not increasing");
+        goto fail;
+      }
+    }
+  }
+  /* A descriptor of our own: the region's may be closed, and its number
+   * reused, while the writer runs. */
+  if (holes_fd >= 0 && (w->holes_fd = fcntl(holes_fd, F_DUPFD_CLOEXEC, 0)) < 0) {
+    cowshm_throw_errno(env, errno, "fcntl", NULL);
+    goto fail;
   }
 
   cowshm_registry_lock();
@@ -796,9 +1006,19 @@ static napi_value write_pages_js(napi_env env, napi_callback_info info) {
 napi_fail:
   cowshm_throw_napi_failure(env, "queueing the checkpoint writer", __FILE__, __LINE__);
 fail:
+  if (w->deferred) {
+    /* Never returned, but settled so that nothing waits on it. */
+    napi_value err = NULL;
+    napi_get_and_clear_last_exception(env, &err);
+    if (err == NULL) napi_get_undefined(env, &err);
+    napi_reject_deferred(env, w->deferred, err);
+    napi_throw(env, err);
+  }
   if (w->work) napi_delete_async_work(env, w->work);
+  if (w->holes_fd >= 0) close(w->holes_fd);
   if (w->shared) state_unref(w->shared);
   free(w->pages);
+  free(w->copied);
   free(w);
   return NULL;
 }

@@ -58,6 +58,7 @@ export interface Native {
   /** [promise of [checksum, kept pages], state: [0] = 1 cancels, [1] = pages examined] */
   writePages(
     fd: number, fileOffset: number, sourceId: number, pages: Uint32Array | null, pageCount: number, compareId: number,
+    holesFd: number, copied: Uint32Array | null,
   ): [Promise<[string, Uint32Array | null]>, Int32Array];
   /** [ArrayBuffer, id, chunkSize, backend] */
   snapshotCreate(
