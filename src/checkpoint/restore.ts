@@ -10,7 +10,10 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { constants as fsc } from 'node:fs';
 import { native } from '../native';
-import { outOfRange } from '../errors';
+import { explain, outOfRange, systemError } from '../errors';
+import { availableMemory, formatBytes } from '../reserve';
+
+const ENOMEM = 12;
 import { F_SEAL_SHRINK } from '../constants';
 import * as check from '../validate';
 import { openRegular } from '../file';
@@ -115,6 +118,19 @@ function readInto(fd: number, target: Uint8Array, offset: number, length: number
 function materialise(chain: ChainLink[], make: (init: RegionInit) => Region): Region {
   const first = (chain[0] as ChainLink).header;
   const size = first.regionSize;
+  // Every byte of the chain lands in memory. Each header's size was checked
+  // against its file, but a file can be sparse: a crafted base declaring a
+  // huge region over a hole would otherwise be read until the OOM killer
+  // ended this process (or another one).
+  const available = availableMemory();
+  if (size > available) {
+    const file = (chain[chain.length - 1] as ChainLink).header.path;
+    throw explain(
+      systemError(ENOMEM, 'ftruncate', file),
+      `restoring this chain of ${chain.length} checkpoints materialises its ${formatBytes(size)} region in memory, ` +
+        `more than is available (${formatBytes(available)}: MemAvailable + SwapFree, within the cgroup limit)`,
+    );
+  }
   const fd = native.memfdCreate('cowshm-restore', 0);
   let region: Region;
   try {
