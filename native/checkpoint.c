@@ -406,26 +406,57 @@ static int mapping_alive(double id) {
  * into the region's file under a live snapshot could tell the difference, and
  * that changes what the snapshot itself reads too. */
 
+/* Where the holes of fd are, learnt going forward: [data, hole) is known to
+ * be data and [gap, data) a hole. Each lseek walks the file from where it
+ * starts to its answer (a SEEK_HOLE in a fully written region walks to its
+ * end), so asking once per extent rather than once per chunk keeps a whole
+ * pass linear. */
+struct holes {
+  int fd; /* -1: no holes known */
+  off_t gap, data, hole;
+};
+
+static void mark_holes(uint8_t *hole, size_t first, size_t page, off_t from, off_t to, size_t *count) {
+  /* Whole pages only: a partial page of data counts as data. */
+  for (off_t p = (from + (off_t)page - 1) / (off_t)page * (off_t)page; p + (off_t)page <= to; p += (off_t)page) {
+    hole[(size_t)(p / (off_t)page) - first] = 1;
+    (*count)++;
+  }
+}
+
 /* Marks in hole[0..n) the pages [first, first + n) that lie wholly in a hole
- * of fd (SEEK_DATA/SEEK_HOLE). Returns how many; 0 when fd cannot tell. */
-static size_t find_holes(int fd, size_t first, size_t n, size_t page, uint8_t *hole) {
+ * of hs->fd (SEEK_DATA/SEEK_HOLE); pages are asked about in ascending order.
+ * Returns how many; 0 when the file cannot tell. */
+static size_t find_holes(struct holes *hs, size_t first, size_t n, size_t page, uint8_t *hole) {
   memset(hole, 0, n);
-  if (fd < 0) return 0;
+  if (hs->fd < 0) return 0;
   off_t pos = (off_t)(first * page), end = (off_t)((first + n) * page);
   size_t count = 0;
   while (pos < end) {
-    off_t data = lseek(fd, pos, SEEK_DATA);
-    if (data < 0 && errno != ENXIO) return 0; /* no SEEK_DATA here: no holes known */
-    if (data < 0 || data > end) data = end;   /* ENXIO: a hole to the end of the file */
-    for (off_t p = pos; p + (off_t)page <= data; p += (off_t)page) {
-      hole[(size_t)(p / (off_t)page) - first] = 1;
-      count++;
+    if (pos >= hs->gap && pos < hs->data) { /* a known hole */
+      off_t to = hs->data < end ? hs->data : end;
+      mark_holes(hole, first, page, pos, to, &count);
+      pos = to;
+      continue;
     }
-    if (data >= end) break;
-    off_t next = lseek(fd, data, SEEK_HOLE);
-    if (next < 0) return count;
-    /* Data pages stay unmarked; a partial page of data counts as data. */
-    pos = (next + (off_t)page - 1) / (off_t)page * (off_t)page;
+    if (pos >= hs->data && pos < hs->hole) { /* known data */
+      pos = hs->hole;
+      continue;
+    }
+    off_t data = lseek(hs->fd, pos, SEEK_DATA);
+    if (data < 0 && errno != ENXIO) { /* no SEEK_DATA here: no holes known */
+      hs->fd = -1;
+      memset(hole, 0, n);
+      return 0;
+    }
+    off_t next = INT64_MAX; /* ENXIO: a hole to the end of the file */
+    if (data < 0) {
+      data = INT64_MAX;
+    } else {
+      next = lseek(hs->fd, data, SEEK_HOLE);
+      if (next < 0) next = INT64_MAX;
+    }
+    hs->gap = pos, hs->data = data, hs->hole = next;
   }
   return count;
 }
@@ -532,7 +563,7 @@ static int hasher_publish(struct hasher *hs, uint64_t ready, int fin, int stop) 
 struct populater {
   uintptr_t start;
   size_t len;
-  int holes_fd; /* the source's file, to skip its holes (see find_holes), or -1 */
+  struct holes holes; /* the source's file, to skip its holes (see find_holes) */
   size_t page;
   _Atomic size_t upto;
   _Atomic int stop;
@@ -548,7 +579,7 @@ static void *populater_thread(void *data) {
     size_t pages = n / pp->page;
     /* Holes are left alone: populating one would allocate it. A copied page
      * in a hole is populated by the writer's own populate instead. */
-    size_t holes = find_holes(pp->holes_fd, off / pp->page, pages, pp->page, hole);
+    size_t holes = find_holes(&pp->holes, off / pp->page, pages, pp->page, hole);
     for (size_t i = 0; i < pages;) {
       if (holes && hole[i]) {
         i++;
@@ -625,7 +656,8 @@ static void run_full(struct ck_work *w) {
   struct hasher hs;
   pthread_t ht, pt;
   int hashing = 0, populating = 0;
-  struct populater pp = {.start = w->src, .len = w->npages * page, .holes_fd = w->holes_fd, .page = page};
+  struct populater pp = {.start = w->src, .len = w->npages * page, .holes = {w->holes_fd, 0, 0, 0}, .page = page};
+  struct holes holes = {w->pages ? -1 : w->holes_fd, 0, 0, 0};
   XXH64_state_t h;
   XXH64_reset(&h, 0);
   uint64_t pos = w->file_offset, kicked = pos;
@@ -649,7 +681,7 @@ static void run_full(struct ck_work *w) {
   for (size_t done = 0; done < w->npages;) {
     if (!chunk_start(w)) break;
     size_t n = w->npages - done < per ? w->npages - done : per;
-    find_holes(w->pages ? -1 : w->holes_fd, done, n, page, hole);
+    find_holes(&holes, done, n, page, hole);
     /* Runs of pages to write, each at its own offset; skipped holes stay holes. */
     for (size_t i = 0; i < n && w->err == 0;) {
       if (hole[i] && !was_copied(w->copied, w->ncopied, &copied_at, done + i)) {

@@ -28,7 +28,7 @@ import * as c from '../constants';
 import { lockRange } from '../locks';
 import { cowshmError, invalidType, outOfRange } from '../errors';
 import * as check from '../validate';
-import { encodeHeader, expectedFileSize, HEADER_BLOCK, invalid, newId, type CheckpointFile } from './format';
+import { encodeHeader, expectedFileSize, HEADER_BLOCK, invalid, MAX_BASE_PATH, newId, type CheckpointFile } from './format';
 import { closeChain, openChain, type ChainLink } from './restore';
 import { notAFile } from '../file';
 import type { Region } from '../region';
@@ -232,8 +232,8 @@ export async function writeFrom(source: CheckpointSource, file: unknown, options
       }
       if (baseHeader.regionSize !== size)
         throw invalid(baseHeader.path, `it checkpoints a region of ${baseHeader.regionSize} bytes; this region has ${size}`);
-      if (Buffer.byteLength(path.relative(dir, baseHeader.path)) > HEADER_BLOCK - 128)
-        throw outOfRange('"base" option', 'a path shorter than 3968 bytes relative to the target directory', basePath);
+      if (Buffer.byteLength(path.relative(dir, baseHeader.path)) > MAX_BASE_PATH)
+        throw outOfRange('"base" option', `a path of at most ${MAX_BASE_PATH} bytes relative to the target directory`, basePath);
       candidates = pagesFromLiveBase(source, baseHeader);
       if (candidates === null) {
         compareRegion = (region.constructor as typeof Region).restore(baseHeader.path, { verify: 'header' });
