@@ -104,6 +104,13 @@ test('writeTo() refuses a target that exists and is not a regular file, and leav
     notAFile(r, 'writeTo a FIFO');
     assert.ok(fs.lstatSync(fifo).isFIFO(), 'the FIFO is still there');
     assert.deepEqual(fs.readdirSync(dir), ['fifo.cow'], 'no temporary left behind');
+    // A device: refused before anything is created in its directory.
+    const dev = inChild(`
+      const r = cowshm.Region.create({ size: 4 * cowshm.pageSize }); const v = r.map();
+      try { await cowshm.writeCheckpoint(v, '/dev/zero'); } finally { v.close(); r.close(); }`);
+    notAFile(dev, 'writeCheckpoint to /dev/zero');
+    assert.ok(fs.statSync('/dev/zero').isCharacterDevice());
+    assert.deepEqual(fs.readdirSync('/dev').filter((n) => n.startsWith('.zero.')), []);
   } finally {
     rmTemp(dir);
   }
