@@ -76,7 +76,11 @@ static napi_value xxh64_js(napi_env env, napi_callback_info info) {
   if (napi_get_typedarray_info(env, argv[0], &type, &length, &data, &ab, &off) != napi_ok ||
       type != napi_uint8_array)
     return cowshm_throw_type(env, "cowshm internal error: expected a Uint8Array");
-  return hex64(env, XXH64(length > 0 ? data : "", length, 0));
+  /* The streaming form: faster than the one-shot XXH64() with this compiler. */
+  XXH64_state_t h;
+  XXH64_reset(&h, 0);
+  if (length > 0) XXH64_update(&h, data, length);
+  return hex64(env, XXH64_digest(&h));
 }
 
 #define CHUNK_BYTES ((size_t)1 << 20)
@@ -394,7 +398,7 @@ static int mapping_alive(double id) {
  * writing a 64 GiB region with one page written would fill /dev/shm (or fail
  * when it is full). A page that is a hole in the region's file and was not
  * copied into the snapshot reads as zeros, so the full writer skips it: the
- * checkpoint's file keeps a hole there too (it was sized first), and the
+ * checkpoint's file keeps a hole there too (it is sized at the first one), and the
  * read-back hashes the zeros a hole reads as.
  *
  * Why that is sound for a snapshot: an uncopied page of a snapshot is the
@@ -613,18 +617,21 @@ static int chunk_start(struct ck_work *w) {
   return 1;
 }
 
-/* A failed copy from the source: "released" only when it was (the mapping is
- * gone); otherwise the kernel could not read the pages, and says why. */
+/* A failed copy from the source. EFAULT is what a released snapshot gives
+ * (its range is PROT_NONE before its slot says so, so the slot cannot be
+ * trusted to tell yet), and also what a tmpfs page that cannot be allocated
+ * gives (the fault is a SIGBUS): a full file system is told apart by its
+ * free space and reported as ENOSPC. ENOMEM is out of memory unless the
+ * mapping is gone. */
 static void source_error(struct ck_work *w, int err, const char *syscall) {
-  if ((err == EFAULT || err == ENOMEM || err == ESRCH) && !mapping_alive(w->src_id)) {
-    w->err = ESRCH, w->syscall = "released";
-    return;
-  }
-  /* A tmpfs page that cannot be allocated faults as SIGBUS: EFAULT here. */
   struct statfs sf;
-  if (err == EFAULT && w->holes_fd >= 0 && fstatfs(w->holes_fd, &sf) == 0 && sf.f_blocks > 0 && sf.f_bavail == 0)
-    err = ENOSPC;
-  w->err = err, w->syscall = syscall;
+  if (err == EFAULT && w->holes_fd >= 0 && fstatfs(w->holes_fd, &sf) == 0 && sf.f_blocks > 0 && sf.f_bavail == 0) {
+    w->err = ENOSPC, w->syscall = syscall;
+  } else if (err == EFAULT || err == ESRCH || (err == ENOMEM && !mapping_alive(w->src_id))) {
+    w->err = ESRCH, w->syscall = "released";
+  } else {
+    w->err = err, w->syscall = syscall;
+  }
 }
 
 static void chunk_done(struct ck_work *w, size_t done) { __atomic_store_n(&w->state[1], (int32_t)done, __ATOMIC_RELAXED); }
@@ -663,6 +670,7 @@ static void run_full(struct ck_work *w) {
   uint64_t pos = w->file_offset, kicked = pos;
   int kick = 1;
   size_t copied_at = 0;
+  int sized = 0; /* the file has its full length */
   if (buf == NULL) {
     w->err = ENOMEM, w->syscall = "malloc";
     return;
@@ -685,6 +693,13 @@ static void run_full(struct ck_work *w) {
     /* Runs of pages to write, each at its own offset; skipped holes stay holes. */
     for (size_t i = 0; i < n && w->err == 0;) {
       if (hole[i] && !was_copied(w->copied, w->ncopied, &copied_at, done + i)) {
+        /* The file must reach past a skipped page: the read-back would end
+         * early at a hole at its end. Sized once, at the first hole. */
+        if (!sized && RETRY(ftruncate(w->fd, (off_t)(w->file_offset + (uint64_t)w->npages * page))) != 0) {
+          w->err = errno, w->syscall = "ftruncate";
+          break;
+        }
+        sized = 1;
         i++;
         continue;
       }
@@ -928,7 +943,7 @@ static int get_u32_array(napi_env env, napi_value v, const uint32_t **out, size_
  * that differ from the same page of mapping cmpId are written, and the
  * result lists them. A full checkpoint (pages null, no cmpId) skips the
  * pages that are holes of file holesFd (>= 0) and not in the ascending list
- * `copied` (see find_holes); the file must already have its full size.
+ * `copied` (see find_holes), extending the file to its full length first.
  * state[0] = 1 (Atomics.store) cancels; state[1] counts
  * the pages examined so far. The caller keeps both mappings' ArrayBuffers
  * reachable until the promise settles. */
@@ -989,6 +1004,14 @@ static napi_value write_pages_js(napi_env env, napi_callback_info info) {
   if (holes_fd >= 0 && (w->holes_fd = fcntl(holes_fd, F_DUPFD_CLOEXEC, 0)) < 0) {
     cowshm_throw_errno(env, errno, "fcntl", NULL);
     goto fail;
+  }
+  /* A file with every block allocated has no holes: then the writer need not
+   * ask (a SEEK_HOLE walks a fully written tmpfs file to its end, some
+   * milliseconds per GiB). */
+  struct stat hst;
+  if (w->holes_fd >= 0 && fstat(w->holes_fd, &hst) == 0 && (uint64_t)hst.st_blocks * 512 >= (uint64_t)hst.st_size) {
+    close(w->holes_fd);
+    w->holes_fd = -1;
   }
 
   cowshm_registry_lock();

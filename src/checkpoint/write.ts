@@ -280,13 +280,11 @@ export async function writeFrom(source: CheckpointSource, file: unknown, options
     };
     const timer = onProgress ? setInterval(() => state && report(Atomics.load(state, 1) * pageSize), 15) : undefined;
     try {
-      // A full checkpoint of a memory region skips the pages that are holes
-      // in it (reading one through the mapping would allocate it): the file
-      // gets its full size first, so a skipped page stays a hole there too.
-      const full = baseHeader === null;
-      // (Not a restored checkpoint, whose file starts with a header: those are read-only.)
-      const skipHoles = full && (region.kind !== 'file' || !region.readOnly);
-      if (full) native.ftruncate(fd, HEADER_BLOCK + totalPages * pageSize, tmp);
+      // A full checkpoint skips the pages that are holes in the region's file
+      // (reading one through the mapping would allocate it): they stay holes
+      // in the checkpoint too. Not for a restored checkpoint, whose file
+      // starts with a header (those are read-only).
+      const skipHoles = baseHeader === null && (region.kind !== 'file' || !region.readOnly);
       const [written, shared] = native.writePages(
         fd, HEADER_BLOCK, sourceId, candidates, examined, compareView ? compareView._id : -1,
         skipHoles ? region.fd : -1, skipHoles && typeof source.changedPages === 'function' ? source.changedPages() : null,
