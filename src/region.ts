@@ -15,6 +15,7 @@ import { View, type Access } from './view';
 import { checkReservable, formatBytes } from './reserve';
 import { Snapshot, takeSnapshot, prepareWrite, type SnapshotOptions } from './snapshot';
 import { restoreCheckpoint, type RestoreOptions } from './checkpoint/restore';
+import { holdSegment } from './segments';
 
 /** What backs a region. */
 export type RegionKind = 'shm' | 'memfd' | 'file';
@@ -104,6 +105,8 @@ export interface RegionInit {
   dataOffset?: number;
   /** native.fstat(fd) when the caller already has it: saves a syscall. */
   stat?: ReturnType<typeof native.fstat>;
+  /** A named segment whose name may be gone (opened through its creator's descriptor). */
+  unlinked?: boolean;
 }
 
 let nextOwner = 1;
@@ -204,7 +207,8 @@ export class Region {
     this.readOnly = init.readOnly;
     this.#hugePages = init.hugePages;
     // Indexed, not destructured: destructuring walks the array's iterator.
-    const st = init.stat ?? fstat(init.fd);
+    // A named segment is held under cowshm's shared lock (what removing orphans tests).
+    const st = init.kind === 'shm' ? holdSegment(init.fd, init.name as string, init.unlinked === true) : init.stat ?? fstat(init.fd);
     this.#size = init.size ?? st[0];
     this.#dataOffset = init.dataOffset ?? 0;
     this.dev = st[4];
@@ -436,6 +440,7 @@ export class Region {
           readOnly,
           hugePages: false,
           stat,
+          unlinked: true,
         });
       } catch (err) {
         native.close(fd);
