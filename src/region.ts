@@ -173,6 +173,27 @@ function explainNoSpace(err: SystemError, where: string, wanted: number): System
   }
 }
 
+/**
+ * What a handle's descriptor or name led to must be what its kind says: a
+ * forged handle must not turn /dev/zero, a device, a FIFO or some other
+ * file a process holds open into a region.
+ */
+function checkHandleTarget(kind: RegionKind, fd: number, stat: ReturnType<typeof native.fstat>, where: string): void {
+  let why: string | null = null;
+  if ((stat[3] & c.S_IFMT) !== c.S_IFREG) why = 'is not a regular file';
+  else if (kind === 'shm' && stat[4] !== shmDevice()) why = 'is not on /dev/shm, so not a shared memory segment';
+  else if (kind === 'memfd' && !fs.readlinkSync(`/proc/self/fd/${fd}`).startsWith('/memfd:')) why = 'is not a memfd';
+  if (why === null) return;
+  const err = cowshmError('ERR_COWSHM_NOT_A_FILE', `The handle's ${kind} region ('${where}') ${why}: the handle does not describe a region`);
+  throw Object.assign(err, { path: where });
+}
+
+let shmDev: number | undefined;
+function shmDevice(): number {
+  shmDev ??= fs.statSync('/dev/shm').dev;
+  return shmDev;
+}
+
 export class Region {
   /** The largest single view this Node.js allows (an ArrayBuffer's maximum length). */
   static readonly maxViewLength: number = bufferConstants.MAX_LENGTH;
@@ -417,8 +438,8 @@ export class Region {
     const paths = [procPath, ...(name !== null ? [`/dev/shm/${name}`] : []), ...(filePath ? [filePath] : [])];
     let lastError: unknown;
     for (const p of paths) {
-      // /proc/PID/fd/N is a link that must be followed; a file path must not.
-      const flags = (readOnly ? c.O_RDONLY : c.O_RDWR) | c.O_NONBLOCK | (p === filePath ? c.O_NOFOLLOW : 0);
+      // /proc/PID/fd/N is a link that must be followed; a name or a file path must not.
+      const flags = (readOnly ? c.O_RDONLY : c.O_RDWR) | c.O_NONBLOCK | (p === procPath ? 0 : c.O_NOFOLLOW);
       let fd: number;
       try {
         fd = native.open(p, flags, 0);
@@ -432,6 +453,7 @@ export class Region {
           native.close(fd);
           continue;
         }
+        checkHandleTarget(kind, fd, stat, p);
         return new Region({
           kind,
           name,
@@ -447,6 +469,8 @@ export class Region {
         throw err;
       }
     }
+    if (isSystemError(lastError, 'ELOOP'))
+      throw explain(lastError, `a symbolic link, not a ${kind === 'shm' ? 'segment' : 'file'}: handles are never followed through one`);
     if (lastError instanceof Error && !isSystemError(lastError, 'ENOENT')) throw lastError;
     const gone = cowshmError(
       'ENOENT',
