@@ -316,7 +316,15 @@ export class Region {
     // O_NONBLOCK: a FIFO planted under the name must not make a read-only open wait.
     // One native call opens, stats and reads the effective uid: each call
     // into the addon costs a few hundred nanoseconds on top of its syscall.
-    const fd = native.shmOpenStat(name, (readOnly ? c.O_RDONLY : c.O_RDWR) | c.O_NONBLOCK, statScratch);
+    let fd: number;
+    try {
+      fd = native.shmOpenStat(name, (readOnly ? c.O_RDONLY : c.O_RDWR) | c.O_NONBLOCK, statScratch);
+    } catch (err) {
+      // shm_open says EINVAL for a directory, a name it would not create.
+      if (isSystemError(err, 'EINVAL') && fs.lstatSync(`/dev/shm/${name}`, { throwIfNoEntry: false })?.isDirectory())
+        throw Object.assign(cowshmError('ERR_COWSHM_NOT_A_FILE', `'/dev/shm/${name}' is a directory, not a shared memory segment`), { path: name });
+      throw err;
+    }
     try {
       const stat = scratchStat();
       const uid = stat[1];
