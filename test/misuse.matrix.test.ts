@@ -140,7 +140,6 @@ const rows: Row[] = [
   { label: "create name '/x'", call: () => Region.create({ size: 1, name: '/x' }), type: RangeError, code: RANGE },
   { label: "create name '.'", call: () => Region.create({ size: 1, name: '.' }), type: RangeError, code: RANGE },
   { label: "create name '..'", call: () => Region.create({ size: 1, name: '..' }), type: RangeError, code: RANGE },
-  { label: 'create name with NUL', call: () => Region.create({ size: 1, name: 'a\0b' }), type: RangeError, code: RANGE },
   { label: 'create name of 256 bytes', call: () => Region.create({ size: 1, name: 'x'.repeat(256) }), type: RangeError, code: RANGE },
   { label: 'create name of 128 two-byte characters', call: () => Region.create({ size: 1, name: 'é'.repeat(128) }), type: RangeError, code: RANGE },
   { label: 'create an existing name', call: () => Region.create({ size: 1, name: existing.name as string }), type: Error, code: 'EEXIST' },
@@ -158,7 +157,6 @@ const rows: Row[] = [
   { label: 'open(7)', call: () => Region.open(7 as never), type: TypeError, code: TYPE },
   { label: "open('')", call: () => Region.open(''), type: RangeError, code: RANGE },
   { label: "open('a/b')", call: () => Region.open('a/b'), type: RangeError, code: RANGE },
-  { label: 'open name with NUL', call: () => Region.open('a\0b'), type: RangeError, code: RANGE },
   { label: "open('..')", call: () => Region.open('..'), type: RangeError, code: RANGE },
   { label: 'open a missing segment', call: () => Region.open(gone), type: Error, code: 'ENOENT' },
   { label: 'open a missing segment read-only', call: () => Region.open(gone, { readOnly: true }), type: Error, code: 'ENOENT' },
@@ -259,7 +257,6 @@ const rows: Row[] = [
   { label: "fromHandle fd '3'", call: () => Region.fromHandle(forged({ fd: '3' })), type: TypeError, code: TYPE },
   { label: 'fromHandle dev 1.5', call: () => Region.fromHandle(forged({ dev: 1.5 })), type: RangeError, code: RANGE },
   { label: 'fromHandle ino null', call: () => Region.fromHandle(forged({ ino: null })), type: TypeError, code: TYPE },
-  { label: 'fromHandle shm name with NUL', call: () => Region.fromHandle(forged({ kind: 'shm', name: 'a\0b' })), type: RangeError, code: RANGE },
   { label: 'fromHandle of a closed memfd region', call: () => Region.fromHandle(closedHandle), type: Error, code: 'ENOENT' },
   { label: 'fromHandle with a wrong inode', call: () => Region.fromHandle(forged({ ino: handle.ino + 1 })), type: Error, code: 'ENOENT' },
   { label: 'fromHandle of a process that does not exist', call: () => Region.fromHandle(forged({ pid: 2 ** 22 + 7 })), type: Error, code: 'ENOENT' },
@@ -322,6 +319,38 @@ const rows: Row[] = [
   { label: 'removeSegment ifOrphan of a mode-000 one', call: () => removeSegment(shmLocked, undefined, { ifOrphan: true }), type: Error, code: 'EACCES', as: 'user' },
 ];
 
+// Bad inputs other branches of this release fix, by branch: each table is
+// enabled (moved into `rows`' company below) once that branch is merged.
+const VALUE = 'ERR_INVALID_ARG_VALUE';
+const pending: Record<string, { enabled: boolean; rows: Row[] }> = {
+  // NUL bytes in paths and names: refused as Node's fs refuses them.
+  'h-arch': {
+    enabled: false,
+    rows: [
+      { label: 'create name with NUL', call: () => Region.create({ size: 1, name: 'a\0b' }), type: TypeError, code: VALUE },
+      { label: 'open name with NUL', call: () => Region.open('a\0b'), type: TypeError, code: VALUE },
+      { label: 'fromHandle shm name with NUL', call: () => Region.fromHandle(forged({ kind: 'shm', name: 'a\0b' })), type: TypeError, code: VALUE },
+      { label: 'openFile path with NUL', call: () => Region.openFile(`${file}\0x`), type: TypeError, code: VALUE },
+      { label: 'openFile create path with NUL', call: () => Region.openFile(`${file}\0x`, { create: true, size: 1 }), type: TypeError, code: VALUE },
+      { label: 'restore path with NUL', call: () => Region.restore(`${garbage}\0x`), type: TypeError, code: VALUE },
+      { label: 'checkpointInfo path with NUL', call: () => checkpointInfo(`${garbage}\0x`), type: TypeError, code: VALUE },
+      { label: 'writeCheckpoint path with NUL', call: () => writeCheckpoint(liveView, path.join(dir, 'a\0b.cow')), type: TypeError, code: VALUE },
+      { label: 'fromHandle file path with NUL', call: () => Region.fromHandle(forged({ kind: 'file', path: `${file}\0x`, pid: 2 ** 22 + 7 })), type: TypeError, code: VALUE },
+    ],
+  },
+  // FIFOs and devices where a checkpoint is expected: refused at once, never waited on.
+  'h-ckpt': {
+    enabled: false,
+    rows: [
+      { label: 'restore a FIFO', call: () => Region.restore(fifo), type: Error, code: 'ERR_COWSHM_NOT_A_FILE' },
+      { label: 'restore /dev/zero', call: () => Region.restore('/dev/zero'), type: Error, code: 'ERR_COWSHM_NOT_A_FILE' },
+      { label: 'checkpointInfo of a FIFO', call: () => checkpointInfo(fifo), type: Error, code: 'ERR_COWSHM_NOT_A_FILE' },
+      { label: 'writeCheckpoint over a FIFO', call: () => writeCheckpoint(liveView, fifo), type: Error, code: 'ERR_COWSHM_NOT_A_FILE' },
+      { label: 'writeCheckpoint with a FIFO as base', call: () => writeCheckpoint(liveView, path.join(dir, 'd.cow'), { base: fifo }), type: Error, code: 'ERR_COWSHM_NOT_A_FILE' },
+    ],
+  },
+};
+
 /** The device and inode of `p`, as a handle has them. */
 function devIno(p: string): { dev: number; ino: number } {
   const st = fs.statSync(p);
@@ -348,3 +377,11 @@ test('at least 100 bad inputs across the public API, each with its error class a
   assert.deepEqual([...new Uint8Array(liveView.buffer, 0, 4)], [0, 0, 0, 0], 'the views bad inputs named are untouched');
   void [View, Snapshot];
 });
+
+for (const [branch, table] of Object.entries(pending)) {
+  test(`bad inputs fixed on ${branch}: ${table.rows.map((r) => r.label).join('; ')}`, { skip: table.enabled ? false : `enabled once ${branch} is merged` }, async () => {
+    const before = fs.readdirSync('/dev/shm').length;
+    await check(table.rows);
+    assert.equal(fs.readdirSync('/dev/shm').length, before);
+  });
+}
