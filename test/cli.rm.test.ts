@@ -297,3 +297,12 @@ test('--dry-run says what would go and removes nothing', () => {
     cleanup(a);
   }
 });
+
+test('rm --help says how --orphans tells a segment is held, and what it cannot see', () => {
+  const r = runCli(['rm', '--help']);
+  assert.equal(r.status, 0);
+  const text = r.stdout.replace(/\s+/g, ' ');
+  assert.match(text, /every cowshm process keeps a shared lock \(flock\) on each segment it has open/);
+  assert.match(text, /Other programs are seen only through \/proc \(\/proc\/PID\/fd and \/proc\/PID\/maps\): only processes of this pid namespace, and only those this user may inspect/);
+  assert.match(text, /While any process cannot be inspected, a segment no cowshm process holds is not removed/);
+});
