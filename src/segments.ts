@@ -276,6 +276,7 @@ function lockedByCowshm(file: string, st: fs.Stats): boolean | null {
 // holds while it checks a segment (one read of /proc: milliseconds).
 const HOLD_WAIT_MS = 5000;
 const pause = new Int32Array(new SharedArrayBuffer(4));
+const holdStat = new Float64Array(7);
 
 /**
  * @internal Takes the shared flock a cowshm holder keeps on a named segment
@@ -300,7 +301,9 @@ export function holdSegment(fd: number, name: string, unlinked: boolean): Return
       Atomics.wait(pause, 0, 0, 1);
     }
   }
-  const st = native.fstat(fd, name);
+  native.fstatInto(fd, holdStat);
+  const h = holdStat;
+  const st: ReturnType<typeof native.fstat> = [h[0] as number, h[1] as number, h[2] as number, h[3] as number, h[4] as number, h[5] as number, h[6] as number];
   if (st[6] === 0 && !unlinked) {
     const err = explain(
       systemError(2, 'shm_open', name),
