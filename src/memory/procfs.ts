@@ -42,6 +42,9 @@ export function procError(err: unknown, pid: number, file: string): unknown {
     return explain(systemError(2, 'open', target), `this kernel has no /proc/PID/${file}`);
   }
   if (e?.code === 'EACCES' || e?.code === 'EPERM') {
+    // A zombie has no memory, so the kernel's access check finds nothing it may let others read.
+    const gone = exitedProcess(pid);
+    if (gone !== null) return explain(systemError(ESRCH, 'open', target), gone);
     const who = process.geteuid?.();
     return explain(
       systemError(EACCES, 'open', target),
