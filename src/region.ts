@@ -107,11 +107,13 @@ export interface RegionInit {
   stat?: ReturnType<typeof native.fstat>;
   /** A named segment whose name may be gone (opened through its creator's descriptor). */
   unlinked?: boolean;
+  /** `stat` was taken after cowshm's shared lock on the segment was granted. */
+  locked?: boolean;
 }
 
 let nextOwner = 1;
-// [size, uid, gid, mode, dev, ino, nlink, euid]: euid only from shmOpenStat.
-const statScratch = new Float64Array(8);
+// [size, uid, gid, mode, dev, ino, nlink, euid, locked]: the last two only from shmOpenStat.
+const statScratch = new Float64Array(9);
 /** What native.fstat returns, from the first seven slots of statScratch. */
 function scratchStat(): ReturnType<typeof native.fstat> {
   const s = statScratch;
@@ -229,7 +231,10 @@ export class Region {
     this.#hugePages = init.hugePages;
     // Indexed, not destructured: destructuring walks the array's iterator.
     // A named segment is held under cowshm's shared lock (what removing orphans tests).
-    const st = init.kind === 'shm' ? holdSegment(init.fd, init.name as string, init.unlinked === true) : init.stat ?? fstat(init.fd);
+    const st =
+      init.kind === 'shm'
+        ? holdSegment(init.fd, init.name as string, init.unlinked === true, init.locked === true ? init.stat : undefined)
+        : init.stat ?? fstat(init.fd);
     this.#size = init.size ?? st[0];
     this.#dataOffset = init.dataOffset ?? 0;
     this.dev = st[4];
@@ -340,7 +345,7 @@ export class Region {
             'pass { allowForeignOwner: true } to open it anyway',
         );
       }
-      return new Region({ kind: 'shm', name, fd, path: `/dev/shm/${name}`, readOnly, hugePages: false, stat });
+      return new Region({ kind: 'shm', name, fd, path: `/dev/shm/${name}`, readOnly, hugePages: false, stat, locked: statScratch[8] === 1 });
     } catch (err) {
       native.close(fd);
       throw err;

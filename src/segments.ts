@@ -286,7 +286,14 @@ const holdStat = new Float64Array(7);
  * meanwhile (a removal that found no holder before this one opened it) is
  * ENOENT, as an open a moment later would have been.
  */
-export function holdSegment(fd: number, name: string, unlinked: boolean): ReturnType<typeof native.fstat> {
+export function holdSegment(
+  fd: number,
+  name: string,
+  unlinked: boolean,
+  /** An fstat taken after the lock was granted (Region.open takes both in one call). */
+  lockedStat?: ReturnType<typeof native.fstat>,
+): ReturnType<typeof native.fstat> {
+  if (lockedStat !== undefined) return checkNamed(lockedStat, name, unlinked);
   if (!lockFile(fd, 'shared')) {
     const deadline = Date.now() + HOLD_WAIT_MS;
     while (!lockFile(fd, 'shared')) {
@@ -304,6 +311,10 @@ export function holdSegment(fd: number, name: string, unlinked: boolean): Return
   native.fstatInto(fd, holdStat);
   const h = holdStat;
   const st: ReturnType<typeof native.fstat> = [h[0] as number, h[1] as number, h[2] as number, h[3] as number, h[4] as number, h[5] as number, h[6] as number];
+  return checkNamed(st, name, unlinked);
+}
+
+function checkNamed(st: ReturnType<typeof native.fstat>, name: string, unlinked: boolean): ReturnType<typeof native.fstat> {
   if (st[6] === 0 && !unlinked) {
     const err = explain(
       systemError(2, 'shm_open', name),
