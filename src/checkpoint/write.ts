@@ -28,7 +28,7 @@ import * as check from '../validate';
 import { encodeHeader, expectedFileSize, HEADER_BLOCK, invalid, newId, type CheckpointFile } from './format';
 import { closeChain, openChain, type ChainLink } from './restore';
 import type { Region } from '../region';
-import { View } from '../view';
+import type { View } from '../view';
 
 export interface WriteOptions {
   /** Cancels the write; the temporary file is removed and the promise rejects with an AbortError. */
@@ -147,7 +147,6 @@ async function fsyncDirectory(dir: string): Promise<void> {
  * changing, write a snapshot (`snapshot.writeTo()`) instead.
  */
 export function writeCheckpoint(view: View, file: string, options?: WriteOptions): Promise<CheckpointResult> {
-  if (!(view instanceof View)) return Promise.reject(invalidType('"view" argument', 'a View', view));
   return writeFrom(view as unknown as CheckpointSource, file, options);
 }
 
