@@ -149,6 +149,7 @@ const isSystemError = (err: unknown, code: string): err is SystemError =>
   err instanceof Error && (err as SystemError).code === code;
 
 const TMPFS_MAGIC = 0x01021994;
+const HUGETLBFS_MAGIC = 0x958458f6;
 
 /** The size of the tmpfs `file` is on, or null when it is on another filesystem. */
 function tmpfsSize(file: string): number | null {
@@ -183,7 +184,8 @@ function explainNoSpace(err: SystemError, where: string, wanted: number): System
 function checkHandleTarget(kind: RegionKind, fd: number, stat: ReturnType<typeof native.fstat>, where: string): void {
   let why: string | null = null;
   if ((stat[3] & c.S_IFMT) !== c.S_IFREG) why = 'is not a regular file';
-  else if (kind === 'shm' && stat[4] !== shmDevice()) why = 'is not on /dev/shm, so not a shared memory segment';
+  else if (kind === 'shm' && stat[4] !== shmDevice() && fs.statfsSync(`/proc/self/fd/${fd}`).type !== HUGETLBFS_MAGIC)
+    why = 'is not on /dev/shm (nor on a hugetlbfs), so not a shared memory segment';
   else if (kind === 'memfd' && !fs.readlinkSync(`/proc/self/fd/${fd}`).startsWith('/memfd:')) why = 'is not a memfd';
   if (why === null) return;
   const err = cowshmError('ERR_COWSHM_NOT_A_FILE', `The handle's ${kind} region ('${where}') ${why}: the handle does not describe a region`);

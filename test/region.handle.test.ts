@@ -241,7 +241,7 @@ test('a forged handle to /dev/zero, a FIFO or a file off /dev/shm is refused, wh
     try {
       const st = fs.fstatSync(fd);
       const asFile = forged({ fd, dev: st.dev, ino: st.ino });
-      assert.throws(() => Region.fromHandle({ ...asFile, kind: 'shm', name: uniqueName('forged-file') }), notRegion('shm', /is not on \/dev\/shm, so not a shared memory segment/));
+      assert.throws(() => Region.fromHandle({ ...asFile, kind: 'shm', name: uniqueName('forged-file') }), notRegion('shm', /is not on \/dev\/shm \(nor on a hugetlbfs\), so not a shared memory segment/));
       assert.throws(() => Region.fromHandle(asFile), notRegion('memfd', /is not a memfd/));
       const fifo = path.join(dir, 'fifo');
       spawnSync('mkfifo', [fifo]);
