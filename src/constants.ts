@@ -17,5 +17,12 @@ export const F_SEAL_SHRINK = 0x0002;
 export const MADV_DONTNEED = 4;
 export const MADV_HUGEPAGE = 14;
 
+/**
+ * The owner token of mappings no Region made (a restore filling its memfd, a
+ * delta writer's view of its base): Regions count from 1, so closing a region
+ * never reaches them, and whoever maps them unmaps them.
+ */
+export const NO_OWNER = 0;
+
 /** Access modes as the addon numbers them. */
 export const ACCESS = { read: 0, write: 1, cow: 2 } as const;

@@ -91,8 +91,8 @@ export interface RegionHandle {
   readOnly: boolean;
 }
 
-/** @internal */
-export interface RegionInit {
+/** What a Region is built from. */
+interface RegionInit {
   kind: RegionKind;
   name: string | null;
   fd: number;
@@ -528,7 +528,13 @@ export class Region {
    * delta chain is copied into a new memfd region.
    */
   static restore(file: string, options?: RestoreOptions): Region {
-    return restoreCheckpoint(file, options, (init) => new Region(init));
+    const restored = restoreCheckpoint(file, options);
+    try {
+      return new Region({ ...restored, name: null, hugePages: false });
+    } catch (err) {
+      native.close(restored.fd);
+      throw err;
+    }
   }
 
   /**
