@@ -1,5 +1,9 @@
 /** Linux constants the addon's callers pass by value. */
 import { constants as fsc } from 'node:fs';
+import { constants as bufferConstants } from 'node:buffer';
+
+/** The largest ArrayBuffer this Node.js allows, so the longest one view or snapshot may be (`Region.maxViewLength`). */
+export const MAX_VIEW_LENGTH: number = bufferConstants.MAX_LENGTH;
 
 export const O_RDONLY = fsc.O_RDONLY;
 export const O_RDWR = fsc.O_RDWR;

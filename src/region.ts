@@ -6,7 +6,6 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { constants as bufferConstants } from 'node:buffer';
 import { native } from './native';
 import { closedError, cowshmError, explain, invalidType, outOfRange, type SystemError } from './errors';
 import * as c from './constants';
@@ -172,7 +171,7 @@ function explainNoSpace(err: SystemError, where: string, wanted: number): System
 
 export class Region {
   /** The largest single view this Node.js allows (an ArrayBuffer's maximum length). */
-  static readonly maxViewLength: number = bufferConstants.MAX_LENGTH;
+  static readonly maxViewLength: number = c.MAX_VIEW_LENGTH;
 
   readonly #fd: number;
   readonly #descriptor: Descriptor;

@@ -5,6 +5,7 @@
  * its memory grows only with the pages written after it.
  */
 import { native } from './native';
+import { MAX_VIEW_LENGTH } from './constants';
 import { closedError, cowshmError, outOfRange, systemError } from './errors';
 import * as check from './validate';
 import type { Region } from './region';
@@ -169,7 +170,7 @@ export function takeSnapshot(region: Region, fd: number, owner: number, options:
   const offset = o.offset === undefined ? 0 : check.integer(o.offset, '"offset" option', 0);
   if (offset % native.pageSize !== 0) throw check.pageAligned('"offset" option', offset);
   if (offset >= size) throw outOfRange('"offset" option', `less than the region's size (${size})`, offset);
-  const max = (region.constructor as typeof Region).maxViewLength;
+  const max = MAX_VIEW_LENGTH;
   if (o.length === undefined && size - offset > max) {
     throw outOfRange(
       '"length" option',
