@@ -28,7 +28,6 @@ import { invalidType, outOfRange } from '../errors';
 import * as check from '../validate';
 import { encodeHeader, expectedFileSize, HEADER_BLOCK, invalid, newId, type CheckpointFile } from './format';
 import { closeChain, mapRestored, openChain, restoreCheckpoint, type ChainLink, type RestoredCheckpoint } from './restore';
-import type { View } from '../view';
 
 export interface WriteOptions {
   /** Cancels the write; the temporary file is removed and the promise rejects with an AbortError. */
@@ -124,15 +123,6 @@ async function fsyncDirectory(dir: string): Promise<void> {
   } finally {
     await handle.close();
   }
-}
-
-/**
- * Writes a view of a whole region as a checkpoint. The view's bytes are read
- * while the write runs: for a consistent checkpoint of a region that keeps
- * changing, write a snapshot (`snapshot.writeTo()`) instead.
- */
-export function writeCheckpoint(view: View, file: string, options?: WriteOptions): Promise<CheckpointResult> {
-  return writeFrom(view, file, options);
 }
 
 /**
