@@ -481,23 +481,7 @@ export class Region {
     const size = this.#size;
     if (size === 0)
       throw cowshmError('ERR_COWSHM_EMPTY', `${this.toString()} is empty (size 0): there is nothing to map`);
-    const offset = o.offset === undefined ? 0 : check.integer(o.offset, '"offset" option', 0);
-    if (offset % native.pageSize !== 0) throw check.pageAligned('"offset" option', offset);
-    if (offset >= size) throw outOfRange('"offset" option', `less than the region's size (${size})`, offset);
-    const length = o.length === undefined ? size - offset : check.integer(o.length, '"length" option', 1);
-    if (offset + length > size)
-      throw outOfRange('"length" option', `at most ${size - offset} (the region's size minus the offset)`, length);
-    if (length > Region.maxViewLength) {
-      const why =
-        `at most ${Region.maxViewLength} (Region.maxViewLength), the largest ArrayBuffer Node.js ` +
-        `${process.version} allows; map a larger region as several views, each with its own offset and length`;
-      if (o.length !== undefined) throw outOfRange('"length" option', why, length);
-      throw outOfRange(
-        '"length" option',
-        `given: ${this.toString()} has ${size - offset} bytes from offset ${offset}, and a view is ${why}`,
-        undefined,
-      );
-    }
+    const [offset, length] = check.range(o, size, this.toString(), 'view');
     const access = check.oneOf(o.access, '"access" option', ['read', 'write', 'cow'] as const, this.readOnly ? 'read' : 'write');
     if (access === 'write' && this.readOnly)
       throw cowshmError('ERR_COWSHM_READ_ONLY', `${this.toString()} was opened read-only: map it with access 'read' or 'cow'`);

@@ -5,7 +5,6 @@
  * its memory grows only with the pages written after it.
  */
 import { native } from './native';
-import { MAX_VIEW_LENGTH } from './constants';
 import { closedError, cowshmError, outOfRange, systemError } from './errors';
 import * as check from './validate';
 import type { Region } from './region';
@@ -201,23 +200,7 @@ export function takeSnapshot(region: Region, fd: number, owner: number, options:
       throw outOfRange('COWSHM_SNAPSHOT_BACKEND environment variable', "'mprotect' or 'userfaultfd'", info.forced);
     throw cowshmError('ERR_COWSHM_SNAPSHOT_BACKEND', `cowshm: snapshots are unavailable: ${info.reason}`);
   }
-  const offset = o.offset === undefined ? 0 : check.integer(o.offset, '"offset" option', 0);
-  if (offset % native.pageSize !== 0) throw check.pageAligned('"offset" option', offset);
-  if (offset >= size) throw outOfRange('"offset" option', `less than the region's size (${size})`, offset);
-  const max = MAX_VIEW_LENGTH;
-  if (o.length === undefined && size - offset > max) {
-    throw outOfRange(
-      '"length" option',
-      `given for a region larger than ${max} bytes (the largest ArrayBuffer Node.js ${process.version} allows); ` +
-        `snapshot it in parts with { offset, length }, each at most ${max}`,
-      o.length,
-    );
-  }
-  const length = o.length === undefined ? size - offset : check.integer(o.length, '"length" option', 1);
-  if (offset + length > size)
-    throw outOfRange('"length" option', `at most ${size - offset} (the region's size minus the offset)`, length);
-  if (length > max)
-    throw outOfRange('"length" option', `at most ${max}, the largest ArrayBuffer Node.js ${process.version} allows`, length);
+  const [offset, length] = check.range(o, size, region.toString(), 'snapshot');
 
   const label = `${region.toString()}, snapshot ${++labels}`;
   const [buffer, id, chunk, backend] = native.snapshotCreate(fd, offset, length, label, owner, region.dev, region.ino, size);

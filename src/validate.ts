@@ -1,5 +1,11 @@
-/** Argument checks shared by every public entry point. */
+/**
+ * Argument checks shared by every public entry point. Each builds its error
+ * with errors.ts (invalidType, outOfRange), so every bad
+ * argument reads the same way: `The "size" option must be a positive integer.
+ * Received -1`.
+ */
 import { invalidType, outOfRange } from './errors';
+import { MAX_VIEW_LENGTH } from './constants';
 import { native } from './native';
 
 /** Whether `value` is a plain object of options (or undefined). */
@@ -58,6 +64,36 @@ export function shmName(value: unknown, what = '"name" argument'): string {
   if (value.includes('\0')) throw outOfRange(what, 'a string without NUL characters', value);
   if (value === '.' || value === '..') throw outOfRange(what, "a name other than '.' and '..'", value);
   return value;
+}
+
+/**
+ * The `{ offset, length }` options of a view or snapshot of a region of
+ * `size` bytes, as [offset, length]: the offset page aligned and inside the
+ * region, the length to the region's end by default, the whole inside the
+ * region and no longer than one ArrayBuffer may be (`Region.maxViewLength`).
+ * `subject` names the region; `kind` what is being made of it.
+ */
+export function range(
+  o: { offset?: unknown; length?: unknown }, size: number, subject: string, kind: 'view' | 'snapshot',
+): [number, number] {
+  const offset = o.offset === undefined ? 0 : integer(o.offset, '"offset" option', 0);
+  if (offset % native.pageSize !== 0) throw pageAligned('"offset" option', offset);
+  if (offset >= size) throw outOfRange('"offset" option', `less than the region's size (${size})`, offset);
+  const length = o.length === undefined ? size - offset : integer(o.length, '"length" option', 1);
+  if (offset + length > size)
+    throw outOfRange('"length" option', `at most ${size - offset} (the region's size minus the offset)`, length);
+  if (length > MAX_VIEW_LENGTH) {
+    const limit =
+      `at most ${MAX_VIEW_LENGTH} (Region.maxViewLength), the largest ArrayBuffer Node.js ${process.version} allows; ` +
+      `${kind === 'view' ? 'map' : 'snapshot'} a larger region as several ${kind}s, each with its own offset and length`;
+    if (o.length !== undefined) throw outOfRange('"length" option', limit, length);
+    throw outOfRange(
+      '"length" option',
+      `given: ${subject} has ${size - offset} bytes from offset ${offset}, and a ${kind} is ${limit}`,
+      undefined,
+    );
+  }
+  return [offset, length];
 }
 
 /** The RangeError for an offset that is not a multiple of the page size. */
