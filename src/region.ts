@@ -315,8 +315,7 @@ export class Region {
 
   /** Opens (or with `create`, creates) a file and uses it as a persistent region. */
   static openFile(file: string, options?: OpenFileOptions): Region {
-    check.string(file, '"path" argument');
-    if (file.length === 0) throw outOfRange('"path" argument', 'a non-empty string', file);
+    check.path(file, '"path" argument');
     const o = check.options<OpenFileOptions>(options);
     const size = o.size === undefined ? undefined : check.integer(o.size, '"size" option', 1);
     const create = check.boolean(o.create, '"create" option', false);
@@ -403,7 +402,7 @@ export class Region {
     const ino = check.integer(handle.ino, 'handle\'s "ino"', 0);
     const readOnly = check.boolean(handle.readOnly, 'handle\'s "readOnly"', false) || readOnlyOption;
     const name = kind === 'shm' ? check.shmName(handle.name, 'handle\'s "name"') : null;
-    const filePath = kind === 'file' ? check.string(handle.path, 'handle\'s "path"') : null;
+    const filePath = kind === 'file' ? check.path(handle.path, 'handle\'s "path"') : null;
 
     // The creator's descriptor opens the region even after its name is gone;
     // the name (or file path) works after the creator closed it. Either must

@@ -1,10 +1,10 @@
 /**
  * Argument checks shared by every public entry point. Each builds its error
- * with errors.ts (invalidType, outOfRange), so every bad
+ * with errors.ts (invalidType, invalidValue, outOfRange), so every bad
  * argument reads the same way: `The "size" option must be a positive integer.
  * Received -1`.
  */
-import { invalidType, outOfRange } from './errors';
+import { invalidType, invalidValue, outOfRange } from './errors';
 import { MAX_VIEW_LENGTH } from './constants';
 import { native } from './native';
 
@@ -40,6 +40,18 @@ export function string(value: unknown, what: string): string {
   return value;
 }
 
+/**
+ * A file path: a non-empty string without NUL bytes. The system would read a
+ * path only up to its first NUL, so 'a\0b' would open 'a': refused as Node's
+ * fs refuses it (TypeError, ERR_INVALID_ARG_VALUE).
+ */
+export function path(value: unknown, what: string): string {
+  if (typeof value !== 'string') throw invalidType(what, 'a string', value);
+  if (value.length === 0) throw outOfRange(what, 'a non-empty string', value);
+  if (value.includes('\0')) throw invalidValue(what, 'a string without null bytes', value);
+  return value;
+}
+
 export function oneOf<T extends string>(value: unknown, what: string, allowed: readonly T[], fallback: T): T {
   if (value === undefined) return fallback;
   if (typeof value !== 'string') throw invalidType(what, `one of ${allowed.map((a) => `'${a}'`).join(', ')}`, value);
@@ -57,11 +69,12 @@ export function mode(value: unknown, what: string, fallback: number): number {
 /** POSIX shm names as /dev/shm shows them: no '/', not '.' or '..', 1-255 bytes, no NUL. */
 export function shmName(value: unknown, what = '"name" argument'): string {
   if (typeof value !== 'string') throw invalidType(what, 'a string', value);
+  // Refused as for a path (shm_open reads the name up to its first NUL).
+  if (value.includes('\0')) throw invalidValue(what, 'a string without null bytes', value);
   const bytes = Buffer.byteLength(value);
   if (bytes === 0) throw outOfRange(what, 'a non-empty string', value);
   if (bytes > 255) throw outOfRange(what, 'at most 255 bytes long (NAME_MAX)', value);
   if (value.includes('/')) throw outOfRange(what, "a name without '/' (it names a file in /dev/shm)", value);
-  if (value.includes('\0')) throw outOfRange(what, 'a string without NUL characters', value);
   if (value === '.' || value === '..') throw outOfRange(what, "a name other than '.' and '..'", value);
   return value;
 }

@@ -10,7 +10,6 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { constants as fsc } from 'node:fs';
 import { native } from '../native';
-import { outOfRange } from '../errors';
 import { ACCESS, F_SEAL_SHRINK, NO_OWNER } from '../constants';
 import * as check from '../validate';
 import { invalid, readHeader, verifyData, type CheckpointFile } from './format';
@@ -189,8 +188,7 @@ function materialise(chain: ChainLink[]): RestoredCheckpoint {
  * memfd holding a delta chain's bytes.
  */
 export function restoreCheckpoint(file: unknown, options: unknown): RestoredCheckpoint {
-  check.string(file, '"path" argument');
-  if ((file as string).length === 0) throw outOfRange('"path" argument', 'a non-empty string', file);
+  check.path(file, '"path" argument');
   const o = check.options<RestoreOptions>(options);
   const verify = check.oneOf(o.verify, '"verify" option', ['header', 'full'] as const, 'header');
   const chain = openChain(file as string, verify);

@@ -133,16 +133,14 @@ export async function writeFrom(
   source: CheckpointSource, file: unknown, options: unknown, known?: KnownChanges,
 ): Promise<CheckpointResult> {
   const started = process.hrtime.bigint();
-  check.string(file, '"path" argument');
-  if ((file as string).length === 0) throw outOfRange('"path" argument', 'a non-empty string', file);
+  check.path(file, '"path" argument');
   const o = check.options<WriteOptions>(options);
   const signal = o.signal;
   if (signal !== undefined && !(signal instanceof AbortSignal)) throw invalidType('"signal" option', 'an AbortSignal', signal);
   const onProgress = o.onProgress;
   if (onProgress !== undefined && typeof onProgress !== 'function')
     throw invalidType('"onProgress" option', 'a function', onProgress);
-  const basePath = o.base === undefined ? undefined : check.string(o.base, '"base" option');
-  if (basePath !== undefined && basePath.length === 0) throw outOfRange('"base" option', 'a non-empty string', basePath);
+  const basePath = o.base === undefined ? undefined : check.path(o.base, '"base" option');
 
   const region = source.region;
   const pageSize = native.pageSize;
