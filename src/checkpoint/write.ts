@@ -26,7 +26,7 @@ import * as path from 'node:path';
 import { native } from '../native';
 import { invalidType, outOfRange } from '../errors';
 import * as check from '../validate';
-import { encodeHeader, expectedFileSize, HEADER_BLOCK, invalid, newId, type CheckpointFile } from './format';
+import { encodeHeader, expectedFileSize, HEADER_BLOCK, invalid, MAX_BASE_PATH, newId, type CheckpointFile } from './format';
 import { closeChain, mapRestored, openChain, restoreCheckpoint, type ChainLink, type RestoredCheckpoint } from './restore';
 
 export interface WriteOptions {
@@ -175,8 +175,8 @@ export async function writeFrom(
       }
       if (baseHeader.regionSize !== size)
         throw invalid(baseHeader.path, `it checkpoints a region of ${baseHeader.regionSize} bytes; this region has ${size}`);
-      if (Buffer.byteLength(path.relative(dir, baseHeader.path)) > HEADER_BLOCK - 128)
-        throw outOfRange('"base" option', 'a path shorter than 3968 bytes relative to the target directory', basePath);
+      if (Buffer.byteLength(path.relative(dir, baseHeader.path)) > MAX_BASE_PATH)
+        throw outOfRange('"base" option', `a path of at most ${MAX_BASE_PATH} bytes relative to the target directory`, basePath);
       candidates = knownCandidates(known, baseHeader, totalPages);
       if (candidates === null) {
         // Mapped for this write alone: no ArrayBuffer, nothing else can unmap it meanwhile.
