@@ -15,11 +15,11 @@
  * their bytes in s2 equal their bytes in s1, so writing them is harmless.
  * This is the fast path, used when the base checkpoint was written in this
  * process by a snapshot that is still live and older than the one writing:
- * the snapshot module keeps that record and hands the writer the list
- * (`KnownChanges`). Otherwise (base snapshot released, base written by another process, or the
- * source is a plain view) the delta compares every page with the base
- * checkpoint's bytes and keeps those that differ: always right, at the price
- * of reading the base.
+ * snapshot.ts keeps that record and hands the writer the list
+ * (`KnownChanges`). Otherwise (base snapshot released, base written by
+ * another process, or the source is a plain view) the delta compares every
+ * page with the base checkpoint's bytes and keeps those that differ: always
+ * right, at the price of reading the base.
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
