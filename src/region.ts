@@ -480,7 +480,7 @@ export class Region {
     const size = this.#size;
     if (size === 0)
       throw cowshmError('ERR_COWSHM_EMPTY', `${this.toString()} is empty (size 0): there is nothing to map`);
-    const [offset, length] = check.range(o, size, this.toString(), 'view');
+    const [offset, length] = check.range(o, size, this, 'view');
     const access = check.oneOf(o.access, '"access" option', ['read', 'write', 'cow'] as const, this.readOnly ? 'read' : 'write');
     if (access === 'write' && this.readOnly)
       throw cowshmError('ERR_COWSHM_READ_ONLY', `${this.toString()} was opened read-only: map it with access 'read' or 'cow'`);

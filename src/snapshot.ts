@@ -200,7 +200,7 @@ export function takeSnapshot(region: Region, fd: number, owner: number, options:
       throw outOfRange('COWSHM_SNAPSHOT_BACKEND environment variable', "'mprotect' or 'userfaultfd'", info.forced);
     throw cowshmError('ERR_COWSHM_SNAPSHOT_BACKEND', `cowshm: snapshots are unavailable: ${info.reason}`);
   }
-  const [offset, length] = check.range(o, size, region.toString(), 'snapshot');
+  const [offset, length] = check.range(o, size, region, 'snapshot');
 
   const label = `${region.toString()}, snapshot ${++labels}`;
   const [buffer, id, chunk, backend] = native.snapshotCreate(fd, offset, length, label, owner, region.dev, region.ino, size);

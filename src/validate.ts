@@ -84,10 +84,11 @@ export function shmName(value: unknown, what = '"name" argument'): string {
  * `size` bytes, as [offset, length]: the offset page aligned and inside the
  * region, the length to the region's end by default, the whole inside the
  * region and no longer than one ArrayBuffer may be (`Region.maxViewLength`).
- * `subject` names the region; `kind` what is being made of it.
+ * `subject` names the region (turned into a string only for a message);
+ * `kind` is what is being made of it.
  */
 export function range(
-  o: { offset?: unknown; length?: unknown }, size: number, subject: string, kind: 'view' | 'snapshot',
+  o: { offset?: unknown; length?: unknown }, size: number, subject: { toString(): string }, kind: 'view' | 'snapshot',
 ): [number, number] {
   const offset = o.offset === undefined ? 0 : integer(o.offset, '"offset" option', 0);
   if (offset % native.pageSize !== 0) throw pageAligned('"offset" option', offset);
@@ -102,7 +103,7 @@ export function range(
     if (o.length !== undefined) throw outOfRange('"length" option', limit, length);
     throw outOfRange(
       '"length" option',
-      `given: ${subject} has ${size - offset} bytes from offset ${offset}, and a ${kind} is ${limit}`,
+      `given: ${subject.toString()} has ${size - offset} bytes from offset ${offset}, and a ${kind} is ${limit}`,
       undefined,
     );
   }
