@@ -6,7 +6,6 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { constants as bufferConstants } from 'node:buffer';
 import { native } from './native';
 import { closedError, cowshmError, explain, invalidType, outOfRange, type SystemError } from './errors';
 import * as c from './constants';
@@ -92,8 +91,8 @@ export interface RegionHandle {
   readOnly: boolean;
 }
 
-/** @internal */
-export interface RegionInit {
+/** What a Region is built from. */
+interface RegionInit {
   kind: RegionKind;
   name: string | null;
   fd: number;
@@ -200,7 +199,7 @@ function shmDevice(): number {
 
 export class Region {
   /** The largest single view this Node.js allows (an ArrayBuffer's maximum length). */
-  static readonly maxViewLength: number = bufferConstants.MAX_LENGTH;
+  static readonly maxViewLength: number = c.MAX_VIEW_LENGTH;
 
   readonly #fd: number;
   readonly #descriptor: Descriptor;
@@ -356,8 +355,7 @@ export class Region {
 
   /** Opens (or with `create`, creates) a file and uses it as a persistent region. */
   static openFile(file: string, options?: OpenFileOptions): Region {
-    check.string(file, '"path" argument');
-    if (file.length === 0) throw outOfRange('"path" argument', 'a non-empty string', file);
+    check.path(file, '"path" argument');
     const o = check.options<OpenFileOptions>(options);
     const size = o.size === undefined ? undefined : check.integer(o.size, '"size" option', 1);
     const create = check.boolean(o.create, '"create" option', false);
@@ -444,7 +442,7 @@ export class Region {
     const ino = check.integer(handle.ino, 'handle\'s "ino"', 0);
     const readOnly = check.boolean(handle.readOnly, 'handle\'s "readOnly"', false) || readOnlyOption;
     const name = kind === 'shm' ? check.shmName(handle.name, 'handle\'s "name"') : null;
-    const filePath = kind === 'file' ? check.string(handle.path, 'handle\'s "path"') : null;
+    const filePath = kind === 'file' ? check.path(handle.path, 'handle\'s "path"') : null;
 
     // The creator's descriptor opens the region even after its name is gone;
     // the name (or file path) works after the creator closed it. Either must
@@ -526,23 +524,7 @@ export class Region {
     const size = this.#size;
     if (size === 0)
       throw cowshmError('ERR_COWSHM_EMPTY', `${this.toString()} is empty (size 0): there is nothing to map`);
-    const offset = o.offset === undefined ? 0 : check.integer(o.offset, '"offset" option', 0);
-    if (offset % native.pageSize !== 0) throw check.pageAligned('"offset" option', offset);
-    if (offset >= size) throw outOfRange('"offset" option', `less than the region's size (${size})`, offset);
-    const length = o.length === undefined ? size - offset : check.integer(o.length, '"length" option', 1);
-    if (offset + length > size)
-      throw outOfRange('"length" option', `at most ${size - offset} (the region's size minus the offset)`, length);
-    if (length > Region.maxViewLength) {
-      const why =
-        `at most ${Region.maxViewLength} (Region.maxViewLength), the largest ArrayBuffer Node.js ` +
-        `${process.version} allows; map a larger region as several views, each with its own offset and length`;
-      if (o.length !== undefined) throw outOfRange('"length" option', why, length);
-      throw outOfRange(
-        '"length" option',
-        `given: ${this.toString()} has ${size - offset} bytes from offset ${offset}, and a view is ${why}`,
-        undefined,
-      );
-    }
+    const [offset, length] = check.range(o, size, this, 'view');
     const access = check.oneOf(o.access, '"access" option', ['read', 'write', 'cow'] as const, this.readOnly ? 'read' : 'write');
     if (access === 'write' && this.readOnly)
       throw cowshmError('ERR_COWSHM_READ_ONLY', `${this.toString()} was opened read-only: map it with access 'read' or 'cow'`);
@@ -572,7 +554,13 @@ export class Region {
    * delta chain is copied into a new memfd region.
    */
   static restore(file: string, options?: RestoreOptions): Region {
-    return restoreCheckpoint(file, options, (init) => new Region(init));
+    const restored = restoreCheckpoint(file, options);
+    try {
+      return new Region({ ...restored, name: null, hugePages: false });
+    } catch (err) {
+      native.close(restored.fd);
+      throw err;
+    }
   }
 
   /**
