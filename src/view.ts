@@ -4,7 +4,7 @@
  * length 0 and nothing can reach the unmapped memory.
  */
 import { native } from './native';
-import { closedError, cowshmError } from './errors';
+import { closedError, cowshmError, invalidType } from './errors';
 import { MADV_DONTNEED } from './constants';
 import * as check from './validate';
 import type { Region } from './region';
@@ -145,5 +145,6 @@ export class View {
  * changing, write a snapshot (`snapshot.writeTo()`) instead.
  */
 export function writeCheckpoint(view: View, file: string, options?: WriteOptions): Promise<CheckpointResult> {
+  if (!(view instanceof View)) return Promise.reject(invalidType('"view" argument', 'a View', view));
   return writeFrom(view, file, options);
 }
