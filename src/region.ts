@@ -91,7 +91,6 @@ export interface RegionHandle {
   readOnly: boolean;
 }
 
-/** @internal */
 export interface RegionInit {
   kind: RegionKind;
   name: string | null;
