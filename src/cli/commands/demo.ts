@@ -1,5 +1,5 @@
 /** `cowshm demo`: the original question's program, run and explained. */
-import { maxElements, preflight, runDemo, type DemoPhase, type DemoResult, type MappingFigures } from '../../demo';
+import { maxElements, preflight, runDemo, type DemoPhase, type DemoResult, type MappingFigures } from '../experiment';
 import { pageSize } from '../..';
 import { UsageError, parseArgs, type Command } from '../command';
 import { bytes, count, table } from '../format';

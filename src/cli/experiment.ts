@@ -8,13 +8,13 @@
  * signal handler (or an AbortSignal) can stop the run and remove the segment.
  */
 import * as fs from 'node:fs';
-import { Region } from './region';
-import type { View } from './view';
-import { iota, sum } from './kernels';
-import { native } from './native';
-import * as memory from './memory';
-import { usageIn } from './memory/usage';
-import { cowshmError } from './errors';
+import { Region } from '../region';
+import type { View } from '../view';
+import { iota, sum } from '../kernels';
+import { native } from '../native';
+import * as memory from '../memory';
+import { usageIn } from '../memory/usage';
+import { cowshmError } from '../errors';
 
 export interface DemoOptions {
   /** Number of int32 elements. */
