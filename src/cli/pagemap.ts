@@ -102,7 +102,7 @@ export function renderSvg(maps: PageMap[], options: { width?: number; rows?: num
       body.push(`<rect x="${lx}" y="${y + 36}" width="10" height="10" class="${x.key}"/>`);
       const text = `${x.label} ${count(s[x.key])} (${bytes(s[x.key] * s.pageSize)})`;
       body.push(`<text x="${lx + 14}" y="${y + 45}" class="legend" data-state="${x.key}" data-pages="${s[x.key]}">${esc(text)}</text>`);
-      lx += 14 + text.length * 6.6 + 16;
+      lx += Math.round(14 + text.length * 6.6 + 16);
     }
     const top = y + 54;
     const grid: string[] = [];
