@@ -3,8 +3,9 @@
  * resident or swapped, drawn as a grid of cells in the terminal and as SVG.
  * The figures are `memory.pageStates()`'s. A large mapping is scaled: each
  * cell stands for a power-of-two number of pages, said above the grid; in the
- * terminal a cell shows the state most of its pages are in, in the SVG it is
- * split in proportion to its pages' states.
+ * terminal a cell shows the state most of its pages are in (and `+` where some,
+ * not most, of its pages are copies), in the SVG it is split in proportion to
+ * its pages' states.
  */
 import type { memory } from '..';
 import { bytes, count } from './format';
@@ -51,7 +52,7 @@ function majority(counts: number[]): number {
 function scaleLine(s: memory.PageStates, per: number): string {
   return per === 1
     ? `one cell per page (${bytes(s.pageSize)})`
-    : `one cell per ${count(per)} pages (${bytes(per * s.pageSize)}); a cell shows the state most of its pages are in`;
+    : `one cell per ${count(per)} pages (${bytes(per * s.pageSize)}); a cell shows the state most of its pages are in, + some copied`;
 }
 
 function legend(s: memory.PageStates): string {
@@ -69,8 +70,11 @@ export function renderText(map: PageMap, options: { width?: number; rows?: numbe
   for (let row = 0; row * width < cells; row++) {
     let text = '';
     for (let c = row * width; c < Math.min(cells, (row + 1) * width); c++) {
-      const st = BY_STATE[majority(cellCounts(s.states, c, per))] as (typeof STATES)[number];
-      text += colour ? `\x1b[${st.ansi}m${st.char}\x1b[0m` : st.char;
+      const counts = cellCounts(s.states, c, per);
+      const st = BY_STATE[majority(counts)] as (typeof STATES)[number];
+      // A few copies among shared pages are what a reader looks for: don't let the majority hide them.
+      const char = st.key !== 'copied' && (counts[2] as number) > 0 ? '+' : st.char;
+      text += colour ? `\x1b[${char === '+' ? STATES[1].ansi : st.ansi}m${char}\x1b[0m` : char;
     }
     lines.push(`  ${bytes(row * width * per * s.pageSize).padStart(offsetWidth)} |${text}|`);
   }
@@ -96,7 +100,7 @@ export function renderSvg(maps: PageMap[], options: { width?: number; rows?: num
     const cells = Math.ceil(s.pages / per);
     const body: string[] = [];
     body.push(`<text x="0" y="${y + 12}" class="title">${esc(`${map.title}: ${count(s.pages)} pages`)}</text>`);
-    body.push(`<text x="0" y="${y + 28}" class="scale">${esc(scaleLine(s, per).replace(/; a cell shows.*/, '; a cell is split by its pages\' states'))}</text>`);
+    body.push(`<text x="0" y="${y + 28}" class="scale">${esc(scaleLine(s, per).replace(/; a cell shows.*/, '; each cell is split by the states of its pages'))}</text>`);
     let lx = 0;
     for (const x of STATES) {
       body.push(`<rect x="${lx}" y="${y + 36}" width="10" height="10" class="${x.key}"/>`);

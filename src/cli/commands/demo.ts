@@ -17,6 +17,13 @@ const DESCRIPTIONS: Record<string, string> = {
   'sum after write': 'summed both again',
 };
 
+/** The phases after which the demo draws page maps, and how their titles say when. */
+const MAPPED_WHEN: Record<string, string> = {
+  'map copy': 'just mapped',
+  'sum copy': 'after reading the copy',
+  'write copy': 'after writing the copy',
+};
+
 function parseCount(text: string, option: string): number {
   const power = /^2\^(\d+)$/.exec(text);
   const n = power ? 2 ** Number(power[1]) : /^\d+$/.test(text) ? Number(text) : NaN;
@@ -215,9 +222,10 @@ export const demo: Command = {
     '  --hold         keep the mappings until Enter is pressed (or, when standard input is',
     '                 closed, until SIGINT or SIGTERM), to look at them with',
     '                 `npx cowshm inspect PID` or pmap -X from another terminal',
-    '  --svg FILE     write the page maps (after reading the copy, and after --write) as SVG',
+    '  --svg FILE     write the page maps (the copy just mapped, after reading it, and after',
+    '                 --write) as SVG',
     '',
-    'After reading the copy (and after writing it) the demo draws both mappings page by',
+    'After mapping the copy, reading it (and writing it) the demo draws the mappings page by',
     'page: shared (#), copied (*), swapped (~), not resident (.); and it shows VmRSS and',
     'RssShmem (what top and ps show) next to /proc/meminfo Shmem (what memory holds).',
     '',
@@ -275,10 +283,11 @@ export const demo: Command = {
         onPhase: (phase, views) => {
           bar?.clear();
           out(`\n${phase.name} (${phase.seconds.toFixed(3)} s): ${DESCRIPTIONS[phase.name] ?? ''}\n${figuresTable(phase)}\n${totalsLine(phase.totals)}`);
-          if ((phase.name === 'sum copy' || phase.name === 'write copy') && views.copy !== null) {
-            const when = phase.name === 'sum copy' ? 'after reading the copy' : 'after writing the copy';
+          const when = MAPPED_WHEN[phase.name];
+          if (when !== undefined && views.copy !== null) {
+            // Just mapped, the region's map is the fill's: only the copy's is news.
             const now: PageMap[] = [
-              { title: `region (rw-s), ${when}`, states: memory.pageStates(views.region) },
+              ...(phase.name === 'map copy' ? [] : [{ title: `region (rw-s), ${when}`, states: memory.pageStates(views.region) }]),
               { title: `copy (rw-p), ${when}`, states: memory.pageStates(views.copy) },
             ];
             maps.push(...now);
