@@ -260,6 +260,11 @@ function pageMaps(pid: number, entries: memory.SmapsEntry[]): Map<memory.SmapsEn
   const out = new Map<memory.SmapsEntry, PageMap | { skipped: string }>();
   for (const e of entries) {
     const size = e.end - e.start;
+    if (e.rss === 0 && e.swap === 0) {
+      // V8 and WebAssembly reserve large ranges they never touch: nothing to draw.
+      out.set(e, { skipped: `nothing resident or swapped (${bytes(size)}): not drawn` });
+      continue;
+    }
     if (size > PAGES_LIMIT) {
       out.set(e, { skipped: `larger than ${bytes(PAGES_LIMIT)}: not drawn` });
       continue;
