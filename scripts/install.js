@@ -6,7 +6,8 @@
 // node-gyp only when none fits (another architecture, musl, a glibc older
 // than the binary needs) or when asked to:
 //   npm install cowshm --build-from-source   (or COWSHM_BUILD_FROM_SOURCE=1)
-// A git checkout has no prebuilds/ and always builds.
+// A git checkout always builds: a prebuilds/ left there by an interrupted
+// `npm pack` would be a binary of older sources.
 'use strict';
 const fs = require('node:fs');
 const path = require('node:path');
@@ -54,6 +55,8 @@ function build(reason) {
 
 if (forced()) {
   process.exitCode = build('--build-from-source');
+} else if (fs.existsSync(path.join(root, '.git'))) {
+  process.exitCode = build('a git checkout');
 } else {
   const { file, why } = usablePrebuild();
   process.exitCode = file ? 0 : build(why);

@@ -26,9 +26,11 @@ function glibcVersions(file) {
   });
 }
 
-if (process.argv.includes('--clean')) {
-  fs.rmSync(prebuilds, { recursive: true, force: true });
-} else {
+function main() {
+  if (process.argv.includes('--clean')) {
+    fs.rmSync(prebuilds, { recursive: true, force: true });
+    return;
+  }
   const built = path.join(root, 'build', 'Release', 'cowshm.node');
   const versions = glibcVersions(built);
   const libc = versions.length > 0 ? 'glibc' : 'musl';
@@ -43,5 +45,8 @@ if (process.argv.includes('--clean')) {
   const newest = versions[versions.length - 1];
   console.error(`prebuild: ${path.relative(root, out)} (${fs.statSync(out).size} bytes${newest ? `, needs ${newest} or newer` : ''})`);
 }
+
+// Run as a script by npm; required by the tests for glibcVersions() alone.
+if (require.main === module) main();
 
 module.exports = { glibcVersions };

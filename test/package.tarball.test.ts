@@ -14,7 +14,7 @@ const PREBUILD = path.join('prebuilds', `${process.platform}-${process.arch}`, '
 /** npm's own CLI script: the one running this suite under `npm test`, or the one beside this Node. */
 function npmCli(): string {
   const candidates = [
-    process.env['npm_execpath'] ?? '',
+    process.env['npm_execpath'] ?? '', // read before cleanEnv() drops it
     path.join(path.dirname(process.execPath), '..', 'lib', 'node_modules', 'npm', 'bin', 'npm-cli.js'),
   ];
   const found = candidates.find((f) => f.endsWith('.js') && fs.existsSync(f));
@@ -22,8 +22,19 @@ function npmCli(): string {
   return found;
 }
 
+/**
+ * This process's environment without what an outer npm (`npm test`) exports
+ * to its scripts: npm_config_local_prefix and the like would make the npm
+ * run here act on this checkout instead of the project it runs in.
+ */
+function cleanEnv(extra: NodeJS.ProcessEnv = {}): NodeJS.ProcessEnv {
+  const env: NodeJS.ProcessEnv = {};
+  for (const [k, v] of Object.entries(process.env)) if (!/^npm_/i.test(k) && k !== 'INIT_CWD') env[k] = v;
+  return { ...env, ...extra };
+}
+
 function run(cmd: string, args: string[], options: SpawnSyncOptions = {}): string {
-  const r = spawnSync(cmd, args, { encoding: 'utf8', timeout: 300_000, ...options });
+  const r = spawnSync(cmd, args, { encoding: 'utf8', timeout: 300_000, env: cleanEnv(), ...options });
   if (r.error) throw r.error;
   assert.equal(r.status, 0, `${cmd} ${args.join(' ')} failed (${r.status}):\n${String(r.stdout)}\n${String(r.stderr)}`);
   return String(r.stdout);
@@ -32,11 +43,16 @@ function run(cmd: string, args: string[], options: SpawnSyncOptions = {}): strin
 const npm = (args: string[], options: SpawnSyncOptions = {}): string =>
   run(process.execPath, [npmCli(), '--no-audit', '--no-fund', '--no-update-notifier', ...args], options);
 
+const checkoutAddon = path.join(packageRoot, 'build', 'Release', 'cowshm.node');
+const checkoutState = (): string =>
+  `${fs.statSync(checkoutAddon).mtimeMs} prebuilds/:${fs.existsSync(path.join(packageRoot, 'prebuilds'))} ${fs.readFileSync(path.join(packageRoot, 'package.json'), 'utf8')}`;
+let checkoutBefore = '';
 let work = '';
 let tarball = '';
 let packedFiles: string[] = [];
 
 before(() => {
+  checkoutBefore = checkoutState();
   work = tempDir('pack');
   // What a clean clone has: the sources, no build output and no prebuilds.
   const src = path.join(work, 'src');
@@ -77,7 +93,7 @@ function compilerlessPath(): string {
 }
 
 /** Which cowshm addon file a fresh process of `dir` maps after require('cowshm'). */
-function loadedAddon(dir: string, env: NodeJS.ProcessEnv = process.env): string {
+function loadedAddon(dir: string, env: NodeJS.ProcessEnv = cleanEnv()): string {
   const code =
     "const c = require('cowshm'); const r = c.Region.create({ size: c.pageSize });" +
     'const a = new Int32Array(r.map().buffer); c.iota(a, 0, 1); const s = c.sum(a); r.close();' +
@@ -126,7 +142,7 @@ test('the tarball has the prebuilt binary, LICENSE, the sources its source maps 
 test('installed with no compiler on PATH, the package uses its prebuilt binary and works', () => {
   const dir = project('no-compiler');
   const bin = compilerlessPath();
-  const env = { ...process.env, PATH: bin };
+  const env = cleanEnv({ PATH: bin });
   const probe = spawnSync('/bin/sh', ['-c', 'for c in cc gcc g++ c++ make python3 python; do command -v $c; done; true'], { env, encoding: 'utf8' });
   assert.equal(probe.stdout, '', 'no compiler, make or python on the PATH given to npm');
   npm(['install', '--offline', '--foreground-scripts', tarball], { cwd: dir, env });
@@ -152,7 +168,7 @@ test('a prebuilt binary that does not load here makes the install step build fro
   // What a binary for another libc or a newer glibc looks like to dlopen: it does not load.
   fs.writeFileSync(path.join(installed, PREBUILD), 'not an ELF file');
   // npm rebuild runs the package's install step again, as npm install does.
-  const r = spawnSync(process.execPath, [npmCli(), 'rebuild', 'cowshm', '--foreground-scripts', '--offline'], { cwd: dir, encoding: 'utf8', timeout: 300_000 });
+  const r = spawnSync(process.execPath, [npmCli(), 'rebuild', 'cowshm', '--foreground-scripts', '--offline'], { cwd: dir, encoding: 'utf8', timeout: 300_000, env: cleanEnv() });
   assert.equal(r.status, 0, r.stdout + r.stderr);
   assert.match(r.stderr, /cowshm: building the native addon from source \(node\.napi\.glibc\.node: .*(invalid ELF header|file too short)/);
   assert.equal(loadedAddon(dir), path.join('build', 'Release', 'cowshm.node'));
@@ -174,7 +190,7 @@ test('a strict TypeScript project (nodenext, skipLibCheck false) compiles agains
   const dir = project('types');
   npm(['install', '--offline', '--ignore-scripts', tarball], { cwd: dir });
   // The installed package's own prebuilt binary, for running the compiled consumers.
-  const env = { ...process.env, COWSHM_NATIVE_PATH: path.join(dir, 'node_modules', 'cowshm', PREBUILD) };
+  const env = cleanEnv({ COWSHM_NATIVE_PATH: path.join(dir, 'node_modules', 'cowshm', PREBUILD) });
   fs.writeFileSync(
     path.join(dir, 'tsconfig.json'),
     JSON.stringify({
@@ -234,4 +250,18 @@ test('arethetypeswrong and publint find no problem in the tarball', () => {
   const lint = spawnSync(process.execPath, [publint, 'run', tarball, '--level', 'suggestion', '--strict'], { encoding: 'utf8', timeout: 120_000 });
   assert.equal(lint.status, 0, lint.stdout + lint.stderr);
   assert.doesNotMatch(lint.stdout, /Suggestions|Warnings|Errors/, lint.stdout);
+});
+
+test('in a git checkout the install step builds from source even beside a prebuilt binary', () => {
+  const dir = project('checkout');
+  npm(['install', '--offline', '--ignore-scripts', tarball], { cwd: dir });
+  fs.mkdirSync(path.join(dir, 'node_modules', 'cowshm', '.git'));
+  const r = spawnSync(process.execPath, [npmCli(), 'rebuild', 'cowshm', '--foreground-scripts', '--offline'], { cwd: dir, encoding: 'utf8', timeout: 300_000, env: cleanEnv() });
+  assert.equal(r.status, 0, r.stdout + r.stderr);
+  assert.match(r.stderr, /cowshm: building the native addon from source \(a git checkout\)/);
+  assert.equal(loadedAddon(dir), path.join('build', 'Release', 'cowshm.node'));
+});
+
+test('packing and installing left this checkout alone: its addon, package.json and no prebuilds/', () => {
+  assert.equal(checkoutState(), checkoutBefore);
 });
