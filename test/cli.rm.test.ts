@@ -109,7 +109,7 @@ test('errors are reported per name and the others are still removed; exit 1', ()
 test('rm with nothing to remove is a usage error (exit 2)', () => {
   const r = runCli(['rm']);
   assert.equal(r.status, 2);
-  assert.match(r.stderr, /^cowshm rm: name the segments to remove, or use --orphans\n\nUsage: cowshm rm/);
+  assert.match(r.stderr, /^cowshm rm: name the segments to remove, or use --orphans\nRun 'cowshm rm --help' for its usage\.\n$/);
 });
 
 test('rm --orphans NAME...: removes the unheld ones, refuses the held ones (exit 1)', () => {

@@ -107,3 +107,11 @@ export function preadFully(fd: number, into: Uint8Array, position: bigint): numb
   }
   return done;
 }
+
+/** st_dev as /proc/PID/maps and smaps print it: hex major:minor (SmapsEntry.device). */
+export function mapsDevice(dev: number): string {
+  const d = BigInt(dev);
+  const major = ((d >> 8n) & 0xfffn) | ((d >> 32n) & ~0xfffn);
+  const minor = (d & 0xffn) | ((d >> 12n) & ~0xffn);
+  return `${major.toString(16).padStart(2, '0')}:${minor.toString(16).padStart(2, '0')}`;
+}

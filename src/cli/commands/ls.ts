@@ -27,10 +27,14 @@ function heldBy(s: Segment): string {
     .join('; ');
 }
 
-/** The warning `ls` and `rm --orphans` print when some processes could not be read. */
+/**
+ * The warning `ls` and `rm --orphans` print when some processes could not be
+ * read, and only when it matters: a segment listed as orphan could be held by
+ * one of them. Held segments are held whatever else holds them.
+ */
 export function uninspectedNote(segments: Segment[]): string | null {
   const pids = segments[0]?.uninspected ?? [];
-  if (pids.length === 0) return null;
+  if (pids.length === 0 || !segments.some((s) => s.orphan)) return null;
   const shown = pids.slice(0, 10).join(', ') + (pids.length > 10 ? ', ...' : '');
   const hint = process.geteuid?.() === 0 ? '' : " Run as root to read other users' processes.";
   return (
