@@ -67,6 +67,13 @@ export function outOfRange(name: string, expected: string, actual: unknown): Ran
   return err;
 }
 
+/** `The "path" argument must be a string without null bytes. Received type string ('a\x00b')`, as Node's fs says it. */
+export function invalidValue(name: string, expected: string, actual: unknown): TypeError {
+  const err = new TypeError(`The ${name} must be ${expected}. Received ${describe(actual)}`);
+  (err as TypeError & { code: string }).code = 'ERR_INVALID_ARG_VALUE';
+  return err;
+}
+
 /** Use of a Region, View or Snapshot after close(). */
 export function closedError(what: string): TypeError {
   const err = new TypeError(`${what} is closed`);

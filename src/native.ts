@@ -1,6 +1,9 @@
 /**
- * The one place that loads the native addon. It looks for a prebuilt binary
- * first, then the node-gyp build, and explains what to do when neither loads.
+ * The one place that loads the native addon: COWSHM_NATIVE_PATH if set, then
+ * a node-gyp build (made by `npm install` when no prebuilt binary fits, or on
+ * request), then the prebuilt binary the package ships
+ * (prebuilds/PLATFORM-ARCH/node.napi.LIBC.node, see scripts/prebuild.js).
+ * It explains what to do when none loads.
  */
 import * as path from 'node:path';
 import * as fs from 'node:fs';
@@ -11,7 +14,10 @@ export interface Native {
   readonly pageSize: number;
   setErrorFactory(factory: (errno: number, syscall: string, target?: string) => Error): void;
   shmOpen(name: string, oflag: number, mode: number): number;
-  /** shm_open (mode 0), fstat into out[0..6] as fstatInto, and geteuid() into out[7]: Region.open's syscalls in one call. */
+  /**
+   * shm_open (mode 0), fstat into out[0..6] as fstatInto, and geteuid() into out[7]: Region.open's syscalls in one call.
+   * With out of 9, takes the shared flock of a cowshm holder first, without waiting: out[8] 1 when granted.
+   */
   shmOpenStat(name: string, oflag: number, out: Float64Array): number;
   shmUnlink(name: string): void;
   memfdCreate(name: string, hugetlb: number): number;
@@ -91,9 +97,12 @@ function candidates(): string[] {
   const list: string[] = [];
   const override = process.env['COWSHM_NATIVE_PATH'];
   if (override) list.push(path.resolve(override));
-  list.push(path.join(root, 'prebuilds', `${process.platform}-${process.arch}`, 'cowshm.node'));
+  // A build exists only where npm built one: because no prebuilt binary fit,
+  // or because the user asked for it. Either way it is the one to use.
   list.push(path.join(root, 'build', 'Release', 'cowshm.node'));
   list.push(path.join(root, 'build', 'Debug', 'cowshm.node'));
+  const prebuilds = path.join(root, 'prebuilds', `${process.platform}-${process.arch}`);
+  for (const libc of ['glibc', 'musl']) list.push(path.join(prebuilds, `node.napi.${libc}.node`));
   return list;
 }
 
@@ -122,7 +131,7 @@ function load(): Native {
     `cowshm: could not load the native addon.\n${reasons.join('\n')}\n` +
       `Tried:\n  ${tried.join('\n  ')}\n` +
       'Possible solutions:\n' +
-      '  - Run `npm rebuild cowshm` (needs python3, make and a C compiler).\n' +
+      '  - Run `npm rebuild cowshm --build-from-source` (needs python3, make and a C compiler).\n' +
       '  - Make sure `npm install` did not run with --ignore-scripts.\n' +
       '  - Set COWSHM_NATIVE_PATH to a cowshm.node built for this system.\n' +
       '  - Electron and other runtimes without external ArrayBuffers are not supported.',

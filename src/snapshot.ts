@@ -8,7 +8,7 @@ import { native } from './native';
 import { closedError, cowshmError, outOfRange, systemError } from './errors';
 import * as check from './validate';
 import type { Region } from './region';
-import { noteSnapshotTaken, writeFrom, type CheckpointResult, type WriteOptions } from './checkpoint/write';
+import { writeFrom, type CheckpointResult, type KnownChanges, type WriteOptions } from './checkpoint/write';
 
 /** How write protection is done: see `snapshotBackend`. */
 export type SnapshotBackend = 'userfaultfd' | 'mprotect';
@@ -40,6 +40,24 @@ export const snapshotBackendReason: string = info.reason;
 export const snapshotProbe = info;
 
 let labels = 0;
+/** How many snapshots this process took: a snapshot's number orders it before later ones. */
+let taken = 0;
+
+/**
+ * Checkpoints written in this process by snapshots, by checkpoint id. A delta
+ * against one whose snapshot is still live and older than the writer's needs
+ * no comparison: that snapshot's changedPages() lists what differs.
+ */
+const writers = new Map<string, WeakRef<Snapshot>>();
+
+/** Whether `s` can still say which pages changed: not released, and every page it holds copied. */
+function live(s: Snapshot): boolean {
+  try {
+    return !s.released && s.buffer.byteLength !== 0;
+  } catch {
+    return false; // closed, or a page could not be copied
+  }
+}
 
 /**
  * A point-in-time copy of a region. `buffer` is a private mapping: reading it
@@ -49,6 +67,7 @@ let labels = 0;
 export class Snapshot {
   readonly #buffer: ArrayBuffer;
   readonly #id: number;
+  readonly #taken = ++taken;
   #released = false;
 
   /** The region this is a snapshot of. */
@@ -75,7 +94,6 @@ export class Snapshot {
     this.byteLength = buffer.byteLength;
     this.backend = backend;
     this.chunkSize = chunkSize;
-    noteSnapshotTaken(this);
   }
 
   /**
@@ -84,7 +102,12 @@ export class Snapshot {
    * that earlier checkpoint. See docs/api.md, Checkpoints.
    */
   writeTo(path: string, options?: WriteOptions): Promise<CheckpointResult> {
-    return writeFrom(this, path, options);
+    const known: KnownChanges = {
+      changedSince: (id) => this.#changedSince(id),
+      wrote: (id) => this.#wrote(id),
+      copied: () => this.changedPages(),
+    };
+    return writeFrom(this, path, options, known);
   }
 
   /**
@@ -153,6 +176,21 @@ export class Snapshot {
   #check(): void {
     if (this.released) throw closedError(`This snapshot of ${this.region.toString()}`);
   }
+
+  /** The pages that may differ from checkpoint `id`, if a live, older snapshot of this region wrote it. */
+  #changedSince(id: string): Uint32Array | null {
+    const older = writers.get(id)?.deref();
+    if (older === undefined || older === this || older.region !== this.region || older.#taken >= this.#taken) return null;
+    return live(older) ? older.changedPages() : null;
+  }
+
+  #wrote(id: string): void {
+    for (const [key, ref] of writers) {
+      const w = ref.deref();
+      if (w === undefined || !live(w)) writers.delete(key);
+    }
+    writers.set(id, new WeakRef(this));
+  }
 }
 
 /** @internal `Region.snapshot()`; the region has checked it is open. */
@@ -166,23 +204,7 @@ export function takeSnapshot(region: Region, fd: number, owner: number, options:
       throw outOfRange('COWSHM_SNAPSHOT_BACKEND environment variable', "'mprotect' or 'userfaultfd'", info.forced);
     throw cowshmError('ERR_COWSHM_SNAPSHOT_BACKEND', `cowshm: snapshots are unavailable: ${info.reason}`);
   }
-  const offset = o.offset === undefined ? 0 : check.integer(o.offset, '"offset" option', 0);
-  if (offset % native.pageSize !== 0) throw check.pageAligned('"offset" option', offset);
-  if (offset >= size) throw outOfRange('"offset" option', `less than the region's size (${size})`, offset);
-  const max = (region.constructor as typeof Region).maxViewLength;
-  if (o.length === undefined && size - offset > max) {
-    throw outOfRange(
-      '"length" option',
-      `given for a region larger than ${max} bytes (the largest ArrayBuffer Node.js ${process.version} allows); ` +
-        `snapshot it in parts with { offset, length }, each at most ${max}`,
-      o.length,
-    );
-  }
-  const length = o.length === undefined ? size - offset : check.integer(o.length, '"length" option', 1);
-  if (offset + length > size)
-    throw outOfRange('"length" option', `at most ${size - offset} (the region's size minus the offset)`, length);
-  if (length > max)
-    throw outOfRange('"length" option', `at most ${max}, the largest ArrayBuffer Node.js ${process.version} allows`, length);
+  const [offset, length] = check.range(o, size, region, 'snapshot');
 
   const label = `${region.toString()}, snapshot ${++labels}`;
   const [buffer, id, chunk, backend] = native.snapshotCreate(fd, offset, length, label, owner, region.dev, region.ino, size);

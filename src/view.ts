@@ -4,10 +4,11 @@
  * length 0 and nothing can reach the unmapped memory.
  */
 import { native } from './native';
-import { closedError, cowshmError } from './errors';
+import { closedError, cowshmError, invalidType } from './errors';
 import { MADV_DONTNEED } from './constants';
 import * as check from './validate';
 import type { Region } from './region';
+import { writeFrom, type CheckpointResult, type WriteOptions } from './checkpoint/write';
 
 /** How a view maps its region. */
 export type Access = 'read' | 'write' | 'cow';
@@ -136,4 +137,14 @@ export class View {
       length === undefined ? this.byteLength - off : check.integer(length, '"length" argument', 0, this.byteLength - off);
     return [off, len];
   }
+}
+
+/**
+ * Writes a view of a whole region as a checkpoint. The view's bytes are read
+ * while the write runs: for a consistent checkpoint of a region that keeps
+ * changing, write a snapshot (`snapshot.writeTo()`) instead.
+ */
+export function writeCheckpoint(view: View, file: string, options?: WriteOptions): Promise<CheckpointResult> {
+  if (!(view instanceof View)) return Promise.reject(invalidType('"view" argument', 'a View', view));
+  return writeFrom(view, file, options);
 }
