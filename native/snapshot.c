@@ -131,6 +131,12 @@ static char forced[32];
 /* COWSHM_MPROTECT_CHUNK: a fixed chunk size for the mprotect backend, so
  * tests can drive the process into vm.max_map_count on purpose. */
 static size_t forced_chunk;
+/* COWSHM_FAIL_SNAPSHOT_COPY=N: the Nth copy of a chunk into a snapshot (from
+ * the handler or prepareWrite, counted process-wide) fails with ENOMEM, as it
+ * does in a full memory cgroup, so tests can break a snapshot on demand
+ * without privileges. */
+static unsigned long fail_copy_at;
+static _Atomic unsigned long copies_tried;
 static pthread_once_t probe_once = PTHREAD_ONCE_INIT;
 
 static size_t ps(void) { return cowshm_page_size; }
@@ -258,6 +264,8 @@ fail:
 }
 
 static void probe(void) {
+  const char *fail = getenv("COWSHM_FAIL_SNAPSHOT_COPY");
+  if (fail != NULL) fail_copy_at = strtoul(fail, NULL, 10);
   const char *chunk = getenv("COWSHM_MPROTECT_CHUNK");
   if (chunk != NULL) {
     unsigned long long c = strtoull(chunk, NULL, 10);
@@ -381,9 +389,14 @@ static int copy_into_snapshots(int d, uint64_t lo, uint64_t hi) {
     /* The kernel's own COW: idempotent, so a thread racing us on the same
      * page at worst repeats a no-op. The bits are set only after the copy
      * is complete, so "bit set" always means "copy done". */
-    if (madvise((void *)(sn->addr + (a - sn->off)), (size_t)(b - a), MADV_POPULATE_WRITE) != 0) {
+    int err = 0;
+    if (fail_copy_at != 0 && atomic_fetch_add(&copies_tried, 1) + 1 == fail_copy_at)
+      err = ENOMEM;
+    else if (madvise((void *)(sn->addr + (a - sn->off)), (size_t)(b - a), MADV_POPULATE_WRITE) != 0)
+      err = errno;
+    if (err != 0) {
       int expected = 0;
-      atomic_compare_exchange_strong(&sn->error, &expected, errno);
+      atomic_compare_exchange_strong(&sn->error, &expected, err);
     }
     mark_copied(sn, first, n);
     copies++;
