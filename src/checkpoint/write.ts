@@ -62,6 +62,8 @@ export interface CheckpointSource {
   readonly region: Region;
   readonly byteOffset?: number;
   changedPages?(): Uint32Array;
+  /** Throws if the source no longer holds what it held when the write started. */
+  _assertExact?(): void;
 }
 
 /** Snapshots that wrote checkpoints in this process, by checkpoint id, and the order they were first seen in. */
@@ -279,6 +281,7 @@ export async function writeFrom(source: CheckpointSource, file: unknown, options
       await handle.close();
       closed = true;
       if (signal?.aborted) throw abortError(signal);
+      source._assertExact?.(); // a snapshot that broke while it was read is never renamed into place
       await fs.promises.rename(tmp, target);
       renamed = true;
       await fsyncDirectory(dir);
