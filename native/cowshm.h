@@ -140,6 +140,10 @@ napi_value cowshm_close_fd(napi_env env, int fd);
 /* ---- signals (signals.c) ----------------------------------------------- */
 
 void cowshm_signals_install(void);
+/* Puts cowshm's handlers back in front where something replaced them (an
+ * application's process.on('SIGBUS'), a reset to SIG_DFL), chaining to what
+ * was there. Returns how many it re-installed. Not from signal context. */
+int cowshm_signals_ensure(void);
 /* Async-signal-safe helpers for reports. */
 void cowshm_sigwrite(const char *s);
 void cowshm_sigwrite_hex(uintptr_t v);

@@ -613,6 +613,9 @@ static napi_value create_js(napi_env env, napi_callback_info info) {
   NAPI_OK(env, napi_get_value_double(env, argv[4], &owner));
   if (length == 0 || off % ps() != 0) return cowshm_throw_range(env, "cowshm internal error: bad snapshot range");
   if (backend_error != 0) return cowshm_throw_errno(env, backend_error, "userfaultfd", backend_reason);
+  /* A handler installed over ours since (process.on('SIGBUS'), an addon)
+   * would leave every protected write spinning or fatal. */
+  cowshm_signals_ensure();
 
   int want_backend = backend;
   if (want_backend == BACKEND_UFFD) {
@@ -904,6 +907,11 @@ static napi_value info_js(napi_env env, napi_callback_info info) {
   return o;
 }
 
+/* signalsEnsure() -> how many handlers were re-installed */
+static napi_value signals_ensure_js(napi_env env, napi_callback_info info) {
+  return cowshm_num(env, (double)cowshm_signals_ensure());
+}
+
 napi_value cowshm_init_snapshot(napi_env env, napi_value exports) {
   pthread_once(&probe_once, probe);
   napi_property_descriptor props[] = {
@@ -912,6 +920,7 @@ napi_value cowshm_init_snapshot(napi_env env, napi_value exports) {
       {"snapshotChanged", NULL, changed_js, NULL, NULL, NULL, napi_enumerable, NULL},
       {"prepareWrite", NULL, prepare_js, NULL, NULL, NULL, napi_enumerable, NULL},
       {"snapshotInfo", NULL, info_js, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"signalsEnsure", NULL, signals_ensure_js, NULL, NULL, NULL, napi_enumerable, NULL},
   };
   NAPI_OK(env, napi_define_properties(env, exports, sizeof props / sizeof *props, props));
   return exports;

@@ -9,6 +9,7 @@ import { closedError, cowshmError, outOfRange, systemError } from './errors';
 import * as check from './validate';
 import type { Region } from './region';
 import { noteSnapshotTaken, writeFrom, type CheckpointResult, type WriteOptions } from './checkpoint/write';
+import { keepSignalHandlers } from './signals';
 
 /** How write protection is done: see `snapshotBackend`. */
 export type SnapshotBackend = 'userfaultfd' | 'mprotect';
@@ -24,6 +25,7 @@ export interface SnapshotOptions {
 }
 
 const info = native.snapshotInfo();
+keepSignalHandlers();
 
 /**
  * The write-protection mechanism snapshots use in this process:
