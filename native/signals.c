@@ -145,7 +145,10 @@ static void chain(int sig, siginfo_t *si, void *uctx, const struct sigaction *pr
   }
   /* Default action: reinstate it; a hardware fault then re-executes and
    * terminates the process as it would have without us; a signal sent by
-   * kill(2) is raised again. */
+   * kill(2) is raised again.
+   * SAFETY: raise(3) is async-signal-safe; with SA_NODEFER the signal is
+   * not blocked here, so it is delivered, with the default action, before
+   * raise returns. */
   restore_default(sig);
   if (si->si_code <= 0) raise(sig);
 }
