@@ -6,6 +6,7 @@
         "native/addon.c",
         "native/errors.c",
         "native/fd.c",
+        "native/locks.c",
         "native/registry.c",
         "native/mapping.c",
         "native/signals.c",

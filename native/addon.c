@@ -69,6 +69,7 @@ NAPI_MODULE_INIT() {
                                     cowshm_set_error_factory, NULL, &fn));
   NAPI_OK(env, napi_set_named_property(env, exports, "setErrorFactory", fn));
   if (cowshm_init_fd(env, exports) == NULL) return NULL;
+  if (cowshm_init_locks(env, exports) == NULL) return NULL;
   if (cowshm_init_mapping(env, exports) == NULL) return NULL;
   if (cowshm_init_kernels(env, exports) == NULL) return NULL;
   if (cowshm_init_snapshot(env, exports) == NULL) return NULL;
