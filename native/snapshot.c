@@ -15,8 +15,7 @@
  * protection chunk; each snapshot copies at least that chunk, or its own
  * larger one.
  *
- * A copy that fails (ENOMEM in a full memory cgroup, no space in /dev/shm for
- * a hole) never stops the write: the snapshot records the errno, which is
+ * A copy that fails (ENOMEM in a full memory cgroup) never stops the write: the snapshot records the errno, which is
  * sticky, and from then on is "broken" (Snapshot.exact false; every reader
  * throws ERR_COWSHM_SNAPSHOT_BROKEN, and writeTo() checks it before its
  * rename). The writing thread sees nothing: its write lands in the region.

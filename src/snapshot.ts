@@ -114,7 +114,7 @@ export class Snapshot {
    * Whether the snapshot still holds the region's bytes as they were at
    * `snapshot()`. It turns false, for good, when a page could not be copied
    * into it before a write went through (the memory cgroup or the system ran
-   * out of memory, /dev/shm ran out of space): the write is never held up,
+   * out of memory): the write is never held up,
    * the snapshot is broken instead. From then on `buffer`, `copiedPages`,
    * `changedPages()` and `writeTo()` throw `ERR_COWSHM_SNAPSHOT_BROKEN`.
    */

@@ -48,6 +48,13 @@ async function main(): Promise<void> {
       out['exact'] = s.exact;
       out['exactAgain'] = s.exact;
       out['buffer'] = codeOf(() => s.buffer);
+      try {
+        void s.buffer;
+      } catch (err) {
+        const cause = (err as { cause?: { code?: string; syscall?: string } }).cause;
+        out['cause'] = `${cause?.code} ${cause?.syscall}`;
+        out['message'] = (err as Error).message;
+      }
       out['copiedPages'] = codeOf(() => s.copiedPages);
       out['changedPages'] = codeOf(() => s.changedPages());
       out['writeTo'] = await rejection(s.writeTo(target));

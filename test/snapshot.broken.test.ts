@@ -35,6 +35,8 @@ test('a failed copy: the write lands, exact turns false for good, and every read
   assert.equal(o['exact'], false);
   assert.equal(o['exactAgain'], false);
   assert.equal(o['buffer'], 'ERR_COWSHM_SNAPSHOT_BROKEN');
+  assert.equal(o['cause'], 'ENOMEM madvise', 'the cause is the system error of the copy');
+  assert.match(o['message'] as string, /is no longer exact: a page could not be copied into it .*\(ENOMEM\)/);
   assert.equal(o['copiedPages'], 'ERR_COWSHM_SNAPSHOT_BROKEN');
   assert.equal(o['changedPages'], 'ERR_COWSHM_SNAPSHOT_BROKEN');
   assert.equal(o['writeTo'], 'ERR_COWSHM_SNAPSHOT_BROKEN');
