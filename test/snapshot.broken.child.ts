@@ -4,6 +4,7 @@
 // describing what the program could observe.
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import { Worker } from 'node:worker_threads';
 import { Region, checkpointInfo, pageSize } from 'cowshm';
 
 const PAGES = 16;
@@ -88,6 +89,31 @@ async function main(): Promise<void> {
       out['goodWrites'] = (await good.writeTo(target)).pages === PAGES;
       a.release();
       b.release();
+    } else if (scenario === 'worker') {
+      // The writing thread is a worker: its writes land and it sees nothing.
+      const s = region.snapshot();
+      out['backend'] = s.backend;
+      const code = `
+        const { parentPort, workerData } = require('node:worker_threads');
+        const { Region } = require(${JSON.stringify(require.resolve('cowshm'))});
+        const r = Region.fromHandle(workerData.handle);
+        const v = r.map({ access: 'write' });
+        const b = new Uint8Array(v.buffer);
+        for (let p = 0; p < b.length; p += workerData.pageSize) b[p] = workerData.value;
+        v.close();
+        r.close();
+        parentPort.postMessage('done');
+      `;
+      const w = new Worker(code, { eval: true, workerData: { handle: region.handle(), pageSize, value: NEW } });
+      out['worker'] = await new Promise((resolve, reject) => {
+        w.once('message', resolve);
+        w.once('error', reject);
+      });
+      await w.terminate();
+      out['writesLanded'] = Array.from({ length: PAGES }, (_, p) => bytes[p * pageSize]).every((b) => b === NEW);
+      out['exact'] = s.exact;
+      out['writeTo'] = await rejection(s.writeTo(target));
+      s.release();
     } else if (scenario === 'prepareWrite') {
       // A copy made by prepareWrite() (cowshm's own I/O paths) breaks the snapshot the same way.
       const s = region.snapshot();

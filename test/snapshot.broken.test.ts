@@ -53,6 +53,15 @@ test('a snapshot that breaks after writeTo() started: the checkpoint is never co
   assert.equal(o['fileVerifies'], null);
 });
 
+test('a worker thread whose write hit the failed copy sees nothing; the snapshot it broke says so', () => {
+  const o = run('worker', 5);
+  assert.equal(o['worker'], 'done');
+  assert.equal(o['writesLanded'], true);
+  assert.equal(o['exact'], false);
+  assert.equal(o['writeTo'], 'ERR_COWSHM_SNAPSHOT_BROKEN');
+  assert.deepEqual(o['files'], []);
+});
+
 test('two live snapshots: only the one whose copy failed breaks', () => {
   const o = run('two', 1);
   assert.deepEqual(o['exact'], [false, true]);
