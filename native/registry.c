@@ -98,6 +98,10 @@ struct cowshm_slot *cowshm_slot_by_id(double id) {
   return s;
 }
 
+/* SAFETY (signal context): atomics and plain loads of static storage only.
+ * The acquire load of the high mark and of each state pairs with the release
+ * stores that publish them; a slot being rewritten meanwhile is BUSY and
+ * skipped, or read as a stale range that callers confirm (or only print). */
 struct cowshm_slot *cowshm_slot_find(uintptr_t addr) {
   size_t high = atomic_load_explicit(&cowshm_slot_high, memory_order_acquire);
   for (size_t i = 0; i < high; i++) {

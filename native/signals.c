@@ -162,6 +162,12 @@ static void on_fault(int sig, siginfo_t *si, void *uctx) {
       errno = saved_errno;
       return;
     }
+    /* A fault in a cowshm range that is not a snapshot write ends the
+     * process: say what was hit first.
+     * SAFETY: the slot's label, offsets and access were written before it
+     * was published and stay while it is mapped or closed; a slot reused at
+     * this very moment can only make the report name the wrong view, never
+     * fault (the label is a fixed array, always NUL-terminated). */
     const struct cowshm_slot *s = cowshm_slot_find((uintptr_t)si->si_addr);
     if (s != NULL) {
       report(sig, si, uctx, s);
