@@ -229,8 +229,10 @@ static int resolve(const struct cowshm_slot *s, int d, uintptr_t page) {
  * SAFETY (signal context): no locks, no allocation; the tables are static and
  * every shared field is read as argued at each step. */
 int cowshm_snapshot_fault(int sig, siginfo_t *si, void *uctx) {
-  /* Relaxed: a stale 0 means no snapshot was ever taken when this thread
-   * last synchronised with the creator, so no write of its was protected. */
+  /* SAFETY: relaxed is enough. ever_armed is stored before anything is
+   * protected, and a thread can only fault on a protection once the kernel
+   * has changed the page tables, which orders that store before the fault:
+   * a 0 here means this fault is not one of ours. */
   if (!atomic_load_explicit(&ever_armed, memory_order_relaxed)) return 0;
   const struct cowshm_backend *b = cowshm_backend_for_signal(sig);
   if (b == NULL || !b->is_write_fault(si, uctx)) return 0;
@@ -257,7 +259,7 @@ int cowshm_snapshot_fault(int sig, siginfo_t *si, void *uctx) {
       return 0;
     }
     /* SAFETY: domains[wp - 1] was filled before wp was stored, and changes
-     * only after disarm() has reset wp and waited for this section. */
+     * only after domain_disarm() has reset wp and waited for this section. */
     const struct domain *dom = wp > 0 ? &domains[wp - 1] : NULL;
     if (dom != NULL && dom->ops != b) {
       reader_exit(e); /* a real SIGBUS in an mprotect-protected mapping */
