@@ -11,7 +11,10 @@ export interface Native {
   readonly pageSize: number;
   setErrorFactory(factory: (errno: number, syscall: string, target?: string) => Error): void;
   shmOpen(name: string, oflag: number, mode: number): number;
-  /** shm_open (mode 0), fstat into out[0..6] as fstatInto, and geteuid() into out[7]: Region.open's syscalls in one call. */
+  /**
+   * shm_open (mode 0), fstat into out[0..6] as fstatInto, and geteuid() into out[7]: Region.open's syscalls in one call.
+   * With out of 9, takes the shared flock of a cowshm holder first, without waiting: out[8] 1 when granted.
+   */
   shmOpenStat(name: string, oflag: number, out: Float64Array): number;
   shmUnlink(name: string): void;
   memfdCreate(name: string, hugetlb: number): number;

@@ -15,6 +15,7 @@ import { View, type Access } from './view';
 import { checkReservable, formatBytes } from './reserve';
 import { Snapshot, takeSnapshot, prepareWrite, type SnapshotOptions } from './snapshot';
 import { restoreCheckpoint, type RestoreOptions } from './checkpoint/restore';
+import { holdSegment } from './segments';
 
 /** What backs a region. */
 export type RegionKind = 'shm' | 'memfd' | 'file';
@@ -104,11 +105,15 @@ export interface RegionInit {
   dataOffset?: number;
   /** native.fstat(fd) when the caller already has it: saves a syscall. */
   stat?: ReturnType<typeof native.fstat>;
+  /** A named segment whose name may be gone (opened through its creator's descriptor). */
+  unlinked?: boolean;
+  /** `stat` was taken after cowshm's shared lock on the segment was granted. */
+  locked?: boolean;
 }
 
 let nextOwner = 1;
-// [size, uid, gid, mode, dev, ino, nlink, euid]: euid only from shmOpenStat.
-const statScratch = new Float64Array(8);
+// [size, uid, gid, mode, dev, ino, nlink, euid, locked]: the last two only from shmOpenStat.
+const statScratch = new Float64Array(9);
 /** What native.fstat returns, from the first seven slots of statScratch. */
 function scratchStat(): ReturnType<typeof native.fstat> {
   const s = statScratch;
@@ -144,6 +149,7 @@ const isSystemError = (err: unknown, code: string): err is SystemError =>
   err instanceof Error && (err as SystemError).code === code;
 
 const TMPFS_MAGIC = 0x01021994;
+const HUGETLBFS_MAGIC = 0x958458f6;
 
 /** The size of the tmpfs `file` is on, or null when it is on another filesystem. */
 function tmpfsSize(file: string): number | null {
@@ -168,6 +174,28 @@ function explainNoSpace(err: SystemError, where: string, wanted: number): System
   } catch {
     return explain(err, `${where} is full; the region needs ${formatBytes(wanted)}`);
   }
+}
+
+/**
+ * What a handle's descriptor or name led to must be what its kind says: a
+ * forged handle must not turn /dev/zero, a device, a FIFO or some other
+ * file a process holds open into a region.
+ */
+function checkHandleTarget(kind: RegionKind, fd: number, stat: ReturnType<typeof native.fstat>, where: string): void {
+  let why: string | null = null;
+  if ((stat[3] & c.S_IFMT) !== c.S_IFREG) why = 'is not a regular file';
+  else if (kind === 'shm' && stat[4] !== shmDevice() && fs.statfsSync(`/proc/self/fd/${fd}`).type !== HUGETLBFS_MAGIC)
+    why = 'is not on /dev/shm (nor on a hugetlbfs), so not a shared memory segment';
+  else if (kind === 'memfd' && !fs.readlinkSync(`/proc/self/fd/${fd}`).startsWith('/memfd:')) why = 'is not a memfd';
+  if (why === null) return;
+  const err = cowshmError('ERR_COWSHM_NOT_A_FILE', `The handle's ${kind} region ('${where}') ${why}: the handle does not describe a region`);
+  throw Object.assign(err, { path: where });
+}
+
+let shmDev: number | undefined;
+function shmDevice(): number {
+  shmDev ??= fs.statSync('/dev/shm').dev;
+  return shmDev;
 }
 
 export class Region {
@@ -204,7 +232,11 @@ export class Region {
     this.readOnly = init.readOnly;
     this.#hugePages = init.hugePages;
     // Indexed, not destructured: destructuring walks the array's iterator.
-    const st = init.stat ?? fstat(init.fd);
+    // A named segment is held under cowshm's shared lock (what removing orphans tests).
+    const st =
+      init.kind === 'shm'
+        ? holdSegment(init.fd, init.name as string, init.unlinked === true, init.locked === true ? init.stat : undefined)
+        : init.stat ?? fstat(init.fd);
     this.#size = init.size ?? st[0];
     this.#dataOffset = init.dataOffset ?? 0;
     this.dev = st[4];
@@ -291,7 +323,15 @@ export class Region {
     // O_NONBLOCK: a FIFO planted under the name must not make a read-only open wait.
     // One native call opens, stats and reads the effective uid: each call
     // into the addon costs a few hundred nanoseconds on top of its syscall.
-    const fd = native.shmOpenStat(name, (readOnly ? c.O_RDONLY : c.O_RDWR) | c.O_NONBLOCK, statScratch);
+    let fd: number;
+    try {
+      fd = native.shmOpenStat(name, (readOnly ? c.O_RDONLY : c.O_RDWR) | c.O_NONBLOCK, statScratch);
+    } catch (err) {
+      // shm_open says EINVAL for a directory, a name it would not create.
+      if (isSystemError(err, 'EINVAL') && fs.lstatSync(`/dev/shm/${name}`, { throwIfNoEntry: false })?.isDirectory())
+        throw Object.assign(cowshmError('ERR_COWSHM_NOT_A_FILE', `'/dev/shm/${name}' is a directory, not a shared memory segment`), { path: name });
+      throw err;
+    }
     try {
       const stat = scratchStat();
       const uid = stat[1];
@@ -307,7 +347,7 @@ export class Region {
             'pass { allowForeignOwner: true } to open it anyway',
         );
       }
-      return new Region({ kind: 'shm', name, fd, path: `/dev/shm/${name}`, readOnly, hugePages: false, stat });
+      return new Region({ kind: 'shm', name, fd, path: `/dev/shm/${name}`, readOnly, hugePages: false, stat, locked: statScratch[8] === 1 });
     } catch (err) {
       native.close(fd);
       throw err;
@@ -413,8 +453,8 @@ export class Region {
     const paths = [procPath, ...(name !== null ? [`/dev/shm/${name}`] : []), ...(filePath ? [filePath] : [])];
     let lastError: unknown;
     for (const p of paths) {
-      // /proc/PID/fd/N is a link that must be followed; a file path must not.
-      const flags = (readOnly ? c.O_RDONLY : c.O_RDWR) | c.O_NONBLOCK | (p === filePath ? c.O_NOFOLLOW : 0);
+      // /proc/PID/fd/N is a link that must be followed; a name or a file path must not.
+      const flags = (readOnly ? c.O_RDONLY : c.O_RDWR) | c.O_NONBLOCK | (p === procPath ? 0 : c.O_NOFOLLOW);
       let fd: number;
       try {
         fd = native.open(p, flags, 0);
@@ -428,6 +468,7 @@ export class Region {
           native.close(fd);
           continue;
         }
+        checkHandleTarget(kind, fd, stat, p);
         return new Region({
           kind,
           name,
@@ -436,12 +477,15 @@ export class Region {
           readOnly,
           hugePages: false,
           stat,
+          unlinked: true,
         });
       } catch (err) {
         native.close(fd);
         throw err;
       }
     }
+    if (isSystemError(lastError, 'ELOOP'))
+      throw explain(lastError, `a symbolic link, not a ${kind === 'shm' ? 'segment' : 'file'}: handles are never followed through one`);
     if (lastError instanceof Error && !isSystemError(lastError, 'ENOENT')) throw lastError;
     const gone = cowshmError(
       'ENOENT',

@@ -16,6 +16,7 @@ function size(n: number): string {
 
 function heldBy(s: Segment): string {
   if (s.orphan) return 'orphan';
+  if (s.holders.length === 0) return s.locked ? 'a cowshm process not visible here (its lock)' : 'unknown (may not open it)';
   return s.holders
     .map((h) => {
       const how = [h.mappings > 0 ? `${h.mappings} map${h.mappings === 1 ? '' : 's'}` : '', h.fds.length > 0 ? `fd ${h.fds.join(',')}` : '']
@@ -34,7 +35,7 @@ export function uninspectedNote(segments: Segment[]): string | null {
   const hint = process.geteuid?.() === 0 ? '' : " Run as root to read other users' processes.";
   return (
     `note: /proc of ${pids.length} process${pids.length === 1 ? '' : 'es'} could not be read (pid ${shown}); ` +
-    `a segment held only there would show as orphan.${hint}`
+    `a segment another program holds only there would show as orphan.${hint}`
   );
 }
 
