@@ -11,6 +11,8 @@
         "native/mapping.c",
         "native/signals.c",
         "native/kernels.c",
+        "native/uffd.c",
+        "native/backend.c",
         "native/snapshot.c",
         "native/checkpoint.c"
       ],

@@ -82,7 +82,7 @@ enum cowshm_access { ACCESS_READ = 0, ACCESS_WRITE = 1, ACCESS_COW = 2, ACCESS_S
 
 struct cowshm_slot {
   _Atomic int state;
-  uint32_t gen;        /* bumped on every reuse; part of the id JS holds */
+  _Atomic uint32_t gen; /* bumped on every reuse; part of the id JS holds */
   uintptr_t start;     /* page aligned */
   size_t len;          /* mapped length, a whole number of pages */
   size_t byte_length;  /* length of the ArrayBuffer, <= len */
@@ -112,6 +112,12 @@ double cowshm_slot_id(const struct cowshm_slot *s);
 struct cowshm_slot *cowshm_slot_by_id(double id);
 /* Async-signal-safe: the mapped or closed slot that contains addr, or NULL. */
 struct cowshm_slot *cowshm_slot_find(uintptr_t addr);
+/* Async-signal-safe: the mapped slot that contains addr and its generation,
+ * or NULL. The answer may be stale by the time it returns: confirm it with
+ * cowshm_slot_holds() where the slot cannot be reused (snapshot.c). */
+struct cowshm_slot *cowshm_slot_find_gen(uintptr_t addr, uint32_t *gen);
+/* Async-signal-safe: whether s is still mapped, in generation gen, over addr. */
+int cowshm_slot_holds(const struct cowshm_slot *s, uint32_t gen, uintptr_t addr);
 
 /* ---- mappings (mapping.c) ---------------------------------------------- */
 
@@ -141,6 +147,10 @@ napi_value cowshm_close_fd(napi_env env, int fd);
 /* ---- signals (signals.c) ----------------------------------------------- */
 
 void cowshm_signals_install(void);
+/* Puts cowshm's handlers back in front where something replaced them (an
+ * application's process.on('SIGBUS'), a reset to SIG_DFL), chaining to what
+ * was there. Returns how many it re-installed. Not from signal context. */
+int cowshm_signals_ensure(void);
 /* Async-signal-safe helpers for reports. */
 void cowshm_sigwrite(const char *s);
 void cowshm_sigwrite_hex(uintptr_t v);

@@ -70,6 +70,8 @@ export interface Native {
   snapshotChanged(id: number): Uint32Array;
   prepareWrite(dev: number, ino: number, offset: number, length: number): void;
   snapshotInfo(): NativeSnapshotInfo;
+  /** Re-installs cowshm's SIGSEGV/SIGBUS handlers where something replaced them; returns how many. */
+  signalsEnsure(): number;
 }
 
 /** What the addon found out about write protection when it loaded. */

@@ -61,6 +61,8 @@ export interface CheckpointSource {
   readonly byteLength: number;
   readonly byteOffset: number;
   readonly region: { readonly size: number };
+  /** Throws if the source no longer holds what it held when the write started. */
+  _assertExact?(): void;
 }
 
 /**
@@ -256,6 +258,7 @@ export async function writeFrom(
       await handle.close();
       closed = true;
       if (signal?.aborted) throw abortError(signal);
+      source._assertExact?.(); // a snapshot that broke while it was read is never renamed into place
       await fs.promises.rename(tmp, target);
       renamed = true;
       await fsyncDirectory(dir);
