@@ -61,6 +61,9 @@ struct cowshm_env {
   napi_ref error_factory;
   int *fds; /* descriptors opened by this environment and not yet closed */
   size_t nfds, capfds;
+  int main_thread;        /* said by JS at load: no teardown sentinel needed (mapping.c) */
+  napi_ref sentinel;      /* the newest teardown sentinel (mapping.c) */
+  uintptr_t sentinel_token, sentinels_made;
 };
 struct cowshm_env *cowshm_env_get(napi_env env);
 void cowshm_env_track_fd(napi_env env, int fd);

@@ -7,10 +7,13 @@
 #include <string.h>
 
 napi_value cowshm_set_error_factory(napi_env env, napi_callback_info info) {
-  napi_value argv[1];
-  if (!cowshm_args(env, info, 1, argv)) return NULL;
+  napi_value argv[2];
+  bool main_thread = false;
+  if (!cowshm_args(env, info, 2, argv)) return NULL;
+  NAPI_OK(env, napi_get_value_bool(env, argv[1], &main_thread));
   struct cowshm_env *e = cowshm_env_get(env);
   if (e == NULL) return NULL;
+  e->main_thread = main_thread;
   if (e->error_factory != NULL) napi_delete_reference(env, e->error_factory);
   NAPI_OK(env, napi_create_reference(env, argv[0], 1, &e->error_factory));
   return cowshm_undefined(env);
