@@ -204,7 +204,7 @@ static struct cowshm_slot *map_slot(napi_env env, int fd, uint64_t offset, size_
   if (s != NULL) slot_record[s - cowshm_slots] = NULL;
   cowshm_registry_unlock();
   if (s == NULL) {
-    napi_throw_error(env, "EMFILE",
+    cowshm_throw_code(env, "EMFILE",
                      "EMFILE: too many cowshm views are open in this process (the limit is 16384); "
                      "close views you no longer need");
     return NULL;
@@ -290,7 +290,7 @@ static napi_value slot_buffer(napi_env env, struct cowshm_slot *s) {
     free(m);
     bool pending = false;
     napi_is_exception_pending(env, &pending);
-    if (!pending) napi_throw_range_error(env, "ERR_OUT_OF_RANGE", "cannot create an ArrayBuffer of this length");
+    if (!pending) cowshm_throw_code(env, "ERR_OUT_OF_RANGE", "cannot create an ArrayBuffer of this length");
     return NULL;
   }
   cowshm_registry_lock();
@@ -501,13 +501,13 @@ static napi_value view_buffer_js(napi_env env, napi_callback_info info) {
   NAPI_OK(env, napi_get_value_double(env, argv[0], &id));
   struct cowshm_slot *s = cowshm_slot_by_id(id);
   if (s == NULL || s->env != env || atomic_load(&s->state) != SLOT_MAPPED) {
-    napi_throw_error(env, "ERR_COWSHM_CLOSED", "the view is closed");
+    cowshm_throw_code(env, "ERR_COWSHM_CLOSED", "the view is closed");
     return NULL;
   }
   if (slot_record[s - cowshm_slots] == NULL) return slot_buffer(env, s);
   napi_value ab = NULL;
   if (s->ab_ref == NULL || napi_get_reference_value(env, s->ab_ref, &ab) != napi_ok || ab == NULL) {
-    napi_throw_error(env, "ERR_COWSHM_CLOSED", "the view's buffer was garbage-collected");
+    cowshm_throw_code(env, "ERR_COWSHM_CLOSED", "the view's buffer was garbage-collected");
     return NULL;
   }
   return ab;
@@ -565,7 +565,7 @@ static struct cowshm_slot *live_slot(napi_env env, napi_value idv, uint64_t off,
   NAPI_OK(env, napi_get_value_double(env, idv, &id));
   struct cowshm_slot *s = cowshm_slot_by_id(id);
   if (s == NULL || atomic_load(&s->state) != SLOT_MAPPED) {
-    napi_throw_error(env, "ERR_COWSHM_CLOSED", "the view is closed");
+    cowshm_throw_code(env, "ERR_COWSHM_CLOSED", "the view is closed");
     return NULL;
   }
   if (off > s->len || len > s->len - off) {
