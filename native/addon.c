@@ -10,6 +10,7 @@ NAPI_MODULE_INIT() {
   NAPI_OK(env, napi_create_function(env, "init", NAPI_AUTO_LENGTH, cowshm_init_js, NULL, &fn));
   NAPI_OK(env, napi_set_named_property(env, exports, "init", fn));
   if (cowshm_init_fd(env, exports) == NULL) return NULL;
+  if (cowshm_init_locks(env, exports) == NULL) return NULL;
   if (cowshm_init_mapping(env, exports) == NULL) return NULL;
   if (cowshm_init_kernels(env, exports) == NULL) return NULL;
   if (cowshm_init_snapshot(env, exports) == NULL) return NULL;

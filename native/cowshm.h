@@ -146,6 +146,7 @@ void cowshm_mapping_release_all(napi_env env);
 /* ---- descriptors (fd.c) ------------------------------------------------ */
 
 napi_value cowshm_init_fd(napi_env env, napi_value exports);
+napi_value cowshm_init_locks(napi_env env, napi_value exports);
 /* close() for JS: forgets fd in this environment, then closes it; throws on a
  * real failure. Returns undefined, or NULL with the error pending. */
 napi_value cowshm_close_fd(napi_env env, int fd);

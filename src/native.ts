@@ -33,6 +33,10 @@ export interface Native {
   fstatInto(fd: number, out: Float64Array): void;
   fchmod(fd: number, mode: number, target?: string): void;
   fsync(fd: number, target?: string): void;
+  /** fcntl(F_OFD_SETLK[W]): kind 0 unlock, 1 shared, 2 exclusive; length 0 = to the end. False when not waiting and held elsewhere. */
+  ofdLock(fd: number, start: number, length: number, kind: 0 | 1 | 2, wait: 0 | 1): boolean;
+  /** flock(2) with the same kinds: false when not waiting and held elsewhere. */
+  flock(fd: number, kind: 0 | 1 | 2, wait: 0 | 1): boolean;
   /** Maps without making the ArrayBuffer yet; returns the mapping's id. */
   mapView(
     fd: number, offset: number, length: number, access: number, label: string,
