@@ -4,6 +4,7 @@
       "target_name": "cowshm",
       "sources": [
         "native/addon.c",
+        "native/env.c",
         "native/errors.c",
         "native/fd.c",
         "native/locks.c",

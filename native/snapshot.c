@@ -566,7 +566,7 @@ static struct snapshot *snap_of(napi_env env, napi_value idv) {
   if (napi_get_value_double(env, idv, &id) != napi_ok) return NULL;
   struct cowshm_slot *s = cowshm_slot_by_id(id);
   if (s == NULL || s->access != ACCESS_SNAPSHOT || s->snap == NULL) {
-    napi_throw_error(env, "ERR_COWSHM_CLOSED", "the snapshot is released");
+    cowshm_throw_code(env, "ERR_COWSHM_CLOSED", "the snapshot is released");
     return NULL;
   }
   return s->snap;
