@@ -91,9 +91,7 @@ export function outOfRange(name: string, expected: string, actual: unknown): Ran
 
 /** `The "path" argument must be a string without null bytes. Received type string ('a\x00b')`, as Node's fs says it. */
 export function invalidValue(name: string, expected: string, actual: unknown): TypeError {
-  const err = new TypeError(`The ${name} must be ${expected}. Received ${describe(actual)}`);
-  (err as TypeError & { code: string }).code = 'ERR_INVALID_ARG_VALUE';
-  return err;
+  return cowshmError('ERR_INVALID_ARG_VALUE', `The ${name} must be ${expected}. Received ${describe(actual)}`);
 }
 
 /** Use of a Region, View or Snapshot after close(). */
