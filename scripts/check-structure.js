@@ -14,11 +14,11 @@ const path = require('node:path');
 
 /** Layers, lowest first: a module may import from its own layer and the ones below. */
 const LAYERS = [
-  ['base', /^(errors|constants|native|validate|reserve|kernels|segments|locks|file)\.ts$|^memory\//],
+  ['base', /^(errors|constants|native|validate|reserve|kernels|segments|locks|signals|file)\.ts$|^memory\//],
   ['checkpoint', /^checkpoint\//],
   ['view/snapshot', /^(view|snapshot)\.ts$/],
   ['region', /^region\.ts$/],
-  ['package', /^(index|doctor|demo)\.ts$/],
+  ['package', /^(index|doctor)\.ts$/],
   ['cli', /^cli\//],
 ];
 

@@ -7,12 +7,18 @@
  */
 import * as path from 'node:path';
 import * as fs from 'node:fs';
-import { systemError } from './errors';
+import { isMainThread } from 'node:worker_threads';
+import { cowshmError, systemError } from './errors';
 
 /** The addon's functions: positional arguments, already validated in TypeScript. */
 export interface Native {
   readonly pageSize: number;
-  setErrorFactory(factory: (errno: number, syscall: string, target?: string) => Error): void;
+  /** Once, at load: the factories every native error is made by, and whether this is the main thread. */
+  init(
+    systemError: (errno: number, syscall: string, target?: string) => Error,
+    cowshmError: (code: string, message: string) => Error,
+    mainThread: boolean,
+  ): void;
   shmOpen(name: string, oflag: number, mode: number): number;
   /**
    * shm_open (mode 0), fstat into out[0..6] as fstatInto, and geteuid() into out[7]: Region.open's syscalls in one call.
@@ -75,6 +81,8 @@ export interface Native {
   snapshotChanged(id: number): Uint32Array;
   prepareWrite(dev: number, ino: number, offset: number, length: number): void;
   snapshotInfo(): NativeSnapshotInfo;
+  /** Re-installs cowshm's SIGSEGV/SIGBUS handlers where something replaced them; returns how many. */
+  signalsEnsure(): number;
 }
 
 /** What the addon found out about write protection when it loaded. */
@@ -116,7 +124,7 @@ function load(): Native {
     try {
       // eslint-disable-next-line @typescript-eslint/no-var-requires
       const addon = require(file) as Native;
-      addon.setErrorFactory(systemError);
+      addon.init(systemError, cowshmError, isMainThread);
       return addon;
     } catch (err) {
       tried.push(`${file}: ${(err as Error).message}`);

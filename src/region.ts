@@ -630,7 +630,11 @@ export class Region {
     this.#unlinked = true;
   }
 
-  /** Unmaps every view of this region (detaching their buffers) and closes the descriptor. */
+  /**
+   * Unmaps every view of this region (detaching their buffers, see
+   * `View.close`) and closes the descriptor: the descriptor is closed even if
+   * a view fails to close, and the first such failure is thrown after it.
+   */
   close(): void {
     if (this.#closed) return;
     this.#closed = true;

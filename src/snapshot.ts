@@ -9,6 +9,7 @@ import { closedError, cowshmError, outOfRange, systemError } from './errors';
 import * as check from './validate';
 import type { Region } from './region';
 import { writeFrom, type CheckpointResult, type KnownChanges, type WriteOptions } from './checkpoint/write';
+import { keepSignalHandlers } from './signals';
 
 /** How write protection is done: see `snapshotBackend`. */
 export type SnapshotBackend = 'userfaultfd' | 'mprotect';
@@ -24,6 +25,7 @@ export interface SnapshotOptions {
 }
 
 const info = native.snapshotInfo();
+keepSignalHandlers();
 
 /**
  * The write-protection mechanism snapshots use in this process:
@@ -57,6 +59,17 @@ function live(s: Snapshot): boolean {
   } catch {
     return false; // closed, or a page could not be copied
   }
+}
+
+function brokenError(snapshot: Snapshot, errno: number): Error {
+  const cause = systemError(errno, 'madvise', snapshot.region.toString());
+  const err = cowshmError(
+    'ERR_COWSHM_SNAPSHOT_BROKEN',
+    `This snapshot of ${snapshot.region.toString()} is no longer exact: a page could not be copied into it ` +
+      `before a write went through (${cause.code}). Release it and take another once memory is available.`,
+  );
+  (err as Error & { cause: unknown }).cause = cause;
+  return err;
 }
 
 /**
@@ -111,19 +124,26 @@ export class Snapshot {
   }
 
   /**
-   * The frozen bytes. Throws if a page could not be copied (the system ran
-   * out of memory, or /dev/shm out of space), since the snapshot is then no
-   * longer exact.
+   * The frozen bytes. Throws `ERR_COWSHM_SNAPSHOT_BROKEN` once the snapshot is
+   * no longer exact (see `exact`). A buffer or TypedArray taken earlier keeps
+   * reading: check `exact` after reading through it.
    */
   get buffer(): ArrayBuffer {
-    this.#check();
-    const [, error] = native.snapshotStats(this.#id);
-    if (error !== 0) {
-      const err = systemError(error, 'madvise', this.region.toString());
-      err.message += ' (a page could not be copied into the snapshot: it is no longer exact; release it)';
-      throw err;
-    }
+    this.#checkExact();
     return this.#buffer;
+  }
+
+  /**
+   * Whether the snapshot still holds the region's bytes as they were at
+   * `snapshot()`. It turns false, for good, when a page could not be copied
+   * into it before a write went through (the memory cgroup or the system ran
+   * out of memory): the write is never held up,
+   * the snapshot is broken instead. From then on `buffer`, `copiedPages`,
+   * `changedPages()` and `writeTo()` throw `ERR_COWSHM_SNAPSHOT_BROKEN`.
+   */
+  get exact(): boolean {
+    this.#check();
+    return native.snapshotStats(this.#id)[1] === 0;
   }
 
   /** The mapping's start address in this process (for /proc lookups and the memory API). */
@@ -133,8 +153,7 @@ export class Snapshot {
 
   /** Pages copied into this snapshot so far: its private memory is this many pages. */
   get copiedPages(): number {
-    this.#check();
-    return native.snapshotStats(this.#id)[0];
+    return this.#checkExact();
   }
 
   /**
@@ -143,8 +162,10 @@ export class Snapshot {
    * With the mprotect backend a write marks its whole chunk.
    */
   changedPages(): Uint32Array {
-    this.#check();
-    return native.snapshotChanged(this.#id);
+    this.#checkExact();
+    const pages = native.snapshotChanged(this.#id);
+    this.#checkExact(); // a copy that failed while the list was read
+    return pages;
   }
 
   /** Whether `release()` was called, or the region was closed. */
@@ -173,6 +194,11 @@ export class Snapshot {
     this.release();
   }
 
+  /** @internal For writeTo(): throws unless the snapshot is still exact. */
+  _assertExact(): void {
+    this.#checkExact();
+  }
+
   #check(): void {
     if (this.released) throw closedError(`This snapshot of ${this.region.toString()}`);
   }
@@ -190,6 +216,14 @@ export class Snapshot {
       if (w === undefined || !live(w)) writers.delete(key);
     }
     writers.set(id, new WeakRef(this));
+  }
+
+  /** Throws ERR_COWSHM_SNAPSHOT_BROKEN if a copy failed; returns the pages copied. */
+  #checkExact(): number {
+    this.#check();
+    const [copied, error] = native.snapshotStats(this.#id);
+    if (error !== 0) throw brokenError(this, error);
+    return copied;
   }
 }
 

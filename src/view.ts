@@ -1,7 +1,9 @@
 /**
  * A View is one mapping of a Region, exposed as an ArrayBuffer without
  * copying. Closing it detaches the ArrayBuffer: TypedArrays over it read as
- * length 0 and nothing can reach the unmapped memory.
+ * length 0 and nothing can reach the unmapped memory. A buffer the addon
+ * cannot detach (moved out by transfer(), or an asm.js heap) is left with
+ * private zero pages of its own instead (native/mapping.c).
  */
 import { native } from './native';
 import { closedError, cowshmError, invalidType } from './errors';
@@ -110,7 +112,12 @@ export class View {
     native.madvise(this.#id, off, len, MADV_DONTNEED);
   }
 
-  /** Unmaps the view and detaches its buffer. Safe to call more than once. */
+  /**
+   * Unmaps the view and detaches its buffer. A buffer that cannot be detached
+   * (moved by `transfer()`, or an asm.js heap) keeps its length and reads
+   * zeros from then on; the region's memory is released either way. Safe to
+   * call more than once.
+   */
   close(): void {
     if (this.#closed) return;
     this.#closed = true;

@@ -66,6 +66,8 @@ export interface CheckpointSource {
   readonly byteOffset: number;
   /** The region: its size; for a full checkpoint, the file whose holes are skipped. */
   readonly region: { readonly size: number; readonly fd: number; readonly kind: string; readonly readOnly: boolean };
+  /** Throws if the source no longer holds what it held when the write started. */
+  _assertExact?(): void;
 }
 
 /**
@@ -301,6 +303,7 @@ export async function writeFrom(
       await ftruncate(fd, bytes);
       await fsync(fd);
       if (signal?.aborted) throw abortError(signal);
+      source._assertExact?.(); // a snapshot that broke while it was read is never renamed into place
       // Renamed while still locked: until then no cleaner may take it for a dead writer's.
       await fs.promises.rename(tmp, target);
       renamed = true;
