@@ -270,7 +270,7 @@ const rows: Row[] = [
   // Region.restore and checkpoints
   { label: 'restore(5)', call: () => Region.restore(5 as never), type: TypeError, code: TYPE },
   { label: 'restore a missing file', call: () => Region.restore(missing), type: Error, code: 'ENOENT' },
-  { label: 'restore a directory', call: () => Region.restore(subdir), type: Error, code: 'ERR_COWSHM_CHECKPOINT_INVALID' },
+  { label: 'restore a directory', call: () => Region.restore(subdir), type: Error, code: 'ERR_COWSHM_NOT_A_FILE' },
   { label: 'restore a file of garbage', call: () => Region.restore(garbage), type: Error, code: 'ERR_COWSHM_CHECKPOINT_INVALID' },
   { label: 'restore an empty file', call: () => Region.restore(emptyFile), type: Error, code: 'ERR_COWSHM_CHECKPOINT_INVALID' },
   { label: "restore verify 'all'", call: () => Region.restore(garbage, { verify: 'all' as never }), type: RangeError, code: RANGE },
