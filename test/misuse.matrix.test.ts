@@ -349,7 +349,7 @@ const pending: Record<string, { enabled: boolean; rows: Row[] }> = {
   },
   // FIFOs and devices where a checkpoint is expected: refused at once, never waited on.
   'h-ckpt': {
-    enabled: false,
+    enabled: true,
     rows: [
       { label: 'restore a FIFO', call: () => Region.restore(fifo), type: Error, code: 'ERR_COWSHM_NOT_A_FILE' },
       { label: 'restore /dev/zero', call: () => Region.restore('/dev/zero'), type: Error, code: 'ERR_COWSHM_NOT_A_FILE' },
