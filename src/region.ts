@@ -14,6 +14,7 @@ import { View, type Access } from './view';
 import { checkReservable, formatBytes } from './reserve';
 import { Snapshot, takeSnapshot, prepareWrite, type SnapshotOptions } from './snapshot';
 import { restoreCheckpoint, type RestoreOptions } from './checkpoint/restore';
+import { restoreFromStream } from './checkpoint/stream';
 import { holdSegment } from './segments';
 import { openRegular, type FileStat } from './file';
 
@@ -541,6 +542,23 @@ export class Region {
       }
     }
     return view;
+  }
+
+  /**
+   * Restores a full checkpoint from a stream (`snapshot.createReadStream()`,
+   * through a socket, a compressor, ...) into a new memfd region, verifying
+   * the header before allocating and the data checksum as it arrives. A
+   * truncated or corrupt stream rejects with `ERR_COWSHM_CHECKPOINT_INVALID`
+   * and leaves nothing behind. See docs/api.md, Checkpoint streams.
+   */
+  static async restoreStream(readable: AsyncIterable<Uint8Array> | NodeJS.ReadableStream): Promise<Region> {
+    const restored = await restoreFromStream(readable);
+    try {
+      return new Region({ ...restored, name: null, hugePages: false });
+    } catch (err) {
+      native.close(restored.fd);
+      throw err;
+    }
   }
 
   /**
