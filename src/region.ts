@@ -14,7 +14,7 @@ import { View, type Access } from './view';
 import { checkReservable, formatBytes } from './reserve';
 import { Snapshot, takeSnapshot, prepareWrite, type SnapshotOptions } from './snapshot';
 import { restoreCheckpoint, type RestoreOptions } from './checkpoint/restore';
-import { restoreFromStream } from './checkpoint/stream';
+import { applyDeltaStream, restoreFromStream, type CheckpointIdentity } from './checkpoint/stream';
 import { holdSegment } from './segments';
 import { openRegular, type FileStat } from './file';
 
@@ -209,6 +209,8 @@ export class Region {
   readonly #hugePages: boolean;
   readonly #dataOffset: number;
   #size: number;
+  /** Restored from a checkpoint stream: the checkpoint it holds, which a delta applied to it must name as its base. */
+  #checkpoint: CheckpointIdentity | null = null;
   #closed = false;
   #unlinked = false;
   #views = 0;
@@ -554,7 +556,9 @@ export class Region {
   static async restoreStream(readable: AsyncIterable<Uint8Array> | NodeJS.ReadableStream): Promise<Region> {
     const restored = await restoreFromStream(readable);
     try {
-      return new Region({ ...restored, name: null, hugePages: false });
+      const region = new Region({ ...restored, name: null, hugePages: false });
+      region.#checkpoint = { id: restored.id, checksum: restored.checksum, regionHash: restored.checksum };
+      return region;
     } catch (err) {
       native.close(restored.fd);
       throw err;
@@ -668,6 +672,18 @@ export class Region {
     if (this.kind === 'shm') return `region '${this.name}' (shm)`;
     if (this.kind === 'file') return `region '${this.path}' (file)`;
     return `memfd region (fd ${this.#fd})`;
+  }
+
+  /**
+   * Applies a delta stream (`snapshot.createReadStream({ base })`) to a region
+   * restored by `Region.restoreStream()` from that base (or from it and the
+   * deltas before this one). The delta is staged until it has verified; a
+   * delta of another base, or a region written since it was restored, is
+   * refused with `ERR_COWSHM_CHECKPOINT_INVALID` and the region is unchanged.
+   */
+  async applyDelta(readable: AsyncIterable<Uint8Array> | NodeJS.ReadableStream): Promise<void> {
+    this.#check();
+    this.#checkpoint = await applyDeltaStream(this.#fd, this.#size, this.#checkpoint, readable);
   }
 
   #check(): void {

@@ -287,3 +287,87 @@ test('a snapshot that broke (COWSHM_FAIL_SNAPSHOT_COPY) errors its stream with E
   });
   assert.equal(r.stdout.trim(), 'sync ERR_COWSHM_SNAPSHOT_BROKEN\nERR_COWSHM_SNAPSHOT_BROKEN', r.stderr);
 });
+
+test('a chain over streams: full, then two deltas applied with applyDelta, ends byte for byte equal', async () => {
+  const dir = tempDir('ck-stream-chain');
+  const size = 128 * pageSize + 100;
+  const { region, bytes } = filled(size, 11);
+  try {
+    const s0 = region.snapshot();
+    const f0 = path.join(dir, '0.cow');
+    await s0.writeTo(f0);
+    // The full checkpoint as stored (a file streamed, as from object storage), through gzip.
+    const restored = await Region.restoreStream(fs.createReadStream(f0).pipe(zlib.createGzip()).pipe(zlib.createGunzip()));
+    s0.release();
+    const touch = (round: number, pages: number[]): void => {
+      for (const p of pages) {
+        const at = Math.min(size - 1, p * pageSize + 3);
+        bytes[at] = (bytes[at] ?? 0) ^ (round * 17);
+      }
+    };
+    // Delta 1: written to a file by writeTo (a delta of f0), sent as a stream of that file.
+    touch(1, [0, 5, 6, 128]);
+    const s1 = region.snapshot();
+    const f1 = path.join(dir, '1.cow');
+    await s1.writeTo(f1, { base: f0 });
+    s1.release();
+    await restored.applyDelta(fs.createReadStream(f1));
+    assert.ok(Buffer.from(restored.map().buffer).equals(Buffer.from(bytes)), 'after delta 1');
+    // Delta 2: streamed straight from a snapshot against f1.
+    touch(2, [5, 77]);
+    const s2 = region.snapshot();
+    await restored.applyDelta(s2.createReadStream({ base: f1 }).pipe(new PassThrough()));
+    s2.release();
+    assert.ok(Buffer.from(restored.map().buffer).equals(Buffer.from(bytes)), 'after delta 2');
+    const base = f1;
+    // A delta of f0 again: the region now holds another checkpoint, and refuses it.
+    const s = region.snapshot();
+    await assert.rejects(restored.applyDelta(s.createReadStream({ base: f0 })), { code: 'ERR_COWSHM_CHECKPOINT_INVALID', message: /is a delta of checkpoint/ });
+    await assert.rejects(restored.applyDelta(s.createReadStream({ base })), { code: 'ERR_COWSHM_CHECKPOINT_INVALID', message: /is a delta of checkpoint/ });
+    assert.ok(Buffer.from(restored.map().buffer).equals(Buffer.from(bytes)), 'unchanged');
+    s.release();
+    restored.close();
+  } finally {
+    region.close();
+    rmTemp(dir);
+  }
+});
+
+test('applyDelta stages until verified: a flipped page-list bit or a truncated delta leaves the region unchanged', async () => {
+  const dir = tempDir('ck-stream-stage');
+  const size = 32 * pageSize;
+  const { region, bytes } = filled(size, 13);
+  try {
+    const s0 = region.snapshot();
+    const f0 = path.join(dir, '0.cow');
+    await s0.writeTo(f0);
+    const restored = await Region.restoreStream(fs.createReadStream(f0));
+    s0.release();
+    const before = Buffer.from(new Uint8Array(restored.map().buffer)); // a copy
+    for (const p of [1, 2, 30]) bytes[p * pageSize] = (bytes[p * pageSize] ?? 0) ^ 0x5a;
+    const s1 = region.snapshot();
+    const delta = await collect(s1.createReadStream({ base: f0 }));
+    s1.release();
+    const flipped = Buffer.from(delta);
+    flipped.writeUInt8(flipped.readUInt8(flipped.length - 4) ^ 0x01, flipped.length - 4); // the last page-list entry
+    await assert.rejects(restored.applyDelta(Readable.from([flipped])), { code: 'ERR_COWSHM_CHECKPOINT_INVALID', message: /header checksum/ });
+    await assert.rejects(restored.applyDelta(Readable.from([delta.subarray(0, delta.length - 5)])), { code: 'ERR_COWSHM_CHECKPOINT_INVALID', message: /truncated/ });
+    const full = await collect((() => { const s = region.snapshot(); const r = s.createReadStream(); r.on('close', () => s.release()); return r; })());
+    await assert.rejects(restored.applyDelta(Readable.from([full])), { code: 'ERR_COWSHM_CHECKPOINT_INVALID', message: /not a delta/ });
+    assert.ok(Buffer.from(restored.map().buffer).equals(before));
+    await restored.applyDelta(Readable.from([delta]));
+    assert.ok(Buffer.from(restored.map().buffer).equals(Buffer.from(bytes)));
+    await assert.rejects(Region.create({ size }).applyDelta(Readable.from([delta])), { code: 'ERR_COWSHM_CHECKPOINT_INVALID' });
+    restored.close();
+    // Written since it was restored: refused, and left as written.
+    const again = await Region.restoreStream(fs.createReadStream(f0));
+    const w = new Uint8Array(again.map().buffer);
+    w[9] = (w[9] ?? 0) ^ 1;
+    await assert.rejects(again.applyDelta(Readable.from([delta])), { code: 'ERR_COWSHM_CHECKPOINT_INVALID', message: /written since it was restored/ });
+    assert.equal(w[1 * pageSize], before[1 * pageSize]);
+    again.close();
+  } finally {
+    region.close();
+    rmTemp(dir);
+  }
+});

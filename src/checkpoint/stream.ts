@@ -18,10 +18,10 @@
  */
 import { Readable } from 'node:stream';
 import { native } from '../native';
-import { explain, invalidType, outOfRange, systemError } from '../errors';
+import { cowshmError, explain, invalidType, outOfRange, systemError } from '../errors';
 import * as check from '../validate';
 import { availableMemory, formatBytes } from '../reserve';
-import { F_SEAL_SHRINK } from '../constants';
+import { F_SEAL_SHRINK, MAX_VIEW_LENGTH } from '../constants';
 import {
   checkHeaderChecksum, decodeFixed, encodeHeader, HEADER_BLOCK, HEADER_FIXED, invalid, MAGIC, newId, type CheckpointFile,
 } from './format';
@@ -350,3 +350,153 @@ export async function restoreFromStream(readable: unknown): Promise<StreamRestor
   }
 }
 
+
+/** @internal The checkpoint a region restored from a stream holds: what a delta applied to it must name as its base. */
+export interface CheckpointIdentity {
+  /** The checkpoint's id and data checksum: what a delta of it names as its base. */
+  id: string;
+  checksum: string;
+  /** XXH64 of the region's bytes as that checkpoint left them (a full checkpoint's data checksum). */
+  regionHash: string;
+}
+
+/** The data checksum of the region's bytes in `fd` (size bytes, the last page zero-padded), as a full checkpoint of it has. */
+function hashRegion(fd: number, size: number): string {
+  const hash = native.xxh64Init();
+  const slice = 1 << 30;
+  const r = { kind: 'memfd' as const, fd, path: STREAM_LABEL, readOnly: false, size, dataOffset: 0 };
+  for (let at = 0; at < size; at += slice) {
+    const id = mapRestored(r, at, Math.min(slice, size - at), 'read', 'a region a delta is applied to');
+    try {
+      native.xxh64Update(hash, new Uint8Array(native.viewBuffer(id)));
+    } finally {
+      native.unmap(id);
+    }
+  }
+  const tail = (native.pageSize - (size % native.pageSize)) % native.pageSize;
+  return native.xxh64Update(hash, tail ? new Uint8Array(tail) : null);
+}
+
+/**
+ * @internal Applies a delta stream to the region in `fd` (a memfd of `size`
+ * bytes restored from the checkpoint `holds`). Refused unless the delta names
+ * `holds` as its base and the region's bytes still hash to `holds.checksum`
+ * (it was not written since: one pass over the region). The delta's pages are staged in a memfd of
+ * their own until the whole stream has verified (header checksum, which
+ * covers the page list at its end, and data checksum); only then are they
+ * copied into the region. Returns the identity the region then holds.
+ */
+export async function applyDeltaStream(fd: number, size: number, holds: CheckpointIdentity | null, readable: unknown): Promise<CheckpointIdentity> {
+  if (!isReadable(readable)) throw invalidType('"readable" argument', 'a Readable stream (or an async iterable of Uint8Array)', readable);
+  let stage = -1;
+  let stageMap = -1;
+  try {
+    if (holds === null)
+      throw cowshmError('ERR_COWSHM_CHECKPOINT_INVALID', 'a delta applies only to a region restored from a checkpoint stream (Region.restoreStream())');
+    const header = new Uint8Array(1 << 20);
+    let have = 0;
+    let fixed: ReturnType<typeof decodeFixed> | null = null;
+    let blockLength = HEADER_FIXED;
+    let dataBytes = 0;
+    let listBytes = 0;
+    let got = 0; // bytes after the header block: data, then the page list
+    let staged: Uint8Array | null = null;
+    let list: Uint8Array | null = null;
+    const hash = native.xxh64Init();
+    for await (const chunk of readable) {
+      if (!(chunk instanceof Uint8Array)) throw invalidType('a chunk of the stream', 'a Buffer or Uint8Array', chunk);
+      let at = 0;
+      while (at < chunk.length) {
+        if (staged === null && (fixed === null || have < blockLength)) {
+          const take = Math.min(blockLength - have, chunk.length - at);
+          header.set(chunk.subarray(at, at + take), have);
+          have += take;
+          at += take;
+          if (have < blockLength) continue;
+          if (fixed === null) {
+            if (Buffer.from(header.subarray(0, 8)).toString('latin1') !== MAGIC)
+              throw invalid(STREAM_LABEL, `wrong magic (it does not start with '${MAGIC}')`);
+            fixed = decodeFixed(header.subarray(0, HEADER_FIXED), STREAM_LABEL);
+            if (fixed.kind !== 'delta') throw invalid(STREAM_LABEL, 'it is a full checkpoint, not a delta: restore it with Region.restoreStream()');
+            const baseId = Buffer.from(header.subarray(72, 88)).toString('hex');
+            const baseSum = fixed.dv.getBigUint64(88, true).toString(16).padStart(16, '0');
+            if (baseId !== holds.id || baseSum !== holds.checksum)
+              throw invalid(STREAM_LABEL, `it is a delta of checkpoint ${baseId} (data checksum ${baseSum}); this region holds checkpoint ${holds.id} (data checksum ${holds.checksum})`);
+            if (fixed.regionSize !== size || fixed.pageSize !== native.pageSize)
+              throw invalid(STREAM_LABEL, 'it has another region size or page size than this region');
+            if (hashRegion(fd, size) !== holds.regionHash)
+              throw cowshmError('ERR_COWSHM_CHECKPOINT_INVALID', `this region was written since it was restored from checkpoint ${holds.id}: a delta of that checkpoint would not restore its successor`);
+            dataBytes = fixed.pageCount * fixed.pageSize;
+            listBytes = fixed.pageCount * 4;
+            const available = availableMemory();
+            if (dataBytes > available)
+              throw explain(systemError(ENOMEM, 'ftruncate', STREAM_LABEL), `staging this delta's ${formatBytes(dataBytes)} takes more than is available (${formatBytes(available)})`);
+            blockLength = fixed.dataOffset;
+            if (have < blockLength) continue;
+          }
+          list = new Uint8Array(listBytes);
+          if (dataBytes > 0) {
+            stage = native.memfdCreate('cowshm-delta-stage', 0);
+            native.ftruncate(stage, dataBytes);
+            const r = { kind: 'memfd' as const, fd: stage, path: STREAM_LABEL, readOnly: false, size: dataBytes, dataOffset: 0 };
+            if (dataBytes > MAX_VIEW_LENGTH) throw outOfRange('a delta stream', `at most ${MAX_VIEW_LENGTH} bytes of pages`, dataBytes);
+            stageMap = mapRestored(r, 0, dataBytes, 'write', 'a delta stream being staged');
+            staged = new Uint8Array(native.viewBuffer(stageMap));
+          } else {
+            staged = new Uint8Array(0);
+          }
+          continue;
+        }
+        if (got >= dataBytes + listBytes) throw invalid(STREAM_LABEL, `longer than the ${blockLength + dataBytes + listBytes} bytes its header describes`);
+        const take = Math.min(dataBytes + listBytes - got, chunk.length - at);
+        const piece = chunk.subarray(at, at + take);
+        const inData = Math.max(0, Math.min(take, dataBytes - got));
+        if (inData > 0 && staged !== null) {
+          native.xxh64Update(hash, piece.subarray(0, inData));
+          staged.set(piece.subarray(0, inData), got);
+        }
+        if (take > inData && list !== null) list.set(piece.subarray(inData), got + inData - dataBytes);
+        got += take;
+        at += take;
+      }
+    }
+    if (fixed === null || staged === null || list === null || got < dataBytes + listBytes)
+      throw invalid(STREAM_LABEL, `truncated: it ended after ${staged === null ? have : blockLength + got} bytes`);
+    const pages = new Uint32Array(fixed.pageCount);
+    new Uint8Array(pages.buffer).set(list);
+    checkHeaderChecksum(header.subarray(0, blockLength), pages, STREAM_LABEL);
+    const checksum = fixed.dv.getBigUint64(48, true).toString(16).padStart(16, '0');
+    const actual = native.xxh64Update(hash, null);
+    if (actual !== checksum) throw invalid(STREAM_LABEL, `data checksum mismatch (header says ${checksum}, data hashes to ${actual})`);
+    const last = Math.ceil(size / native.pageSize);
+    for (let i = 0; i < pages.length; i++) {
+      const p = pages[i] as number;
+      if (p >= last || (i > 0 && p <= (pages[i - 1] as number))) throw invalid(STREAM_LABEL, `its page list is out of order or out of range at entry ${i}`);
+    }
+    // Verified: now the region changes.
+    const ps = native.pageSize;
+    const r = { kind: 'memfd' as const, fd, path: STREAM_LABEL, readOnly: false, size, dataOffset: 0 };
+    const slice = 1 << 30;
+    for (let at = 0, i = 0; at < size && i < pages.length; at += slice) {
+      const length = Math.min(slice, size - at);
+      const id = mapRestored(r, at, length, 'write', 'a region a delta is applied to');
+      try {
+        const bytes = new Uint8Array(native.viewBuffer(id));
+        for (; i < pages.length && (pages[i] as number) * ps < at + length; i++) {
+          const off = (pages[i] as number) * ps - at;
+          const len = Math.min(ps, length - off);
+          bytes.set(staged.subarray(i * ps, i * ps + len), off);
+        }
+      } finally {
+        native.unmap(id);
+      }
+    }
+    return { id: Buffer.from(header.subarray(56, 72)).toString('hex'), checksum, regionHash: hashRegion(fd, size) };
+  } catch (err) {
+    (readable as { destroy?: () => void }).destroy?.();
+    throw err;
+  } finally {
+    if (stageMap !== -1) native.unmap(stageMap);
+    if (stage !== -1) native.close(stage);
+  }
+}

@@ -178,3 +178,16 @@ expectType<string>(err.code);
 expectType<number>(err.errno);
 expectType<string>(err.syscall);
 expectType<string | undefined>(err.path);
+
+// Checkpoint streams
+import type { ReadStreamOptions } from 'cowshm';
+import type { Readable } from 'node:stream';
+const streamOptions: ReadStreamOptions = { base: 'a.cow', signal: new AbortController().signal };
+expectType<Readable>(snap.createReadStream(streamOptions));
+snap.createReadStream();
+// @ts-expect-error base is a path
+snap.createReadStream({ base: 1 });
+expectType<Promise<Region>>(Region.restoreStream(snap.createReadStream()));
+// @ts-expect-error a stream, not a path
+void Region.restoreStream('a.cow');
+expectType<Promise<void>>(created.applyDelta(snap.createReadStream({ base: 'a.cow' })));
