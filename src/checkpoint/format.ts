@@ -174,10 +174,10 @@ export function checkHeaderChecksum(block: Uint8Array, pages: Uint32Array | null
 /**
  * Reads and checks a checkpoint's header from an open descriptor: magic,
  * version, field sanity, the file's length, and the header checksum (which
- * covers a delta's page list). Never reads the data.
+ * covers a delta's page list). Never reads the data. `fileSize`: the
+ * descriptor's size when the caller has just taken its fstat.
  */
-export function readHeader(fd: number, file: string): CheckpointFile {
-  const fileSize = fs.fstatSync(fd).size;
+export function readHeader(fd: number, file: string, fileSize: number): CheckpointFile {
   const fixed = readExactly(fd, HEADER_FIXED, 0);
   if (fixed.length < 8 || fixed.subarray(0, 8).toString('latin1') !== MAGIC) {
     // The file's own bytes are not shown: a base path may name anybody's file.

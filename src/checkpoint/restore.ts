@@ -14,7 +14,7 @@ import { explain, systemError } from '../errors';
 import { availableMemory, formatBytes } from '../reserve';
 import { ACCESS, F_SEAL_SHRINK, NO_OWNER } from '../constants';
 import * as check from '../validate';
-import { openRegular } from '../file';
+import { openRegular, type FileStat } from '../file';
 import { invalid, readHeader, verifyData, type CheckpointFile } from './format';
 
 export interface RestoreOptions {
@@ -41,21 +41,25 @@ export interface RestoredCheckpoint {
   size: number;
   /** Where the region's bytes start in `fd`: past the header for a full checkpoint, 0 for a memfd. */
   dataOffset: number;
+  /** fstat of `fd` when it was already taken: the region need not ask again. */
+  stat?: FileStat;
 }
 
 /** One link of a chain: its header and an open read-only descriptor. */
 export interface ChainLink {
   header: CheckpointFile;
   fd: number;
+  /** fstat of `fd`, taken when it was opened. */
+  stat: FileStat;
 }
 
 const MAX_CHAIN = 4096;
 const ENOMEM = 12;
 
 function openCheckpoint(file: string): ChainLink {
-  const { fd } = openRegular(file, fsc.O_RDONLY, 0, 'a checkpoint is a regular file');
+  const { fd, stat } = openRegular(file, fsc.O_RDONLY, 0, 'a checkpoint is a regular file');
   try {
-    return { header: readHeader(fd, file), fd };
+    return { header: readHeader(fd, file, stat[0]), fd, stat };
   } catch (err) {
     native.close(fd);
     throw err;
@@ -214,7 +218,7 @@ export function restoreCheckpoint(file: unknown, options: unknown): RestoredChec
   }
   if (chain.length === 1) {
     // The caller takes over the descriptor.
-    return { kind: 'file', fd: last.fd, path: h.path, readOnly: true, size: h.regionSize, dataOffset: h.dataOffset };
+    return { kind: 'file', fd: last.fd, path: h.path, readOnly: true, size: h.regionSize, dataOffset: h.dataOffset, stat: last.stat };
   }
   try {
     return materialise(chain);
