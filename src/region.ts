@@ -681,9 +681,21 @@ export class Region {
    * delta of another base, or a region written since it was restored, is
    * refused with `ERR_COWSHM_CHECKPOINT_INVALID` and the region is unchanged.
    */
-  async applyDelta(readable: AsyncIterable<Uint8Array> | NodeJS.ReadableStream): Promise<void> {
-    this.#check();
-    this.#checkpoint = await applyDeltaStream(this.#fd, this.#size, this.#checkpoint, readable);
+  applyDelta(readable: AsyncIterable<Uint8Array> | NodeJS.ReadableStream): Promise<void> {
+    this.#check(); // a closed region throws at once, as every member does
+    if (this.#checkpoint === null) return applyDeltaStream(-1, this.#size, null, readable).then(() => undefined);
+    // A descriptor of its own: the region may be closed (and its descriptor's number reused) meanwhile.
+    const fd = fs.openSync(`/proc/self/fd/${this.#fd}`, 'r+');
+    return applyDeltaStream(fd, this.#size, this.#checkpoint, readable).then(
+      (holds) => {
+        fs.closeSync(fd);
+        this.#checkpoint = holds;
+      },
+      (err: unknown) => {
+        fs.closeSync(fd);
+        throw err;
+      },
+    );
   }
 
   #check(): void {
