@@ -17,6 +17,7 @@ import * as path from 'node:path';
 import { native } from './native';
 import { cowshmError, explain, invalidType, systemError } from './errors';
 import { lockFile, unlockFile } from './locks';
+import { mapsDevice } from './memory/procfs';
 import * as check from './validate';
 
 const SHM_DIR = '/dev/shm';
@@ -80,14 +81,6 @@ export interface ListSegmentsOptions {
    * /proc/PID/fd of every process). Default true. With false, `holders` is empty and `orphan` false.
    */
   holders?: boolean;
-}
-
-/** st_dev as /proc/PID/maps prints it: hex major:minor. */
-function mapsDevice(dev: number): string {
-  const d = BigInt(dev);
-  const major = (d >> 8n) & 0xfffn | ((d >> 32n) & ~0xfffn);
-  const minor = (d & 0xffn) | ((d >> 12n) & ~0xffn);
-  return `${major.toString(16).padStart(2, '0')}:${minor.toString(16).padStart(2, '0')}`;
 }
 
 let users: Map<number, string> | undefined;
