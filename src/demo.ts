@@ -81,7 +81,7 @@ function pick(f: memory.Figures): MappingFigures {
   return {
     size: f.size, rss: f.rss, pss: f.pss, pssDirty: f.pssDirty, sharedClean: f.sharedClean,
     sharedDirty: f.sharedDirty, privateClean: f.privateClean, privateDirty: f.privateDirty,
-    anonymous: f.anonymous, swap: f.swap,
+    anonymous: f.anonymous, swap: f.swap, sharedHugetlb: f.sharedHugetlb, privateHugetlb: f.privateHugetlb,
   };
 }
 

@@ -1,5 +1,6 @@
 /**
- * The POSIX shared memory segments of this machine (/dev/shm), and which
+ * The POSIX shared memory segments of this machine (/dev/shm, and the named
+ * regions on huge pages in hugetlbfs mounts), and which
  * processes hold them: by mapping (/proc/PID/maps) or by an open descriptor
  * (/proc/PID/fd). Holders are matched by device and inode, so a segment that
  * was removed and created again under the same name is told apart from the
@@ -11,6 +12,7 @@ import * as path from 'node:path';
 import { native } from './native';
 import { invalidType } from './errors';
 import * as check from './validate';
+import { hugetlbfsMounts } from './hugetlb';
 
 const SHM_DIR = '/dev/shm';
 
@@ -29,8 +31,10 @@ export interface SegmentHolder {
 export interface Segment {
   /** The shm name (the file name in /dev/shm). */
   name: string;
-  /** `/dev/shm/NAME`. */
+  /** `/dev/shm/NAME`, or MOUNT/NAME for a region on huge pages. */
   path: string;
+  /** The page size: the system page in /dev/shm, the mount's huge page size on hugetlbfs. */
+  pageSize: number;
   /** The name was removed, but processes still hold the memory. */
   deleted: boolean;
   /** Size in bytes. */
@@ -92,6 +96,7 @@ function userName(uid: number): string {
 const key = (dev: number, ino: number): string => `${dev}:${ino}`;
 
 interface Found {
+  dir: Dir;
   name: string;
   deleted: boolean;
   st: fs.Stats;
@@ -114,11 +119,20 @@ function statOrNull(file: string): fs.Stats | null {
   }
 }
 
-/** The name a /dev/shm path in /proc stands for, and whether it was removed. */
-function shmNameOf(link: string): { name: string; deleted: boolean } | null {
-  if (!link.startsWith(`${SHM_DIR}/`)) return null;
+/** A directory segments are in: /dev/shm, or a hugetlbfs mount. */
+interface Dir {
+  path: string;
+  dev: number;
+  /** st_dev as /proc/PID/maps prints it. */
+  device: string;
+  pageSize: number;
+}
+
+/** The name a path in /proc stands for in `dir`, and whether it was removed. */
+function shmNameOf(link: string, dir: Dir): { name: string; deleted: boolean } | null {
+  if (!link.startsWith(`${dir.path}/`)) return null;
   const deleted = link.endsWith(' (deleted)');
-  const name = (deleted ? link.slice(0, -' (deleted)'.length) : link).slice(SHM_DIR.length + 1);
+  const name = (deleted ? link.slice(0, -' (deleted)'.length) : link).slice(dir.path.length + 1);
   return name.length > 0 && !name.includes('/') ? { name, deleted } : null;
 }
 
@@ -140,22 +154,28 @@ export function listSegments(options?: ListSegmentsOptions): Segment[] {
   const withHolders = check.boolean(o.holders, '"holders" option', true);
 
   const found = new Map<string, Found>();
-  let shmDev: number | null = null;
-  try {
-    shmDev = fs.statSync(SHM_DIR).dev;
-    for (const entry of fs.readdirSync(SHM_DIR, { withFileTypes: true })) {
-      if (!entry.isFile()) continue; // sem.* are files too; directories and links are not segments
-      const st = statOrNull(path.join(SHM_DIR, entry.name));
-      if (st === null) continue; // removed meanwhile
-      found.set(key(st.dev, st.ino), { name: entry.name, deleted: false, st, holders: new Map() });
+  const dirs = new Map<number, Dir>();
+  for (const { path: where, pageSize } of [{ path: SHM_DIR, pageSize: native.pageSize }, ...hugetlbfsMounts()]) {
+    try {
+      const dev = fs.statSync(where).dev;
+      if (dirs.has(dev)) continue; // the same filesystem mounted twice
+      const dir: Dir = { path: where, dev, device: mapsDevice(dev), pageSize };
+      dirs.set(dev, dir);
+      for (const entry of fs.readdirSync(where, { withFileTypes: true })) {
+        if (!entry.isFile()) continue; // sem.* are files too; directories and links are not segments
+        const st = statOrNull(path.join(where, entry.name));
+        if (st === null) continue; // removed meanwhile
+        found.set(key(st.dev, st.ino), { dir, name: entry.name, deleted: false, st, holders: new Map() });
+      }
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code !== 'ENOENT' && !(where !== SHM_DIR && code === 'EACCES')) throw err;
     }
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
   }
+  const byDevice = new Map([...dirs.values()].map((d) => [d.device, d]));
 
   const uninspected: number[] = [];
-  if (withHolders && shmDev !== null) {
-    const device = mapsDevice(shmDev);
+  if (withHolders && dirs.size > 0) {
     const processes: Array<{ pid: number; dir: string; maps: string | null; fds: string[] | null; command?: string }> = [];
     for (const entry of fs.readdirSync('/proc')) {
       if (!/^\d+$/.test(entry)) continue;
@@ -196,12 +216,13 @@ export function listSegments(options?: ListSegmentsOptions): Segment[] {
         }
         if (!target.startsWith('/')) continue; // pipe:, socket:, anon_inode:...
         const st = statOrNull(link);
-        if (st === null || st.dev !== shmDev) continue;
+        const dir = st === null ? undefined : dirs.get(st.dev);
+        if (st === null || dir === undefined) continue;
         let f = found.get(key(st.dev, st.ino));
         if (f === undefined) {
-          const named = shmNameOf(target);
+          const named = shmNameOf(target, dir);
           if (named === null || !named.deleted || !st.isFile()) continue;
-          f = { name: named.name, deleted: true, st, holders: new Map() };
+          f = { dir, name: named.name, deleted: true, st, holders: new Map() };
           found.set(key(st.dev, st.ino), f);
         }
         holder(f, p).fds.push(Number(fd));
@@ -212,29 +233,31 @@ export function listSegments(options?: ListSegmentsOptions): Segment[] {
       for (const line of p.maps === null ? [] : p.maps.split('\n')) {
         // start-end perms offset dev inode path
         const m = /^([0-9a-f]+)-([0-9a-f]+) \S+ \S+ (\S+) (\d+)\s*(.*)$/.exec(line);
-        if (m === null || m[3] !== device) continue;
+        const dir = m === null ? undefined : byDevice.get(m[3] as string);
+        if (m === null || dir === undefined) continue;
         const ino = Number(m[4]);
-        let f = found.get(key(shmDev, ino));
+        let f = found.get(key(dir.dev, ino));
         if (f === undefined) {
           // Mapped, name gone, no descriptor anywhere: map_files can stat it (as root).
-          const named = shmNameOf(m[5] ?? '');
+          const named = shmNameOf(m[5] ?? '', dir);
           if (named === null || !named.deleted) continue;
           const st = statOrNull(`${p.dir}/map_files/${m[1]}-${m[2]}`);
-          if (st === null || st.dev !== shmDev || st.ino !== ino) continue;
-          f = { name: named.name, deleted: true, st, holders: new Map() };
-          found.set(key(shmDev, ino), f);
+          if (st === null || st.dev !== dir.dev || st.ino !== ino) continue;
+          f = { dir, name: named.name, deleted: true, st, holders: new Map() };
+          found.set(key(dir.dev, ino), f);
         }
         holder(f, p).mappings++;
       }
     }
   }
 
-  const segments: Segment[] = [...found.values()].map(({ name, deleted, st, holders }) => {
+  const segments: Segment[] = [...found.values()].map(({ dir, name, deleted, st, holders }) => {
     const list = [...holders.values()].sort((a, b) => a.pid - b.pid);
     for (const h of list) h.fds.sort((a, b) => a - b);
     return {
       name,
-      path: `${SHM_DIR}/${name}`,
+      path: `${dir.path}/${name}`,
+      pageSize: dir.pageSize,
       deleted,
       size: st.size,
       allocated: st.blocks * 512,

@@ -167,7 +167,7 @@ export function takeSnapshot(region: Region, fd: number, owner: number, options:
     throw cowshmError('ERR_COWSHM_SNAPSHOT_BACKEND', `cowshm: snapshots are unavailable: ${info.reason}`);
   }
   const offset = o.offset === undefined ? 0 : check.integer(o.offset, '"offset" option', 0);
-  if (offset % native.pageSize !== 0) throw check.pageAligned('"offset" option', offset);
+  if (offset % region.pageSize !== 0) throw check.pageAligned('"offset" option', offset, region.pageSize);
   if (offset >= size) throw outOfRange('"offset" option', `less than the region's size (${size})`, offset);
   const max = (region.constructor as typeof Region).maxViewLength;
   if (o.length === undefined && size - offset > max) {
@@ -183,6 +183,10 @@ export function takeSnapshot(region: Region, fd: number, owner: number, options:
     throw outOfRange('"length" option', `at most ${size - offset} (the region's size minus the offset)`, length);
   if (length > max)
     throw outOfRange('"length" option', `at most ${max}, the largest ArrayBuffer Node.js ${process.version} allows`, length);
+  if (region.pageSize !== native.pageSize && length % region.pageSize !== 0)
+    throw check.pageAligned('"length" option', length, region.pageSize);
+  if (region.pageSize !== native.pageSize)
+    throw cowshmError('ERR_COWSHM_SNAPSHOT_BACKEND', `cowshm: snapshots of regions on huge pages are not supported yet (${region.toString()})`);
 
   const label = `${region.toString()}, snapshot ${++labels}`;
   const [buffer, id, chunk, backend] = native.snapshotCreate(fd, offset, length, label, owner, region.dev, region.ino, size);

@@ -60,7 +60,14 @@ export function shmName(value: unknown, what = '"name" argument'): string {
   return value;
 }
 
-/** The RangeError for an offset that is not a multiple of the page size. */
-export function pageAligned(what: string, value: number): RangeError {
+/**
+ * The RangeError for an offset (or length) that is not a multiple of the page
+ * size: the system's, or `pageSize` of a region on huge pages.
+ */
+export function pageAligned(what: string, value: number, pageSize = native.pageSize): RangeError {
+  if (pageSize !== native.pageSize) {
+    const size = pageSize % 2 ** 30 === 0 ? `${pageSize / 2 ** 30} GiB` : `${pageSize / 2 ** 20} MiB`;
+    return outOfRange(what, `a multiple of the huge page size (${pageSize}, ${size})`, value);
+  }
   return outOfRange(what, `a multiple of the page size (${native.pageSize})`, value);
 }

@@ -30,7 +30,7 @@ test('ls --json: size, memory, owner, mode, and this process as the holder (map 
     assert.deepEqual(
       { ...s, holders: undefined, uninspected: undefined },
       {
-        name: held.name, path: held.path, deleted: false, size: 3 * 4096 + 5, allocated: 4 * 4096,
+        name: held.name, path: held.path, pageSize: held.pageSize, deleted: false, size: 3 * 4096 + 5, allocated: 4 * 4096,
         uid: process.getuid?.(), owner: userName(process.getuid?.() ?? 0), gid: process.getgid?.(),
         mode: 0o640, dev: held.dev, ino: held.ino, orphan: false, holders: undefined, uninspected: undefined,
       },

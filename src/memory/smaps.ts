@@ -22,6 +22,8 @@ const NAMES: Array<[keyof Omit<Figures, 'fields'>, string]> = [
   ['privateDirty', 'Private_Dirty'],
   ['anonymous', 'Anonymous'],
   ['swap', 'Swap'],
+  ['sharedHugetlb', 'Shared_Hugetlb'],
+  ['privateHugetlb', 'Private_Hugetlb'],
 ];
 
 /** Fills the named figures from `fields`; a field this kernel does not print counts as 0. */
