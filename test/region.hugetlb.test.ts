@@ -200,6 +200,9 @@ test('named regions live on a hugetlbfs mount found in /proc/mounts; Region.open
       assert.equal(seg.pageSize, H);
       assert.equal(seg.path, r.path);
       assert.ok(seg.holders.some((h) => h.pid === process.pid));
+      const ls = require('node:child_process').execFileSync(process.execPath, ['bin/cowshm.js', 'ls'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] });
+      assert.ok(ls.split('\\n').some((l) => l.startsWith(name + ' (2 MiB pages)') && l.includes('4.00 MiB')), ls);
+      assert.ok(require('cowshm').doctor().hugePages.mounts.some((m) => m.path === dir && m.pageSize === H));
       const h = Region.fromHandle(r.handle());
       assert.equal(h.pageSize, H);
       h.close();
