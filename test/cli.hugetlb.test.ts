@@ -1,5 +1,6 @@
 import { test } from 'node:test';
 import * as assert from 'node:assert/strict';
+import { Region } from 'cowshm';
 import { runCli } from './helpers';
 import { MiB2, freePages, hugeLock, hugePool } from './hugetlb-helpers';
 
@@ -41,4 +42,29 @@ test('demo --huge names the pool and the --elements that fit when the pool is to
   assert.equal(r.status, 1);
   assert.match(r.stderr, new RegExp(`^cowshm demo: not enough room for [\\d,]+ elements on huge pages: the pool of 2 MiB hugetlb pages has \\d+ pages, ${free} free .*; this needs 1 more; raise it as root: echo \\d+ > /sys/kernel/mm/hugepages/hugepages-2048kB/nr_hugepages`));
   assert.match(r.stderr, /try --elements \d+/);
+});
+
+test('inspect shows Shared_Hugetlb / Private_Hugetlb for mappings of a region on huge pages, and walks their pages', { skip: pool.skip }, async () => {
+  using _lock = await hugeLock();
+  const r = Region.create({ size: 2 * MiB2, pageSize: MiB2 });
+  try {
+    const v = r.map();
+    new Uint8Array(v.buffer).fill(1);
+    const cow = new Uint8Array(r.map({ access: 'cow' }).buffer);
+    cow[0] = 2; // one huge page copied,
+    assert.equal(cow[MiB2], 1); // the other mapped by both
+    const filter = `${v.address.toString(16)}`;
+    const text = runCli(['inspect', String(process.pid), '--pages']);
+    assert.equal(text.status, 0, text.stderr);
+    const header = text.stdout.split('\n').find((l) => l.startsWith('Address'));
+    assert.match(header ?? '', /Swap +Shared_Hugetlb +Private_Hugetlb +Mapping/);
+    const line = text.stdout.split('\n').find((l) => l.startsWith(filter));
+    assert.match(line ?? '', /^\S+ +rw-s +4 MiB +0 +0 +0 +0 +0 +0 +2 MiB +2 MiB +\/memfd:cowshm/, text.stdout);
+    const json = runCli(['inspect', String(process.pid), '--pages', '--json']);
+    const list = JSON.parse(json.stdout) as { mappings: Array<{ mapping: { start: number; sharedHugetlb: number; privateHugetlb: number }; pages?: { present: number; anonymous: number } }> };
+    const entry = list.mappings.find((m) => m.mapping.start === v.address);
+    assert.equal(entry?.pages?.present, (2 * MiB2) / 4096, 'pagemap: every 4 KiB entry of a hugetlb mapping is present');
+  } finally {
+    r.close();
+  }
 });
