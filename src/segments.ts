@@ -275,8 +275,16 @@ export function listSegments(options?: ListSegmentsOptions): Segment[] {
   return segments.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : Number(a.deleted) - Number(b.deleted)));
 }
 
+/** Where the segment NAME is: /dev/shm/NAME, else NAME on the first hugetlbfs mount that has it (else /dev/shm/NAME). */
+function segmentPath(name: string): string {
+  const shm = path.join(SHM_DIR, name);
+  if (fs.existsSync(shm)) return shm;
+  for (const m of hugetlbfsMounts()) if (fs.existsSync(path.join(m.path, name))) return path.join(m.path, name);
+  return shm;
+}
+
 /**
- * Removes a segment's name (shm_unlink). Processes that hold it keep their
+ * Removes a segment's name (shm_unlink; for a region on huge pages, its file on hugetlbfs). Processes that hold it keep their
  * memory until they let go. With `expected`, the name is removed only if it
  * still leads to that segment (same device and inode): returns false, and
  * removes nothing, when it leads to another one now.
@@ -288,9 +296,11 @@ export function removeSegment(name: string, expected?: { dev: number; ino: numbe
       throw invalidType('"expected" argument', 'an object with "dev" and "ino"', expected);
     const dev = check.integer(expected.dev, '"expected.dev" property', 0);
     const ino = check.integer(expected.ino, '"expected.ino" property', 0);
-    const st = statOrNull(path.join(SHM_DIR, name)); // when it is gone, shm_unlink says ENOENT
+    const st = statOrNull(segmentPath(name)); // when it is gone, unlinking says ENOENT
     if (st !== null && (st.dev !== dev || st.ino !== ino)) return false;
   }
-  native.shmUnlink(name);
+  const file = segmentPath(name);
+  if (file === path.join(SHM_DIR, name)) native.shmUnlink(name);
+  else fs.unlinkSync(file);
   return true;
 }

@@ -181,7 +181,7 @@ test('named regions live on a hugetlbfs mount found in /proc/mounts; Region.open
     const r = inHugetlbfs(dir, `
       const assert = require('node:assert/strict');
       const fs = require('node:fs');
-      const { Region, hugetlbfsMounts, listSegments } = require('cowshm');
+      const { Region, hugetlbfsMounts, listSegments, removeSegment } = require('cowshm');
       const dir = ${JSON.stringify(dir)}, name = ${JSON.stringify(name)}, H = ${MiB2};
       assert.deepEqual(hugetlbfsMounts().filter((m) => m.path === dir).map((m) => m.pageSize), [H]);
       const r = Region.create({ name, size: 2 * H, pageSize: H, mode: 0o640 });
@@ -207,6 +207,10 @@ test('named regions live on a hugetlbfs mount found in /proc/mounts; Region.open
       assert.equal(h.pageSize, H);
       h.close();
       o.close();
+      const other = Region.create({ name: name + '-rm', size: H, pageSize: H });
+      assert.equal(removeSegment(name + '-rm'), true, 'cowshm rm removes a region on huge pages too');
+      assert.ok(!fs.existsSync(other.path));
+      other.close();
       r.unlink();
       assert.ok(!fs.existsSync(r.path));
       assert.throws(() => Region.open(name), { code: 'ENOENT' });
