@@ -10,9 +10,10 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { constants as fsc } from 'node:fs';
 import { native } from '../native';
-import { outOfRange } from '../errors';
+import { outOfRange, type SystemError } from '../errors';
 import { F_SEAL_SHRINK } from '../constants';
 import * as check from '../validate';
+import * as hugetlb from '../hugetlb';
 import { invalid, readHeader, verifyData, type CheckpointFile } from './format';
 import type { Region, RegionInit } from '../region';
 
@@ -23,6 +24,14 @@ export interface RestoreOptions {
    * `'full'`: also hash every file's data and compare it with its header.
    */
   verify?: 'header' | 'full';
+  /**
+   * Restore into a new region on hugetlb pages of this size (`2 << 20`,
+   * `1 << 30`). That is a copy of every byte into pages taken from the pool
+   * at once, not the O(1) mapping of a full checkpoint; the checkpoint keeps
+   * its 4 KiB page unit, and its region size must be a multiple of the huge
+   * page. Default: the system page (no copy for a full checkpoint).
+   */
+  pageSize?: number;
 }
 
 /** One link of a chain: its header and an open read-only descriptor. */
@@ -112,16 +121,27 @@ function readInto(fd: number, target: Uint8Array, offset: number, length: number
   }
 }
 
-/** Copies a chain's bytes into a fresh memfd region. */
-function materialise(chain: ChainLink[], make: (init: RegionInit) => Region): Region {
+/** Copies a chain's bytes into a fresh memfd region (on hugetlb pages of `pageSize` when it is not the system page). */
+function materialise(chain: ChainLink[], make: (init: RegionInit) => Region, pageSize: number): Region {
   const first = (chain[0] as ChainLink).header;
   const size = first.regionSize;
-  const fd = native.memfdCreate('cowshm-restore', 0);
+  const huge = pageSize !== native.pageSize;
+  if (huge) hugetlb.checkPool(size, pageSize, first.path);
+  const fd = native.memfdCreate('cowshm-restore', hugetlb.pageShift(pageSize));
   let region: Region;
   try {
     native.ftruncate(fd, size);
+    // Every huge page now: a pool emptied meanwhile fails here, not with SIGBUS mid-copy.
+    if (huge) {
+      try {
+        native.fallocate(fd, 0, size);
+      } catch (err) {
+        if ((err as { code?: string }).code === 'ENOSPC') throw hugetlb.explainPool(err as SystemError, size, pageSize);
+        throw err;
+      }
+    }
     native.addSeals(fd, F_SEAL_SHRINK);
-    region = make({ kind: 'memfd', name: null, fd, path: `/proc/${process.pid}/fd/${fd}`, readOnly: false, hugePages: false });
+    region = make({ kind: 'memfd', name: null, fd, path: `/proc/${process.pid}/fd/${fd}`, readOnly: false, hugePages: false, pageSize });
   } catch (err) {
     native.close(fd);
     throw err;
@@ -168,6 +188,8 @@ export function restoreCheckpoint(file: unknown, options: unknown, make: (init: 
   if ((file as string).length === 0) throw outOfRange('"path" argument', 'a non-empty string', file);
   const o = check.options<RestoreOptions>(options);
   const verify = check.oneOf(o.verify, '"verify" option', ['header', 'full'] as const, 'header');
+  const pageSize =
+    o.pageSize === undefined ? native.pageSize : hugetlb.checkPageSize(check.integer(o.pageSize, '"pageSize" option', 1), '"pageSize" option');
   const chain = openChain(file as string, verify);
   const last = chain[chain.length - 1] as ChainLink;
   const h = last.header;
@@ -175,7 +197,15 @@ export function restoreCheckpoint(file: unknown, options: unknown, make: (init: 
     closeChain(chain);
     throw invalid(h.path, `written with ${h.pageSize}-byte pages; this system's pages are ${native.pageSize} bytes`);
   }
-  if (chain.length === 1) {
+  if (pageSize !== native.pageSize && h.regionSize % pageSize !== 0) {
+    closeChain(chain);
+    throw outOfRange(
+      '"pageSize" option',
+      `a page size the checkpoint's region size (${h.regionSize}) is a multiple of; ${pageSize} is not`,
+      pageSize,
+    );
+  }
+  if (chain.length === 1 && pageSize === native.pageSize) {
     // The region takes over the descriptor.
     try {
       return make({
@@ -194,7 +224,7 @@ export function restoreCheckpoint(file: unknown, options: unknown, make: (init: 
     }
   }
   try {
-    return materialise(chain, make);
+    return materialise(chain, make, pageSize);
   } finally {
     closeChain(chain);
   }
