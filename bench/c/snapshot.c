@@ -5,9 +5,11 @@
  *                            snapshot): median seconds until fork returns.
  *   snapshot memcpy GIB RUNS copying GIB with memcpy, into fresh memory (a
  *                            real copy pays its page faults) and into warm memory.
- *   snapshot cow MIB         the kernel's MAP_PRIVATE copy-on-write fault: a
+ *   snapshot cow MIB [sequential]
+ *                            the kernel's MAP_PRIVATE copy-on-write fault: a
  *                            private mapping of a populated memfd, one write
- *                            per 4 KiB page in random order; seconds per page.
+ *                            per 4 KiB page in random order (or in address
+ *                            order with `sequential`); seconds per page.
  *   snapshot uffd MIB        the snapshot mechanism alone, in C: a userfaultfd
  *                            write-protected shared mapping whose SIGBUS
  *                            handler breaks COW in a private mapping
@@ -119,6 +121,8 @@ int main(int argc, char **argv) {
     char *shared = must_map(len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, fd);
     memset(shared, 1, len);
     size_t *order = shuffled(pages);
+    if (argc > 3 && strcmp(argv[3], "sequential") == 0)
+      for (size_t i = 0; i < pages; i++) order[i] = i;
     double xs[5];
     for (int r = 0; r < 5; r++) {
       /* Populated read-only from the page cache: each first write is a COW fault. */
