@@ -191,6 +191,13 @@ test('named regions live on a hugetlbfs mount found in /proc/mounts; Region.open
       assert.match(String(r), /\\(shm, 2 MiB pages\\)/);
       new Uint8Array(r.map().buffer)[H] = 7;
       assert.throws(() => Region.create({ name, size: H, pageSize: H }), { code: 'EEXIST' });
+      const shmName = name + '-in-shm';
+      const shm = Region.create({ name: shmName, size: 4096 });
+      assert.throws(() => Region.create({ name: shmName, size: H, pageSize: H }),
+        (e) => e.code === 'EEXIST' && e.message.includes('/dev/shm/' + shmName + ' exists, and Region.open') && e.message.includes('would find it first'));
+      assert.ok(!fs.existsSync(dir + '/' + shmName), 'nothing was created on hugetlbfs');
+      shm.unlink();
+      shm.close();
       const o = Region.open(name);
       assert.equal(o.pageSize, H);
       assert.equal(o.path, r.path);
