@@ -4,12 +4,16 @@
       "target_name": "cowshm",
       "sources": [
         "native/addon.c",
+        "native/env.c",
         "native/errors.c",
         "native/fd.c",
+        "native/locks.c",
         "native/registry.c",
         "native/mapping.c",
         "native/signals.c",
         "native/kernels.c",
+        "native/uffd.c",
+        "native/backend.c",
         "native/snapshot.c",
         "native/checkpoint.c"
       ],

@@ -10,12 +10,11 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { constants as fsc } from 'node:fs';
 import { native } from '../native';
+import { ACCESS, F_SEAL_SHRINK, MAP_FLAG_HUGE_SHIFT, NO_OWNER } from '../constants';
 import { outOfRange, type SystemError } from '../errors';
-import { F_SEAL_SHRINK } from '../constants';
 import * as check from '../validate';
 import * as hugetlb from '../hugetlb';
 import { invalid, readHeader, verifyData, type CheckpointFile } from './format';
-import type { Region, RegionInit } from '../region';
 
 export interface RestoreOptions {
   /**
@@ -32,6 +31,25 @@ export interface RestoreOptions {
    * page. Default: the system page (no copy for a full checkpoint).
    */
   pageSize?: number;
+}
+
+/**
+ * @internal What a restored checkpoint is made of. `Region.restore()` builds
+ * a region from it, which owns `fd` from then on; anyone else closes `fd`.
+ */
+export interface RestoredCheckpoint {
+  /** `'file'`: the full checkpoint itself. `'memfd'`: a delta chain copied into memory. */
+  kind: 'file' | 'memfd';
+  fd: number;
+  /** The checkpoint's path, or `/proc/PID/fd/N` for the memfd. */
+  path: string;
+  readOnly: boolean;
+  /** The region's size in bytes. */
+  size: number;
+  /** Where the region's bytes start in `fd`: past the header for a full checkpoint, 0 for a memfd. */
+  dataOffset: number;
+  /** The page size of `fd`: the system page, or the hugetlb page size asked for. */
+  pageSize: number;
 }
 
 /** One link of a chain: its header and an open read-only descriptor. */
@@ -121,14 +139,24 @@ function readInto(fd: number, target: Uint8Array, offset: number, length: number
   }
 }
 
-/** Copies a chain's bytes into a fresh memfd region (on hugetlb pages of `pageSize` when it is not the system page). */
-function materialise(chain: ChainLink[], make: (init: RegionInit) => Region, pageSize: number): Region {
-  const first = (chain[0] as ChainLink).header;
-  const size = first.regionSize;
+/**
+ * @internal Maps `[offset, offset + length)` of a restored checkpoint's bytes
+ * for the caller alone: no Region owns the mapping, so no ArrayBuffer is made
+ * unless the caller asks for one, and the caller unmaps it (`native.unmap`).
+ */
+export function mapRestored(r: RestoredCheckpoint, offset: number, length: number, access: 'read' | 'write', label: string): number {
+  const st = native.fstat(r.fd, r.path);
+  return native.mapView(r.fd, r.dataOffset + offset, length, ACCESS[access], label, NO_OWNER, st[4], st[5], hugetlb.pageShift(r.pageSize) << MAP_FLAG_HUGE_SHIFT);
+}
+
+/** Copies a chain's bytes into a fresh memfd (on hugetlb pages of `pageSize` when that is not the system page). */
+function materialise(chain: ChainLink[], pageSize: number): RestoredCheckpoint {
+  const last = (chain[chain.length - 1] as ChainLink).header;
+  const size = (chain[0] as ChainLink).header.regionSize;
   const huge = pageSize !== native.pageSize;
-  if (huge) hugetlb.checkPool(size, pageSize, first.path);
+  if (huge) hugetlb.checkPool(size, pageSize, last.path);
   const fd = native.memfdCreate('cowshm-restore', hugetlb.pageShift(pageSize));
-  let region: Region;
+  const restored: RestoredCheckpoint = { kind: 'memfd', fd, path: `/proc/${process.pid}/fd/${fd}`, readOnly: false, size, dataOffset: 0, pageSize };
   try {
     native.ftruncate(fd, size);
     // Every huge page now: a pool emptied meanwhile fails here, not with SIGBUS mid-copy.
@@ -141,19 +169,13 @@ function materialise(chain: ChainLink[], make: (init: RegionInit) => Region, pag
       }
     }
     native.addSeals(fd, F_SEAL_SHRINK);
-    region = make({ kind: 'memfd', name: null, fd, path: `/proc/${process.pid}/fd/${fd}`, readOnly: false, hugePages: false, pageSize });
-  } catch (err) {
-    native.close(fd);
-    throw err;
-  }
-  try {
-    // Views are limited to the largest ArrayBuffer: fill in slices.
+    // Mappings are limited to the largest ArrayBuffer: fill in slices.
     const slice = 1 << 30;
     for (let at = 0; at < size; at += slice) {
       const length = Math.min(slice, size - at);
-      const view = region.map({ offset: at, length });
+      const id = mapRestored(restored, at, length, 'write', `restore of '${last.path}'`);
       try {
-        const bytes = new Uint8Array(view.buffer);
+        const bytes = new Uint8Array(native.viewBuffer(id));
         for (const { header: h, fd: cfd } of chain) {
           if (h.pages === null) {
             readInto(cfd, bytes, 0, length, h.dataOffset + at, h.path);
@@ -173,19 +195,23 @@ function materialise(chain: ChainLink[], make: (init: RegionInit) => Region, pag
           }
         }
       } finally {
-        view.close();
+        native.unmap(id);
       }
     }
-    return region;
+    return restored;
   } catch (err) {
-    region.close();
+    native.close(fd);
     throw err;
   }
 }
 
-export function restoreCheckpoint(file: unknown, options: unknown, make: (init: RegionInit) => Region): Region {
-  check.string(file, '"path" argument');
-  if ((file as string).length === 0) throw outOfRange('"path" argument', 'a non-empty string', file);
+/**
+ * @internal Opens and checks a checkpoint (and its chain of bases) and returns
+ * what a region is built from: the full checkpoint's own descriptor, or a
+ * memfd holding a delta chain's bytes.
+ */
+export function restoreCheckpoint(file: unknown, options: unknown): RestoredCheckpoint {
+  check.path(file, '"path" argument');
   const o = check.options<RestoreOptions>(options);
   const verify = check.oneOf(o.verify, '"verify" option', ['header', 'full'] as const, 'header');
   const pageSize =
@@ -206,25 +232,11 @@ export function restoreCheckpoint(file: unknown, options: unknown, make: (init: 
     );
   }
   if (chain.length === 1 && pageSize === native.pageSize) {
-    // The region takes over the descriptor.
-    try {
-      return make({
-        kind: 'file',
-        name: null,
-        fd: last.fd,
-        path: h.path,
-        readOnly: true,
-        hugePages: false,
-        size: h.regionSize,
-        dataOffset: h.dataOffset,
-      });
-    } catch (err) {
-      closeChain(chain);
-      throw err;
-    }
+    // The caller takes over the descriptor.
+    return { kind: 'file', fd: last.fd, path: h.path, readOnly: true, size: h.regionSize, dataOffset: h.dataOffset, pageSize };
   }
   try {
-    return materialise(chain, make, pageSize);
+    return materialise(chain, pageSize);
   } finally {
     closeChain(chain);
   }
