@@ -152,6 +152,11 @@ napi_value cowshm_init_mapping(napi_env env, napi_value exports);
 napi_value cowshm_mapping_create(napi_env env, int fd, uint64_t offset, size_t length, int access,
                                  const char *label, double owner, uint64_t dev, uint64_t ino,
                                  int flags, double *out_id);
+/* Maps fd into a published slot without making its ArrayBuffer (viewBuffer
+ * makes it when JS first asks): until then the slot owns the range, and
+ * cowshm_mapping_close() unmaps it at once. Throws and returns NULL on failure. */
+struct cowshm_slot *cowshm_mapping_map(napi_env env, int fd, uint64_t offset, size_t length, int access,
+                                       const char *label, double owner, uint64_t dev, uint64_t ino, int flags);
 /* What close() does for a view: detaches its ArrayBuffer (if one was made)
  * and unmaps the range, keeping a reservation while a buffer may point at it.
  * Returns 0, with an exception pending, only if the buffer can't be detached. */

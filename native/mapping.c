@@ -322,6 +322,11 @@ static napi_value slot_buffer(napi_env env, struct cowshm_slot *s) {
   return ab;
 }
 
+struct cowshm_slot *cowshm_mapping_map(napi_env env, int fd, uint64_t offset, size_t length, int access,
+                                       const char *label, double owner, uint64_t dev, uint64_t ino, int flags) {
+  return map_slot(env, fd, offset, length, access, label, owner, dev, ino, flags);
+}
+
 napi_value cowshm_mapping_create(napi_env env, int fd, uint64_t offset, size_t length, int access,
                                  const char *label, double owner, uint64_t dev, uint64_t ino,
                                  int flags, double *out_id) {

@@ -125,3 +125,15 @@ export function pageAligned(what: string, value: number, pageSize = native.pageS
   }
   return outOfRange(what, `a multiple of the page size (${native.pageSize})`, value);
 }
+
+/**
+ * A snapshot's chunk size: a power of two from `pageSize` (the region's page)
+ * to 1 GiB. A smaller power of two names the page size as the minimum.
+ */
+export function chunkSize(value: unknown, what: string, pageSize: number): number {
+  const n = integer(value, what, 1);
+  const power = Number.isInteger(Math.log2(n)) && n <= 2 ** 30;
+  if (!power) throw outOfRange(what, `a power of two from ${pageSize} (the region's page size) to ${2 ** 30}`, n);
+  if (n < pageSize) throw outOfRange(what, `a power of two of at least ${pageSize} (the region's page size)`, n);
+  return n;
+}
