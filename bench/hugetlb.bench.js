@@ -7,7 +7,8 @@
 //  2. the first write to each 2 MiB page after it vs the C program's;
 //  3. with { chunkSize: 64 KiB } on 4 KiB pages (userfaultfd backend): the
 //     first write per 4 KiB page, over a fully written region, in random and
-//     in sequential order, vs the kernel's own MAP_PRIVATE COW fault (C).
+//     in sequential order, vs the kernel's own MAP_PRIVATE COW fault (C),
+//     and vs the same mechanism in C with 64 KiB chunks (its floor).
 // Needs root for the pool (raised for the run and given back at exit), or a
 // pool of about 1100 free 2 MiB pages.
 // Usage: node bench/hugetlb.bench.js [--rounds 5] [--mib 1024] [--chunk-mib 256]
@@ -66,11 +67,20 @@ for (let round = 0; round < rounds; round++) {
   const r = Region.create({ size: mib * 2 ** 20, pageSize: HUGE });
   try {
     const bytes = new Uint8Array(r.map().buffer);
+    // snapshot() in the steady state, as the C program's runs after its
+    // first: each of these arms the region's view again (UFFDIO_REGISTER),
+    // as the first snapshot after the last one's release must.
+    const xs = [];
+    for (let i = 0; i < 6; i++) {
+      const t = cpu();
+      const warm = r.snapshot();
+      xs.push(cpu() - t);
+      warm.release();
+    }
+    take.push(median(xs.slice(1)));
     const value = round + 1;
     bytes.fill(value);
-    const t0 = cpu();
     const s = r.snapshot();
-    take.push(cpu() - t0);
     const t1 = cpu();
     writeAt(bytes, order, HUGE, value + 100);
     first.push((cpu() - t1) / pages);
@@ -98,14 +108,16 @@ if (snapshotBackend !== 'userfaultfd') {
   const rows = [];
   for (const mode of ['random', 'sequential']) {
     const ord = mode === 'random' ? shuffled(n) : Uint32Array.from({ length: n }, (_, i) => i);
-    const js = [], kernel = [];
+    const js = [], kernel = [], floor = [];
     for (let round = 0; round < rounds; round++) {
       kernel.push(runC(snapBin, ['cow', chunkMib, ...(mode === 'sequential' ? ['sequential'] : [])]).cow_fault_s_per_page);
+      floor.push(runC(snapBin, ['uffd', chunkMib, 64 << 10, mode]).uffd_s_per_page);
       const r = Region.create({ size: chunkMib * 2 ** 20 });
       try {
         const bytes = new Uint8Array(r.map().buffer);
         bytes.fill(1);
         writeAt(bytes, ord, pageSize, 2); // warm the loop
+        bytes.fill(2);
         const s = r.snapshot({ chunkSize: 64 << 10 });
         if (s.chunkSize !== 64 << 10) throw new Error(`chunkSize ${s.chunkSize}`);
         const t0 = cpu();
@@ -118,7 +130,11 @@ if (snapshotBackend !== 'userfaultfd') {
         r.close();
       }
     }
-    rows.push({ name: `first write per 4 KiB page, ${mode} order, vs kernel COW fault`, cowshm: median(js), baseline: median(kernel), ratio: pairedRatio(js, kernel), target: 1.2, format: (s) => `${fmtSeconds(s)}/page` });
+    const per = (s) => `${fmtSeconds(s)}/page`;
+    rows.push({ name: `first write per 4 KiB page, ${mode} order, vs kernel COW fault`, cowshm: median(js), baseline: median(kernel), ratio: pairedRatio(js, kernel), target: 1.2, format: per });
+    // The same mechanism in C with 64 KiB chunks: what any implementation of it can reach.
+    rows.push({ name: `  the same, vs the mechanism in C with 64 KiB chunks (its floor)`, cowshm: median(js), baseline: median(floor), ratio: pairedRatio(js, floor), format: per });
+    rows.push({ name: `  the C mechanism itself vs kernel COW fault`, cowshm: median(floor), baseline: median(kernel), ratio: pairedRatio(floor, kernel), format: per });
   }
   report(`64 KiB chunks on 4 KiB pages, ${chunkMib} MiB fully written (userfaultfd); medians of ${rounds} rounds`, rows);
 }

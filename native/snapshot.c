@@ -207,13 +207,45 @@ static int copy_into_snapshots(int d, uint64_t lo, uint64_t hi) {
 
 /* ---- the fault handler --------------------------------------------------- */
 
-/* Copy, then un-protect, the chunk around `page` of write mapping s. Returns
- * how many snapshots needed a copy. Signal context, inside a reader section. */
+/* How much around file offset `at` may be made writable at once: the largest
+ * chunk (the domain's at least) that every live snapshot overlapping it
+ * copies whole, so that protection is lifted only where every live snapshot
+ * has its copy. Chunks are powers of two, aligned, so they nest: the smallest
+ * chunk among the snapshots that overlap the candidate decides, and the
+ * candidate only shrinks, so the loop ends.
+ * SAFETY (signal context): reads the snapshot table as copy_into_snapshots
+ * does, inside the same reader section. A snapshot published meanwhile is
+ * protected again by its creator after this section ends (synchronize()). */
+static size_t lift_size(int d, uint64_t at) {
+  size_t high = atomic_load(&snap_high), lift = domains[d].chunk;
+  for (size_t i = 0; i < high; i++) {
+    const struct snapshot *sn = &snaps[i];
+    if (atomic_load_explicit(&sn->state, memory_order_acquire) == SNAP_LIVE && sn->domain == d && sn->chunk > lift)
+      lift = sn->chunk;
+  }
+  for (;;) {
+    uint64_t c0 = align_down(at, lift), c1 = c0 + lift;
+    size_t next = lift;
+    for (size_t i = 0; i < high; i++) {
+      const struct snapshot *sn = &snaps[i];
+      if (atomic_load_explicit(&sn->state, memory_order_acquire) != SNAP_LIVE || sn->domain != d) continue;
+      if (sn->off < c1 && c0 < sn->off + sn->len && sn->chunk < next) next = sn->chunk;
+    }
+    if (next >= lift) return lift;
+    lift = next;
+  }
+}
+
+/* Copy, then un-protect, the chunk around `page` of write mapping s (see
+ * lift_size). Returns how many snapshots needed a copy. Signal context,
+ * inside a reader section. */
 static int resolve(const struct cowshm_slot *s, int d, uintptr_t page) {
-  const struct domain *dom = &domains[d];
   uint64_t vlo = s->file_offset, vhi = s->file_offset + s->len;
-  uint64_t c0 = align_down(vlo + (page - s->start), dom->chunk), c1 = c0 + dom->chunk;
+  uint64_t at = vlo + (page - s->start);
+  size_t lift = lift_size(d, at);
+  uint64_t c0 = align_down(at, lift), c1 = c0 + lift;
   uint64_t lo = max64(c0, vlo), hi = min64(c1, vhi);
+  const struct domain *dom = &domains[d];
   int copies = copy_into_snapshots(d, c0, c1);
   if (dom->ops->unprotect(s->start + (uintptr_t)(lo - vlo), (size_t)(hi - lo)) == 0) return copies;
   /* Out of VMAs (mprotect at vm.max_map_count): give the whole mapping its

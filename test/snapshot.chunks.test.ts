@@ -25,7 +25,8 @@ test('chunkSize: a power of two from the page size up; anything else is a RangeE
 test(`a 64 KiB chunk (${snapshotBackend}): the first write copies the 16 pages around it; copiedPages and changedPages count them; memory stays exact`, () => {
   const r = Region.create({ size: 64 * pageSize });
   try {
-    const view = new Uint8Array(r.map().buffer);
+    const whole = r.map();
+    const view = new Uint8Array(whole.buffer);
     view.fill(1);
     const s = r.snapshot({ chunkSize: 64 * KiB });
     assert.equal(s.chunkSize, 64 * KiB);
@@ -35,6 +36,11 @@ test(`a 64 KiB chunk (${snapshotBackend}): the first write copies the 16 pages a
     assert.deepEqual([...s.changedPages()], range(0, per));
     view[7 * pageSize] = 2; // same chunk: nothing more
     assert.equal(s.copiedPages, per);
+    if (snapshotBackend === 'userfaultfd') {
+      // The whole chunk was made writable at once: none of its pages is still write-protected.
+      assert.equal(memory.pages(whole, { length: 64 * KiB }).writeProtected, 0);
+      assert.equal(memory.pages(whole, { offset: 64 * KiB, length: 64 * KiB }).writeProtected, per);
+    }
     view[40 * pageSize] = 2;
     assert.equal(s.copiedPages, 2 * per);
     assert.deepEqual([...s.changedPages()], [...range(0, per), ...range(2 * per, per)]);
