@@ -10,10 +10,12 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { constants as fsc } from 'node:fs';
 import { native } from '../native';
+import { explain, outOfRange, systemError, type SystemError } from '../errors';
+import { availableMemory, formatBytes } from '../reserve';
 import { ACCESS, F_SEAL_SHRINK, MAP_FLAG_HUGE_SHIFT, NO_OWNER } from '../constants';
-import { outOfRange, type SystemError } from '../errors';
 import * as check from '../validate';
 import * as hugetlb from '../hugetlb';
+import { openRegular, type FileStat } from '../file';
 import { invalid, readHeader, verifyData, type CheckpointFile } from './format';
 
 export interface RestoreOptions {
@@ -50,22 +52,25 @@ export interface RestoredCheckpoint {
   dataOffset: number;
   /** The page size of `fd`: the system page, or the hugetlb page size asked for. */
   pageSize: number;
+  /** fstat of `fd` when it was already taken: the region need not ask again. */
+  stat?: FileStat;
 }
 
 /** One link of a chain: its header and an open read-only descriptor. */
 export interface ChainLink {
   header: CheckpointFile;
   fd: number;
+  /** fstat of `fd`, taken when it was opened. */
+  stat: FileStat;
 }
 
 const MAX_CHAIN = 4096;
+const ENOMEM = 12;
 
 function openCheckpoint(file: string): ChainLink {
-  const fd = native.open(file, fsc.O_RDONLY | fsc.O_NOFOLLOW, 0);
+  const { fd, stat } = openRegular(file, fsc.O_RDONLY, 0, 'a checkpoint is a regular file');
   try {
-    const st = fs.fstatSync(fd);
-    if (!st.isFile()) throw invalid(file, 'not a regular file');
-    return { header: readHeader(fd, file), fd };
+    return { header: readHeader(fd, file, stat[0]), fd, stat };
   } catch (err) {
     native.close(fd);
     throw err;
@@ -154,6 +159,18 @@ function materialise(chain: ChainLink[], pageSize: number): RestoredCheckpoint {
   const last = (chain[chain.length - 1] as ChainLink).header;
   const size = (chain[0] as ChainLink).header.regionSize;
   const huge = pageSize !== native.pageSize;
+  // Every byte of the chain lands in memory (or in the hugetlb pool, checked
+  // there). Each header's size was checked against its file, but a file can
+  // be sparse: a crafted base declaring a huge region over a hole would
+  // otherwise be read until the OOM killer ended this process (or another one).
+  const available = huge ? Number.POSITIVE_INFINITY : availableMemory();
+  if (size > available) {
+    throw explain(
+      systemError(ENOMEM, 'ftruncate', last.path),
+      `restoring this chain of ${chain.length} checkpoints materialises its ${formatBytes(size)} region in memory, ` +
+        `more than is available (${formatBytes(available)}: MemAvailable + SwapFree, within the cgroup limit)`,
+    );
+  }
   if (huge) hugetlb.checkPool(size, pageSize, last.path);
   const fd = native.memfdCreate('cowshm-restore', hugetlb.pageShift(pageSize));
   const restored: RestoredCheckpoint = { kind: 'memfd', fd, path: `/proc/${process.pid}/fd/${fd}`, readOnly: false, size, dataOffset: 0, pageSize };
@@ -233,7 +250,7 @@ export function restoreCheckpoint(file: unknown, options: unknown): RestoredChec
   }
   if (chain.length === 1 && pageSize === native.pageSize) {
     // The caller takes over the descriptor.
-    return { kind: 'file', fd: last.fd, path: h.path, readOnly: true, size: h.regionSize, dataOffset: h.dataOffset, pageSize };
+    return { kind: 'file', fd: last.fd, path: h.path, readOnly: true, size: h.regionSize, dataOffset: h.dataOffset, pageSize, stat: last.stat };
   }
   try {
     return materialise(chain, pageSize);
