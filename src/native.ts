@@ -72,10 +72,11 @@ export interface Native {
     fd: number, fileOffset: number, sourceId: number, pages: Uint32Array | null, pageCount: number, compareId: number,
     holesFd: number, copied: Uint32Array | null,
   ): [Promise<[string, Uint32Array | null]>, Int32Array];
-  /** [ArrayBuffer, id, chunkSize, backend] */
+  /** [id, chunkSize, backend]; the ArrayBuffer comes from viewBuffer(id) when first asked for. hugeShift: log2 of a hugetlb page size, or 0. */
   snapshotCreate(
     fd: number, offset: number, length: number, label: string, owner: number, dev: number, ino: number, regionSize: number,
-  ): [ArrayBuffer, number, number, 'userfaultfd' | 'mprotect'];
+    chunk: number, hugeShift: number,
+  ): [number, number, 'userfaultfd' | 'mprotect'];
   /** [copiedPages, errno of a failed copy or 0] */
   snapshotStats(id: number): [number, number];
   snapshotChanged(id: number): Uint32Array;
