@@ -68,6 +68,7 @@ static void release_locked(struct cowshm_slot *s) {
   size_t i = (size_t)(s - cowshm_slots);
   if (atomic_load(&s->state) == SLOT_MAPPED) {
     cowshm_snapshot_on_unmap(s);
+    cowshm_futex_on_unmap(s);
     /* munmap can only fail for arguments we control; there is nothing useful
      * to do with such a failure in a finalizer, so it is deliberately ignored. */
     munmap((void *)s->start, s->len);
@@ -291,6 +292,7 @@ static int close_slot(napi_env env, double id) {
   if (s != NULL && atomic_load(&s->state) == SLOT_MAPPED) {
     struct mapping *m = slot_record[s - cowshm_slots];
     cowshm_snapshot_on_unmap(s);
+    cowshm_futex_on_unmap(s);
     void *r = mmap((void *)s->start, s->len, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED | MAP_NORESERVE,
                    -1, 0);
     if (r == MAP_FAILED) {
