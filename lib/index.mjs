@@ -8,4 +8,4 @@ export default cowshm;
 export const { listSegments, removeSegment } = cowshm;
 export const { writeCheckpoint, checkpointInfo } = cowshm;
 export const { iota } = cowshm;
-export const { atomics } = cowshm;
+export const { atomics, Mutex, OWNER_BASE } = cowshm;

@@ -36,3 +36,5 @@ export const atomics: {
   readonly notify: typeof notify;
 } = Object.freeze({ wait, waitAsync, notify });
 export type { WaitResult, WaitAsyncResult, WaitAsyncOptions } from './atomics';
+export { Mutex, OWNER_BASE } from './mutex';
+export type { MutexGuard, AcquireOptions } from './mutex';
