@@ -4,6 +4,7 @@
       "target_name": "cowshm",
       "sources": [
         "native/addon.c",
+        "native/env.c",
         "native/errors.c",
         "native/fd.c",
         "native/locks.c",
@@ -12,6 +13,8 @@
         "native/mapping.c",
         "native/signals.c",
         "native/kernels.c",
+        "native/uffd.c",
+        "native/backend.c",
         "native/snapshot.c",
         "native/checkpoint.c"
       ],

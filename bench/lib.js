@@ -83,6 +83,9 @@ function report(title, rows) {
   }
   const widths = lines[0].map((_, i) => Math.max(...lines.map((l) => String(l[i]).length)));
   for (const l of lines) console.log('  ' + l.map((c, i) => String(c).padEnd(widths[i])).join('  ').trimEnd());
+  // bench/ab.js reads the figures from here.
+  if (process.env.COWSHM_BENCH_JSON)
+    console.log(`COWSHM_BENCH_JSON ${JSON.stringify({ title, rows: rows.map((r) => ({ name: r.name, value: r.cowshm, higherIsBetter: !!r.higherIsBetter })) })}`);
   return ok;
 }
 

@@ -1,73 +1,14 @@
-/* Module entry: per-environment state and its teardown. The addon is loaded
- * once per process but initialised once per environment (main thread and
- * every worker); each environment releases what it opened when it ends. */
+/* Module entry: per-environment state first (env.c), then every part of the
+ * addon adds its functions to the exports. */
 #include "cowshm.h"
 
-#include <errno.h>
-#include <stdlib.h>
-#include <unistd.h>
-
-static void env_cleanup(void *arg) {
-  napi_env env = arg;
-  struct cowshm_env *e = cowshm_env_get(env);
-  /* Mappings first: their ArrayBuffers die with the environment. */
-  cowshm_mapping_release_all(env);
-  if (e == NULL) return;
-  for (size_t i = 0; i < e->nfds; i++) close(e->fds[i]);
-  e->nfds = 0;
-}
-
-static void env_free(napi_env env, void *data, void *hint) {
-  struct cowshm_env *e = data;
-  free(e->fds);
-  free(e);
-}
-
-struct cowshm_env *cowshm_env_get(napi_env env) {
-  void *data = NULL;
-  if (napi_get_instance_data(env, &data) != napi_ok) return NULL;
-  return data;
-}
-
-void cowshm_env_track_fd(napi_env env, int fd) {
-  struct cowshm_env *e = cowshm_env_get(env);
-  if (e == NULL) return;
-  if (e->nfds == e->capfds) {
-    size_t cap = e->capfds ? e->capfds * 2 : 16;
-    int *fds = realloc(e->fds, cap * sizeof *fds);
-    if (fds == NULL) return; /* untracked: closed by the Region's finalizer instead */
-    e->fds = fds;
-    e->capfds = cap;
-  }
-  e->fds[e->nfds++] = fd;
-}
-
-void cowshm_env_untrack_fd(napi_env env, int fd) {
-  struct cowshm_env *e = cowshm_env_get(env);
-  if (e == NULL) return;
-  for (size_t i = 0; i < e->nfds; i++) {
-    if (e->fds[i] == fd) {
-      e->fds[i] = e->fds[--e->nfds];
-      return;
-    }
-  }
-}
-
 NAPI_MODULE_INIT() {
-  struct cowshm_env *e = calloc(1, sizeof *e);
-  if (e == NULL) {
-    napi_throw_error(env, "ENOMEM", "cowshm: out of memory while loading");
-    return NULL;
-  }
-  NAPI_OK(env, napi_set_instance_data(env, e, env_free, NULL));
-  NAPI_OK(env, napi_add_env_cleanup_hook(env, env_cleanup, env));
-
+  if (!cowshm_env_init(env)) return NULL;
   cowshm_signals_install();
 
   napi_value fn;
-  NAPI_OK(env, napi_create_function(env, "setErrorFactory", NAPI_AUTO_LENGTH,
-                                    cowshm_set_error_factory, NULL, &fn));
-  NAPI_OK(env, napi_set_named_property(env, exports, "setErrorFactory", fn));
+  NAPI_OK(env, napi_create_function(env, "init", NAPI_AUTO_LENGTH, cowshm_init_js, NULL, &fn));
+  NAPI_OK(env, napi_set_named_property(env, exports, "init", fn));
   if (cowshm_init_fd(env, exports) == NULL) return NULL;
   if (cowshm_init_locks(env, exports) == NULL) return NULL;
   if (cowshm_init_mapping(env, exports) == NULL) return NULL;

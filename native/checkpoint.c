@@ -211,7 +211,7 @@ static napi_value hash_file_js(napi_env env, napi_callback_info info) {
     }
     if (n == 0) {
       free(buf);
-      napi_throw_error(env, "ERR_COWSHM_CHECKPOINT_TRUNCATED", "the file ended before its data did");
+      cowshm_throw_code(env, "ERR_COWSHM_CHECKPOINT_TRUNCATED", "the file ended before its data did");
       return NULL;
     }
     xxh64_update(&h, buf, (size_t)n);
@@ -735,7 +735,7 @@ static napi_value write_pages_js(napi_env env, napi_callback_info info) {
   }
   cowshm_registry_unlock();
   if (!ok) {
-    napi_throw_error(env, "ERR_COWSHM_CLOSED", "the mapping to write is closed");
+    cowshm_throw_code(env, "ERR_COWSHM_CLOSED", "the mapping to write is closed");
     goto fail;
   }
   size_t limit = w->src_len / w->page;

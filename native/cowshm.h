@@ -20,13 +20,20 @@
 
 /* ---- errors (errors.c) ------------------------------------------------- */
 
-/* Throws the Node-style system error built by the JS factory registered with
- * setErrorFactory: err.code ('ENOENT'), err.errno (negative, as in Node),
- * err.syscall and err.path. Always returns NULL for convenient tail calls. */
+/* Every error the addon throws is made by JavaScript, by one of the two
+ * factories src/native.ts hands over once at load (init): the class and the
+ * wording are decided in one place (src/errors.ts) for JS and C alike. */
+napi_value cowshm_init_js(napi_env env, napi_callback_info info);
+/* A failed system call: a Node-style system error with err.code ('ENOENT'),
+ * err.errno (negative, as in Node), err.syscall and err.path. Always returns
+ * NULL for convenient tail calls. */
 napi_value cowshm_throw_errno(napi_env env, int err, const char *syscall, const char *target);
+/* A refusal with an ERR_* (or errno-named) code: src/errors.ts chooses its
+ * class by the code. Returns NULL. */
+napi_value cowshm_throw_code(napi_env env, const char *code, const char *msg);
+/* ERR_OUT_OF_RANGE (RangeError) and ERR_INVALID_ARG_TYPE (TypeError). */
 napi_value cowshm_throw_range(napi_env env, const char *msg);
 napi_value cowshm_throw_type(napi_env env, const char *msg);
-napi_value cowshm_set_error_factory(napi_env env, napi_callback_info info);
 
 /* A failed napi_* call is a bug in the addon, not a user error. */
 #define NAPI_OK(env, call)                                                   \
@@ -55,13 +62,19 @@ int cowshm_get_str(napi_env env, napi_value v, char *buf, size_t size);
 napi_value cowshm_num(napi_env env, double d);
 napi_value cowshm_undefined(napi_env env);
 
-/* ---- per-environment state (addon.c) ----------------------------------- */
+/* ---- per-environment state (env.c) ------------------------------------- */
 
 struct cowshm_env {
-  napi_ref error_factory;
+  napi_ref system_error;  /* (errno, syscall, target?) => Error, from init */
+  napi_ref refusal;       /* (code, message) => Error, from init */
   int *fds; /* descriptors opened by this environment and not yet closed */
   size_t nfds, capfds;
+  int main_thread;        /* said by JS at load: no teardown sentinel needed (mapping.c) */
+  napi_ref sentinel;      /* the newest teardown sentinel (mapping.c) */
+  uintptr_t sentinel_token, sentinels_made;
 };
+/* Makes this environment's state and its teardown hook; 0 with an exception pending. */
+int cowshm_env_init(napi_env env);
 struct cowshm_env *cowshm_env_get(napi_env env);
 void cowshm_env_track_fd(napi_env env, int fd);
 void cowshm_env_untrack_fd(napi_env env, int fd);
@@ -82,7 +95,7 @@ enum cowshm_access { ACCESS_READ = 0, ACCESS_WRITE = 1, ACCESS_COW = 2, ACCESS_S
 
 struct cowshm_slot {
   _Atomic int state;
-  uint32_t gen;        /* bumped on every reuse; part of the id JS holds */
+  _Atomic uint32_t gen; /* bumped on every reuse; part of the id JS holds */
   uintptr_t start;     /* page aligned */
   size_t len;          /* mapped length, a whole number of pages */
   size_t byte_length;  /* length of the ArrayBuffer, <= len */
@@ -112,6 +125,12 @@ double cowshm_slot_id(const struct cowshm_slot *s);
 struct cowshm_slot *cowshm_slot_by_id(double id);
 /* Async-signal-safe: the mapped or closed slot that contains addr, or NULL. */
 struct cowshm_slot *cowshm_slot_find(uintptr_t addr);
+/* Async-signal-safe: the mapped slot that contains addr and its generation,
+ * or NULL. The answer may be stale by the time it returns: confirm it with
+ * cowshm_slot_holds() where the slot cannot be reused (snapshot.c). */
+struct cowshm_slot *cowshm_slot_find_gen(uintptr_t addr, uint32_t *gen);
+/* Async-signal-safe: whether s is still mapped, in generation gen, over addr. */
+int cowshm_slot_holds(const struct cowshm_slot *s, uint32_t gen, uintptr_t addr);
 
 /* ---- mappings (mapping.c) ---------------------------------------------- */
 
@@ -141,6 +160,10 @@ napi_value cowshm_close_fd(napi_env env, int fd);
 /* ---- signals (signals.c) ----------------------------------------------- */
 
 void cowshm_signals_install(void);
+/* Puts cowshm's handlers back in front where something replaced them (an
+ * application's process.on('SIGBUS'), a reset to SIG_DFL), chaining to what
+ * was there. Returns how many it re-installed. Not from signal context. */
+int cowshm_signals_ensure(void);
 /* Async-signal-safe helpers for reports. */
 void cowshm_sigwrite(const char *s);
 void cowshm_sigwrite_hex(uintptr_t v);

@@ -1,38 +1,63 @@
-/* Errors: system errors are built in JavaScript (so they read exactly like
- * Node's own fs errors); the addon only supplies errno, syscall and target. */
+/* Errors. The addon never picks an error class itself: JavaScript hands it
+ * two factories once at load (init), src/errors.ts's systemError and
+ * cowshmError, and every throw below goes through one of them, so an error
+ * with a given code has the same class whether C or TypeScript refused. */
 #include "cowshm.h"
 
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
 
-napi_value cowshm_set_error_factory(napi_env env, napi_callback_info info) {
-  napi_value argv[1];
-  if (!cowshm_args(env, info, 1, argv)) return NULL;
+static void set_ref(napi_env env, napi_ref *slot, napi_ref ref) {
+  if (*slot != NULL) napi_delete_reference(env, *slot);
+  *slot = ref;
+}
+
+/* init(systemError, cowshmError, isMainThread) */
+napi_value cowshm_init_js(napi_env env, napi_callback_info info) {
+  napi_value argv[3];
+  bool main_thread = false;
+  napi_ref system_error, refusal;
+  if (!cowshm_args(env, info, 3, argv)) return NULL;
   struct cowshm_env *e = cowshm_env_get(env);
-  if (e == NULL) return NULL;
-  if (e->error_factory != NULL) napi_delete_reference(env, e->error_factory);
-  NAPI_OK(env, napi_create_reference(env, argv[0], 1, &e->error_factory));
+  if (e == NULL) return cowshm_throw_code(env, "ERR_COWSHM_INTERNAL", "cowshm internal error: no state for this environment");
+  NAPI_OK(env, napi_get_value_bool(env, argv[2], &main_thread));
+  NAPI_OK(env, napi_create_reference(env, argv[0], 1, &system_error));
+  if (napi_create_reference(env, argv[1], 1, &refusal) != napi_ok) {
+    napi_delete_reference(env, system_error);
+    cowshm_throw_napi_failure(env, "napi_create_reference", __FILE__, __LINE__);
+    return NULL;
+  }
+  set_ref(env, &e->system_error, system_error);
+  set_ref(env, &e->refusal, refusal);
+  e->main_thread = main_thread;
   return cowshm_undefined(env);
+}
+
+static napi_value str_or_undefined(napi_env env, const char *s) {
+  napi_value v = NULL;
+  if (s == NULL || napi_create_string_utf8(env, s, NAPI_AUTO_LENGTH, &v) != napi_ok) napi_get_undefined(env, &v);
+  return v;
+}
+
+/* Calls a factory and throws what it returns; 0 when that was not possible
+ * (no factory yet, or JavaScript cannot run), so the caller falls back. */
+static int throw_made(napi_env env, napi_ref which, size_t argc, napi_value *args) {
+  napi_value factory = NULL, global, result;
+  for (size_t i = 0; i < argc; i++)
+    if (args[i] == NULL) return 0;
+  if (which == NULL || napi_get_reference_value(env, which, &factory) != napi_ok || factory == NULL ||
+      napi_get_global(env, &global) != napi_ok ||
+      napi_call_function(env, global, factory, argc, args, &result) != napi_ok)
+    return 0;
+  return napi_throw(env, result) == napi_ok;
 }
 
 napi_value cowshm_throw_errno(napi_env env, int err, const char *syscall, const char *target) {
   struct cowshm_env *e = cowshm_env_get(env);
-  napi_value factory = NULL, global, args[3], result;
-  if (e != NULL && e->error_factory != NULL &&
-      napi_get_reference_value(env, e->error_factory, &factory) == napi_ok && factory != NULL &&
-      napi_get_global(env, &global) == napi_ok &&
-      napi_create_int32(env, err, &args[0]) == napi_ok &&
-      napi_create_string_utf8(env, syscall, NAPI_AUTO_LENGTH, &args[1]) == napi_ok) {
-    if (target != NULL)
-      napi_create_string_utf8(env, target, NAPI_AUTO_LENGTH, &args[2]);
-    else
-      napi_get_undefined(env, &args[2]);
-    if (napi_call_function(env, global, factory, 3, args, &result) == napi_ok) {
-      napi_throw(env, result);
-      return NULL;
-    }
-  }
+  napi_value args[3] = {NULL, str_or_undefined(env, syscall), str_or_undefined(env, target)};
+  napi_create_int32(env, err, &args[0]);
+  if (e != NULL && throw_made(env, e->system_error, 3, args)) return NULL;
   /* No factory (the loader always installs one): still say what failed. */
   char msg[256];
   snprintf(msg, sizeof msg, "%s: %s%s%s%s", syscall, strerror(err), target ? " '" : "",
@@ -41,15 +66,17 @@ napi_value cowshm_throw_errno(napi_env env, int err, const char *syscall, const 
   return NULL;
 }
 
-napi_value cowshm_throw_range(napi_env env, const char *msg) {
-  napi_throw_range_error(env, "ERR_OUT_OF_RANGE", msg);
+napi_value cowshm_throw_code(napi_env env, const char *code, const char *msg) {
+  struct cowshm_env *e = cowshm_env_get(env);
+  napi_value args[2] = {str_or_undefined(env, code), str_or_undefined(env, msg)};
+  if (e != NULL && throw_made(env, e->refusal, 2, args)) return NULL;
+  napi_throw_error(env, code, msg);
   return NULL;
 }
 
-napi_value cowshm_throw_type(napi_env env, const char *msg) {
-  napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", msg);
-  return NULL;
-}
+napi_value cowshm_throw_range(napi_env env, const char *msg) { return cowshm_throw_code(env, "ERR_OUT_OF_RANGE", msg); }
+
+napi_value cowshm_throw_type(napi_env env, const char *msg) { return cowshm_throw_code(env, "ERR_INVALID_ARG_TYPE", msg); }
 
 void cowshm_throw_napi_failure(napi_env env, const char *what, const char *file, int line) {
   bool pending = false;
@@ -59,7 +86,7 @@ void cowshm_throw_napi_failure(napi_env env, const char *what, const char *file,
   char msg[384];
   snprintf(msg, sizeof msg, "cowshm internal error: %s failed (%s) at %s:%d", what,
            info && info->error_message ? info->error_message : "unknown", file, line);
-  napi_throw_error(env, "ERR_COWSHM_INTERNAL", msg);
+  cowshm_throw_code(env, "ERR_COWSHM_INTERNAL", msg);
 }
 
 int cowshm_args(napi_env env, napi_callback_info info, size_t want, napi_value *argv) {

@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -70,7 +71,11 @@ static napi_value shm_open_js(napi_env env, napi_callback_info info) {
 /* shmOpenStat(name, oflag, float64Array) -> fd. Region.open in one call:
  * shm_open, then fstat into the array as fstatInto does, and the effective
  * uid at [7] for the owner check (read on every open, never cached: a process
- * may change it). A failed fstat closes the descriptor before throwing. */
+ * may change it). A failed fstat closes the descriptor before throwing.
+ * With an array of 9, it first tries the shared flock every cowshm holder
+ * keeps on a segment (see src/segments.ts) and says at [8] whether it was
+ * granted (0: a removal holds its exclusive lock; JS waits for it), so the
+ * fstat, nlink included, is taken under the lock. */
 static napi_value shm_open_stat_js(napi_env env, napi_callback_info info) {
   napi_value argv[3];
   char name[NAME_MAX + 3];
@@ -88,6 +93,16 @@ static napi_value shm_open_stat_js(napi_env env, napi_callback_info info) {
   name[0] = '/';
   int fd = RETRY(shm_open(name, oflag | O_CLOEXEC, 0));
   if (fd < 0) return cowshm_throw_errno(env, errno, "shm_open", name + 1);
+  int locked = 0;
+  if (length >= 9) {
+    if (RETRY(flock(fd, LOCK_SH | LOCK_NB)) == 0) {
+      locked = 1;
+    } else if (errno != EWOULDBLOCK) {
+      int err = errno;
+      close(fd);
+      return cowshm_throw_errno(env, err, "flock", name + 1);
+    }
+  }
   if (fstat(fd, &st) != 0) {
     int err = errno;
     close(fd);
@@ -97,6 +112,7 @@ static napi_value shm_open_stat_js(napi_env env, napi_callback_info info) {
   double *v = data;
   put_stat(v, &st);
   v[7] = geteuid();
+  if (length >= 9) v[8] = locked;
   return cowshm_num(env, fd);
 }
 

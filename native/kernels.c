@@ -142,8 +142,17 @@ static napi_value iota_js(napi_env env, napi_callback_info info) {
     return cowshm_throw_type(env, "The \"array\" argument must be a TypedArray");
   NAPI_OK(env, napi_get_value_double(env, argv[1], &startd));
   NAPI_OK(env, napi_get_value_double(env, argv[2], &stepd));
+  /* Checked again here, with the length from the array's internal slot: the
+   * sequence must stay within the safe integers, as JavaScript computes it. */
+  const double safe = 9007199254740991.0;
+  if (!(startd >= -safe && startd <= safe) || !(stepd >= -safe && stepd <= safe) || floor(startd) != startd ||
+      floor(stepd) != stepd)
+    return cowshm_throw_range(env, "The \"start\" and \"step\" arguments must be safe integers");
   int64_t start = (int64_t)startd, step = (int64_t)stepd;
   if (length == 0 || data == NULL) return cowshm_undefined(env);
+  __int128 last = (__int128)start + (__int128)(length - 1) * step;
+  if (last > (__int128)9007199254740991LL || last < -(__int128)9007199254740991LL)
+    return cowshm_throw_range(env, "The \"start\" argument must be a safe integer with start + (length - 1) × step safe too");
   switch (type) {
     case napi_int8_array:
     case napi_uint8_array: iota_8(data, length, start, step); break;

@@ -6,9 +6,10 @@
  *    over 64 MiB starts a garbage collection that costs far more than the
  *    mmap. Until then the JS View owns the mapping: close() or its collection
  *    (releaseView) unmaps it at once, as no pointer to it left the addon.
- *  - Once made, a mapping lives as long as its ArrayBuffer. Two finalizers watch it: one
- *    runs when V8 frees the backing store, one when the ArrayBuffer object is
- *    collected. The range is unmapped when both have run.
+ *  - Once made, a range lives as long as anything can point at it. Two
+ *    finalizers watch the buffer: one runs when V8 frees the backing store,
+ *    one when the ArrayBuffer object is collected. The range is unmapped
+ *    when both have run, and by nothing else while the backing store lives.
  *  - close() detaches the ArrayBuffer (every TypedArray over it reads as
  *    length 0) and replaces the range with a PROT_NONE reservation instead of
  *    unmapping it: native code that took the pointer before the detach (a
@@ -19,15 +20,37 @@
  *    still running; Node keeps the ArrayBuffer object alive for as long as an
  *    operation on it is pending, so the object's collection is what ends the
  *    reservation.
+ *  - A buffer close() cannot detach still points at the range: one that
+ *    ArrayBuffer.prototype.transfer() or postMessage() moved the backing
+ *    store out of (Node-API sees only the old, detached object, never the
+ *    new one), or one V8 made non-detachable (an asm.js heap). Such a range
+ *    is "escaped": close() puts private anonymous zero pages over it, so the
+ *    region's memory goes at once, every access keeps working without
+ *    reaching any region, and nothing else can be mapped there until the
+ *    backing-store finalizer says no buffer points at it any more.
  *  - A closed view gives its registry slot back at once (the registry bounds
  *    open views, not closed ones waiting for GC): the reservation then
  *    belongs to the mapping's record below. The slot is kept, marked closed,
  *    for fault reports until the registry needs it for a new view.
- *  - An environment that ends (a worker exits) unmaps everything it mapped.
+ *  - An environment that ends (a worker exits) unmaps everything it mapped,
+ *    except escaped ranges: a moved buffer may live on in another thread,
+ *    and once the environment is gone no finalizer will ever say when it
+ *    dies. Those ranges keep their zero pages and are never given back
+ *    (address space, not memory, until the surviving buffer writes to them).
+ *    Node runs the backing-store finalizers itself as the environment ends,
+ *    after detaching every buffer it still can, so which ranges escaped must
+ *    be decided before it starts. Node cleans external buffers newest first:
+ *    after every buffer it makes in a worker, the addon makes a one-byte
+ *    "sentinel" external buffer, holds it strongly and drops the one before.
+ *    Only teardown can finalize the newest sentinel, and it is finalized
+ *    before any of the buffers made before it: teardown_begins() runs there.
+ *    The main thread needs none of this: every worker has stopped before its
+ *    environment ends, and the process ends with it.
  */
 #include "cowshm.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -44,13 +67,17 @@ struct mapping {
   uintptr_t start;
   size_t len;
   int holds;          /* finalizers still to run: the range goes when both have */
-  int mapped;         /* [start, start + len) is still ours: the view, or its reservation */
+  int mapped;         /* [start, start + len) is still ours to unmap: the view, or what replaced it */
+  int store_freed;    /* the backing-store finalizer ran: no buffer points at the range */
+  int escaped;        /* a buffer close() did not detach may point at the range */
   struct mapping *prev, *next; /* every record, for environment teardown */
 };
 
 static struct mapping *records;
 /* The record of each open slot, indexed like cowshm_slots. */
 static struct mapping *slot_record[COWSHM_MAX_SLOTS];
+
+static void teardown_begins(napi_env env);
 
 static size_t round_up(size_t n) { return (n + cowshm_page_size - 1) & ~(cowshm_page_size - 1); }
 
@@ -78,12 +105,10 @@ static void release_locked(struct cowshm_slot *s) {
   cowshm_slot_free(s);
 }
 
-/* Both finalizers: the backing store was freed, or the ArrayBuffer object was
- * collected. */
-static void drop_hold(napi_env env, void *data, void *hint) {
-  struct mapping *m = hint;
+/* What both finalizers do (the backing store was freed, or the ArrayBuffer
+ * object was collected): entered with the registry lock held, releases it. */
+static void drop_hold_locked(napi_env env, struct mapping *m) {
   napi_ref ref = NULL;
-  cowshm_registry_lock();
   if (--m->holds > 0) {
     cowshm_registry_unlock();
     return;
@@ -106,6 +131,27 @@ static void drop_hold(napi_env env, void *data, void *hint) {
   cowshm_registry_unlock();
   if (ref != NULL) napi_delete_reference(env, ref);
   free(m);
+}
+
+static void object_collected(napi_env env, void *data, void *hint) {
+  cowshm_registry_lock();
+  drop_hold_locked(env, hint);
+}
+
+static void store_freed(napi_env env, void *data, void *hint) {
+  struct mapping *m = hint;
+  cowshm_registry_lock();
+  m->store_freed = 1;
+  drop_hold_locked(env, m);
+}
+
+/* Private anonymous pages over [start, start + len), readable and writable
+ * like any ArrayBuffer: what an escaped range holds after close. MAP_NORESERVE:
+ * they cost nothing until written. Returns 0 or an errno. */
+static int put_scratch(uintptr_t start, size_t len) {
+  void *r = mmap((void *)start, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED | MAP_NORESERVE,
+                 -1, 0);
+  return r == MAP_FAILED ? errno : 0;
 }
 
 /* Where to ask the kernel to put a large view. Left to itself, it puts every
@@ -159,7 +205,7 @@ static struct cowshm_slot *map_slot(napi_env env, int fd, uint64_t offset, size_
   if (s != NULL) slot_record[s - cowshm_slots] = NULL;
   cowshm_registry_unlock();
   if (s == NULL) {
-    napi_throw_error(env, "EMFILE",
+    cowshm_throw_code(env, "EMFILE",
                      "EMFILE: too many cowshm views are open in this process (the limit is 16384); "
                      "close views you no longer need");
     return NULL;
@@ -200,6 +246,33 @@ static struct cowshm_slot *map_slot(napi_env env, int fd, uint64_t offset, size_
   return s;
 }
 
+/* The sentinel (see the top of the file). Its bytes are never read. */
+static char sentinel_byte;
+
+static void sentinel_freed(napi_env env, void *data, void *hint) {
+  struct cowshm_env *e = cowshm_env_get(env);
+  /* An older sentinel, collected after the next one replaced it. */
+  if (e == NULL || (uintptr_t)hint != e->sentinel_token) return;
+  teardown_begins(env);
+}
+
+/* Makes this environment's newest sentinel; 0 (nothing pending) on failure. */
+static int watch_teardown(napi_env env) {
+  struct cowshm_env *e = cowshm_env_get(env);
+  if (e == NULL) return 0;
+  if (e->main_thread) return 1;
+  uintptr_t token = ++e->sentinels_made; /* never reused, even when this fails */
+  napi_value ab;
+  napi_ref ref;
+  if (napi_create_external_arraybuffer(env, &sentinel_byte, 1, sentinel_freed, (void *)token, &ab) != napi_ok)
+    return 0;
+  if (napi_create_reference(env, ab, 1, &ref) != napi_ok) return 0; /* collected later, as an older one */
+  if (e->sentinel != NULL) napi_delete_reference(env, e->sentinel);
+  e->sentinel = ref;
+  e->sentinel_token = token;
+  return 1;
+}
+
 /* Wraps an open slot in an external ArrayBuffer; from then on the buffer's
  * record owns the range. On failure the slot keeps it (the View is still
  * open), and a buffer made before the failure never reaches JS. */
@@ -214,19 +287,20 @@ static napi_value slot_buffer(napi_env env, struct cowshm_slot *s) {
   m->holds = 1;
   m->mapped = 1;
   napi_value ab;
-  if (napi_create_external_arraybuffer(env, (void *)s->start, s->byte_length, drop_hold, m, &ab) != napi_ok) {
+  if (napi_create_external_arraybuffer(env, (void *)s->start, s->byte_length, store_freed, m, &ab) != napi_ok) {
     free(m);
     bool pending = false;
     napi_is_exception_pending(env, &pending);
-    if (!pending) napi_throw_range_error(env, "ERR_OUT_OF_RANGE", "cannot create an ArrayBuffer of this length");
+    if (!pending) cowshm_throw_code(env, "ERR_OUT_OF_RANGE", "cannot create an ArrayBuffer of this length");
     return NULL;
   }
   cowshm_registry_lock();
   m->holds = 2;
   cowshm_registry_unlock();
-  int finalizer = napi_add_finalizer(env, ab, NULL, drop_hold, m, NULL) == napi_ok;
+  int finalizer = napi_add_finalizer(env, ab, NULL, object_collected, m, NULL) == napi_ok;
+  int hooked = finalizer && watch_teardown(env);
   napi_ref ref = NULL;
-  int referenced = finalizer && napi_create_reference(env, ab, 0, &ref) == napi_ok;
+  int referenced = finalizer && hooked && napi_create_reference(env, ab, 0, &ref) == napi_ok;
   cowshm_registry_lock();
   m->next = records;
   if (records != NULL) records->prev = m;
@@ -236,7 +310,8 @@ static napi_value slot_buffer(napi_env env, struct cowshm_slot *s) {
     if (!finalizer) m->holds = 1;
     m->mapped = 0;
     cowshm_registry_unlock();
-    cowshm_throw_napi_failure(env, finalizer ? "napi_create_reference" : "napi_add_finalizer", __FILE__, __LINE__);
+    cowshm_throw_napi_failure(env, !finalizer ? "napi_add_finalizer" : !hooked ? "napi_create_external_arraybuffer" : "napi_create_reference",
+                              __FILE__, __LINE__);
     return NULL;
   }
   slot_record[i] = m;
@@ -261,47 +336,63 @@ napi_value cowshm_mapping_create(napi_env env, int fd, uint64_t offset, size_t l
   return ab;
 }
 
-/* Detach the ArrayBuffer and swap the range for a reservation. Runs on the
- * owning environment's thread. The detach happens outside the registry lock:
- * it may run the finalizer. */
-static int close_slot(napi_env env, double id) {
+/* Detach the ArrayBuffer and swap the range for a reservation, or for zero
+ * pages when a buffer may still point at it. Runs on the owning
+ * environment's thread. The detach happens outside the registry lock: it may
+ * run the finalizer. Returns 0, or the errno of an mmap that failed (the
+ * slot is closed either way; *label then names it). */
+static int close_slot(napi_env env, double id, char *label, size_t label_size) {
   struct cowshm_slot *s = cowshm_slot_by_id(id);
-  if (s == NULL || s->env != env || atomic_load(&s->state) != SLOT_MAPPED) return 1;
+  if (s == NULL || s->env != env || atomic_load(&s->state) != SLOT_MAPPED) return 0;
   if (slot_record[s - cowshm_slots] == NULL) {
     /* No ArrayBuffer was ever made: no pointer to the range left the addon,
      * so it can go at once, slot and all. */
     cowshm_registry_lock();
     if (atomic_load(&s->state) == SLOT_MAPPED && slot_record[s - cowshm_slots] == NULL) release_locked(s);
     cowshm_registry_unlock();
-    return 1;
+    return 0;
   }
+  /* Whether a buffer close() does not detach may point at the range: the
+   * object was detached by someone else (transfer(), postMessage()), cannot
+   * be detached (an asm.js heap), or was collected while its backing store,
+   * moved into another buffer, lives on. */
+  int escaped = 0;
   napi_value ab = NULL;
   if (s->ab_ref != NULL && napi_get_reference_value(env, s->ab_ref, &ab) == napi_ok && ab != NULL) {
     bool detached = false;
-    if (napi_is_detached_arraybuffer(env, ab, &detached) != napi_ok ||
-        (!detached && napi_detach_arraybuffer(env, ab) != napi_ok)) {
-      /* JS can still reach the memory: taking it away now would crash the
-       * process on the next access. Leave the mapping as it is. */
-      cowshm_throw_napi_failure(env, "napi_detach_arraybuffer", __FILE__, __LINE__);
-      return 0;
-    }
+    if (napi_is_detached_arraybuffer(env, ab, &detached) != napi_ok || detached ||
+        napi_detach_arraybuffer(env, ab) != napi_ok)
+      escaped = 1;
+  } else {
+    escaped = 1; /* checked against store_freed below */
   }
+  int err = 0;
   napi_ref ref = NULL;
   cowshm_registry_lock();
   s = cowshm_slot_by_id(id);
   if (s != NULL && atomic_load(&s->state) == SLOT_MAPPED) {
     struct mapping *m = slot_record[s - cowshm_slots];
+    if (m == NULL || m->store_freed) escaped = 0;
+    /* Handlers stop touching the range before it is replaced. */
     cowshm_snapshot_on_unmap(s);
     cowshm_futex_on_unmap(s);
-    void *r = mmap((void *)s->start, s->len, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED | MAP_NORESERVE,
-                   -1, 0);
-    if (r == MAP_FAILED) {
-      /* Could not reserve (map count limit): unmapping is still safe for JS,
-       * which can no longer reach the range. */
-      munmap((void *)s->start, s->len);
-      s->len = 0;
-      if (m != NULL) m->mapped = 0;
+    if (escaped) {
+      m->escaped = 1;
+      err = put_scratch(s->start, s->len);
     }
+    if (!escaped || err != 0) {
+      void *r = mmap((void *)s->start, s->len, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED | MAP_NORESERVE,
+                     -1, 0);
+      if (r == MAP_FAILED) {
+        /* Could not reserve (map count limit): unmapping is still safe for
+         * JS when the buffer was detached; an escaped buffer would fault
+         * either way, and the caller reports err. */
+        munmap((void *)s->start, s->len);
+        s->len = 0;
+        if (m != NULL) m->mapped = 0;
+      }
+    }
+    if (err != 0 && label != NULL) snprintf(label, label_size, "%s", s->label);
     ref = s->ab_ref;
     s->ab_ref = NULL;
     slot_record[s - cowshm_slots] = NULL;
@@ -309,10 +400,67 @@ static int close_slot(napi_env env, double id) {
   }
   cowshm_registry_unlock();
   if (ref != NULL) napi_delete_reference(env, ref);
-  return 1;
+  return err;
 }
 
-int cowshm_mapping_close(napi_env env, double id) { return close_slot(env, id); }
+/* Throws for a close_slot that failed. */
+static void throw_close_failure(napi_env env, int err, const char *label) {
+  char msg[256];
+  snprintf(msg, sizeof msg,
+           "%s: the view is closed, but a buffer moved out of it or used as an asm.js heap could not be given "
+           "pages of its own, and faults if touched",
+           label);
+  cowshm_throw_errno(env, err, "mmap", msg);
+}
+
+int cowshm_mapping_close(napi_env env, double id) {
+  char label[sizeof cowshm_slots[0].label];
+  int err = close_slot(env, id, label, sizeof label);
+  if (err == 0) return 1;
+  throw_close_failure(env, err, label);
+  return 0;
+}
+
+/* Environment teardown, first step (see the top of the file): decide which
+ * ranges escaped while the buffers can still be looked at, and give those
+ * zero pages that are never unmapped. */
+static void teardown_begins(napi_env env) {
+  napi_handle_scope scope = NULL;
+  if (napi_open_handle_scope(env, &scope) != napi_ok) scope = NULL;
+  size_t high = atomic_load(&cowshm_slot_high);
+  for (size_t i = 0; i < high; i++) {
+    struct cowshm_slot *s = &cowshm_slots[i];
+    struct mapping *m = slot_record[i];
+    if (atomic_load(&s->state) != SLOT_MAPPED || s->env != env || m == NULL || m->store_freed) continue;
+    napi_value ab = NULL;
+    bool detached = false;
+    /* Without a handle scope nothing can be looked at: assume the worst. */
+    if (scope == NULL || s->ab_ref == NULL || napi_get_reference_value(env, s->ab_ref, &ab) != napi_ok ||
+        ab == NULL || napi_is_detached_arraybuffer(env, ab, &detached) != napi_ok || detached)
+      m->escaped = 1;
+  }
+  if (scope != NULL) napi_close_handle_scope(env, scope);
+  cowshm_registry_lock();
+  for (size_t i = 0; i < high; i++) {
+    struct cowshm_slot *s = &cowshm_slots[i];
+    struct mapping *m = slot_record[i];
+    if (atomic_load(&s->state) != SLOT_MAPPED || s->env != env || m == NULL || !m->escaped || m->store_freed) continue;
+    cowshm_snapshot_on_unmap(s);
+    cowshm_futex_on_unmap(s);
+    /* If even this fails the mapping stays as it is: the region's pages
+     * remain reachable and allocated, which is better than a fault. */
+    put_scratch(s->start, s->len);
+    m->mapped = 0;
+    slot_record[i] = NULL;
+    if (s->ab_ref != NULL) napi_delete_reference(env, s->ab_ref); /* weak, no finalizer: runs no code */
+    s->ab_ref = NULL;
+    cowshm_slot_free(s);
+  }
+  for (struct mapping *m = records; m != NULL; m = m->next)
+    if (m->env == env && m->escaped && !m->store_freed) m->mapped = 0; /* closed: zero pages already */
+  cowshm_registry_unlock();
+}
+
 
 static int get_label(napi_env env, napi_value v, char *buf, size_t size) {
   size_t len;
@@ -356,13 +504,13 @@ static napi_value view_buffer_js(napi_env env, napi_callback_info info) {
   NAPI_OK(env, napi_get_value_double(env, argv[0], &id));
   struct cowshm_slot *s = cowshm_slot_by_id(id);
   if (s == NULL || s->env != env || atomic_load(&s->state) != SLOT_MAPPED) {
-    napi_throw_error(env, "ERR_COWSHM_CLOSED", "the view is closed");
+    cowshm_throw_code(env, "ERR_COWSHM_CLOSED", "the view is closed");
     return NULL;
   }
   if (slot_record[s - cowshm_slots] == NULL) return slot_buffer(env, s);
   napi_value ab = NULL;
   if (s->ab_ref == NULL || napi_get_reference_value(env, s->ab_ref, &ab) != napi_ok || ab == NULL) {
-    napi_throw_error(env, "ERR_COWSHM_CLOSED", "the view's buffer was garbage-collected");
+    cowshm_throw_code(env, "ERR_COWSHM_CLOSED", "the view's buffer was garbage-collected");
     return NULL;
   }
   return ab;
@@ -376,7 +524,8 @@ static napi_value release_view_js(napi_env env, napi_callback_info info) {
   if (!cowshm_args(env, info, 1, argv)) return NULL;
   NAPI_OK(env, napi_get_value_double(env, argv[0], &id));
   struct cowshm_slot *s = cowshm_slot_by_id(id);
-  if (s != NULL && s->env == env && slot_record[s - cowshm_slots] == NULL && !close_slot(env, id)) return NULL;
+  /* Without a buffer, close_slot only unmaps: it cannot fail. */
+  if (s != NULL && s->env == env && slot_record[s - cowshm_slots] == NULL) close_slot(env, id, NULL, 0);
   return cowshm_undefined(env);
 }
 
@@ -385,34 +534,33 @@ static napi_value unmap_js(napi_env env, napi_callback_info info) {
   double id;
   if (!cowshm_args(env, info, 1, argv)) return NULL;
   NAPI_OK(env, napi_get_value_double(env, argv[0], &id));
-  if (!close_slot(env, id)) return NULL;
+  if (!cowshm_mapping_close(env, id)) return NULL;
   return cowshm_undefined(env);
 }
 
-/* Closes every mapping a Region made in this environment; 0 when one could
- * not be closed (an exception is pending). */
-static int unmap_owner(napi_env env, double owner) {
-  size_t high = atomic_load(&cowshm_slot_high);
-  for (size_t i = 0; i < high; i++) {
-    struct cowshm_slot *s = &cowshm_slots[i];
-    if (atomic_load(&s->state) == SLOT_MAPPED && s->env == env && s->owner == owner &&
-        !close_slot(env, cowshm_slot_id(s)))
-      return 0;
-  }
-  return 1;
-}
-
 /* closeRegion(owner, fd): Region.close in one call. Every mapping the
- * Region made in this environment is closed first; the descriptor stays open
- * when one could not be. */
+ * Region made in this environment is closed, then the descriptor, whatever
+ * happened to the mappings: a close that fails never leaves the descriptor
+ * behind. The first failure is thrown after that. */
 static napi_value close_region_js(napi_env env, napi_callback_info info) {
   napi_value argv[2];
   double owner;
   int32_t fd;
   if (!cowshm_args(env, info, 2, argv) || !cowshm_get_i32(env, argv[1], &fd)) return NULL;
   NAPI_OK(env, napi_get_value_double(env, argv[0], &owner));
-  if (!unmap_owner(env, owner)) return NULL;
-  return cowshm_close_fd(env, fd);
+  int first = 0;
+  char label[sizeof cowshm_slots[0].label] = "";
+  size_t high = atomic_load(&cowshm_slot_high);
+  for (size_t i = 0; i < high; i++) {
+    struct cowshm_slot *s = &cowshm_slots[i];
+    if (atomic_load(&s->state) != SLOT_MAPPED || s->env != env || s->owner != owner) continue;
+    int err = close_slot(env, cowshm_slot_id(s), first == 0 ? label : NULL, sizeof label);
+    if (first == 0) first = err;
+  }
+  napi_value r = cowshm_close_fd(env, fd);
+  if (r == NULL || first == 0) return r;
+  throw_close_failure(env, first, label);
+  return NULL;
 }
 
 static struct cowshm_slot *live_slot(napi_env env, napi_value idv, uint64_t off, uint64_t len) {
@@ -420,7 +568,7 @@ static struct cowshm_slot *live_slot(napi_env env, napi_value idv, uint64_t off,
   NAPI_OK(env, napi_get_value_double(env, idv, &id));
   struct cowshm_slot *s = cowshm_slot_by_id(id);
   if (s == NULL || atomic_load(&s->state) != SLOT_MAPPED) {
-    napi_throw_error(env, "ERR_COWSHM_CLOSED", "the view is closed");
+    cowshm_throw_code(env, "ERR_COWSHM_CLOSED", "the view is closed");
     return NULL;
   }
   if (off > s->len || len > s->len - off) {

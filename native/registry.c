@@ -40,8 +40,11 @@ struct cowshm_slot *cowshm_slot_alloc(void) {
   if (s == NULL) s = closed;
   if (s == NULL) return NULL;
   size_t i = (size_t)(s - cowshm_slots);
+  /* BUSY before the generation moves, and the generation before any field:
+   * a fault handler that confirms (state MAPPED, gen) after reading fields
+   * knows they were not being rewritten (cowshm_slot_holds). */
   atomic_store(&s->state, SLOT_BUSY);
-  s->gen = (s->gen + 1) & 0xffffffu;
+  atomic_store(&s->gen, (atomic_load(&s->gen) + 1) & 0xffffffu);
   s->start = 0;
   s->len = s->byte_length = 0;
   s->file_offset = s->dev = s->ino = 0;
@@ -95,6 +98,10 @@ struct cowshm_slot *cowshm_slot_by_id(double id) {
   return s;
 }
 
+/* SAFETY (signal context): atomics and plain loads of static storage only.
+ * The acquire load of the high mark and of each state pairs with the release
+ * stores that publish them; a slot being rewritten meanwhile is BUSY and
+ * skipped, or read as a stale range that callers confirm (or only print). */
 struct cowshm_slot *cowshm_slot_find(uintptr_t addr) {
   size_t high = atomic_load_explicit(&cowshm_slot_high, memory_order_acquire);
   for (size_t i = 0; i < high; i++) {
@@ -104,4 +111,31 @@ struct cowshm_slot *cowshm_slot_find(uintptr_t addr) {
     if (addr >= s->start && addr - s->start < s->len) return s;
   }
   return NULL;
+}
+
+struct cowshm_slot *cowshm_slot_find_gen(uintptr_t addr, uint32_t *gen) {
+  size_t high = atomic_load_explicit(&cowshm_slot_high, memory_order_acquire);
+  for (size_t i = 0; i < high; i++) {
+    struct cowshm_slot *s = &cowshm_slots[i];
+    /* The generation first: if the slot is reused after this load, the
+     * confirmation in cowshm_slot_holds() sees a different one. */
+    uint32_t g = atomic_load_explicit(&s->gen, memory_order_acquire);
+    if (atomic_load_explicit(&s->state, memory_order_acquire) != SLOT_MAPPED) continue;
+    if (addr >= s->start && addr - s->start < s->len) {
+      *gen = g;
+      return s;
+    }
+  }
+  return NULL;
+}
+
+int cowshm_slot_holds(const struct cowshm_slot *s, uint32_t gen, uintptr_t addr) {
+  /* SAFETY: the fields are published by the release store of SLOT_MAPPED,
+   * and a reuse stores BUSY and then a new generation before rewriting them:
+   * seeing MAPPED, then the same generation, means they belong to the
+   * mapping that generation names (the 24-bit generation would have to wrap
+   * during one fault to be fooled). */
+  if (atomic_load_explicit(&s->state, memory_order_acquire) != SLOT_MAPPED) return 0;
+  if (atomic_load_explicit(&s->gen, memory_order_acquire) != gen) return 0;
+  return addr >= s->start && addr - s->start < s->len;
 }

@@ -2,7 +2,18 @@
  * ranges, and hand every other fault to the handler that was there before
  * (Node's and V8's WebAssembly trap handling among them).
  *
- * Everything here is async-signal-safe: no allocation, no locks, no stdio. */
+ * Everything on_fault reaches is async-signal-safe: no allocation, no locks,
+ * no stdio.
+ *
+ * Keeping the handler. `process.on('SIGBUS')` makes libuv install its own
+ * handler over ours, and removing the last such listener resets the signal to
+ * SIG_DFL. libuv's handler only queues the signal for the event loop and
+ * returns, so a protected write would re-execute forever; SIG_DFL would kill
+ * the process at the next one. cowshm_signals_ensure() puts on_fault back in
+ * front, chaining to whatever it replaced (a listener's handler) or, when it
+ * replaced SIG_DFL, to the handler that was there when cowshm loaded. It runs
+ * from process 'newListener' / 'removeListener' hooks (src/signals.ts) and at
+ * every snapshot. */
 #include "cowshm.h"
 
 #include <errno.h>
@@ -11,8 +22,20 @@
 #include <ucontext.h>
 #include <unistd.h>
 
-static struct sigaction prev_segv, prev_bus;
+/* The handlers to chain to, per signal (0: SIGSEGV, 1: SIGBUS). Append-only:
+ * an entry is written once, before its index is published with a release
+ * store, and never changed, so the handler can read the published entry with
+ * no lock while cowshm_signals_ensure() appends another. Entry 0 is the
+ * handler cowshm found when it loaded. Distinct handlers are few (the
+ * original, libuv's, an addon's): a full table keeps chaining to the last. */
+#define MAX_PREV 16
+static struct sigaction prevs[2][MAX_PREV];
+static int nprev[2];            /* under ensure_mutex */
+static _Atomic int prev_at[2];  /* the entry in use */
 static pthread_once_t install_once = PTHREAD_ONCE_INIT;
+static pthread_mutex_t ensure_mutex = PTHREAD_MUTEX_INITIALIZER;
+
+static int sig_index(int sig) { return sig == SIGBUS ? 1 : 0; }
 
 void cowshm_sigwrite(const char *s) {
   size_t n = strlen(s);
@@ -61,6 +84,12 @@ int cowshm_fault_is_write(void *uctx) {
 #endif
 }
 
+/* Called from the handler just before it returns for a fault it will not
+ * resolve (a cowshm range written the wrong way, or a foreign fault whose
+ * previous action was the default).
+ * SAFETY: sigaction(2) is async-signal-safe. The faulting instruction
+ * re-executes on return and, now with the default action, ends the process
+ * with the signal's usual status and core dump, as it would without cowshm. */
 static void restore_default(int sig) {
   struct sigaction dfl;
   memset(&dfl, 0, sizeof dfl);
@@ -116,18 +145,29 @@ static void chain(int sig, siginfo_t *si, void *uctx, const struct sigaction *pr
   }
   /* Default action: reinstate it; a hardware fault then re-executes and
    * terminates the process as it would have without us; a signal sent by
-   * kill(2) is raised again. */
+   * kill(2) is raised again.
+   * SAFETY: raise(3) is async-signal-safe; with SA_NODEFER the signal is
+   * not blocked here, so it is delivered, with the default action, before
+   * raise returns. */
   restore_default(sig);
   if (si->si_code <= 0) raise(sig);
 }
 
 static void on_fault(int sig, siginfo_t *si, void *uctx) {
+  /* SAFETY: everything called below only touches errno as a side effect;
+   * the interrupted code must find it unchanged. */
   int saved_errno = errno;
   if (si->si_code > 0) {
     if (cowshm_snapshot_fault(sig, si, uctx)) {
       errno = saved_errno;
       return;
     }
+    /* A fault in a cowshm range that is not a snapshot write ends the
+     * process: say what was hit first.
+     * SAFETY: the slot's label, offsets and access were written before it
+     * was published and stay while it is mapped or closed; a slot reused at
+     * this very moment can only make the report name the wrong view, never
+     * fault (the label is a fixed array, always NUL-terminated). */
     const struct cowshm_slot *s = cowshm_slot_find((uintptr_t)si->si_addr);
     if (s != NULL) {
       report(sig, si, uctx, s);
@@ -136,18 +176,76 @@ static void on_fault(int sig, siginfo_t *si, void *uctx) {
       return;
     }
   }
-  chain(sig, si, uctx, sig == SIGBUS ? &prev_bus : &prev_segv);
+  /* SAFETY: the acquire load pairs with the release store in ensure(): the
+   * entry it names was completely written before, and is never written
+   * again (the table is append-only). */
+  int k = sig_index(sig);
+  chain(sig, si, uctx, &prevs[k][atomic_load_explicit(&prev_at[k], memory_order_acquire)]);
   errno = saved_errno;
+}
+
+/* SA_NODEFER: the signal stays unblocked while on_fault runs. A fault raised
+ * inside it (a chained handler that faults, or a bug) then reaches on_fault
+ * again and is reported or chained, instead of arriving while blocked, which
+ * the kernel answers for a synchronous fault by killing the process with no
+ * report. SAFETY: on_fault is reentrant: it keeps nothing between calls but
+ * locals, and what it shares is read-only to it or updated atomically.
+ * SA_ONSTACK: faults in threads that run on an alternate signal stack (V8's
+ * stack-overflow handling) are handled there. */
+static void ours(struct sigaction *sa) {
+  memset(sa, 0, sizeof *sa);
+  sa->sa_sigaction = on_fault;
+  sa->sa_flags = SA_SIGINFO | SA_ONSTACK | SA_NODEFER;
+  sigemptyset(&sa->sa_mask);
+}
+
+static int is_ours(const struct sigaction *sa) {
+  return (sa->sa_flags & SA_SIGINFO) && sa->sa_sigaction == on_fault;
+}
+
+static int same_action(const struct sigaction *a, const struct sigaction *b) {
+  if ((a->sa_flags & SA_SIGINFO) != (b->sa_flags & SA_SIGINFO)) return 0;
+  return (a->sa_flags & SA_SIGINFO) ? a->sa_sigaction == b->sa_sigaction : a->sa_handler == b->sa_handler;
 }
 
 static void install(void) {
   struct sigaction sa;
-  memset(&sa, 0, sizeof sa);
-  sa.sa_sigaction = on_fault;
-  sa.sa_flags = SA_SIGINFO | SA_ONSTACK | SA_NODEFER;
-  sigemptyset(&sa.sa_mask);
-  sigaction(SIGSEGV, &sa, &prev_segv);
-  sigaction(SIGBUS, &sa, &prev_bus);
+  ours(&sa);
+  sigaction(SIGSEGV, &sa, &prevs[0][0]);
+  sigaction(SIGBUS, &sa, &prevs[1][0]);
+  nprev[0] = nprev[1] = 1;
 }
 
 void cowshm_signals_install(void) { pthread_once(&install_once, install); }
+
+static int ensure_one(int sig) {
+  int k = sig_index(sig);
+  struct sigaction cur, sa;
+  if (sigaction(sig, NULL, &cur) != 0 || is_ours(&cur)) return 0;
+  /* Someone replaced on_fault. SIG_DFL is what removing the last listener
+   * leaves; chain to the handler from before cowshm loaded then. */
+  int at = 0;
+  if ((cur.sa_flags & SA_SIGINFO) || cur.sa_handler != SIG_DFL) {
+    at = -1;
+    for (int i = 0; i < nprev[k]; i++)
+      if (same_action(&prevs[k][i], &cur)) at = i;
+    if (at < 0 && nprev[k] < MAX_PREV) {
+      at = nprev[k]++;
+      prevs[k][at] = cur;
+    }
+    if (at < 0) at = nprev[k] - 1; /* full: see MAX_PREV */
+  }
+  /* Publish the handler to chain to before on_fault can run again. */
+  atomic_store_explicit(&prev_at[k], at, memory_order_release);
+  ours(&sa);
+  sigaction(sig, &sa, NULL);
+  return 1;
+}
+
+int cowshm_signals_ensure(void) {
+  cowshm_signals_install();
+  pthread_mutex_lock(&ensure_mutex);
+  int n = ensure_one(SIGSEGV) + ensure_one(SIGBUS);
+  pthread_mutex_unlock(&ensure_mutex);
+  return n;
+}

@@ -1,5 +1,9 @@
 /** Linux constants the addon's callers pass by value. */
 import { constants as fsc } from 'node:fs';
+import { constants as bufferConstants } from 'node:buffer';
+
+/** The largest ArrayBuffer this Node.js allows, so the longest one view or snapshot may be (`Region.maxViewLength`). */
+export const MAX_VIEW_LENGTH: number = bufferConstants.MAX_LENGTH;
 
 export const O_RDONLY = fsc.O_RDONLY;
 export const O_RDWR = fsc.O_RDWR;
@@ -16,6 +20,13 @@ export const F_SEAL_SHRINK = 0x0002;
 /** madvise(2) advice values (asm-generic/mman-common.h). */
 export const MADV_DONTNEED = 4;
 export const MADV_HUGEPAGE = 14;
+
+/**
+ * The owner token of mappings no Region made (a restore filling its memfd, a
+ * delta writer's view of its base): Regions count from 1, so closing a region
+ * never reaches them, and whoever maps them unmaps them.
+ */
+export const NO_OWNER = 0;
 
 /** Access modes as the addon numbers them. */
 export const ACCESS = { read: 0, write: 1, cow: 2 } as const;

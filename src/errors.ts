@@ -53,30 +53,48 @@ function describe(value: unknown): string {
   return `type ${typeof value} (${shown})`;
 }
 
+/**
+ * The class of every error cowshm throws with a code of its own (anything
+ * not here is an `Error`: system errors, `EMFILE` for too many views,
+ * `ABORT_ERR`). The addon makes its errors through `cowshmError` too (handed
+ * to it once at load), so a code has one class whichever side refused.
+ * docs/api.md lists the same table, with when each code is thrown.
+ */
+export const errorClasses: Readonly<Record<string, ErrorConstructor | TypeErrorConstructor | RangeErrorConstructor>> = {
+  ERR_INVALID_ARG_TYPE: TypeError,
+  ERR_INVALID_ARG_VALUE: TypeError,
+  ERR_OUT_OF_RANGE: RangeError,
+  ERR_COWSHM_CLOSED: TypeError,
+};
+
+/**
+ * An error with a cowshm (or Node) code for refusals that are not syscalls;
+ * its class comes from `errorClasses`.
+ */
+export function cowshmError(code: string, message: string): Error & { code: string } {
+  const Class = Object.hasOwn(errorClasses, code) ? (errorClasses[code] as ErrorConstructor) : Error;
+  const err = new Class(message) as Error & { code: string };
+  err.code = code;
+  Error.captureStackTrace(err, cowshmError);
+  return err;
+}
+
 /** `The "size" option must be a number. Received type string ('1')` */
 export function invalidType(name: string, expected: string, actual: unknown): TypeError {
-  const err = new TypeError(`The ${name} must be ${expected}. Received ${describe(actual)}`);
-  (err as TypeError & { code: string }).code = 'ERR_INVALID_ARG_TYPE';
-  return err;
+  return cowshmError('ERR_INVALID_ARG_TYPE', `The ${name} must be ${expected}. Received ${describe(actual)}`);
 }
 
 /** `The "size" option must be a positive integer. Received -1` */
 export function outOfRange(name: string, expected: string, actual: unknown): RangeError {
-  const err = new RangeError(`The ${name} must be ${expected}. Received ${describe(actual)}`);
-  (err as RangeError & { code: string }).code = 'ERR_OUT_OF_RANGE';
-  return err;
+  return cowshmError('ERR_OUT_OF_RANGE', `The ${name} must be ${expected}. Received ${describe(actual)}`);
+}
+
+/** `The "path" argument must be a string without null bytes. Received type string ('a\x00b')`, as Node's fs says it. */
+export function invalidValue(name: string, expected: string, actual: unknown): TypeError {
+  return cowshmError('ERR_INVALID_ARG_VALUE', `The ${name} must be ${expected}. Received ${describe(actual)}`);
 }
 
 /** Use of a Region, View or Snapshot after close(). */
 export function closedError(what: string): TypeError {
-  const err = new TypeError(`${what} is closed`);
-  (err as TypeError & { code: string }).code = 'ERR_COWSHM_CLOSED';
-  return err;
-}
-
-/** An Error with a cowshm-specific code for refusals that are not syscalls. */
-export function cowshmError(code: string, message: string): Error & { code: string } {
-  const err = new Error(message) as Error & { code: string };
-  err.code = code;
-  return err;
+  return cowshmError('ERR_COWSHM_CLOSED', `${what} is closed`);
 }

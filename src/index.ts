@@ -7,7 +7,7 @@
  */
 export { Region } from './region';
 export type { RegionKind, CreateOptions, OpenOptions, OpenFileOptions, FromHandleOptions, MapOptions, RegionHandle } from './region';
-export { View } from './view';
+export { View, writeCheckpoint } from './view';
 export type { Access } from './view';
 export { Snapshot, snapshotBackend, snapshotBackendReason } from './snapshot';
 export type { SnapshotOptions, SnapshotBackend } from './snapshot';
@@ -16,7 +16,6 @@ export type { DoctorReport } from './doctor';
 export { sum, iota } from './kernels';
 export type { TypedArray } from './kernels';
 export type { SystemError } from './errors';
-export { writeCheckpoint } from './checkpoint/write';
 export type { WriteOptions, CheckpointResult } from './checkpoint/write';
 export { checkpointInfo } from './checkpoint/info';
 export type { CheckpointInfo } from './checkpoint/info';

@@ -1,17 +1,29 @@
 /**
- * The one place that loads the native addon. It looks for a prebuilt binary
- * first, then the node-gyp build, and explains what to do when neither loads.
+ * The one place that loads the native addon: COWSHM_NATIVE_PATH if set, then
+ * a node-gyp build (made by `npm install` when no prebuilt binary fits, or on
+ * request), then the prebuilt binary the package ships
+ * (prebuilds/PLATFORM-ARCH/node.napi.LIBC.node, see scripts/prebuild.js).
+ * It explains what to do when none loads.
  */
 import * as path from 'node:path';
 import * as fs from 'node:fs';
-import { systemError } from './errors';
+import { isMainThread } from 'node:worker_threads';
+import { cowshmError, systemError } from './errors';
 
 /** The addon's functions: positional arguments, already validated in TypeScript. */
 export interface Native {
   readonly pageSize: number;
-  setErrorFactory(factory: (errno: number, syscall: string, target?: string) => Error): void;
+  /** Once, at load: the factories every native error is made by, and whether this is the main thread. */
+  init(
+    systemError: (errno: number, syscall: string, target?: string) => Error,
+    cowshmError: (code: string, message: string) => Error,
+    mainThread: boolean,
+  ): void;
   shmOpen(name: string, oflag: number, mode: number): number;
-  /** shm_open (mode 0), fstat into out[0..6] as fstatInto, and geteuid() into out[7]: Region.open's syscalls in one call. */
+  /**
+   * shm_open (mode 0), fstat into out[0..6] as fstatInto, and geteuid() into out[7]: Region.open's syscalls in one call.
+   * With out of 9, takes the shared flock of a cowshm holder first, without waiting: out[8] 1 when granted.
+   */
   shmOpenStat(name: string, oflag: number, out: Float64Array): number;
   shmUnlink(name: string): void;
   memfdCreate(name: string, hugetlb: number): number;
@@ -64,6 +76,8 @@ export interface Native {
   snapshotChanged(id: number): Uint32Array;
   prepareWrite(dev: number, ino: number, offset: number, length: number): void;
   snapshotInfo(): NativeSnapshotInfo;
+  /** Re-installs cowshm's SIGSEGV/SIGBUS handlers where something replaced them; returns how many. */
+  signalsEnsure(): number;
   /** Blocks: 1 'ok', 2 'not-equal', 3 'timed-out', or a negative FutexWord code. */
   futexWait(ta: Int32Array, index: number, value: number, timeoutMs: number): number;
   /** [promise of 'ok' | 'timed-out' | 'closed' | 'aborted', id], a rejected promise, or a number as futexWait. */
@@ -98,9 +112,12 @@ function candidates(): string[] {
   const list: string[] = [];
   const override = process.env['COWSHM_NATIVE_PATH'];
   if (override) list.push(path.resolve(override));
-  list.push(path.join(root, 'prebuilds', `${process.platform}-${process.arch}`, 'cowshm.node'));
+  // A build exists only where npm built one: because no prebuilt binary fit,
+  // or because the user asked for it. Either way it is the one to use.
   list.push(path.join(root, 'build', 'Release', 'cowshm.node'));
   list.push(path.join(root, 'build', 'Debug', 'cowshm.node'));
+  const prebuilds = path.join(root, 'prebuilds', `${process.platform}-${process.arch}`);
+  for (const libc of ['glibc', 'musl']) list.push(path.join(prebuilds, `node.napi.${libc}.node`));
   return list;
 }
 
@@ -114,7 +131,7 @@ function load(): Native {
     try {
       // eslint-disable-next-line @typescript-eslint/no-var-requires
       const addon = require(file) as Native;
-      addon.setErrorFactory(systemError);
+      addon.init(systemError, cowshmError, isMainThread);
       return addon;
     } catch (err) {
       tried.push(`${file}: ${(err as Error).message}`);
@@ -129,7 +146,7 @@ function load(): Native {
     `cowshm: could not load the native addon.\n${reasons.join('\n')}\n` +
       `Tried:\n  ${tried.join('\n  ')}\n` +
       'Possible solutions:\n' +
-      '  - Run `npm rebuild cowshm` (needs python3, make and a C compiler).\n' +
+      '  - Run `npm rebuild cowshm --build-from-source` (needs python3, make and a C compiler).\n' +
       '  - Make sure `npm install` did not run with --ignore-scripts.\n' +
       '  - Set COWSHM_NATIVE_PATH to a cowshm.node built for this system.\n' +
       '  - Electron and other runtimes without external ArrayBuffers are not supported.',

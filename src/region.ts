@@ -6,7 +6,6 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { constants as bufferConstants } from 'node:buffer';
 import { native } from './native';
 import { closedError, cowshmError, explain, invalidType, outOfRange, type SystemError } from './errors';
 import * as c from './constants';
@@ -15,6 +14,7 @@ import { View, type Access } from './view';
 import { checkReservable, formatBytes } from './reserve';
 import { Snapshot, takeSnapshot, prepareWrite, type SnapshotOptions } from './snapshot';
 import { restoreCheckpoint, type RestoreOptions } from './checkpoint/restore';
+import { holdSegment } from './segments';
 
 /** What backs a region. */
 export type RegionKind = 'shm' | 'memfd' | 'file';
@@ -91,8 +91,8 @@ export interface RegionHandle {
   readOnly: boolean;
 }
 
-/** @internal */
-export interface RegionInit {
+/** What a Region is built from. */
+interface RegionInit {
   kind: RegionKind;
   name: string | null;
   fd: number;
@@ -104,11 +104,15 @@ export interface RegionInit {
   dataOffset?: number;
   /** native.fstat(fd) when the caller already has it: saves a syscall. */
   stat?: ReturnType<typeof native.fstat>;
+  /** A named segment whose name may be gone (opened through its creator's descriptor). */
+  unlinked?: boolean;
+  /** `stat` was taken after cowshm's shared lock on the segment was granted. */
+  locked?: boolean;
 }
 
 let nextOwner = 1;
-// [size, uid, gid, mode, dev, ino, nlink, euid]: euid only from shmOpenStat.
-const statScratch = new Float64Array(8);
+// [size, uid, gid, mode, dev, ino, nlink, euid, locked]: the last two only from shmOpenStat.
+const statScratch = new Float64Array(9);
 /** What native.fstat returns, from the first seven slots of statScratch. */
 function scratchStat(): ReturnType<typeof native.fstat> {
   const s = statScratch;
@@ -144,6 +148,7 @@ const isSystemError = (err: unknown, code: string): err is SystemError =>
   err instanceof Error && (err as SystemError).code === code;
 
 const TMPFS_MAGIC = 0x01021994;
+const HUGETLBFS_MAGIC = 0x958458f6;
 
 /** The size of the tmpfs `file` is on, or null when it is on another filesystem. */
 function tmpfsSize(file: string): number | null {
@@ -170,9 +175,31 @@ function explainNoSpace(err: SystemError, where: string, wanted: number): System
   }
 }
 
+/**
+ * What a handle's descriptor or name led to must be what its kind says: a
+ * forged handle must not turn /dev/zero, a device, a FIFO or some other
+ * file a process holds open into a region.
+ */
+function checkHandleTarget(kind: RegionKind, fd: number, stat: ReturnType<typeof native.fstat>, where: string): void {
+  let why: string | null = null;
+  if ((stat[3] & c.S_IFMT) !== c.S_IFREG) why = 'is not a regular file';
+  else if (kind === 'shm' && stat[4] !== shmDevice() && fs.statfsSync(`/proc/self/fd/${fd}`).type !== HUGETLBFS_MAGIC)
+    why = 'is not on /dev/shm (nor on a hugetlbfs), so not a shared memory segment';
+  else if (kind === 'memfd' && !fs.readlinkSync(`/proc/self/fd/${fd}`).startsWith('/memfd:')) why = 'is not a memfd';
+  if (why === null) return;
+  const err = cowshmError('ERR_COWSHM_NOT_A_FILE', `The handle's ${kind} region ('${where}') ${why}: the handle does not describe a region`);
+  throw Object.assign(err, { path: where });
+}
+
+let shmDev: number | undefined;
+function shmDevice(): number {
+  shmDev ??= fs.statSync('/dev/shm').dev;
+  return shmDev;
+}
+
 export class Region {
   /** The largest single view this Node.js allows (an ArrayBuffer's maximum length). */
-  static readonly maxViewLength: number = bufferConstants.MAX_LENGTH;
+  static readonly maxViewLength: number = c.MAX_VIEW_LENGTH;
 
   readonly #fd: number;
   readonly #descriptor: Descriptor;
@@ -204,7 +231,11 @@ export class Region {
     this.readOnly = init.readOnly;
     this.#hugePages = init.hugePages;
     // Indexed, not destructured: destructuring walks the array's iterator.
-    const st = init.stat ?? fstat(init.fd);
+    // A named segment is held under cowshm's shared lock (what removing orphans tests).
+    const st =
+      init.kind === 'shm'
+        ? holdSegment(init.fd, init.name as string, init.unlinked === true, init.locked === true ? init.stat : undefined)
+        : init.stat ?? fstat(init.fd);
     this.#size = init.size ?? st[0];
     this.#dataOffset = init.dataOffset ?? 0;
     this.dev = st[4];
@@ -291,7 +322,15 @@ export class Region {
     // O_NONBLOCK: a FIFO planted under the name must not make a read-only open wait.
     // One native call opens, stats and reads the effective uid: each call
     // into the addon costs a few hundred nanoseconds on top of its syscall.
-    const fd = native.shmOpenStat(name, (readOnly ? c.O_RDONLY : c.O_RDWR) | c.O_NONBLOCK, statScratch);
+    let fd: number;
+    try {
+      fd = native.shmOpenStat(name, (readOnly ? c.O_RDONLY : c.O_RDWR) | c.O_NONBLOCK, statScratch);
+    } catch (err) {
+      // shm_open says EINVAL for a directory, a name it would not create.
+      if (isSystemError(err, 'EINVAL') && fs.lstatSync(`/dev/shm/${name}`, { throwIfNoEntry: false })?.isDirectory())
+        throw Object.assign(cowshmError('ERR_COWSHM_NOT_A_FILE', `'/dev/shm/${name}' is a directory, not a shared memory segment`), { path: name });
+      throw err;
+    }
     try {
       const stat = scratchStat();
       const uid = stat[1];
@@ -307,7 +346,7 @@ export class Region {
             'pass { allowForeignOwner: true } to open it anyway',
         );
       }
-      return new Region({ kind: 'shm', name, fd, path: `/dev/shm/${name}`, readOnly, hugePages: false, stat });
+      return new Region({ kind: 'shm', name, fd, path: `/dev/shm/${name}`, readOnly, hugePages: false, stat, locked: statScratch[8] === 1 });
     } catch (err) {
       native.close(fd);
       throw err;
@@ -316,8 +355,7 @@ export class Region {
 
   /** Opens (or with `create`, creates) a file and uses it as a persistent region. */
   static openFile(file: string, options?: OpenFileOptions): Region {
-    check.string(file, '"path" argument');
-    if (file.length === 0) throw outOfRange('"path" argument', 'a non-empty string', file);
+    check.path(file, '"path" argument');
     const o = check.options<OpenFileOptions>(options);
     const size = o.size === undefined ? undefined : check.integer(o.size, '"size" option', 1);
     const create = check.boolean(o.create, '"create" option', false);
@@ -404,7 +442,7 @@ export class Region {
     const ino = check.integer(handle.ino, 'handle\'s "ino"', 0);
     const readOnly = check.boolean(handle.readOnly, 'handle\'s "readOnly"', false) || readOnlyOption;
     const name = kind === 'shm' ? check.shmName(handle.name, 'handle\'s "name"') : null;
-    const filePath = kind === 'file' ? check.string(handle.path, 'handle\'s "path"') : null;
+    const filePath = kind === 'file' ? check.path(handle.path, 'handle\'s "path"') : null;
 
     // The creator's descriptor opens the region even after its name is gone;
     // the name (or file path) works after the creator closed it. Either must
@@ -413,8 +451,8 @@ export class Region {
     const paths = [procPath, ...(name !== null ? [`/dev/shm/${name}`] : []), ...(filePath ? [filePath] : [])];
     let lastError: unknown;
     for (const p of paths) {
-      // /proc/PID/fd/N is a link that must be followed; a file path must not.
-      const flags = (readOnly ? c.O_RDONLY : c.O_RDWR) | c.O_NONBLOCK | (p === filePath ? c.O_NOFOLLOW : 0);
+      // /proc/PID/fd/N is a link that must be followed; a name or a file path must not.
+      const flags = (readOnly ? c.O_RDONLY : c.O_RDWR) | c.O_NONBLOCK | (p === procPath ? 0 : c.O_NOFOLLOW);
       let fd: number;
       try {
         fd = native.open(p, flags, 0);
@@ -428,6 +466,7 @@ export class Region {
           native.close(fd);
           continue;
         }
+        checkHandleTarget(kind, fd, stat, p);
         return new Region({
           kind,
           name,
@@ -436,12 +475,15 @@ export class Region {
           readOnly,
           hugePages: false,
           stat,
+          unlinked: true,
         });
       } catch (err) {
         native.close(fd);
         throw err;
       }
     }
+    if (isSystemError(lastError, 'ELOOP'))
+      throw explain(lastError, `a symbolic link, not a ${kind === 'shm' ? 'segment' : 'file'}: handles are never followed through one`);
     if (lastError instanceof Error && !isSystemError(lastError, 'ENOENT')) throw lastError;
     const gone = cowshmError(
       'ENOENT',
@@ -482,23 +524,7 @@ export class Region {
     const size = this.#size;
     if (size === 0)
       throw cowshmError('ERR_COWSHM_EMPTY', `${this.toString()} is empty (size 0): there is nothing to map`);
-    const offset = o.offset === undefined ? 0 : check.integer(o.offset, '"offset" option', 0);
-    if (offset % native.pageSize !== 0) throw check.pageAligned('"offset" option', offset);
-    if (offset >= size) throw outOfRange('"offset" option', `less than the region's size (${size})`, offset);
-    const length = o.length === undefined ? size - offset : check.integer(o.length, '"length" option', 1);
-    if (offset + length > size)
-      throw outOfRange('"length" option', `at most ${size - offset} (the region's size minus the offset)`, length);
-    if (length > Region.maxViewLength) {
-      const why =
-        `at most ${Region.maxViewLength} (Region.maxViewLength), the largest ArrayBuffer Node.js ` +
-        `${process.version} allows; map a larger region as several views, each with its own offset and length`;
-      if (o.length !== undefined) throw outOfRange('"length" option', why, length);
-      throw outOfRange(
-        '"length" option',
-        `given: ${this.toString()} has ${size - offset} bytes from offset ${offset}, and a view is ${why}`,
-        undefined,
-      );
-    }
+    const [offset, length] = check.range(o, size, this, 'view');
     const access = check.oneOf(o.access, '"access" option', ['read', 'write', 'cow'] as const, this.readOnly ? 'read' : 'write');
     if (access === 'write' && this.readOnly)
       throw cowshmError('ERR_COWSHM_READ_ONLY', `${this.toString()} was opened read-only: map it with access 'read' or 'cow'`);
@@ -528,7 +554,13 @@ export class Region {
    * delta chain is copied into a new memfd region.
    */
   static restore(file: string, options?: RestoreOptions): Region {
-    return restoreCheckpoint(file, options, (init) => new Region(init));
+    const restored = restoreCheckpoint(file, options);
+    try {
+      return new Region({ ...restored, name: null, hugePages: false });
+    } catch (err) {
+      native.close(restored.fd);
+      throw err;
+    }
   }
 
   /**
@@ -602,7 +634,11 @@ export class Region {
     this.#unlinked = true;
   }
 
-  /** Unmaps every view of this region (detaching their buffers) and closes the descriptor. */
+  /**
+   * Unmaps every view of this region (detaching their buffers, see
+   * `View.close`) and closes the descriptor: the descriptor is closed even if
+   * a view fails to close, and the first such failure is thrown after it.
+   */
   close(): void {
     if (this.#closed) return;
     this.#closed = true;

@@ -5,11 +5,18 @@
  * was removed and created again under the same name is told apart from the
  * old one, and segments whose name is gone but that are still held ("(deleted)"
  * in /proc) are found too.
+ *
+ * cowshm's own holders also say so through the kernel: every Region of a
+ * named segment keeps a shared flock(2) on its descriptor (`holdSegment`), so
+ * an exclusive non-blocking flock succeeds only when no cowshm process holds
+ * the segment, whoever it runs as and in whatever pid namespace. Other
+ * programs' holders are seen only through /proc.
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { native } from './native';
-import { invalidType } from './errors';
+import { cowshmError, explain, invalidType, systemError } from './errors';
+import { lockFile, unlockFile } from './locks';
 import * as check from './validate';
 
 const SHM_DIR = '/dev/shm';
@@ -47,7 +54,17 @@ export interface Segment {
   ino: number;
   /** Processes that map it or hold it open, by pid. */
   holders: SegmentHolder[];
-  /** No process holds it: none of those that could be inspected (see `uninspected`). */
+  /**
+   * A cowshm process holds it open: some Region of it keeps the shared flock
+   * every cowshm holder takes. Seen even where /proc is not (another user's
+   * process, another pid namespace). null when this user may not open the
+   * segment to test, or when `holders: false`.
+   */
+  locked: boolean | null;
+  /**
+   * No process holds it: no cowshm lock on it (`locked` is false) and none of
+   * the processes that could be inspected maps it or holds it open (see `uninspected`).
+   */
   orphan: boolean;
   /**
    * Processes whose maps or descriptors could not be read (other users'
@@ -130,6 +147,184 @@ function commandOf(dir: string): string {
   return (readOrNull(`${dir}/comm`) ?? '').trim();
 }
 
+type ProcessEntry = { pid: number; dir: string; maps: string | null; fds: string[] | null; command?: string };
+
+/**
+ * Reads /proc/PID/fd and /proc/PID/maps of every process and files the
+ * holders of each segment under `found` (adding segments whose name is gone
+ * but that are still held). Returns the pids that could not be inspected.
+ * `skip` names one descriptor of this process not to count (a probe's own).
+ */
+function findHolders(found: Map<string, Found>, shmDev: number, skip?: number): number[] {
+  const uninspected: number[] = [];
+  const device = mapsDevice(shmDev);
+  const processes: ProcessEntry[] = [];
+  for (const entry of fs.readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    const pid = Number(entry);
+    const dir = `/proc/${pid}`;
+    const maps = readOrNull(`${dir}/maps`);
+    let fds: string[] | null = null;
+    try {
+      fds = fs.readdirSync(`${dir}/fd`);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') continue; // exited meanwhile
+    }
+    // A process that exited after readdir has no maps either: count only those still there.
+    if ((maps === null || fds === null) && fs.existsSync(dir)) uninspected.push(pid);
+    if (maps !== null || fds !== null) processes.push({ pid, dir, maps, fds });
+  }
+  const holder = (f: Found, p: ProcessEntry): SegmentHolder => {
+    let h = f.holders.get(p.pid);
+    if (h === undefined) {
+      p.command ??= commandOf(p.dir);
+      h = { pid: p.pid, command: p.command, mappings: 0, fds: [] };
+      f.holders.set(p.pid, h);
+    }
+    return h;
+  };
+
+  // Descriptors first, for every process: stat through /proc/PID/fd/N works
+  // wherever the fd directory can be read, so segments whose name is gone
+  // are found with their size before the maps are matched.
+  for (const p of processes) {
+    for (const fd of p.fds ?? []) {
+      if (skip !== undefined && p.pid === process.pid && Number(fd) === skip) continue;
+      const link = `${p.dir}/fd/${fd}`;
+      let target: string;
+      try {
+        target = fs.readlinkSync(link);
+      } catch {
+        continue;
+      }
+      if (!target.startsWith('/')) continue; // pipe:, socket:, anon_inode:...
+      const st = statOrNull(link);
+      if (st === null || st.dev !== shmDev) continue;
+      let f = found.get(key(st.dev, st.ino));
+      if (f === undefined) {
+        const named = shmNameOf(target);
+        if (named === null || !named.deleted || !st.isFile()) continue;
+        f = { name: named.name, deleted: true, st, holders: new Map() };
+        found.set(key(st.dev, st.ino), f);
+      }
+      holder(f, p).fds.push(Number(fd));
+    }
+  }
+
+  for (const p of processes) {
+    for (const line of p.maps === null ? [] : p.maps.split('\n')) {
+      // start-end perms offset dev inode path
+      const m = /^([0-9a-f]+)-([0-9a-f]+) \S+ \S+ (\S+) (\d+)\s*(.*)$/.exec(line);
+      if (m === null || m[3] !== device) continue;
+      const ino = Number(m[4]);
+      let f = found.get(key(shmDev, ino));
+      if (f === undefined) {
+        // Mapped, name gone, no descriptor anywhere: map_files can stat it (as root).
+        const named = shmNameOf(m[5] ?? '');
+        if (named === null || !named.deleted) continue;
+        const st = statOrNull(`${p.dir}/map_files/${m[1]}-${m[2]}`);
+        if (st === null || st.dev !== shmDev || st.ino !== ino) continue;
+        f = { name: named.name, deleted: true, st, holders: new Map() };
+        found.set(key(shmDev, ino), f);
+      }
+      holder(f, p).mappings++;
+    }
+  }
+  return uninspected;
+}
+
+/**
+ * Opens a segment to test its lock: never following a symlink, never waiting
+ * on a FIFO, read-only (write-only for a segment whose mode allows only that).
+ * null when this user may not open it.
+ */
+function openForLock(file: string): number | null {
+  const flags = fs.constants.O_NOFOLLOW | fs.constants.O_NONBLOCK;
+  for (const access of [fs.constants.O_RDONLY, fs.constants.O_WRONLY]) {
+    try {
+      return fs.openSync(file, access | flags);
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code !== 'EACCES' && code !== 'EPERM') throw err;
+    }
+  }
+  return null;
+}
+
+/** Whether a cowshm process holds the segment `st` (still at `file`); null when it cannot be opened to test. */
+function lockedByCowshm(file: string, st: fs.Stats): boolean | null {
+  let fd: number | null;
+  try {
+    fd = openForLock(file);
+  } catch {
+    return null; // removed or replaced meanwhile
+  }
+  if (fd === null) return null;
+  try {
+    const now = fs.fstatSync(fd);
+    if (now.dev !== st.dev || now.ino !== st.ino) return null;
+    // Held for no longer than two syscalls: a Region opening meanwhile waits that long.
+    if (!lockFile(fd, 'exclusive')) return true;
+    unlockFile(fd);
+    return false;
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
+// How long a Region waits for the exclusive lock `removeSegment(name, ..., { ifOrphan })`
+// holds while it checks a segment (one read of /proc: milliseconds).
+const HOLD_WAIT_MS = 5000;
+const pause = new Int32Array(new SharedArrayBuffer(4));
+const holdStat = new Float64Array(7);
+
+/**
+ * @internal Takes the shared flock a cowshm holder keeps on a named segment
+ * (released by the kernel when the descriptor closes, however the process
+ * ends), waiting while a removal holds its exclusive lock, then stats the
+ * descriptor. Unless `unlinked` is allowed, a segment whose name went away
+ * meanwhile (a removal that found no holder before this one opened it) is
+ * ENOENT, as an open a moment later would have been.
+ */
+export function holdSegment(
+  fd: number,
+  name: string,
+  unlinked: boolean,
+  /** An fstat taken after the lock was granted (Region.open takes both in one call). */
+  lockedStat?: ReturnType<typeof native.fstat>,
+): ReturnType<typeof native.fstat> {
+  if (lockedStat !== undefined) return checkNamed(lockedStat, name, unlinked);
+  if (!lockFile(fd, 'shared')) {
+    const deadline = Date.now() + HOLD_WAIT_MS;
+    while (!lockFile(fd, 'shared')) {
+      if (Date.now() > deadline) {
+        const err = explain(
+          systemError(11, 'flock', `/dev/shm/${name}`),
+          `another process has held an exclusive flock on the segment for ${HOLD_WAIT_MS / 1000} s; ` +
+            'cowshm takes a shared one on every segment it opens, and removes an orphan only under an exclusive one',
+        );
+        throw err;
+      }
+      Atomics.wait(pause, 0, 0, 1);
+    }
+  }
+  native.fstatInto(fd, holdStat);
+  const h = holdStat;
+  const st: ReturnType<typeof native.fstat> = [h[0] as number, h[1] as number, h[2] as number, h[3] as number, h[4] as number, h[5] as number, h[6] as number];
+  return checkNamed(st, name, unlinked);
+}
+
+function checkNamed(st: ReturnType<typeof native.fstat>, name: string, unlinked: boolean): ReturnType<typeof native.fstat> {
+  if (st[6] === 0 && !unlinked) {
+    const err = explain(
+      systemError(2, 'shm_open', name),
+      'the segment was removed while this process opened it, by a removal of orphans that had found no holder',
+    );
+    throw err;
+  }
+  return st;
+}
+
 /**
  * Lists the segments in /dev/shm with their size, owner, mode and the
  * processes that hold them; then the segments whose name was removed but
@@ -154,80 +349,7 @@ export function listSegments(options?: ListSegmentsOptions): Segment[] {
   }
 
   const uninspected: number[] = [];
-  if (withHolders && shmDev !== null) {
-    const device = mapsDevice(shmDev);
-    const processes: Array<{ pid: number; dir: string; maps: string | null; fds: string[] | null; command?: string }> = [];
-    for (const entry of fs.readdirSync('/proc')) {
-      if (!/^\d+$/.test(entry)) continue;
-      const pid = Number(entry);
-      const dir = `/proc/${pid}`;
-      const maps = readOrNull(`${dir}/maps`);
-      let fds: string[] | null = null;
-      try {
-        fds = fs.readdirSync(`${dir}/fd`);
-      } catch (err) {
-        if ((err as NodeJS.ErrnoException).code === 'ENOENT') continue; // exited meanwhile
-      }
-      // A process that exited after readdir has no maps either: count only those still there.
-      if ((maps === null || fds === null) && fs.existsSync(dir)) uninspected.push(pid);
-      if (maps !== null || fds !== null) processes.push({ pid, dir, maps, fds });
-    }
-    const holder = (f: Found, p: (typeof processes)[number]): SegmentHolder => {
-      let h = f.holders.get(p.pid);
-      if (h === undefined) {
-        p.command ??= commandOf(p.dir);
-        h = { pid: p.pid, command: p.command, mappings: 0, fds: [] };
-        f.holders.set(p.pid, h);
-      }
-      return h;
-    };
-
-    // Descriptors first, for every process: stat through /proc/PID/fd/N works
-    // wherever the fd directory can be read, so segments whose name is gone
-    // are found with their size before the maps are matched.
-    for (const p of processes) {
-      for (const fd of p.fds ?? []) {
-        const link = `${p.dir}/fd/${fd}`;
-        let target: string;
-        try {
-          target = fs.readlinkSync(link);
-        } catch {
-          continue;
-        }
-        if (!target.startsWith('/')) continue; // pipe:, socket:, anon_inode:...
-        const st = statOrNull(link);
-        if (st === null || st.dev !== shmDev) continue;
-        let f = found.get(key(st.dev, st.ino));
-        if (f === undefined) {
-          const named = shmNameOf(target);
-          if (named === null || !named.deleted || !st.isFile()) continue;
-          f = { name: named.name, deleted: true, st, holders: new Map() };
-          found.set(key(st.dev, st.ino), f);
-        }
-        holder(f, p).fds.push(Number(fd));
-      }
-    }
-
-    for (const p of processes) {
-      for (const line of p.maps === null ? [] : p.maps.split('\n')) {
-        // start-end perms offset dev inode path
-        const m = /^([0-9a-f]+)-([0-9a-f]+) \S+ \S+ (\S+) (\d+)\s*(.*)$/.exec(line);
-        if (m === null || m[3] !== device) continue;
-        const ino = Number(m[4]);
-        let f = found.get(key(shmDev, ino));
-        if (f === undefined) {
-          // Mapped, name gone, no descriptor anywhere: map_files can stat it (as root).
-          const named = shmNameOf(m[5] ?? '');
-          if (named === null || !named.deleted) continue;
-          const st = statOrNull(`${p.dir}/map_files/${m[1]}-${m[2]}`);
-          if (st === null || st.dev !== shmDev || st.ino !== ino) continue;
-          f = { name: named.name, deleted: true, st, holders: new Map() };
-          found.set(key(shmDev, ino), f);
-        }
-        holder(f, p).mappings++;
-      }
-    }
-  }
+  if (withHolders && shmDev !== null) uninspected.push(...findHolders(found, shmDev));
 
   const segments: Segment[] = [...found.values()].map(({ name, deleted, st, holders }) => {
     const list = [...holders.values()].sort((a, b) => a.pid - b.pid);
@@ -245,29 +367,131 @@ export function listSegments(options?: ListSegmentsOptions): Segment[] {
       dev: st.dev,
       ino: st.ino,
       holders: list,
-      orphan: withHolders && list.length === 0,
+      locked: withHolders && !deleted ? lockedByCowshm(path.join(SHM_DIR, name), st) : null,
+      orphan: false,
       uninspected,
     };
   });
+  for (const seg of segments) seg.orphan = withHolders && seg.holders.length === 0 && seg.locked === false;
   return segments.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : Number(a.deleted) - Number(b.deleted)));
+}
+
+export interface RemoveSegmentOptions {
+  /**
+   * Remove it only if nothing holds it, and throw instead when something
+   * might: `ERR_COWSHM_SEGMENT_HELD` when a cowshm process holds its lock or
+   * a process visible in /proc maps it or holds it open,
+   * `ERR_COWSHM_HOLDERS_UNKNOWN` when some process could not be inspected
+   * (another user's, unless run as root) and so might hold it unseen. The
+   * exclusive lock taken for the check keeps cowshm processes from opening
+   * the segment until the name is gone. Other programs' holders are seen only
+   * through /proc: in this pid namespace, and only if they can be inspected.
+   * Default false.
+   */
+  ifOrphan?: boolean;
+}
+
+/** What `removeSegment(name, expected, { ifOrphan: true })` throws for a segment that is, or may be, held. */
+export interface SegmentHeldError extends Error {
+  code: 'ERR_COWSHM_SEGMENT_HELD' | 'ERR_COWSHM_HOLDERS_UNKNOWN';
+  path: string;
+  /** The processes seen holding it (empty when only its cowshm lock says so). */
+  holders: SegmentHolder[];
+  /** Whether a cowshm process holds its lock. */
+  locked: boolean;
+  /** The processes that could not be inspected. */
+  uninspected: number[];
+}
+
+function heldError(
+  code: SegmentHeldError['code'],
+  name: string,
+  message: string,
+  facts: Pick<SegmentHeldError, 'holders' | 'locked' | 'uninspected'>,
+): SegmentHeldError {
+  return Object.assign(cowshmError(code, message), { path: `${SHM_DIR}/${name}`, ...facts }) as SegmentHeldError;
+}
+
+/** "pid 12 (node), pid 40 (python3)" */
+export function describeHolders(holders: SegmentHolder[]): string {
+  return holders.map((h) => `pid ${h.pid} (${h.command})`).join(', ');
 }
 
 /**
  * Removes a segment's name (shm_unlink). Processes that hold it keep their
  * memory until they let go. With `expected`, the name is removed only if it
  * still leads to that segment (same device and inode): returns false, and
- * removes nothing, when it leads to another one now.
+ * removes nothing, when it leads to another one now. With `{ ifOrphan: true }`
+ * it is removed only when nothing holds it (see `RemoveSegmentOptions`).
  */
-export function removeSegment(name: string, expected?: { dev: number; ino: number }): boolean {
+export function removeSegment(name: string, expected?: { dev: number; ino: number }, options?: RemoveSegmentOptions): boolean {
   check.shmName(name);
+  let want: { dev: number; ino: number } | undefined;
   if (expected !== undefined) {
     if (expected === null || typeof expected !== 'object')
       throw invalidType('"expected" argument', 'an object with "dev" and "ino"', expected);
-    const dev = check.integer(expected.dev, '"expected.dev" property', 0);
-    const ino = check.integer(expected.ino, '"expected.ino" property', 0);
-    const st = statOrNull(path.join(SHM_DIR, name)); // when it is gone, shm_unlink says ENOENT
-    if (st !== null && (st.dev !== dev || st.ino !== ino)) return false;
+    want = {
+      dev: check.integer(expected.dev, '"expected.dev" property', 0),
+      ino: check.integer(expected.ino, '"expected.ino" property', 0),
+    };
   }
-  native.shmUnlink(name);
-  return true;
+  const o = check.options<RemoveSegmentOptions>(options);
+  const ifOrphan = check.boolean(o.ifOrphan, '"ifOrphan" option', false);
+  const file = path.join(SHM_DIR, name);
+  if (!ifOrphan) {
+    const st = want === undefined ? null : statOrNull(file); // when it is gone, shm_unlink says ENOENT
+    if (want !== undefined && st !== null && (st.dev !== want.dev || st.ino !== want.ino)) return false;
+    native.shmUnlink(name);
+    return true;
+  }
+
+  let fd: number | null;
+  try {
+    fd = openForLock(file);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT') throw systemError(2, 'shm_unlink', name);
+    if (code === 'ELOOP') throw explain(systemError(40, 'open', file), 'a symbolic link, not a segment: remove it by name');
+    throw err;
+  }
+  if (fd === null)
+    throw explain(systemError(13, 'open', file), 'this user may not open the segment, so cannot tell whether it is held');
+  try {
+    const st = fs.fstatSync(fd);
+    if (want !== undefined && (st.dev !== want.dev || st.ino !== want.ino)) return false;
+    if (!st.isFile())
+      throw Object.assign(cowshmError('ERR_COWSHM_NOT_A_FILE', `'${file}' is not a regular file, so not a shared memory segment`), { path: file });
+    // From here until the name is gone no cowshm process can take its shared
+    // lock: one that opens the segment meanwhile waits, then finds it removed.
+    if (!lockFile(fd, 'exclusive'))
+      throw heldError('ERR_COWSHM_SEGMENT_HELD', name, `${file} is held by a cowshm process (it holds the segment's lock): not removed`, {
+        holders: [], locked: true, uninspected: [],
+      });
+    // Holders that opened it before the lock was taken, and other programs' holders.
+    const found = new Map<string, Found>([[key(st.dev, st.ino), { name, deleted: false, st, holders: new Map() }]]);
+    const uninspected = findHolders(found, st.dev, fd);
+    const holders = [...(found.get(key(st.dev, st.ino))?.holders.values() ?? [])].sort((a, b) => a.pid - b.pid);
+    if (holders.length > 0)
+      throw heldError('ERR_COWSHM_SEGMENT_HELD', name, `${file} is held by ${describeHolders(holders)}: not removed`, {
+        holders, locked: false, uninspected,
+      });
+    if (uninspected.length > 0) {
+      const shown = uninspected.slice(0, 10).join(', ') + (uninspected.length > 10 ? ', ...' : '');
+      throw heldError(
+        'ERR_COWSHM_HOLDERS_UNKNOWN',
+        name,
+        `${file} is not held by any cowshm process, but /proc of ${uninspected.length} ` +
+          `process${uninspected.length === 1 ? '' : 'es'} could not be read (pid ${shown}) and might hold it: not removed ` +
+          '(run as root to inspect them, or remove it by name)',
+        { holders, locked: false, uninspected },
+      );
+    }
+    const now = statOrNull(file);
+    if (now === null) throw systemError(2, 'shm_unlink', name);
+    if (now.dev !== st.dev || now.ino !== st.ino) return false;
+    native.shmUnlink(name);
+    return true;
+  } finally {
+    fs.closeSync(fd); // drops the exclusive lock: waiting openers find the name gone
+  }
 }

@@ -8,7 +8,8 @@ import { native } from './native';
 import { closedError, cowshmError, outOfRange, systemError } from './errors';
 import * as check from './validate';
 import type { Region } from './region';
-import { noteSnapshotTaken, writeFrom, type CheckpointResult, type WriteOptions } from './checkpoint/write';
+import { writeFrom, type CheckpointResult, type KnownChanges, type WriteOptions } from './checkpoint/write';
+import { keepSignalHandlers } from './signals';
 
 /** How write protection is done: see `snapshotBackend`. */
 export type SnapshotBackend = 'userfaultfd' | 'mprotect';
@@ -24,6 +25,7 @@ export interface SnapshotOptions {
 }
 
 const info = native.snapshotInfo();
+keepSignalHandlers();
 
 /**
  * The write-protection mechanism snapshots use in this process:
@@ -40,6 +42,35 @@ export const snapshotBackendReason: string = info.reason;
 export const snapshotProbe = info;
 
 let labels = 0;
+/** How many snapshots this process took: a snapshot's number orders it before later ones. */
+let taken = 0;
+
+/**
+ * Checkpoints written in this process by snapshots, by checkpoint id. A delta
+ * against one whose snapshot is still live and older than the writer's needs
+ * no comparison: that snapshot's changedPages() lists what differs.
+ */
+const writers = new Map<string, WeakRef<Snapshot>>();
+
+/** Whether `s` can still say which pages changed: not released, and every page it holds copied. */
+function live(s: Snapshot): boolean {
+  try {
+    return !s.released && s.buffer.byteLength !== 0;
+  } catch {
+    return false; // closed, or a page could not be copied
+  }
+}
+
+function brokenError(snapshot: Snapshot, errno: number): Error {
+  const cause = systemError(errno, 'madvise', snapshot.region.toString());
+  const err = cowshmError(
+    'ERR_COWSHM_SNAPSHOT_BROKEN',
+    `This snapshot of ${snapshot.region.toString()} is no longer exact: a page could not be copied into it ` +
+      `before a write went through (${cause.code}). Release it and take another once memory is available.`,
+  );
+  (err as Error & { cause: unknown }).cause = cause;
+  return err;
+}
 
 /**
  * A point-in-time copy of a region. `buffer` is a private mapping: reading it
@@ -49,6 +80,7 @@ let labels = 0;
 export class Snapshot {
   readonly #buffer: ArrayBuffer;
   readonly #id: number;
+  readonly #taken = ++taken;
   #released = false;
 
   /** The region this is a snapshot of. */
@@ -75,7 +107,6 @@ export class Snapshot {
     this.byteLength = buffer.byteLength;
     this.backend = backend;
     this.chunkSize = chunkSize;
-    noteSnapshotTaken(this);
   }
 
   /**
@@ -84,23 +115,31 @@ export class Snapshot {
    * that earlier checkpoint. See docs/api.md, Checkpoints.
    */
   writeTo(path: string, options?: WriteOptions): Promise<CheckpointResult> {
-    return writeFrom(this, path, options);
+    const known: KnownChanges = { changedSince: (id) => this.#changedSince(id), wrote: (id) => this.#wrote(id) };
+    return writeFrom(this, path, options, known);
   }
 
   /**
-   * The frozen bytes. Throws if a page could not be copied (the system ran
-   * out of memory, or /dev/shm out of space), since the snapshot is then no
-   * longer exact.
+   * The frozen bytes. Throws `ERR_COWSHM_SNAPSHOT_BROKEN` once the snapshot is
+   * no longer exact (see `exact`). A buffer or TypedArray taken earlier keeps
+   * reading: check `exact` after reading through it.
    */
   get buffer(): ArrayBuffer {
-    this.#check();
-    const [, error] = native.snapshotStats(this.#id);
-    if (error !== 0) {
-      const err = systemError(error, 'madvise', this.region.toString());
-      err.message += ' (a page could not be copied into the snapshot: it is no longer exact; release it)';
-      throw err;
-    }
+    this.#checkExact();
     return this.#buffer;
+  }
+
+  /**
+   * Whether the snapshot still holds the region's bytes as they were at
+   * `snapshot()`. It turns false, for good, when a page could not be copied
+   * into it before a write went through (the memory cgroup or the system ran
+   * out of memory): the write is never held up,
+   * the snapshot is broken instead. From then on `buffer`, `copiedPages`,
+   * `changedPages()` and `writeTo()` throw `ERR_COWSHM_SNAPSHOT_BROKEN`.
+   */
+  get exact(): boolean {
+    this.#check();
+    return native.snapshotStats(this.#id)[1] === 0;
   }
 
   /** The mapping's start address in this process (for /proc lookups and the memory API). */
@@ -110,8 +149,7 @@ export class Snapshot {
 
   /** Pages copied into this snapshot so far: its private memory is this many pages. */
   get copiedPages(): number {
-    this.#check();
-    return native.snapshotStats(this.#id)[0];
+    return this.#checkExact();
   }
 
   /**
@@ -120,8 +158,10 @@ export class Snapshot {
    * With the mprotect backend a write marks its whole chunk.
    */
   changedPages(): Uint32Array {
-    this.#check();
-    return native.snapshotChanged(this.#id);
+    this.#checkExact();
+    const pages = native.snapshotChanged(this.#id);
+    this.#checkExact(); // a copy that failed while the list was read
+    return pages;
   }
 
   /** Whether `release()` was called, or the region was closed. */
@@ -150,8 +190,36 @@ export class Snapshot {
     this.release();
   }
 
+  /** @internal For writeTo(): throws unless the snapshot is still exact. */
+  _assertExact(): void {
+    this.#checkExact();
+  }
+
   #check(): void {
     if (this.released) throw closedError(`This snapshot of ${this.region.toString()}`);
+  }
+
+  /** The pages that may differ from checkpoint `id`, if a live, older snapshot of this region wrote it. */
+  #changedSince(id: string): Uint32Array | null {
+    const older = writers.get(id)?.deref();
+    if (older === undefined || older === this || older.region !== this.region || older.#taken >= this.#taken) return null;
+    return live(older) ? older.changedPages() : null;
+  }
+
+  #wrote(id: string): void {
+    for (const [key, ref] of writers) {
+      const w = ref.deref();
+      if (w === undefined || !live(w)) writers.delete(key);
+    }
+    writers.set(id, new WeakRef(this));
+  }
+
+  /** Throws ERR_COWSHM_SNAPSHOT_BROKEN if a copy failed; returns the pages copied. */
+  #checkExact(): number {
+    this.#check();
+    const [copied, error] = native.snapshotStats(this.#id);
+    if (error !== 0) throw brokenError(this, error);
+    return copied;
   }
 }
 
@@ -166,23 +234,7 @@ export function takeSnapshot(region: Region, fd: number, owner: number, options:
       throw outOfRange('COWSHM_SNAPSHOT_BACKEND environment variable', "'mprotect' or 'userfaultfd'", info.forced);
     throw cowshmError('ERR_COWSHM_SNAPSHOT_BACKEND', `cowshm: snapshots are unavailable: ${info.reason}`);
   }
-  const offset = o.offset === undefined ? 0 : check.integer(o.offset, '"offset" option', 0);
-  if (offset % native.pageSize !== 0) throw check.pageAligned('"offset" option', offset);
-  if (offset >= size) throw outOfRange('"offset" option', `less than the region's size (${size})`, offset);
-  const max = (region.constructor as typeof Region).maxViewLength;
-  if (o.length === undefined && size - offset > max) {
-    throw outOfRange(
-      '"length" option',
-      `given for a region larger than ${max} bytes (the largest ArrayBuffer Node.js ${process.version} allows); ` +
-        `snapshot it in parts with { offset, length }, each at most ${max}`,
-      o.length,
-    );
-  }
-  const length = o.length === undefined ? size - offset : check.integer(o.length, '"length" option', 1);
-  if (offset + length > size)
-    throw outOfRange('"length" option', `at most ${size - offset} (the region's size minus the offset)`, length);
-  if (length > max)
-    throw outOfRange('"length" option', `at most ${max}, the largest ArrayBuffer Node.js ${process.version} allows`, length);
+  const [offset, length] = check.range(o, size, region, 'snapshot');
 
   const label = `${region.toString()}, snapshot ${++labels}`;
   const [buffer, id, chunk, backend] = native.snapshotCreate(fd, offset, length, label, owner, region.dev, region.ino, size);

@@ -1,5 +1,11 @@
-/** Argument checks shared by every public entry point. */
-import { invalidType, outOfRange } from './errors';
+/**
+ * Argument checks shared by every public entry point. Each builds its error
+ * with errors.ts (invalidType, invalidValue, outOfRange), so every bad
+ * argument reads the same way: `The "size" option must be a positive integer.
+ * Received -1`.
+ */
+import { invalidType, invalidValue, outOfRange } from './errors';
+import { MAX_VIEW_LENGTH } from './constants';
 import { native } from './native';
 
 /** Whether `value` is a plain object of options (or undefined). */
@@ -34,6 +40,18 @@ export function string(value: unknown, what: string): string {
   return value;
 }
 
+/**
+ * A file path: a non-empty string without NUL bytes. The system would read a
+ * path only up to its first NUL, so 'a\0b' would open 'a': refused as Node's
+ * fs refuses it (TypeError, ERR_INVALID_ARG_VALUE).
+ */
+export function path(value: unknown, what: string): string {
+  if (typeof value !== 'string') throw invalidType(what, 'a string', value);
+  if (value.length === 0) throw outOfRange(what, 'a non-empty string', value);
+  if (value.includes('\0')) throw invalidValue(what, 'a string without null bytes', value);
+  return value;
+}
+
 export function oneOf<T extends string>(value: unknown, what: string, allowed: readonly T[], fallback: T): T {
   if (value === undefined) return fallback;
   if (typeof value !== 'string') throw invalidType(what, `one of ${allowed.map((a) => `'${a}'`).join(', ')}`, value);
@@ -51,13 +69,45 @@ export function mode(value: unknown, what: string, fallback: number): number {
 /** POSIX shm names as /dev/shm shows them: no '/', not '.' or '..', 1-255 bytes, no NUL. */
 export function shmName(value: unknown, what = '"name" argument'): string {
   if (typeof value !== 'string') throw invalidType(what, 'a string', value);
+  // Refused as for a path (shm_open reads the name up to its first NUL).
+  if (value.includes('\0')) throw invalidValue(what, 'a string without null bytes', value);
   const bytes = Buffer.byteLength(value);
   if (bytes === 0) throw outOfRange(what, 'a non-empty string', value);
   if (bytes > 255) throw outOfRange(what, 'at most 255 bytes long (NAME_MAX)', value);
   if (value.includes('/')) throw outOfRange(what, "a name without '/' (it names a file in /dev/shm)", value);
-  if (value.includes('\0')) throw outOfRange(what, 'a string without NUL characters', value);
   if (value === '.' || value === '..') throw outOfRange(what, "a name other than '.' and '..'", value);
   return value;
+}
+
+/**
+ * The `{ offset, length }` options of a view or snapshot of a region of
+ * `size` bytes, as [offset, length]: the offset page aligned and inside the
+ * region, the length to the region's end by default, the whole inside the
+ * region and no longer than one ArrayBuffer may be (`Region.maxViewLength`).
+ * `subject` names the region (turned into a string only for a message);
+ * `kind` is what is being made of it.
+ */
+export function range(
+  o: { offset?: unknown; length?: unknown }, size: number, subject: { toString(): string }, kind: 'view' | 'snapshot',
+): [number, number] {
+  const offset = o.offset === undefined ? 0 : integer(o.offset, '"offset" option', 0);
+  if (offset % native.pageSize !== 0) throw pageAligned('"offset" option', offset);
+  if (offset >= size) throw outOfRange('"offset" option', `less than the region's size (${size})`, offset);
+  const length = o.length === undefined ? size - offset : integer(o.length, '"length" option', 1);
+  if (offset + length > size)
+    throw outOfRange('"length" option', `at most ${size - offset} (the region's size minus the offset)`, length);
+  if (length > MAX_VIEW_LENGTH) {
+    const limit =
+      `at most ${MAX_VIEW_LENGTH} (Region.maxViewLength), the largest ArrayBuffer Node.js ${process.version} allows; ` +
+      `${kind === 'view' ? 'map' : 'snapshot'} a larger region as several ${kind}s, each with its own offset and length`;
+    if (o.length !== undefined) throw outOfRange('"length" option', limit, length);
+    throw outOfRange(
+      '"length" option',
+      `given: ${subject.toString()} has ${size - offset} bytes from offset ${offset}, and a ${kind} is ${limit}`,
+      undefined,
+    );
+  }
+  return [offset, length];
 }
 
 /** The RangeError for an offset that is not a multiple of the page size. */

@@ -1,13 +1,16 @@
 /**
  * A View is one mapping of a Region, exposed as an ArrayBuffer without
  * copying. Closing it detaches the ArrayBuffer: TypedArrays over it read as
- * length 0 and nothing can reach the unmapped memory.
+ * length 0 and nothing can reach the unmapped memory. A buffer the addon
+ * cannot detach (moved out by transfer(), or an asm.js heap) is left with
+ * private zero pages of its own instead (native/mapping.c).
  */
 import { native } from './native';
-import { closedError, cowshmError } from './errors';
+import { closedError, cowshmError, invalidType } from './errors';
 import { MADV_DONTNEED } from './constants';
 import * as check from './validate';
 import type { Region } from './region';
+import { writeFrom, type CheckpointResult, type WriteOptions } from './checkpoint/write';
 
 /** How a view maps its region. */
 export type Access = 'read' | 'write' | 'cow';
@@ -123,7 +126,12 @@ export class View {
     native.madvise(this.#id, off, len, MADV_DONTNEED);
   }
 
-  /** Unmaps the view and detaches its buffer. Safe to call more than once. */
+  /**
+   * Unmaps the view and detaches its buffer. A buffer that cannot be detached
+   * (moved by `transfer()`, or an asm.js heap) keeps its length and reads
+   * zeros from then on; the region's memory is released either way. Safe to
+   * call more than once.
+   */
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
@@ -150,4 +158,14 @@ export class View {
       length === undefined ? this.byteLength - off : check.integer(length, '"length" argument', 0, this.byteLength - off);
     return [off, len];
   }
+}
+
+/**
+ * Writes a view of a whole region as a checkpoint. The view's bytes are read
+ * while the write runs: for a consistent checkpoint of a region that keeps
+ * changing, write a snapshot (`snapshot.writeTo()`) instead.
+ */
+export function writeCheckpoint(view: View, file: string, options?: WriteOptions): Promise<CheckpointResult> {
+  if (!(view instanceof View)) return Promise.reject(invalidType('"view" argument', 'a View', view));
+  return writeFrom(view, file, options);
 }

@@ -105,3 +105,44 @@ test('a delta whose base no longer matches is refused; so are bad bases', async 
     rmTemp(dir);
   }
 });
+
+test('a delta records its base path in the header block: at most the block minus its 128 fixed bytes', async () => {
+  // The header block is 4 KiB, or one page where pages are larger (docs/api.md, file format).
+  const max = Math.max(4096, pageSize) - 128;
+  const dir = tempDir('ck-basepath');
+  const region = Region.create({ size: 2 * pageSize });
+  try {
+    const view = region.map();
+    /** A full checkpoint whose path relative to `dir` is exactly `bytes` long. */
+    const baseOf = async (bytes: number): Promise<string> => {
+      const parts: string[] = [];
+      let left = bytes;
+      while (left > 255) {
+        parts.push('d'.repeat(Math.min(200, left - 201)));
+        left -= (parts[parts.length - 1] as string).length + 1;
+      }
+      parts.push(`${'f'.repeat(left - 4)}.cow`);
+      const rel = parts.join('/');
+      assert.equal(Buffer.byteLength(rel), bytes);
+      fs.mkdirSync(path.join(dir, path.dirname(rel)), { recursive: true });
+      await writeCheckpoint(view, path.join(dir, rel));
+      return rel;
+    };
+    new Uint8Array(view.buffer)[0] = 1;
+    const longest = await baseOf(max);
+    new Uint8Array(view.buffer)[pageSize] = 2;
+    const res = await writeCheckpoint(view, path.join(dir, 'ok.cow'), { base: path.join(dir, longest) });
+    assert.equal(res.pages, 1);
+    assert.equal(checkpointInfo(path.join(dir, 'ok.cow'), { verify: 'full' }).base?.path, longest);
+    const tooLong = await baseOf(max + 1);
+    await assert.rejects(writeCheckpoint(view, path.join(dir, 'no.cow'), { base: path.join(dir, tooLong) }), {
+      name: 'RangeError',
+      code: 'ERR_OUT_OF_RANGE',
+      message: new RegExp(`^The "base" option must be a path of at most ${max} bytes relative to the target directory\\.`),
+    });
+    assert.ok(!fs.existsSync(path.join(dir, 'no.cow')));
+  } finally {
+    region.close();
+    rmTemp(dir);
+  }
+});

@@ -4,7 +4,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Worker } from 'node:worker_threads';
 import { spawnSync } from 'node:child_process';
-import { Region, pageSize, snapshotBackend, type Snapshot } from 'cowshm';
+import { Region, pageSize, snapshotBackend, writeCheckpoint, type Snapshot } from 'cowshm';
 import { tempDir, rmTemp, packageRoot } from './helpers';
 
 /** A worker thread that writes random words all over the region until told to stop. */
@@ -134,6 +134,29 @@ test('delta between snapshots: the base snapshot\'s changedPages when it is live
     back.close();
     s2.release();
     s3.release();
+  } finally {
+    region.close();
+    rmTemp(dir);
+  }
+});
+
+test('a delta from a view always compares with its base, even one a live snapshot wrote (docs/api.md)', async () => {
+  const dir = tempDir('ck-viewdelta');
+  const region = Region.create({ size: 8 * pageSize });
+  try {
+    const view = region.map();
+    const bytes = new Uint8Array(view.buffer);
+    bytes.fill(1);
+    const s1 = region.snapshot();
+    const base = path.join(dir, 'base.cow');
+    await s1.writeTo(base);
+    // The same byte written back: s1 copies the page and lists it, but nothing differs.
+    bytes[2 * pageSize] = 1;
+    assert.ok(s1.changedPages().includes(2));
+    const res = await writeCheckpoint(view, path.join(dir, 'view.cow'), { base });
+    assert.equal(res.kind, 'delta');
+    assert.equal(res.pages, 0, 's1.changedPages() was taken as the page list instead of comparing');
+    s1.release();
   } finally {
     region.close();
     rmTemp(dir);

@@ -3,7 +3,8 @@ import * as assert from 'node:assert/strict';
 import * as path from 'node:path';
 import { spawn, spawnSync } from 'node:child_process';
 import { once } from 'node:events';
-import { isRoot, packageRoot, runCli, shmExists, uniqueName } from './helpers';
+import * as fs from 'node:fs';
+import { isRoot, packageRoot, runCli, shmExists, uniqueName, tempDir, rmTemp } from './helpers';
 
 const BIN = path.join(packageRoot, 'bin', 'cowshm.js');
 const N = 2 ** 20;
@@ -54,7 +55,8 @@ test('demo --json: exact sums, and the figures of each phase', () => {
   assert.equal(j.ok, true);
   assert.equal(j.checks.length, 6);
   assert.ok(j.checks.every((x) => x.ok));
-  assert.match(j.verdict, isRoot ? /^Reading the copy made no copy: both mappings use the same 1,024 frames, Pss is half of Rss/ : /^Reading the copy made no copy/);
+  assert.match(j.verdict, isRoot ? /\nReading the copy made no copy: both mappings use the same 1,024 frames, Pss is half of Rss/ : /\nReading the copy made no copy/);
+  assert.match(j.verdict, /^After the fill the region shows its 4 MiB as Private_Dirty: smaps calls a page private while one mapping maps it/);
 });
 
 test('demo --write --json: the copy\'s Private_Dirty and Anonymous are the pages written, the region untouched', () => {
@@ -195,4 +197,66 @@ test('demo --hold: the mappings can be inspected while it waits, and Enter ends 
   assert.equal(code, 0, err);
   assert.equal((JSON.parse(out) as Report).ok, true);
   assert.equal(shmExists(name), false);
+});
+
+test('demo --write --svg: page maps before and after the write, totals from top and /proc/meminfo, and why the figures read as they do', () => {
+  const name = uniqueName('demo-maps');
+  const dir = tempDir('demo-svg');
+  try {
+    const file = `${dir}/demo.svg`;
+    const r = demo(['--elements', String(N), '--write', '--name', name, '--svg', file]);
+    assert.equal(r.status, 0, r.stderr);
+    // The copy page by page: all shared after reading it, all copied after writing it.
+    assert.match(r.stdout, /copy \(rw-p\), after reading the copy: 1,024 pages, one cell per 4 pages \(16 KiB\)[^\n]*\n +# shared 1,024 \(4 MiB\) {3}\* copied \(private\) 0 \(0\)[^\n]*\n(?: +[\d.]+(?: [KM]iB)? \|#{64}\|\n){4}/);
+    assert.match(r.stdout, /copy \(rw-p\), after writing the copy: 1,024 pages[^\n]*\n +# shared 0 \(0\) {3}\* copied \(private\) 1,024 \(4 MiB\)[^\n]*\n(?: +[\d.]+(?: [KM]iB)? \|\*{64}\|\n){4}/);
+    const svg = fs.readFileSync(file, 'utf8');
+    const groups = [...svg.matchAll(/<g class="pagemap" data-pages="(\d+)"[^>]* data-shared="(\d+)" data-copied="(\d+)"/g)].map((m) => m.slice(1).map(Number));
+    // The copy just mapped (nothing resident), then region and copy after reading, then after writing.
+    assert.deepEqual(groups, [[PAGES, 0, 0], [PAGES, PAGES, 0], [PAGES, PAGES, 0], [PAGES, PAGES, 0], [PAGES, 0, PAGES]]);
+    assert.match(r.stdout, /copy \(rw-p\), just mapped: 1,024 pages[^\n]*\n[^\n]*\. not resident 1,024 \(4 MiB\)\n(?: +[\d.]+(?: [KM]iB)? \|\.{64}\|\n){4}/);
+    // Process totals next to the machine's Shmem, before and after.
+    assert.match(r.stdout, /process: VmRSS [\d.]+ [KMG]iB \(RssShmem [\d.]+ [KMG]iB, RssAnon [\d.]+ [KMG]iB\); machine: Shmem [\d.]+ [KMG]iB \(\/proc\/meminfo\)/);
+    assert.match(r.stdout, /What top, ps and free saw \(before the segment existed -> after the copy was read -> after it was written\):\n {2}VmRSS \(this process\) .*\n {2}RssShmem \(this process\) +0 -> +8 MiB -> +4 MiB\n/);
+    assert.match(r.stdout, /RssShmem counts the segment's pages once per mapping that has them \(twice here\), Shmem counts each page of memory once/);
+    assert.match(r.stdout, /both mappings map the same pages, so both show them as Shared_Dirty/);
+    assert.match(r.stdout, new RegExp(`Page maps written to ${file.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}\\.`));
+  } finally {
+    rmTemp(dir);
+  }
+  assert.equal(shmExists(name), false);
+});
+
+test('demo --hold with standard input at its end holds until a signal, and names npx cowshm inspect', async () => {
+  const name = uniqueName('demo-hold-eof');
+  const child = spawn(process.execPath, [BIN, 'demo', '--elements', String(N), '--name', name, '--hold'], { stdio: ['ignore', 'ignore', 'pipe'] });
+  const exited = once(child, 'exit') as Promise<[number | null, string | null]>;
+  let err = '';
+  try {
+    await new Promise<void>((resolve, reject) => {
+      child.stderr.setEncoding('utf8').on('data', (d: string) => {
+        err += d;
+        if (err.includes('Standard input is closed')) resolve();
+      });
+      child.on('exit', () => reject(new Error(`demo exited early: ${err}`)));
+    });
+    assert.match(err, new RegExp(`look at them with \`npx cowshm inspect ${child.pid} --filter ${name} --map\``));
+    await new Promise((r) => setTimeout(r, 500));
+    assert.equal(child.exitCode, null, 'still holding');
+    assert.equal(shmExists(name), true);
+    child.kill('SIGTERM');
+    const [, sig] = await exited;
+    assert.equal(sig, 'SIGTERM');
+    assert.equal(shmExists(name), false);
+  } finally {
+    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+  }
+});
+
+test('demo as an unprivileged user: the verdict says what was checked and that frames were not', { skip: !isRoot && 'needs root to run as uid 65534' }, () => {
+  const r = runCli(['demo', '--elements', String(N), '--json', '--name', uniqueName('demo-nobody')], { uid: 65534, gid: 65534 });
+  assert.equal(r.status, 0, r.stderr);
+  const j = JSON.parse(r.stdout) as Report;
+  assert.doesNotMatch(j.verdict, /both mappings use the same pages/);
+  assert.match(j.verdict, /Reading the copy made no copy, as far as this user can check: Pss is half of Rss and the copy's Private_Dirty and Anonymous are 0/);
+  assert.match(j.verdict, /Not checked: that the physical frames are the same \(the kernel shows physical frame numbers only to readers with CAP_SYS_ADMIN/);
 });

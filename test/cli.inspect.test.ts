@@ -123,3 +123,34 @@ test('inspect --filter that matches nothing says so', () => {
   assert.equal(r.status, 0);
   assert.match(r.stdout, /no mapping matches 'no-such-mapping-anywhere'/);
 });
+
+/** A process that has exited but is not reaped (a zombie): `sleep 0 &` under a shell that then execs a sleep that never waits. */
+async function zombie(): Promise<{ pid: number; stop: () => void }> {
+  const parent = spawn('sh', ['-c', 'sleep 0 & echo $!; exec sleep 60'], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const pid = Number((await once(parent.stdout, 'data'))[0].toString().trim());
+  for (let i = 0; i < 500; i++) {
+    const stat = spawnSync('cat', [`/proc/${pid}/stat`], { encoding: 'utf8' }).stdout;
+    if (/\) Z /.test(stat)) return { pid, stop: () => parent.kill('SIGKILL') };
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+  parent.kill('SIGKILL');
+  throw new Error(`process ${pid} never became a zombie`);
+}
+
+test('inspect of a process that has exited says so (ESRCH), not that the kernel lacks a file', async () => {
+  const z = await zombie();
+  try {
+    const why = `process ${z.pid} has exited: it is a zombie, not yet reaped by its parent; its memory is gone`;
+    const r = runCli(['inspect', String(z.pid)]);
+    assert.equal(r.status, 1, r.stdout);
+    assert.equal(r.stderr, `cowshm inspect: ESRCH: no such process, read '/proc/${z.pid}/smaps' (${why})\n`);
+    // What the pages of a mapping read when the process exits between smaps and pagemap.
+    const { memory } = require(packageRoot) as typeof import('cowshm');
+    assert.throws(() => memory.pages({ address: 0x400000, byteLength: 4096 }, { pid: z.pid }), {
+      code: 'ESRCH', syscall: 'open', message: `ESRCH: no such process, open '/proc/${z.pid}/pagemap' (${why})`,
+    });
+    assert.throws(() => memory.rollup(z.pid), { code: 'ESRCH', message: new RegExp(`\\(${why}\\)$`) });
+  } finally {
+    z.stop();
+  }
+});

@@ -32,7 +32,7 @@ test('ls --json: size, memory, owner, mode, and this process as the holder (map 
       {
         name: held.name, path: held.path, deleted: false, size: 3 * 4096 + 5, allocated: 4 * 4096,
         uid: process.getuid?.(), owner: userName(process.getuid?.() ?? 0), gid: process.getgid?.(),
-        mode: 0o640, dev: held.dev, ino: held.ino, orphan: false, holders: undefined, uninspected: undefined,
+        mode: 0o640, dev: held.dev, ino: held.ino, locked: true, orphan: false, holders: undefined, uninspected: undefined,
       },
     );
     assert.deepEqual(s.holders, [{ pid: process.pid, command: 'node', mappings: 2, fds: [held.fd] }]);
@@ -153,7 +153,7 @@ test('another process holding a segment is listed with its pid and command', asy
   }
 });
 
-test('processes that can not be inspected are named, and their segments are not called held', (t) => {
+test('processes that can not be inspected are named; a cowshm holder among them is seen by its lock', (t) => {
   if (!isRoot) {
     t.skip('needs root to run the command as another user');
     return;
@@ -167,17 +167,29 @@ test('processes that can not be inspected are named, and their segments are not 
     assert.equal(json.status, 0, json.stderr);
     const s = (JSON.parse(json.stdout) as Segment[]).find((x) => x.name === name);
     assert.deepEqual(s?.holders, []);
-    assert.equal(s?.orphan, true);
+    assert.equal(s?.locked, true, 'the Region of this (root) process holds the lock');
+    assert.equal(s?.orphan, false);
     assert.ok(s?.uninspected.includes(process.pid), 'this process is listed as uninspected');
     const table = runCli(['ls'], { uid: 65534, gid: 65534 });
-    assert.match(table.stderr, /^note: \/proc of \d+ process(es)? could not be read \(pid [\d, .]+\); a segment held only there would show as orphan\. Run as root to read other users' processes\.$/m);
-    // And the sticky /dev/shm keeps that user from removing root's segment anyway.
+    assert.match(table.stdout, new RegExp(`\\n${name} .* a cowshm process not visible here \\(its lock\\)\\n`));
+    // Whether the note on unreadable /proc shows depends on the other segments listed: see the next test.
     const rm = runCli(['rm', '--orphans', name], { uid: 65534, gid: 65534 });
     assert.equal(rm.status, 1);
-    assert.match(rm.stderr, new RegExp(`cowshm rm: EACCES: permission denied, shm_unlink '${name}'`));
+    assert.match(rm.stderr, new RegExp(`^cowshm rm: ${name} is held by a cowshm process not visible in /proc here \\(it holds the segment's lock\\): not removed$`, 'm'));
     assert.equal(fs.existsSync(r.path), true);
   } finally {
     r.unlink();
     r.close();
   }
+});
+
+test('the note on unreadable /proc appears only when a segment listed as orphan may be held there', () => {
+  const { uninspectedNote } = require('../../dist/cli/commands/ls') as { uninspectedNote(s: Segment[]): string | null };
+  const segment = (orphan: boolean): Segment => ({
+    name: 'x', path: '/dev/shm/x', deleted: false, size: 4096, allocated: 4096, uid: 0, owner: 'root', gid: 0, mode: 0o600,
+    dev: 1, ino: 2, holders: orphan ? [] : [{ pid: 2, command: 'node', mappings: 1, fds: [] }], locked: false, orphan, uninspected: [1],
+  });
+  assert.equal(uninspectedNote([segment(false), segment(false)]), null, 'every segment is held: pid 1 changes nothing');
+  assert.match(uninspectedNote([segment(false), segment(true)]) ?? '', /^note: \/proc of 1 process could not be read \(pid 1\); a segment another program holds only there would show as orphan\./);
+  assert.equal(uninspectedNote([{ ...segment(true), uninspected: [] }]), null);
 });

@@ -2,7 +2,8 @@ import { test } from 'node:test';
 import * as assert from 'node:assert/strict';
 import * as fc from 'fast-check';
 import { Region, iota, sum } from 'cowshm';
-import { uniqueName } from './helpers';
+import * as path from 'node:path';
+import { uniqueName, packageRoot } from './helpers';
 
 const types = [
   Int8Array, Uint8Array, Uint8ClampedArray, Int16Array, Uint16Array, Int32Array, Uint32Array, Float32Array, Float64Array,
@@ -79,4 +80,53 @@ test('iota rejects what is not a TypedArray, and starts that leave the safe inte
   assert.throws(() => iota(new Int32Array(2), 0, 0.5), { name: 'RangeError', message: /"step" argument/ });
   assert.throws(() => iota(new Int32Array(2), 0, null as unknown as number), { name: 'TypeError', message: /"step" argument/ });
   assert.throws(() => iota(new Int32Array(3), 0, 2 ** 53 - 1), { name: 'RangeError', message: /"start" argument/ });
+});
+
+// A subclass may lie about its size; the kernels read the array's internal slots.
+class ShortFloat64 extends Float64Array {
+  override get length(): number {
+    return 1;
+  }
+  override get byteLength(): number {
+    return 8;
+  }
+}
+
+test('iota checks the real length, not a subclass overriding length and byteLength', () => {
+  const a = new ShortFloat64(1000);
+  assert.equal(a.length, 1);
+  const near = 2 ** 53 - 10;
+  assert.throws(() => iota(a, near), (err: RangeError & { code?: string }) => {
+    assert.ok(err instanceof RangeError);
+    assert.equal(err.code, 'ERR_OUT_OF_RANGE');
+    assert.match(err.message, /^The "start" argument must be a safe integer with start \+ 999 × step safe too\. Received 9007199254740982$/);
+    return true;
+  });
+  assert.equal(sum(a), 0, 'nothing was written');
+  assert.equal(iota(a, 5)[999], 1004, 'a safe sequence over the real length');
+  // With the TypeScript check bypassed the addon refuses it too.
+  const { native } = require(path.join(packageRoot, 'dist', 'native')) as { native: { iota(a: unknown, s: number, t: number): void } };
+  assert.throws(() => native.iota(a, near, 1), { name: 'RangeError', code: 'ERR_OUT_OF_RANGE' });
+  assert.throws(() => native.iota(a, 0.5, 1), { name: 'RangeError', code: 'ERR_OUT_OF_RANGE' });
+  assert.throws(() => native.iota(a, 0, 2 ** 60), { name: 'RangeError', code: 'ERR_OUT_OF_RANGE' });
+  assert.equal(sum(a), 999 * 1000 / 2 + 5 * 1000, 'still the safe sequence');
+});
+
+test('iota and sum take only real TypedArrays, whatever their prototype or ArrayBuffer.isView say', () => {
+  const fakes: unknown[] = [
+    Object.create(Uint8Array.prototype),
+    Object.setPrototypeOf(new DataView(new ArrayBuffer(8)), Uint8Array.prototype),
+    { length: 4, byteLength: 4, buffer: new ArrayBuffer(4) },
+  ];
+  const isView = ArrayBuffer.isView;
+  ArrayBuffer.isView = ((_: unknown) => true) as typeof ArrayBuffer.isView;
+  try {
+    for (const fake of fakes) {
+      for (const call of [() => iota(fake as Uint8Array), () => sum(fake as Uint8Array)])
+        assert.throws(call, { name: 'TypeError', code: 'ERR_INVALID_ARG_TYPE', message: /^The "array" argument must be a TypedArray\. Received / });
+    }
+  } finally {
+    ArrayBuffer.isView = isView;
+  }
+  assert.equal(sum(new ShortFloat64([1, 2, 3])), 6);
 });

@@ -3,7 +3,8 @@ import * as assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import { execFileSync } from 'node:child_process';
 import { Region, memory, pageSize, sum } from 'cowshm';
-import { uniqueName } from './helpers';
+import * as path from 'node:path';
+import { packageRoot, uniqueName } from './helpers';
 
 const PMAP = '/usr/bin/pmap';
 
@@ -22,18 +23,10 @@ function pmapRow(pid: number, address: number): Record<string, number> {
   return figures;
 }
 
-const COMPARED: Array<[keyof Omit<memory.Figures, 'fields'>, string]> = [
-  ['size', 'Size'],
-  ['rss', 'Rss'],
-  ['pss', 'Pss'],
-  ['pssDirty', 'Pss_Dirty'],
-  ['sharedClean', 'Shared_Clean'],
-  ['sharedDirty', 'Shared_Dirty'],
-  ['privateClean', 'Private_Clean'],
-  ['privateDirty', 'Private_Dirty'],
-  ['anonymous', 'Anonymous'],
-  ['swap', 'Swap'],
-];
+// The source's own table of named figures, so a figure added there is compared here too.
+const { NAMES: COMPARED } = require(path.join(packageRoot, 'dist', 'memory', 'smaps')) as {
+  NAMES: ReadonlyArray<readonly [keyof Omit<memory.Figures, 'fields'>, string]>;
+};
 
 function compare(view: memory.Mapped, label: string): void {
   // Nothing in this process touches the views while pmap runs (execFileSync
@@ -43,6 +36,7 @@ function compare(view: memory.Mapped, label: string): void {
   const row = pmapRow(process.pid, view.address);
   const after = memory.usage(view);
   assert.deepEqual(after, before, `${label}: the mapping changed while pmap read it`);
+  assert.ok(COMPARED.length >= 10, 'the table of named figures');
   for (const [name, column] of COMPARED) {
     assert.ok(column in row, `pmap -XX prints ${column}`);
     assert.equal(before[name], (row[column] as number) * 1024, `${label} ${column}`);

@@ -27,9 +27,11 @@ test('without a built addon, loading explains what was tried and how to fix it',
     assert.notEqual(r.status, 0);
     assert.match(r.stderr, /cowshm: could not load the native addon\./);
     assert.match(r.stderr, /The native addon was not built, or was built for another Node\.js or architecture\./);
-    assert.match(r.stderr, new RegExp(`Tried:\\n  ${dir.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}/prebuilds/linux-${process.arch}/cowshm\\.node: not found`));
-    assert.match(r.stderr, /build\/Release\/cowshm\.node: not found/);
-    assert.match(r.stderr, /Possible solutions:\n {2}- Run `npm rebuild cowshm`/);
+    const at = dir.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+    // A build first (made only when no prebuilt binary fits), then the prebuilt binary.
+    assert.match(r.stderr, new RegExp(`Tried:\\n  ${at}/build/Release/cowshm\\.node: not found\\n`));
+    assert.match(r.stderr, new RegExp(`\\n  ${at}/prebuilds/linux-${process.arch}/node\\.napi\\.glibc\\.node: not found\\n`));
+    assert.match(r.stderr, /Possible solutions:\n {2}- Run `npm rebuild cowshm --build-from-source`/);
     assert.match(r.stderr, /COWSHM_NATIVE_PATH/);
   } finally {
     rmTemp(dir);

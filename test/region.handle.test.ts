@@ -1,6 +1,8 @@
 import { test } from 'node:test';
 import * as assert from 'node:assert/strict';
+import * as fs from 'node:fs';
 import * as path from 'node:path';
+import { spawnSync } from 'node:child_process';
 import { once } from 'node:events';
 import { Worker } from 'node:worker_threads';
 import { Region, type RegionHandle } from 'cowshm';
@@ -213,5 +215,64 @@ test('fromHandle(h, { readOnly: true }) opens a writable region read-only', () =
     rw.close();
   } finally {
     r.close();
+  }
+});
+
+test('a forged handle to /dev/zero, a FIFO or a file off /dev/shm is refused, whatever its kind', () => {
+  const zero = fs.openSync('/dev/zero', 'r+');
+  const dir = tempDir('forged');
+  try {
+    const z = fs.fstatSync(zero);
+    const forged = (patch: Partial<RegionHandle>): RegionHandle => ({
+      kind: 'memfd', name: null, path: '', size: 4096, pid: process.pid, fd: zero, dev: z.dev, ino: z.ino, readOnly: false, ...patch,
+    });
+    const notRegion = (kind: string, why: RegExp) => (err: Error & { code?: string }) => {
+      assert.equal(err.code, 'ERR_COWSHM_NOT_A_FILE', String(err));
+      assert.match(err.message, new RegExp(`^The handle's ${kind} region \\('[^']+'\\) ${why.source}: the handle does not describe a region$`));
+      return true;
+    };
+    assert.throws(() => Region.fromHandle(forged({})), notRegion('memfd', /is not a regular file/));
+    assert.throws(() => Region.fromHandle(forged({ kind: 'shm', name: uniqueName('forged-zero') })), notRegion('shm', /is not a regular file/));
+    assert.throws(() => Region.fromHandle(forged({ kind: 'file', path: '/dev/zero' })), notRegion('file', /is not a regular file/));
+    // A regular file some process holds open is neither a segment nor a memfd.
+    const file = path.join(dir, 'data');
+    fs.writeFileSync(file, Buffer.alloc(4096));
+    const fd = fs.openSync(file, 'r+');
+    try {
+      const st = fs.fstatSync(fd);
+      const asFile = forged({ fd, dev: st.dev, ino: st.ino });
+      assert.throws(() => Region.fromHandle({ ...asFile, kind: 'shm', name: uniqueName('forged-file') }), notRegion('shm', /is not on \/dev\/shm \(nor on a hugetlbfs\), so not a shared memory segment/));
+      assert.throws(() => Region.fromHandle(asFile), notRegion('memfd', /is not a memfd/));
+      const fifo = path.join(dir, 'fifo');
+      spawnSync('mkfifo', [fifo]);
+      const f = fs.statSync(fifo);
+      assert.throws(() => Region.fromHandle(forged({ kind: 'file', path: fifo, pid: 2 ** 22 + 1, dev: f.dev, ino: f.ino })), notRegion('file', /is not a regular file/));
+    } finally {
+      fs.closeSync(fd);
+    }
+  } finally {
+    fs.closeSync(zero);
+    rmTemp(dir);
+  }
+});
+
+test('a forged handle never follows a symbolic link planted at /dev/shm/NAME', () => {
+  const victim = Region.create({ name: uniqueName('forged-victim'), size: 4096 });
+  const link = uniqueName('forged-link');
+  fs.symlinkSync(victim.path, `/dev/shm/${link}`);
+  try {
+    // Region.open refuses the link too (shm_open never follows one).
+    assert.throws(() => Region.open(link), { code: 'ELOOP' });
+    const h: RegionHandle = { ...victim.handle(), name: link, path: `/dev/shm/${link}`, pid: 2 ** 22 + 1 };
+    assert.throws(() => Region.fromHandle(h), (err: Error & { code?: string; path?: string }) => {
+      assert.equal(err.code, 'ELOOP');
+      assert.equal(err.path, `/dev/shm/${link}`);
+      assert.match(err.message, /\(a symbolic link, not a segment: handles are never followed through one\)$/);
+      return true;
+    });
+  } finally {
+    fs.unlinkSync(`/dev/shm/${link}`);
+    victim.unlink();
+    victim.close();
   }
 });

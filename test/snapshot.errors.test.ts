@@ -37,8 +37,8 @@ test('a region larger than maxViewLength needs { offset, length }: the error nam
   try {
     assert.throws(() => r.snapshot(), (err: RangeError) => {
       assert.ok(err instanceof RangeError);
-      assert.match(err.message, new RegExp(`larger than ${Region.maxViewLength} bytes`));
-      assert.match(err.message, /with \{ offset, length \}/);
+      assert.match(err.message, new RegExp(`has ${size} bytes from offset 0, and a snapshot is at most ${Region.maxViewLength} \\(Region\\.maxViewLength\\)`));
+      assert.match(err.message, /snapshot a larger region as several snapshots, each with its own offset and length/);
       return true;
     });
     const s = r.snapshot({ offset: size - pageSize * 2, length: pageSize * 2 });

@@ -4,7 +4,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { execFileSync } from 'node:child_process';
 import { Region, pageSize, type View } from 'cowshm';
-import { collectGarbage, mapsLineAt, mapsLineContaining, tempDir, rmTemp } from './helpers';
+import { collectGarbage, fdsFor, mapsLineAt, mapsLineContaining, mapsLinesFor, tempDir, rmTemp } from './helpers';
 
 const isClosedError = (what: RegExp) => (err: Error & { code?: string }) => {
   assert.ok(err instanceof TypeError);
@@ -178,3 +178,54 @@ test('the limit of 16384 views counts open views only: closed ones free their pl
     r.close();
   }
 });
+
+// An ArrayBuffer used as an asm.js heap can no longer be detached. close()
+// then swaps the mapping for private zero pages instead: the module keeps
+// running on memory of its own, and the region's memory and descriptor go.
+function asmHeap(buffer: ArrayBuffer): { get(i: number): number; set(i: number, v: number): void } {
+  // eslint-disable-next-line @typescript-eslint/no-implied-eval
+  const module = new Function(
+    'stdlib',
+    'foreign',
+    'heap',
+    '"use asm";\nvar h = new stdlib.Uint8Array(heap);\n' +
+      'function get(i) { i = i | 0; return h[i] | 0; }\n' +
+      'function set(i, v) { i = i | 0; v = v | 0; h[i] = v; }\nreturn { get: get, set: set };',
+  ) as (stdlib: unknown, foreign: unknown, heap: ArrayBuffer) => ReturnType<typeof asmHeap>;
+  return module(globalThis, null, buffer);
+}
+
+for (const how of ['view.close()', 'region.close()'] as const) {
+  test(`${how} with a buffer that is an asm.js heap: closes fully, frees the descriptor, the heap reads zeros`, () => {
+    const r = Region.create({ size: 1 << 16 });
+    const { dev, ino } = r;
+    const v = r.map();
+    const plain = r.map();
+    const plainBytes = new Uint8Array(plain.buffer);
+    const heap = asmHeap(v.buffer);
+    const address = v.address;
+    heap.set(3, 9);
+    assert.equal(plainBytes[3], 9);
+    try {
+      if (how === 'view.close()') v.close();
+      r.close();
+      assert.equal(v.closed, true);
+      assert.equal(r.closed, true);
+      assert.throws(() => v.buffer, isClosedError(/is closed$/));
+      // The heap could not be detached: it keeps its length, on pages of its own.
+      assert.equal(heap.get(3), 0);
+      heap.set(4, 1);
+      assert.equal(heap.get(4), 1);
+      assert.match(mapsLineContaining(address)?.line ?? '', / rw-p 00000000 00:00 0 /);
+      assert.equal(plainBytes.length, 0, 'the other view is detached as usual');
+      assert.deepEqual(fdsFor(dev, ino), [], 'the descriptor is closed');
+      assert.deepEqual(mapsLinesFor(dev, ino), [], 'nothing maps the region any more');
+    } finally {
+      try {
+        r.close();
+      } catch {
+        // Reported by the assertions above.
+      }
+    }
+  });
+}

@@ -194,13 +194,16 @@ export function readHeader(fd: number, file: string): CheckpointFile {
         throw invalid(file, `its page list is out of order or out of range at entry ${i}`);
     }
   }
+  const basePath = Buffer.from(block.subarray(HEADER_FIXED, HEADER_FIXED + basePathLength)).toString('utf8');
+  // The system would open the path only up to its first NUL: some other file.
+  if (basePath.includes('\0')) throw invalid(file, 'its base path holds a NUL byte (corrupt header)');
   const base =
     kind === 'delta'
       ? {
           id: Buffer.from(block.subarray(72, 88)).toString('hex'),
           checksum: hex64(dv, 88),
           regionSize: Number(dv.getBigUint64(96, true)),
-          path: Buffer.from(block.subarray(HEADER_FIXED, HEADER_FIXED + basePathLength)).toString('utf8'),
+          path: basePath,
         }
       : null;
   return {

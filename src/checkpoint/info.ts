@@ -1,5 +1,4 @@
 /** Reading a checkpoint's header (and its chain of bases) without restoring it. */
-import { outOfRange } from '../errors';
 import * as check from '../validate';
 import { closeChain, openChain } from './restore';
 
@@ -31,8 +30,7 @@ export interface CheckpointInfo {
  * the same errors as `Region.restore()` does for the same file.
  */
 export function checkpointInfo(file: string, options?: { verify?: 'header' | 'full' }): CheckpointInfo {
-  check.string(file, '"path" argument');
-  if (file.length === 0) throw outOfRange('"path" argument', 'a non-empty string', file);
+  check.path(file, '"path" argument');
   const o = check.options<{ verify?: 'header' | 'full' }>(options);
   const verify = check.oneOf(o.verify, '"verify" option', ['header', 'full'] as const, 'header');
   const chain = openChain(file, verify);

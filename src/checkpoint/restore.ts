@@ -10,11 +10,9 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { constants as fsc } from 'node:fs';
 import { native } from '../native';
-import { outOfRange } from '../errors';
-import { F_SEAL_SHRINK } from '../constants';
+import { ACCESS, F_SEAL_SHRINK, NO_OWNER } from '../constants';
 import * as check from '../validate';
 import { invalid, readHeader, verifyData, type CheckpointFile } from './format';
-import type { Region, RegionInit } from '../region';
 
 export interface RestoreOptions {
   /**
@@ -23,6 +21,23 @@ export interface RestoreOptions {
    * `'full'`: also hash every file's data and compare it with its header.
    */
   verify?: 'header' | 'full';
+}
+
+/**
+ * @internal What a restored checkpoint is made of. `Region.restore()` builds
+ * a region from it, which owns `fd` from then on; anyone else closes `fd`.
+ */
+export interface RestoredCheckpoint {
+  /** `'file'`: the full checkpoint itself. `'memfd'`: a delta chain copied into memory. */
+  kind: 'file' | 'memfd';
+  fd: number;
+  /** The checkpoint's path, or `/proc/PID/fd/N` for the memfd. */
+  path: string;
+  readOnly: boolean;
+  /** The region's size in bytes. */
+  size: number;
+  /** Where the region's bytes start in `fd`: past the header for a full checkpoint, 0 for a memfd. */
+  dataOffset: number;
 }
 
 /** One link of a chain: its header and an open read-only descriptor. */
@@ -112,28 +127,32 @@ function readInto(fd: number, target: Uint8Array, offset: number, length: number
   }
 }
 
-/** Copies a chain's bytes into a fresh memfd region. */
-function materialise(chain: ChainLink[], make: (init: RegionInit) => Region): Region {
-  const first = (chain[0] as ChainLink).header;
-  const size = first.regionSize;
+/**
+ * @internal Maps `[offset, offset + length)` of a restored checkpoint's bytes
+ * for the caller alone: no Region owns the mapping, so no ArrayBuffer is made
+ * unless the caller asks for one, and the caller unmaps it (`native.unmap`).
+ */
+export function mapRestored(r: RestoredCheckpoint, offset: number, length: number, access: 'read' | 'write', label: string): number {
+  const st = native.fstat(r.fd, r.path);
+  return native.mapView(r.fd, r.dataOffset + offset, length, ACCESS[access], label, NO_OWNER, st[4], st[5], 0);
+}
+
+/** Copies a chain's bytes into a fresh memfd. */
+function materialise(chain: ChainLink[]): RestoredCheckpoint {
+  const last = (chain[chain.length - 1] as ChainLink).header;
+  const size = (chain[0] as ChainLink).header.regionSize;
   const fd = native.memfdCreate('cowshm-restore', 0);
-  let region: Region;
+  const restored: RestoredCheckpoint = { kind: 'memfd', fd, path: `/proc/${process.pid}/fd/${fd}`, readOnly: false, size, dataOffset: 0 };
   try {
     native.ftruncate(fd, size);
     native.addSeals(fd, F_SEAL_SHRINK);
-    region = make({ kind: 'memfd', name: null, fd, path: `/proc/${process.pid}/fd/${fd}`, readOnly: false, hugePages: false });
-  } catch (err) {
-    native.close(fd);
-    throw err;
-  }
-  try {
-    // Views are limited to the largest ArrayBuffer: fill in slices.
+    // Mappings are limited to the largest ArrayBuffer: fill in slices.
     const slice = 1 << 30;
     for (let at = 0; at < size; at += slice) {
       const length = Math.min(slice, size - at);
-      const view = region.map({ offset: at, length });
+      const id = mapRestored(restored, at, length, 'write', `restore of '${last.path}'`);
       try {
-        const bytes = new Uint8Array(view.buffer);
+        const bytes = new Uint8Array(native.viewBuffer(id));
         for (const { header: h, fd: cfd } of chain) {
           if (h.pages === null) {
             readInto(cfd, bytes, 0, length, h.dataOffset + at, h.path);
@@ -153,19 +172,23 @@ function materialise(chain: ChainLink[], make: (init: RegionInit) => Region): Re
           }
         }
       } finally {
-        view.close();
+        native.unmap(id);
       }
     }
-    return region;
+    return restored;
   } catch (err) {
-    region.close();
+    native.close(fd);
     throw err;
   }
 }
 
-export function restoreCheckpoint(file: unknown, options: unknown, make: (init: RegionInit) => Region): Region {
-  check.string(file, '"path" argument');
-  if ((file as string).length === 0) throw outOfRange('"path" argument', 'a non-empty string', file);
+/**
+ * @internal Opens and checks a checkpoint (and its chain of bases) and returns
+ * what a region is built from: the full checkpoint's own descriptor, or a
+ * memfd holding a delta chain's bytes.
+ */
+export function restoreCheckpoint(file: unknown, options: unknown): RestoredCheckpoint {
+  check.path(file, '"path" argument');
   const o = check.options<RestoreOptions>(options);
   const verify = check.oneOf(o.verify, '"verify" option', ['header', 'full'] as const, 'header');
   const chain = openChain(file as string, verify);
@@ -176,25 +199,11 @@ export function restoreCheckpoint(file: unknown, options: unknown, make: (init: 
     throw invalid(h.path, `written with ${h.pageSize}-byte pages; this system's pages are ${native.pageSize} bytes`);
   }
   if (chain.length === 1) {
-    // The region takes over the descriptor.
-    try {
-      return make({
-        kind: 'file',
-        name: null,
-        fd: last.fd,
-        path: h.path,
-        readOnly: true,
-        hugePages: false,
-        size: h.regionSize,
-        dataOffset: h.dataOffset,
-      });
-    } catch (err) {
-      closeChain(chain);
-      throw err;
-    }
+    // The caller takes over the descriptor.
+    return { kind: 'file', fd: last.fd, path: h.path, readOnly: true, size: h.regionSize, dataOffset: h.dataOffset };
   }
   try {
-    return materialise(chain, make);
+    return materialise(chain);
   } finally {
     closeChain(chain);
   }

@@ -14,21 +14,20 @@
  * written between s1 and s2; pages written after s2 are included too, but
  * their bytes in s2 equal their bytes in s1, so writing them is harmless.
  * This is the fast path, used when the base checkpoint was written in this
- * process by a snapshot that is still live and older than the one writing.
- * Otherwise (base snapshot released, base written by another process, or the
- * source is a plain view) the delta compares every page with the base
- * checkpoint's bytes and keeps those that differ: always right, at the price
- * of reading the base.
+ * process by a snapshot that is still live and older than the one writing:
+ * snapshot.ts keeps that record and hands the writer the list
+ * (`KnownChanges`). Otherwise (base snapshot released, base written by
+ * another process, or the source is a plain view) the delta compares every
+ * page with the base checkpoint's bytes and keeps those that differ: always
+ * right, at the price of reading the base.
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { native } from '../native';
 import { invalidType, outOfRange } from '../errors';
 import * as check from '../validate';
-import { encodeHeader, expectedFileSize, HEADER_BLOCK, invalid, newId, type CheckpointFile } from './format';
-import { closeChain, openChain, type ChainLink } from './restore';
-import type { Region } from '../region';
-import type { View } from '../view';
+import { encodeHeader, expectedFileSize, HEADER_BLOCK, invalid, MAX_BASE_PATH, newId, type CheckpointFile } from './format';
+import { closeChain, mapRestored, openChain, restoreCheckpoint, type ChainLink, type RestoredCheckpoint } from './restore';
 
 export interface WriteOptions {
   /** Cancels the write; the temporary file is removed and the promise rejects with an AbortError. */
@@ -56,25 +55,28 @@ export interface CheckpointResult {
 
 /** @internal What can be written: a snapshot, or any mapping covering a whole region. */
 export interface CheckpointSource {
+  /** The addon's id of the mapping; throws once it is closed or released. */
   readonly _id: number;
   readonly buffer: ArrayBuffer;
   readonly byteLength: number;
-  readonly region: Region;
-  readonly byteOffset?: number;
-  changedPages?(): Uint32Array;
+  readonly byteOffset: number;
+  readonly region: { readonly size: number };
+  /** Throws if the source no longer holds what it held when the write started. */
+  _assertExact?(): void;
 }
 
-/** Snapshots that wrote checkpoints in this process, by checkpoint id, and the order they were first seen in. */
-const writers = new Map<string, WeakRef<CheckpointSource>>();
-const order = new WeakMap<object, number>();
-let nextOrder = 1;
-
 /**
- * @internal Snapshots report their creation here so a delta can tell which of
- * two snapshots is older.
+ * @internal What the source of a write knows about its region's history
+ * without reading any file (the snapshot module keeps it; see Deltas above).
  */
-export function noteSnapshotTaken(snapshot: object): void {
-  if (!order.has(snapshot)) order.set(snapshot, nextOrder++);
+export interface KnownChanges {
+  /**
+   * Every page (index from the region's start) whose bytes may differ between
+   * checkpoint `id` and the source, or null when that is not known.
+   */
+  changedSince(id: string): Uint32Array | null;
+  /** The checkpoint `id`, written from the source, is in place. */
+  wrote(id: string): void;
 }
 
 function abortError(signal: AbortSignal): Error {
@@ -84,27 +86,11 @@ function abortError(signal: AbortSignal): Error {
   return err;
 }
 
-function isReleased(s: CheckpointSource): boolean {
-  try {
-    return (s as { released?: boolean }).released === true || s.buffer.byteLength === 0;
-  } catch {
-    return true;
-  }
-}
-
-/** The pages a delta from `source` against `base` may skip reading, or null when it must compare. */
-function pagesFromLiveBase(source: CheckpointSource, base: CheckpointFile): Uint32Array | null {
-  const ref = writers.get(base.id);
-  const older = ref?.deref();
-  if (!older || older === source || typeof older.changedPages !== 'function' || isReleased(older)) return null;
-  if (older.region !== source.region) return null;
-  const a = order.get(older);
-  const b = order.get(source);
-  if (a === undefined || b === undefined || a >= b) return null;
+/** The pages a delta against `base` must hold when `known` can say, or null when it must compare. */
+function knownCandidates(known: KnownChanges | undefined, base: CheckpointFile, pages: number): Uint32Array | null {
+  const list = known?.changedSince(base.id) ?? null;
   // Chunk-granular backends may mark past the last page of an odd-sized region.
-  const pages = Math.ceil(source.byteLength / native.pageSize);
-  const list = older.changedPages();
-  return list.length > 0 && (list[list.length - 1] as number) >= pages ? list.filter((p) => p < pages) : list;
+  return list !== null && list.length > 0 && (list[list.length - 1] as number) >= pages ? list.filter((p) => p < pages) : list;
 }
 
 /** Removes temporary files a crashed writer of the same target left behind (their process is gone). */
@@ -142,37 +128,30 @@ async function fsyncDirectory(dir: string): Promise<void> {
 }
 
 /**
- * Writes a view of a whole region as a checkpoint. The view's bytes are read
- * while the write runs: for a consistent checkpoint of a region that keeps
- * changing, write a snapshot (`snapshot.writeTo()`) instead.
+ * @internal Writes `source` to `file`. `known`, when given, may spare a delta
+ * the comparison with its base; without it a delta always compares.
  */
-export function writeCheckpoint(view: View, file: string, options?: WriteOptions): Promise<CheckpointResult> {
-  return writeFrom(view as unknown as CheckpointSource, file, options);
-}
-
-/** @internal */
-export async function writeFrom(source: CheckpointSource, file: unknown, options: unknown): Promise<CheckpointResult> {
+export async function writeFrom(
+  source: CheckpointSource, file: unknown, options: unknown, known?: KnownChanges,
+): Promise<CheckpointResult> {
   const started = process.hrtime.bigint();
-  check.string(file, '"path" argument');
-  if ((file as string).length === 0) throw outOfRange('"path" argument', 'a non-empty string', file);
+  check.path(file, '"path" argument');
   const o = check.options<WriteOptions>(options);
   const signal = o.signal;
   if (signal !== undefined && !(signal instanceof AbortSignal)) throw invalidType('"signal" option', 'an AbortSignal', signal);
   const onProgress = o.onProgress;
   if (onProgress !== undefined && typeof onProgress !== 'function')
     throw invalidType('"onProgress" option', 'a function', onProgress);
-  const basePath = o.base === undefined ? undefined : check.string(o.base, '"base" option');
-  if (basePath !== undefined && basePath.length === 0) throw outOfRange('"base" option', 'a non-empty string', basePath);
+  const basePath = o.base === undefined ? undefined : check.path(o.base, '"base" option');
 
   const region = source.region;
   const pageSize = native.pageSize;
   const size = region.size;
-  if ((source.byteOffset ?? 0) !== 0 || source.byteLength !== size)
+  if (source.byteOffset !== 0 || source.byteLength !== size)
     throw outOfRange('source', `a mapping of the whole region (${size} bytes from offset 0)`, source.byteLength);
   const sourceId = source._id; // throws if closed or released
   const keep: unknown[] = [source.buffer];
   if (signal?.aborted) throw abortError(signal);
-  noteSnapshotTaken(source);
 
   const target = path.resolve(file as string);
   const dir = path.dirname(target);
@@ -182,8 +161,8 @@ export async function writeFrom(source: CheckpointSource, file: unknown, options
   // and must not be the file about to be replaced (nor anything it rests on).
   let baseHeader: CheckpointFile | null = null;
   let candidates: Uint32Array | null = null;
-  let compareRegion: Region | null = null;
-  let compareView: View | null = null;
+  let compareBase: RestoredCheckpoint | null = null;
+  let compareId = -1;
   try {
     if (basePath !== undefined) {
       const chain: ChainLink[] = openChain(basePath, 'header');
@@ -198,13 +177,13 @@ export async function writeFrom(source: CheckpointSource, file: unknown, options
       }
       if (baseHeader.regionSize !== size)
         throw invalid(baseHeader.path, `it checkpoints a region of ${baseHeader.regionSize} bytes; this region has ${size}`);
-      if (Buffer.byteLength(path.relative(dir, baseHeader.path)) > HEADER_BLOCK - 128)
-        throw outOfRange('"base" option', 'a path shorter than 3968 bytes relative to the target directory', basePath);
-      candidates = pagesFromLiveBase(source, baseHeader);
+      if (Buffer.byteLength(path.relative(dir, baseHeader.path)) > MAX_BASE_PATH)
+        throw outOfRange('"base" option', `a path of at most ${MAX_BASE_PATH} bytes relative to the target directory`, basePath);
+      candidates = knownCandidates(known, baseHeader, totalPages);
       if (candidates === null) {
-        compareRegion = (region.constructor as typeof Region).restore(baseHeader.path, { verify: 'header' });
-        compareView = compareRegion.map({ access: 'read' });
-        keep.push(compareView.buffer);
+        // Mapped for this write alone: no ArrayBuffer, nothing else can unmap it meanwhile.
+        compareBase = restoreCheckpoint(baseHeader.path, { verify: 'header' });
+        compareId = mapRestored(compareBase, 0, size, 'read', `checkpoint '${baseHeader.path}' (the base of a delta)`);
       }
     }
 
@@ -243,7 +222,7 @@ export async function writeFrom(source: CheckpointSource, file: unknown, options
     const timer = onProgress ? setInterval(() => state && report(Atomics.load(state, 1) * pageSize), 15) : undefined;
     try {
       const [written, shared] = native.writePages(
-        handle.fd, HEADER_BLOCK, sourceId, candidates, examined, compareView ? compareView._id : -1,
+        handle.fd, HEADER_BLOCK, sourceId, candidates, examined, compareId,
       );
       state = shared;
       if (cancelled) cancel();
@@ -279,17 +258,12 @@ export async function writeFrom(source: CheckpointSource, file: unknown, options
       await handle.close();
       closed = true;
       if (signal?.aborted) throw abortError(signal);
+      source._assertExact?.(); // a snapshot that broke while it was read is never renamed into place
       await fs.promises.rename(tmp, target);
       renamed = true;
       await fsyncDirectory(dir);
       report(totalBytes); // the checkpoint is in place: an error thrown here is ignored
-      if (typeof source.changedPages === 'function') {
-        for (const [key, ref] of writers) {
-          const w = ref.deref();
-          if (w === undefined || isReleased(w)) writers.delete(key);
-        }
-        writers.set(id, new WeakRef(source));
-      }
+      known?.wrote(id);
       return {
         bytes,
         seconds: Number(process.hrtime.bigint() - started) / 1e9,
@@ -310,7 +284,7 @@ export async function writeFrom(source: CheckpointSource, file: unknown, options
       keep.length = 0;
     }
   } finally {
-    compareView?.close();
-    compareRegion?.close();
+    if (compareId !== -1) native.unmap(compareId);
+    if (compareBase !== null) native.close(compareBase.fd);
   }
 }

@@ -1,4 +1,6 @@
 /** The shape every `cowshm` sub-command has: its help text is its documentation. */
+import { parseArgs as parse } from 'node:util';
+
 export interface Command {
   /** The word after `cowshm`. */
   name: string;
@@ -10,39 +12,48 @@ export interface Command {
   run(args: string[]): Promise<number>;
 }
 
-/** A user mistake on the command line: printed with the usage hint, exit status 2. */
+/** A user mistake on the command line: printed with a pointer to the help, exit status 2. */
 export class UsageError extends Error {}
 
-/** Parses `--flag`, `--key value` and `--key=value` arguments against a spec. */
+/**
+ * node:util's parseArgs (strict: unknown options are errors; `--key value`,
+ * `--key=value`, `--` ends the options) with its errors turned into
+ * UsageErrors of one short line.
+ */
 export function parseArgs(
   args: string[],
   spec: { flags?: string[]; values?: string[] },
 ): { flags: Set<string>; values: Map<string, string>; positional: string[] } {
+  const options: Record<string, { type: 'boolean' | 'string' }> = {};
+  for (const f of spec.flags ?? []) options[f] = { type: 'boolean' };
+  for (const v of spec.values ?? []) options[v] = { type: 'string' };
+  let parsed: ReturnType<typeof parse>;
+  try {
+    parsed = parse({ args, options, strict: true, allowPositionals: true });
+  } catch (err) {
+    throw usageError(err as NodeJS.ErrnoException, spec);
+  }
   const flags = new Set<string>();
   const values = new Map<string, string>();
-  const positional: string[] = [];
-  for (let i = 0; i < args.length; i++) {
-    const arg = args[i] as string;
-    if (arg === '--') {
-      positional.push(...args.slice(i + 1));
-      break;
-    }
-    if (!arg.startsWith('--')) {
-      positional.push(arg);
-      continue;
-    }
-    const eq = arg.indexOf('=');
-    const key = eq === -1 ? arg.slice(2) : arg.slice(2, eq);
-    if (spec.flags?.includes(key)) {
-      if (eq !== -1) throw new UsageError(`--${key} takes no value`);
-      flags.add(key);
-    } else if (spec.values?.includes(key)) {
-      const value = eq === -1 ? args[++i] : arg.slice(eq + 1);
-      if (value === undefined) throw new UsageError(`--${key} needs a value`);
-      values.set(key, value);
-    } else {
-      throw new UsageError(`unknown option --${key}`);
-    }
+  for (const [key, value] of Object.entries(parsed.values)) {
+    if (typeof value === 'boolean') flags.add(key);
+    else if (typeof value === 'string') values.set(key, value);
   }
-  return { flags, values, positional };
+  return { flags, values, positional: parsed.positionals };
+}
+
+function usageError(err: NodeJS.ErrnoException, spec: { flags?: string[]; values?: string[] }): Error {
+  const option = /'(-[^' ]*)/.exec(err.message)?.[1];
+  const key = option?.replace(/^-+/, '');
+  switch (err.code) {
+    case 'ERR_PARSE_ARGS_UNKNOWN_OPTION':
+      return new UsageError(`unknown option ${option ?? err.message}`);
+    case 'ERR_PARSE_ARGS_INVALID_OPTION_VALUE':
+      if (key !== undefined && spec.flags?.includes(key)) return new UsageError(`--${key} takes no value`);
+      return new UsageError(key !== undefined ? `--${key} needs a value` : err.message);
+    case 'ERR_PARSE_ARGS_UNEXPECTED_POSITIONAL':
+      return new UsageError(err.message);
+    default:
+      return err;
+  }
 }

@@ -38,7 +38,7 @@ export async function main(argv: string[]): Promise<number> {
   }
   const command: Command | undefined = commands.find((c) => c.name === first);
   if (!command) {
-    console.error(`cowshm: unknown command '${first}'\n\n${help()}`);
+    console.error(`cowshm: unknown command '${first}'\nRun 'cowshm --help' for the list of commands.`);
     return 2;
   }
   if (rest.includes('--help') || rest.includes('-h')) {
@@ -49,7 +49,7 @@ export async function main(argv: string[]): Promise<number> {
     return await command.run(rest);
   } catch (err) {
     if (err instanceof UsageError) {
-      console.error(`cowshm ${command.name}: ${err.message}\n\n${command.usage}`);
+      console.error(`cowshm ${command.name}: ${err.message}\nRun 'cowshm ${command.name} --help' for its usage.`);
       return 2;
     }
     const e = err as NodeJS.ErrnoException;

@@ -8,12 +8,12 @@ import { outOfRange } from '../errors';
 import * as check from '../validate';
 import { mapsTotal, parseRollup, parseSmaps as parseSmapsText } from './smaps';
 import { pidArgument, readProcText } from './procfs';
-import { countFlags, frameOf, framesOf, hasSysAdmin, isPresent, readPagemap } from './pagemap';
+import { countFlags, frameOf, framesOf, hasSysAdmin, isPresent, readPagemap, statesOf } from './pagemap';
 import { mapCounts } from './kpagecount';
 import { mappedArgument, roundUp, usageIn } from './usage';
-import type { Figures, Mapped, PageReport, SmapsEntry } from './types';
+import type { Figures, Mapped, PageReport, PageStates, SmapsEntry } from './types';
 
-export type { Figures, Mapped, PageReport, SmapsEntry } from './types';
+export type { Figures, Mapped, PageReport, PageState, PageStates, SmapsEntry } from './types';
 
 export interface PagesOptions {
   /** Where to start in the mapping, in bytes: a multiple of the page size. Default 0. */
@@ -81,6 +81,21 @@ export function pages(m: Mapped, options?: PagesOptions): PageReport {
     mapCounts: counts.counts,
     mapCountsUnavailable: counts.reason,
   };
+}
+
+/**
+ * What each page of a mapping (or part of it) is, from the process's pagemap:
+ * the picture behind `cowshm inspect --map`. The counts are those of
+ * `pages()` for the same range: shared = present - anonymous, copied =
+ * anonymous, swapped, notResident = the rest.
+ */
+export function pageStates(m: Mapped, options?: PagesOptions): PageStates {
+  const { pid, address, pages: n } = range(m, options);
+  const states = statesOf(readPagemap(pid, address, n));
+  const counts = { shared: 0, copied: 0, swapped: 0, notResident: 0 };
+  const names = ['notResident', 'shared', 'copied', 'swapped'] as const;
+  for (let i = 0; i < n; i++) counts[names[states[i] as number] as keyof typeof counts]++;
+  return { address, pages: n, pageSize: native.pageSize, states, ...counts };
 }
 
 /**

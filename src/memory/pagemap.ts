@@ -104,3 +104,24 @@ export function framesOf(raw: RawPages, present: number): { frames: number[] | n
     return { frames: null, reason: 'the kernel reported frame 0 for every present page: frame numbers are hidden from this reader' };
   return { frames, reason: null };
 }
+
+/** A page's state in a page map: what `pageStates()` puts in each byte. */
+export const PAGE_NOT_RESIDENT = 0;
+export const PAGE_SHARED = 1;
+export const PAGE_COPIED = 2;
+export const PAGE_SWAPPED = 3;
+
+/**
+ * One state per page: present and a file or shared page (PAGE_SHARED), present
+ * and anonymous (PAGE_COPIED: in a file or shm mapping, a private copy),
+ * swapped, or neither (PAGE_NOT_RESIDENT). The same bits as countFlags().
+ */
+export function statesOf(raw: RawPages): Uint8Array {
+  const states = new Uint8Array(raw.pages);
+  const w = raw.words;
+  for (let i = 0; i < raw.pages; i++) {
+    const hi = w[2 * i + 1] as number;
+    states[i] = hi & HI_PRESENT ? (hi & HI_FILE ? PAGE_SHARED : PAGE_COPIED) : hi & HI_SWAPPED ? PAGE_SWAPPED : PAGE_NOT_RESIDENT;
+  }
+  return states;
+}

@@ -34,9 +34,17 @@ export function procError(err: unknown, pid: number, file: string): unknown {
   if (e?.code === 'ENOENT' || e?.code === 'ESRCH') {
     if (!fs.existsSync(`/proc/${pid}`))
       return explain(systemError(ESRCH, 'open', target), `there is no process with PID ${pid}`);
+    const gone = exitedProcess(pid);
+    if (gone !== null) return explain(systemError(ESRCH, 'open', target), gone);
+    // The kernel says ESRCH when the process lost its memory while this read it: it is exiting.
+    if (e.code === 'ESRCH')
+      return explain(systemError(ESRCH, 'open', target), `process ${pid} is exiting: it has no memory left to read`);
     return explain(systemError(2, 'open', target), `this kernel has no /proc/PID/${file}`);
   }
   if (e?.code === 'EACCES' || e?.code === 'EPERM') {
+    // A zombie has no memory, so the kernel's access check finds nothing it may let others read.
+    const gone = exitedProcess(pid);
+    if (gone !== null) return explain(systemError(ESRCH, 'open', target), gone);
     const who = process.geteuid?.();
     return explain(
       systemError(EACCES, 'open', target),
@@ -47,12 +55,38 @@ export function procError(err: unknown, pid: number, file: string): unknown {
   return err;
 }
 
-export function readProcText(pid: number, file: string): string {
+/**
+ * Why process `pid` has no memory to show although /proc/PID is there, or
+ * null while it runs: a zombie (exited, its parent has not reaped it yet)
+ * reads as no mappings at all and refuses its pagemap with ESRCH.
+ */
+export function exitedProcess(pid: number): string | null {
+  let stat: string;
   try {
-    return fs.readFileSync(procPath(pid, file), 'utf8');
+    stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+  } catch {
+    return `process ${pid} has exited`;
+  }
+  // "PID (comm) S ...": comm may itself contain ')' and spaces.
+  const state = stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3);
+  if (state === 'Z') return `process ${pid} has exited: it is a zombie, not yet reaped by its parent; its memory is gone`;
+  if (state === 'X') return `process ${pid} has exited; its memory is gone`;
+  return null;
+}
+
+export function readProcText(pid: number, file: string): string {
+  let text: string;
+  try {
+    text = fs.readFileSync(procPath(pid, file), 'utf8');
   } catch (err) {
     throw procError(err, pid, file);
   }
+  // Only a process without memory has empty maps: a kernel thread, or one that exited.
+  if (text.length === 0 && /^(smaps|smaps_rollup|maps)$/.test(file)) {
+    const gone = exitedProcess(pid);
+    if (gone !== null) throw explain(systemError(ESRCH, 'read', procPath(pid, file)), gone);
+  }
+  return text;
 }
 
 export function openProc(pid: number, file: string): number {
@@ -72,4 +106,12 @@ export function preadFully(fd: number, into: Uint8Array, position: bigint): numb
     done += n;
   }
   return done;
+}
+
+/** st_dev as /proc/PID/maps and smaps print it: hex major:minor (SmapsEntry.device). */
+export function mapsDevice(dev: number): string {
+  const d = BigInt(dev);
+  const major = ((d >> 8n) & 0xfffn) | ((d >> 32n) & ~0xfffn);
+  const minor = (d & 0xffn) | ((d >> 12n) & ~0xffn);
+  return `${major.toString(16).padStart(2, '0')}:${minor.toString(16).padStart(2, '0')}`;
 }

@@ -11,7 +11,8 @@ const HEADER = /^([0-9a-f]+)-([0-9a-f]+) (\S{4}) ([0-9a-f]+) ([0-9a-f]+:[0-9a-f]
 const FIELD = /^([A-Za-z_][A-Za-z0-9_]*):\s+(\d+) kB$/;
 const DELETED = ' (deleted)';
 
-const NAMES: Array<[keyof Omit<Figures, 'fields'>, string]> = [
+/** @internal Each named figure and the smaps field it is read from (test/memory.pmap compares them all with pmap). */
+export const NAMES: ReadonlyArray<readonly [keyof Omit<Figures, 'fields'>, string]> = [
   ['size', 'Size'],
   ['rss', 'Rss'],
   ['pss', 'Pss'],

@@ -88,3 +88,24 @@ export interface PageReport extends PageFlags {
   /** Why `mapCounts` is null. */
   mapCountsUnavailable: string | null;
 }
+
+/** A page's state in `PageStates.states`: 0 not resident, 1 shared, 2 copied, 3 swapped. */
+export type PageState = 0 | 1 | 2 | 3;
+
+/** Per page, what `pageStates()` found, and how many pages are in each state. */
+export interface PageStates {
+  /** Address of the first page looked at. */
+  address: number;
+  pages: number;
+  pageSize: number;
+  /** One PageState per page. */
+  states: Uint8Array;
+  /** Present, a file or shared page (bit 61): a page of the segment itself, seen by every mapping of it. */
+  shared: number;
+  /** Present, anonymous: in a file or shm mapping, a private copy that copy-on-write made. */
+  copied: number;
+  /** In swap (bit 62). */
+  swapped: number;
+  /** Neither present nor swapped: never touched, or reclaimed (a file page is read back on the next access). */
+  notResident: number;
+}

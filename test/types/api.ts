@@ -144,6 +144,9 @@ const report: memory.PageReport = memory.pages(view, { offset: 0, length: 4096 }
 expectType<number[] | null>(report.frames);
 expectType<string | null>(report.framesUnavailable);
 expectType<number | null>(memory.sharedFrames(view, snap));
+const states: memory.PageStates = memory.pageStates(view, { offset: 0, length: 4096 });
+expectType<Uint8Array>(states.states);
+expectType<number>(states.copied + states.shared + states.swapped + states.notResident);
 // @ts-expect-error an ArrayBuffer has no address
 memory.usage(view.buffer);
 // @ts-expect-error a pid is a number

@@ -1,8 +1,10 @@
 /** `cowshm demo`: the original question's program, run and explained. */
-import { maxElements, preflight, runDemo, type DemoPhase, type DemoResult, type MappingFigures } from '../../demo';
-import { pageSize } from '../..';
+import * as fs from 'node:fs';
+import { maxElements, preflight, runDemo, type DemoPhase, type DemoResult, type MappingFigures, type Totals } from '../experiment';
+import { memory, pageSize } from '../..';
 import { UsageError, parseArgs, type Command } from '../command';
 import { bytes, count, table } from '../format';
+import { renderSvg, renderText, useColour, type PageMap } from '../pagemap';
 
 const DEFAULT_ELEMENTS = 2 ** 30;
 
@@ -13,6 +15,13 @@ const DESCRIPTIONS: Record<string, string> = {
   'sum copy': 'summed the copy: every page of it was read',
   'write copy': 'wrote copy[i] = 2i over the whole copy',
   'sum after write': 'summed both again',
+};
+
+/** The phases after which the demo draws page maps, and how their titles say when. */
+const MAPPED_WHEN: Record<string, string> = {
+  'map copy': 'just mapped',
+  'sum copy': 'after reading the copy',
+  'write copy': 'after writing the copy',
 };
 
 function parseCount(text: string, option: string): number {
@@ -44,22 +53,65 @@ function figuresTable(phase: DemoPhase): string {
   ).replace(/^/gm, '  ');
 }
 
+function totalsLine(t: Totals): string {
+  return `  process: VmRSS ${bytes(t.vmRss)} (RssShmem ${bytes(t.rssShmem)}, RssAnon ${bytes(t.rssAnon)}); machine: Shmem ${bytes(t.meminfoShmem)} (/proc/meminfo)`;
+}
+
+const signed = (n: number): string => (n < 0 ? `-${bytes(-n)}` : `+${bytes(n)}`);
+
+/** What top/ps and /proc/meminfo said before and after: RSS counts each mapping, memory holds the pages once. */
+export function totalsSummary(r: DemoResult): string {
+  const read = r.phases.find((p) => p.name === 'sum copy');
+  const wrote = r.phases.find((p) => p.name === 'write copy');
+  const b = r.before;
+  const lines = [`What top, ps and free saw (before the segment existed -> after the copy was read${wrote ? ' -> after it was written' : ''}):`];
+  const row = (label: string, pick: (t: Totals) => number): string =>
+    `  ${label.padEnd(24)} ${[b, read?.totals, wrote?.totals].filter((t): t is Totals => t !== undefined).map((t) => bytes(pick(t)).padStart(10)).join(' ->')}`;
+  lines.push(row('VmRSS (this process)', (t) => t.vmRss), row('RssShmem (this process)', (t) => t.rssShmem),
+    row('RssAnon (this process)', (t) => t.rssAnon), row('Shmem (/proc/meminfo)', (t) => t.meminfoShmem));
+  if (read) {
+    lines.push(
+      `RSS grew by ${signed(read.totals.vmRss - b.vmRss)} but the machine's Shmem by ${signed(read.totals.meminfoShmem - b.meminfoShmem)}: ` +
+        `RssShmem counts the segment's pages once per mapping that has them (twice here), Shmem counts each page of memory once.`,
+    );
+  }
+  if (wrote) {
+    lines.push(`Writing the copy added ${signed(wrote.totals.rssAnon - (read?.totals.rssAnon ?? b.rssAnon))} of RssAnon: the copied pages are this process's own memory now.`);
+  }
+  return lines.join('\n');
+}
+
 /** The plain-words reading of the figures after the copy was read (and written). */
 export function verdict(r: DemoResult): string {
   const read = r.phases.find((p) => p.name === 'sum copy');
   const lines: string[] = [];
+  const fill = r.phases.find((p) => p.name === 'fill');
+  if (fill && fill.region.privateDirty > 0) {
+    lines.push(
+      `After the fill the region shows its ${bytes(fill.region.privateDirty)} as Private_Dirty: smaps calls a page private while one mapping ` +
+        `maps it and every shm page is dirty; nothing private was made. Once the copy has read them, both mappings map the same pages, ` +
+        `so both show them as Shared_Dirty.`,
+    );
+  }
   if (read?.copy) {
     const c = read.copy;
     if (c.privateDirty === 0 && c.anonymous === 0 && c.pss * 2 === c.rss) {
-      const frames = read.sharedFrames === null
-        ? `both mappings use the same pages (frame numbers need root to compare: ${r.framesUnavailable ?? 'unavailable'})`
-        : read.sharedFrames === r.pages
+      if (read.sharedFrames === null) {
+        lines.push(
+          `Reading the copy made no copy, as far as this user can check: Pss is half of Rss and the copy's Private_Dirty and Anonymous are 0, ` +
+            `which the kernel reports only when the copy's pages are the region's pages mapped a second time. ` +
+            `Not checked: that the physical frames are the same (${r.framesUnavailable ?? 'frame numbers unavailable'}). ` +
+            `Rss adds up to ${bytes(read.region.rss + c.rss)} over the two mappings, but the ${bytes(r.pages * pageSize)} are in memory once.`,
+        );
+      } else {
+        const frames = read.sharedFrames === r.pages
           ? `both mappings use the same ${count(r.pages)} frame${r.pages === 1 ? '' : 's'}`
           : `only ${count(read.sharedFrames)} of ${count(r.pages)} frames are the same`;
-      lines.push(
-        `Reading the copy made no copy: ${frames}, Pss is half of Rss, and the copy's Private_Dirty and Anonymous are 0. ` +
-          `Rss adds up to ${bytes(read.region.rss + c.rss)} over the two mappings, but the ${bytes(r.pages * pageSize)} are in memory once.`,
-      );
+        lines.push(
+          `Reading the copy made no copy: ${frames}, Pss is half of Rss, and the copy's Private_Dirty and Anonymous are 0. ` +
+            `Rss adds up to ${bytes(read.region.rss + c.rss)} over the two mappings, but the ${bytes(r.pages * pageSize)} are in memory once.`,
+        );
+      }
     } else {
       lines.push(`Reading the copy copied pages: its Private_Dirty is ${bytes(c.privateDirty)} and its Anonymous ${bytes(c.anonymous)}.`);
     }
@@ -91,6 +143,7 @@ function toJson(r: DemoResult): object {
     sumCopyAfterWrite: r.sumCopyAfterWrite === null ? null : String(r.sumCopyAfterWrite),
     sumRegionAfterWrite: r.sumRegionAfterWrite === null ? null : String(r.sumRegionAfterWrite),
     pagesWritten: r.pagesWritten,
+    before: r.before,
     phases: r.phases,
     seconds: r.phases.reduce((t, p) => t + p.seconds, 0),
     framesUnavailable: r.framesUnavailable,
@@ -121,18 +174,25 @@ function progressBar(): { update(phase: string, done: number, total: number): vo
   };
 }
 
+/** Resolves on Enter or when `signal` aborts. Stdin at its end (</dev/null, a closed pipe) holds until the signal. */
 function waitForEnter(signal: AbortSignal): Promise<void> {
   return new Promise((resolve) => {
+    // Keeps the process alive once stdin has ended and nothing else is pending.
+    const keepAlive = setInterval(() => {}, 2 ** 30);
     const done = (): void => {
       process.stdin.off('data', done);
-      process.stdin.off('end', done);
+      process.stdin.off('end', ended);
       signal.removeEventListener('abort', done);
+      clearInterval(keepAlive);
       // A paused stdin pipe would still keep the process alive.
       process.stdin.destroy();
       resolve();
     };
+    const ended = (): void => {
+      console.error('Standard input is closed: holding until SIGINT (Ctrl-C) or SIGTERM.');
+    };
     process.stdin.on('data', done);
-    process.stdin.on('end', done);
+    process.stdin.on('end', ended);
     signal.addEventListener('abort', done);
     process.stdin.resume();
   });
@@ -142,7 +202,7 @@ export const demo: Command = {
   name: 'demo',
   summary: 'run the copy-on-write experiment of the original question and explain its figures',
   usage: [
-    'Usage: cowshm demo [--elements N | --size BYTES] [--write] [--json] [--name NAME] [--hold]',
+    'Usage: cowshm demo [--elements N | --size BYTES] [--write] [--json] [--name NAME] [--hold] [--svg FILE]',
     '',
     'Puts N int32 values A[i] = i in a named shared memory segment, maps it a second',
     'time copy-on-write, sums both (the sums must be N(N-1)/2 exactly), and after each',
@@ -159,15 +219,22 @@ export const demo: Command = {
     '  --json         print one JSON object instead of tables: elements and sums as decimal',
     '                 strings, phases [{ name, seconds, region, copy, sharedFrames }], checks, ok',
     '  --name NAME    the segment\'s name in /dev/shm (default cowshm-demo-PID)',
-    '  --hold         keep the mappings until Enter is pressed, to look at them with',
-    '                 `cowshm inspect PID` or pmap -X from another terminal',
+    '  --hold         keep the mappings until Enter is pressed (or, when standard input is',
+    '                 closed, until SIGINT or SIGTERM), to look at them with',
+    '                 `npx cowshm inspect PID` or pmap -X from another terminal',
+    '  --svg FILE     write the page maps (the copy just mapped, after reading it, and after',
+    '                 --write) as SVG',
+    '',
+    'After mapping the copy, reading it (and writing it) the demo draws the mappings page by',
+    'page: shared (#), copied (*), swapped (~), not resident (.); and it shows VmRSS and',
+    'RssShmem (what top and ps show) next to /proc/meminfo Shmem (what memory holds).',
     '',
     'The segment is removed when the demo ends, also on Ctrl-C and SIGTERM.',
     'Frame numbers (shared frames) can only be read as root. Exit status 0 when every',
     'check holds, 1 otherwise.',
   ].join('\n'),
   async run(args) {
-    const { flags, values, positional } = parseArgs(args, { flags: ['write', 'json', 'hold'], values: ['elements', 'size', 'name'] });
+    const { flags, values, positional } = parseArgs(args, { flags: ['write', 'json', 'hold'], values: ['elements', 'size', 'name', 'svg'] });
     if (positional.length > 0) throw new UsageError(`unexpected argument '${positional[0]}'`);
     if (values.has('elements') && values.has('size')) throw new UsageError('give --elements or --size, not both');
     const elements = values.has('size')
@@ -177,6 +244,8 @@ export const demo: Command = {
     const name = values.get('name') ?? `cowshm-demo-${process.pid}`;
     const write = flags.has('write');
     const json = flags.has('json');
+    const svg = values.get('svg');
+    const maps: PageMap[] = [];
 
     const pre = preflight(elements, write);
     if (!pre.ok) {
@@ -211,15 +280,25 @@ export const demo: Command = {
         name,
         signal: controller.signal,
         onProgress: bar ? (phase, done, total) => bar.update(phase, done, total) : undefined,
-        onPhase: (phase) => {
+        onPhase: (phase, views) => {
           bar?.clear();
-          out(`\n${phase.name} (${phase.seconds.toFixed(3)} s): ${DESCRIPTIONS[phase.name] ?? ''}\n${figuresTable(phase)}`);
+          out(`\n${phase.name} (${phase.seconds.toFixed(3)} s): ${DESCRIPTIONS[phase.name] ?? ''}\n${figuresTable(phase)}\n${totalsLine(phase.totals)}`);
+          const when = MAPPED_WHEN[phase.name];
+          if (when !== undefined && views.copy !== null) {
+            // Just mapped, the region's map is the fill's: only the copy's is news.
+            const now: PageMap[] = [
+              ...(phase.name === 'map copy' ? [] : [{ title: `region (rw-s), ${when}`, states: memory.pageStates(views.region) }]),
+              { title: `copy (rw-p), ${when}`, states: memory.pageStates(views.copy) },
+            ];
+            maps.push(...now);
+            for (const m of now) out(`\n${renderText(m, { rows: 4, colour: useColour(process.stdout) }).replace(/^/gm, '  ')}`);
+          }
         },
         hold: flags.has('hold')
           ? async () => {
               // On stderr so that --json output stays one object.
               console.error(
-                `Holding the mappings: look at them with \`cowshm inspect ${process.pid} --filter ${name} --pages\`; press Enter to finish.`,
+                `Holding the mappings: look at them with \`npx cowshm inspect ${process.pid} --filter ${name} --map\`; press Enter to finish.`,
               );
               await waitForEnter(controller.signal);
             }
@@ -244,15 +323,18 @@ export const demo: Command = {
       process.kill(process.pid, caught);
       return 128;
     }
+    if (svg !== undefined) fs.writeFileSync(svg, renderSvg(maps));
     if (json) {
       console.log(JSON.stringify(toJson(result), null, 2));
     } else {
       out(`\nSums: expected ${result.expectedSum}, region ${result.sumRegion}, copy ${result.sumCopy}` +
         (result.sumCopyAfterWrite === null ? '' : `; after writing: copy ${result.sumCopyAfterWrite}, region ${result.sumRegionAfterWrite}`));
+      out(`\n${totalsSummary(result)}`);
       out(`\n${verdict(result)}`);
       out('\nChecks:');
       for (const c of result.checks) out(`  ${c.ok ? (c.skipped ? 'skipped' : 'ok     ') : 'FAILED '}  ${c.what}${c.skipped ? ` (${c.skipped})` : ''}`);
       out(`\nTotal ${result.phases.reduce((t, p) => t + p.seconds, 0).toFixed(3)} s; /dev/shm/${name} is removed.`);
+      if (svg !== undefined) out(`Page maps written to ${svg}.`);
     }
     return result.ok ? 0 : 1;
   },

@@ -1,8 +1,11 @@
 /** `cowshm inspect PID`: a process's mappings, what is shared and what is private, for humans. */
 import * as fs from 'node:fs';
 import { memory, pageSize } from '../..';
+import { listSegments } from '../../segments';
+import { mapsDevice } from '../../memory/procfs';
 import { UsageError, parseArgs, type Command } from '../command';
 import { bytes, count, table } from '../format';
+import { renderSvg, renderText, useColour, type PageMap } from '../pagemap';
 
 // Mappings larger than this are not walked page by page (V8 and WebAssembly
 // reserve terabytes of address space that is never touched).
@@ -18,6 +21,7 @@ interface PageSummary extends Omit<memory.PageReport, 'address' | 'frames' | 'ma
 interface Inspected {
   mapping: memory.SmapsEntry;
   pages?: PageSummary | { skipped: string };
+  map?: PageMap | { skipped: string };
 }
 
 const hex = (n: number): string => n.toString(16);
@@ -137,7 +141,8 @@ export const inspect: Command = {
   name: 'inspect',
   summary: 'show what a process maps: Rss, Pss, shared and private memory (like pmap -X)',
   usage: [
-    'Usage: cowshm inspect PID [--filter TEXT] [--pages] [--json]',
+    'Usage: cowshm inspect PID [--filter TEXT] [--pages] [--map] [--svg FILE] [--json]',
+    '       cowshm inspect --region NAME [--pages] [--map] [--svg FILE] [--json]',
     '',
     "Shows every mapping of process PID from /proc/PID/smaps: its size, what is",
     'resident (Rss), its proportional share (Pss), which pages it shares with other',
@@ -149,27 +154,129 @@ export const inspect: Command = {
     '                 and anonymous pages, how often each frame is mapped, and how many',
     '                 frames each mapping shares with other mappings of the same file',
     '                 (frame numbers need root)',
-    '  --json         print one JSON object: { pid, mappings: [{ mapping, pages? }] }',
+    '  --map          draw each mapping page by page: shared (#), copied by copy-on-write (*),',
+    '                 swapped (~), not resident (.); a large mapping is scaled, one cell per',
+    '                 power-of-two number of pages, and the scale is printed above it; a',
+    '                 cell shows the state of most of its pages, + where some are copied',
+    '  --svg FILE     write the same page maps to FILE as an SVG image',
+    '  --region NAME  every mapping, in every process, of the segment /dev/shm/NAME (found by',
+    '                 its device and inode, wherever it is mapped); no PID then',
+    '  --json         print one JSON object: { pid, mappings: [{ mapping, pages?, map? }] }',
+    '                 (with --region: { region, processes: [that object per process] })',
     '',
     'Reading another user\'s process needs root (or the right to ptrace it).',
   ].join('\n'),
   async run(args) {
-    const { flags, values, positional } = parseArgs(args, { flags: ['pages', 'json'], values: ['filter'] });
-    if (positional.length !== 1) throw new UsageError(positional.length === 0 ? 'PID is missing' : `one PID only (received ${positional.join(' ')})`);
-    const text = positional[0] as string;
-    if (!/^[1-9]\d*$/.test(text)) throw new UsageError(`PID must be a positive integer (received '${text}')`);
-    const pid = Number(text);
-    const filter = values.get('filter');
-    const entries = memory.smaps(pid).filter(
-      (e) => filter === undefined || mappingName(e).includes(filter) || hex(e.start).startsWith(filter.replace(/^0x/, '')),
-    );
-    const summaries = flags.has('pages') ? summarize(pid, entries) : undefined;
-    const list: Inspected[] = entries.map((mapping) => {
-      const pages = summaries?.get(mapping);
-      return pages === undefined ? { mapping } : { mapping, pages };
+    const { flags, values, positional } = parseArgs(args, { flags: ['pages', 'json', 'map'], values: ['filter', 'svg', 'region'] });
+    const region = values.get('region');
+    const svg = values.get('svg');
+    const wantMaps = flags.has('map') || svg !== undefined;
+    const json = flags.has('json');
+    let targets: Array<{ pid: number; entries: memory.SmapsEntry[] }>;
+    let filter = values.get('filter');
+    if (region !== undefined) {
+      if (positional.length > 0) throw new UsageError(`--region takes no PID (received ${positional.join(' ')})`);
+      if (filter !== undefined) throw new UsageError('give --region or --filter, not both');
+      targets = regionTargets(region);
+      filter = `/dev/shm/${region}`;
+    } else {
+      if (positional.length !== 1) throw new UsageError(positional.length === 0 ? 'PID is missing' : `one PID only (received ${positional.join(' ')})`);
+      const text = positional[0] as string;
+      if (!/^[1-9]\d*$/.test(text)) throw new UsageError(`PID must be a positive integer (received '${text}')`);
+      const pid = Number(text);
+      targets = [{
+        pid,
+        entries: memory.smaps(pid).filter(
+          (e) => filter === undefined || mappingName(e).includes(filter) || hex(e.start).startsWith(filter.replace(/^0x/, '')),
+        ),
+      }];
+    }
+    const reports = targets.map(({ pid, entries }) => {
+      const summaries = flags.has('pages') ? summarize(pid, entries) : undefined;
+      const maps = wantMaps ? pageMaps(pid, entries) : undefined;
+      const list: Inspected[] = entries.map((mapping) => {
+        const item: Inspected = { mapping };
+        const pages = summaries?.get(mapping);
+        if (pages !== undefined) item.pages = pages;
+        const map = maps?.get(mapping);
+        if (map !== undefined) item.map = map;
+        return item;
+      });
+      return { pid, list };
     });
-    if (flags.has('json')) console.log(JSON.stringify({ pid, mappings: list }, null, 2));
-    else console.log(render(pid, list, filter));
+    if (svg !== undefined) {
+      const maps = reports.flatMap((r) => r.list.flatMap((i) => (i.map && !('skipped' in i.map) ? [i.map] : [])));
+      if (maps.length === 0) throw new Error(`no mapping to draw${filter === undefined ? '' : ` (none matches '${filter}')`}: ${svg} not written`);
+      fs.writeFileSync(svg, renderSvg(maps));
+    }
+    if (json) {
+      const toJson = (r: { pid: number; list: Inspected[] }): object => ({
+        pid: r.pid,
+        mappings: r.list.map(({ map, ...rest }) => (map === undefined ? rest : { ...rest, map: 'skipped' in map ? map : countsOf(map) })),
+      });
+      console.log(JSON.stringify(region === undefined ? toJson(reports[0] as (typeof reports)[number]) : { region, processes: reports.map(toJson) }, null, 2));
+      return 0;
+    }
+    const out: string[] = [];
+    if (region !== undefined) out.push(`/dev/shm/${region}: mapped by ${reports.length} process${reports.length === 1 ? '' : 'es'}`, '');
+    for (const r of reports) {
+      out.push(render(r.pid, r.list, filter));
+      if (flags.has('map')) {
+        for (const { mapping, map } of r.list) {
+          if (map === undefined) continue;
+          out.push('', 'skipped' in map ? `${hex(mapping.start)}: ${map.skipped}` : renderText(map, { colour: useColour(process.stdout) }));
+        }
+      }
+      out.push('');
+    }
+    if (svg !== undefined) out.push(`Page maps written to ${svg}.`);
+    console.log(out.join('\n').trimEnd());
     return 0;
   },
 };
+
+/** Every process that maps /dev/shm/NAME, with its mappings of it, matched by device and inode. */
+function regionTargets(name: string): Array<{ pid: number; entries: memory.SmapsEntry[] }> {
+  if (name === '' || name.includes('/') || name.includes('\0')) throw new UsageError(`--region takes a segment name as in /dev/shm/NAME (received '${name}')`);
+  const st = fs.statSync(`/dev/shm/${name}`);
+  const device = mapsDevice(st.dev);
+  const segment = listSegments().find((s) => s.dev === st.dev && s.ino === st.ino);
+  const out: Array<{ pid: number; entries: memory.SmapsEntry[] }> = [];
+  for (const h of segment?.holders ?? []) {
+    if (h.mappings === 0) continue;
+    let entries: memory.SmapsEntry[];
+    try {
+      entries = memory.smaps(h.pid).filter((e) => e.device === device && e.inode === st.ino);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ESRCH') continue; // exited meanwhile
+      throw err;
+    }
+    if (entries.length > 0) out.push({ pid: h.pid, entries });
+  }
+  return out;
+}
+
+function pageMaps(pid: number, entries: memory.SmapsEntry[]): Map<memory.SmapsEntry, PageMap | { skipped: string }> {
+  const out = new Map<memory.SmapsEntry, PageMap | { skipped: string }>();
+  for (const e of entries) {
+    const size = e.end - e.start;
+    if (e.rss === 0 && e.swap === 0) {
+      // V8 and WebAssembly reserve large ranges they never touch: nothing to draw.
+      out.set(e, { skipped: `nothing resident or swapped (${bytes(size)}): not drawn` });
+      continue;
+    }
+    if (size > PAGES_LIMIT) {
+      out.set(e, { skipped: `larger than ${bytes(PAGES_LIMIT)}: not drawn` });
+      continue;
+    }
+    const states = memory.pageStates({ address: e.start, byteLength: size }, { pid });
+    out.set(e, { title: `PID ${pid} ${hex(e.start)} ${e.perms} ${mappingName(e) || '[anonymous]'}`, states });
+  }
+  return out;
+}
+
+function countsOf(map: PageMap): object {
+  const { states, ...counts } = map.states;
+  void states;
+  return counts;
+}

@@ -16,6 +16,7 @@ function size(n: number): string {
 
 function heldBy(s: Segment): string {
   if (s.orphan) return 'orphan';
+  if (s.holders.length === 0) return s.locked ? 'a cowshm process not visible here (its lock)' : 'unknown (may not open it)';
   return s.holders
     .map((h) => {
       const how = [h.mappings > 0 ? `${h.mappings} map${h.mappings === 1 ? '' : 's'}` : '', h.fds.length > 0 ? `fd ${h.fds.join(',')}` : '']
@@ -26,15 +27,19 @@ function heldBy(s: Segment): string {
     .join('; ');
 }
 
-/** The warning `ls` and `rm --orphans` print when some processes could not be read. */
+/**
+ * The warning `ls` and `rm --orphans` print when some processes could not be
+ * read, and only when it matters: a segment listed as orphan could be held by
+ * one of them. Held segments are held whatever else holds them.
+ */
 export function uninspectedNote(segments: Segment[]): string | null {
   const pids = segments[0]?.uninspected ?? [];
-  if (pids.length === 0) return null;
+  if (pids.length === 0 || !segments.some((s) => s.orphan)) return null;
   const shown = pids.slice(0, 10).join(', ') + (pids.length > 10 ? ', ...' : '');
   const hint = process.geteuid?.() === 0 ? '' : " Run as root to read other users' processes.";
   return (
     `note: /proc of ${pids.length} process${pids.length === 1 ? '' : 'es'} could not be read (pid ${shown}); ` +
-    `a segment held only there would show as orphan.${hint}`
+    `a segment another program holds only there would show as orphan.${hint}`
   );
 }
 

@@ -1,7 +1,6 @@
 /** `cowshm rm`: remove segments by name, or every orphan. */
-import { listSegments, removeSegment } from '../../segments';
+import { describeHolders, listSegments, removeSegment, type Segment } from '../../segments';
 import { parseArgs, UsageError, type Command } from '../command';
-import { uninspectedNote } from './ls';
 
 export const rm: Command = {
   name: 'rm',
@@ -15,9 +14,19 @@ export const rm: Command = {
     'segment keep its memory until they let go; nobody can open it by name again.',
     '',
     'Options:',
-    '  --orphans  remove only segments no process maps or holds open (see cowshm ls);',
-    '             with names, only those of them, and a held one is an error',
+    '  --orphans  remove only segments nothing holds (see cowshm ls); with names,',
+    '             only those of them, and a held one is an error',
     '  --dry-run  say what would be removed, remove nothing',
+    '',
+    'How --orphans tells that a segment is held: every cowshm process keeps a',
+    'shared lock (flock) on each segment it has open, which the kernel drops when',
+    'the process exits, and --orphans removes a segment only under an exclusive',
+    'lock, which it holds until the name is gone. That sees cowshm holders of any',
+    'user and in any pid namespace. Other programs are seen only through /proc',
+    '(/proc/PID/fd and /proc/PID/maps): only processes of this pid namespace, and',
+    "only those this user may inspect (its own, or everyone's as root). While any",
+    'process cannot be inspected, a segment no cowshm process holds is not removed',
+    '(it might be held there): run as root, or remove it by name.',
     '',
     'Exit status: 0 when everything asked for was removed, 1 when some name could',
     'not be (each is reported), 2 for a usage error.',
@@ -52,32 +61,44 @@ export const rm: Command = {
 
     const segments = listSegments().filter((s) => !s.deleted);
     const wanted = positional.length > 0 ? new Set(positional) : null;
+    const held = (s: Segment): string =>
+      s.holders.length > 0
+        ? describeHolders(s.holders)
+        : s.locked === true
+          ? "a cowshm process not visible in /proc here (it holds the segment's lock)"
+          : 'a process that could not be inspected';
     if (wanted !== null) {
       for (const name of wanted) {
         const s = segments.find((x) => x.name === name);
         if (s === undefined) fail(`ENOENT: no such file or directory, shm_unlink '${name}'`);
-        else if (!s.orphan)
-          fail(`${name} is held by ${s.holders.map((h) => `pid ${h.pid} (${h.command})`).join(', ')}: not removed`);
+        else if (s.locked === null && s.holders.length === 0)
+          fail(`${name}: this user may not open it, so cannot tell whether it is held: not removed`);
+        else if (!s.orphan) fail(`${name} is held by ${held(s)}: not removed`);
       }
     }
     let removed = 0;
     for (const s of segments) {
       if (!s.orphan || (wanted !== null && !wanted.has(s.name))) continue;
       try {
-        // Only if the name still leads to the segment that was found unheld.
-        if (!dryRun && !removeSegment(s.name, s)) {
+        if (dryRun) {
+          if (s.uninspected.length > 0) throw new Error(`${s.path} might be held by a process that could not be inspected: it would not be removed`);
+        } else if (!removeSegment(s.name, s, { ifOrphan: true })) {
+          // Checked again under the segment's exclusive lock, and only if the
+          // name still leads to the segment that was found unheld.
           fail(`${s.name} was replaced by another segment meanwhile: not removed`);
           continue;
         }
         console.log(`${verb} /dev/shm/${s.name}`);
         removed++;
       } catch (err) {
+        const code = (err as { code?: string }).code;
+        // Opened by a holder since it was listed: held after all, as if it had been then.
+        if (code === 'ERR_COWSHM_SEGMENT_HELD' && wanted === null) continue;
+        if (code === 'ENOENT' && wanted === null) continue; // removed by someone else meanwhile
         fail((err as Error).message);
       }
     }
-    if (removed === 0 && wanted === null) console.log('No orphaned segments.');
-    const note = uninspectedNote(segments);
-    if (note !== null && removed > 0) console.error(note);
+    if (removed === 0 && failed === 0 && wanted === null) console.log('No orphaned segments.');
     return failed > 0 ? 1 : 0;
   },
 };

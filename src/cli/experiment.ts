@@ -8,13 +8,13 @@
  * signal handler (or an AbortSignal) can stop the run and remove the segment.
  */
 import * as fs from 'node:fs';
-import { Region } from './region';
-import type { View } from './view';
-import { iota, sum } from './kernels';
-import { native } from './native';
-import * as memory from './memory';
-import { usageIn } from './memory/usage';
-import { cowshmError } from './errors';
+import { Region } from '../region';
+import type { View } from '../view';
+import { iota, sum } from '../kernels';
+import { native } from '../native';
+import * as memory from '../memory';
+import { usageIn } from '../memory/usage';
+import { cowshmError } from '../errors';
 
 export interface DemoOptions {
   /** Number of int32 elements. */
@@ -25,8 +25,8 @@ export interface DemoOptions {
   name: string;
   /** Called as long steps advance. */
   onProgress?: (phase: string, done: number, total: number) => void;
-  /** Called after each phase with its figures. */
-  onPhase?: (phase: DemoPhase) => void;
+  /** Called after each phase with its figures, while both views are mapped (for page maps). */
+  onPhase?: (phase: DemoPhase, views: { region: View; copy: View | null }) => void;
   /** Awaited after the last phase, while both mappings are still there. */
   hold?: () => Promise<void>;
   /** Stops the run between chunks; the segment is removed. */
@@ -44,6 +44,29 @@ export interface DemoPhase {
   copy: MappingFigures | null;
   /** Pages of the copy on the same frame as the region's page, or null (no copy yet, or frames unreadable). */
   sharedFrames: number | null;
+  /** What `top`, `ps` and `free` show after the phase, in bytes. */
+  totals: Totals;
+}
+
+/** The process's totals (/proc/self/status) and the machine's shared memory (/proc/meminfo Shmem). */
+export interface Totals {
+  vmRss: number;
+  rssAnon: number;
+  rssShmem: number;
+  /** All shmem/tmpfs pages in memory, machine-wide: the segment counts once, however often it is mapped. */
+  meminfoShmem: number;
+}
+
+function kB(text: string, key: string): number {
+  const m = new RegExp(`^${key}:\\s+(\\d+) kB$`, 'm').exec(text);
+  return m ? Number(m[1]) * 1024 : 0;
+}
+
+/** The totals now. */
+export function totals(): Totals {
+  const status = fs.readFileSync('/proc/self/status', 'utf8');
+  const meminfo = fs.readFileSync('/proc/meminfo', 'utf8');
+  return { vmRss: kB(status, 'VmRSS'), rssAnon: kB(status, 'RssAnon'), rssShmem: kB(status, 'RssShmem'), meminfoShmem: kB(meminfo, 'Shmem') };
 }
 
 export interface DemoCheck {
@@ -66,6 +89,8 @@ export interface DemoResult {
   sumRegionAfterWrite: bigint | null;
   pagesWritten: number;
   phases: DemoPhase[];
+  /** The totals before the segment was created. */
+  before: Totals;
   checks: DemoCheck[];
   /** Why shared frames could not be counted, or null. */
   framesUnavailable: string | null;
@@ -158,6 +183,7 @@ export async function runDemo(options: DemoOptions): Promise<DemoResult> {
   }
 
   stop();
+  const before = totals();
   let t0 = process.hrtime.bigint();
   const region = Region.create({ name, size: bytes });
   try {
@@ -174,10 +200,11 @@ export async function runDemo(options: DemoOptions): Promise<DemoResult> {
         region: pick(usageIn(entries, regionView)),
         copy: copyView ? pick(usageIn(entries, copyView)) : null,
         sharedFrames: copyView ? memory.sharedFrames(copyView, regionView) : null,
+        totals: totals(),
       };
       if (copyView && phase.sharedFrames === null) framesUnavailable ??= framesReason(copyView);
       phases.push(phase);
-      onPhase?.(phase);
+      onPhase?.(phase, { region: regionView, copy: copyView });
       return phase;
     };
 
@@ -235,7 +262,7 @@ export async function runDemo(options: DemoOptions): Promise<DemoResult> {
     await hold?.();
     return {
       name, elements: N, bytes, pages, expectedSum, sumRegion, sumCopy, sumCopyAfterWrite, sumRegionAfterWrite,
-      pagesWritten, phases, checks, framesUnavailable, ok: checks.every((x) => x.ok),
+      pagesWritten, phases, before, checks, framesUnavailable, ok: checks.every((x) => x.ok),
     };
   } finally {
     region.unlink();
