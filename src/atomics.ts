@@ -139,19 +139,30 @@ export function waitAsync(
   }
   if (r instanceof Promise) return { async: true, value: r };
   const [promise, id] = r;
-  if (signal === undefined) return { async: true, value: promise.then(settled) };
+  // Held until the wait settles, as Atomics.waitAsync holds its buffer: a
+  // wait on an array nothing else references must not have its view
+  // collected (and closed) under it.
+  pending.set(id, array);
+  const done = (): void => void pending.delete(id);
+  if (signal === undefined) {
+    const settledValue = promise.then(settled);
+    void settledValue.then(done, done);
+    return { async: true, value: settledValue };
+  }
   const abort = (): void => native.futexCancel(id);
   signal.addEventListener('abort', abort, { once: true });
   const s = signal;
-  return {
-    async: true,
-    value: promise.then((result) => {
-      s.removeEventListener('abort', abort);
-      if (result === 'aborted') throw s.reason;
-      return settled(result);
-    }),
-  };
+  const settledValue = promise.then((result) => {
+    s.removeEventListener('abort', abort);
+    if (result === 'aborted') throw s.reason;
+    return settled(result);
+  });
+  void settledValue.then(done, done);
+  return { async: true, value: settledValue };
 }
+
+/** The arrays of pending async waits, by wait id. */
+const pending = new Map<number, Int32Array>();
 
 function settled(result: string): 'ok' | 'timed-out' {
   if (result === 'closed') throw closedError('The view this wait was on');

@@ -241,3 +241,25 @@ test('a worker that ends with waits pending leaves nothing behind', withCells(as
   await w.worker.terminate();
   for (let i = 0; i < 4; i++) assert.equal(atomics.notify(cells, i), 0);
 }));
+
+test('a pending waitAsync keeps its array alive: collecting everything else does not close the view under it', async () => {
+  const gc = (globalThis as { gc?: () => void }).gc as () => void;
+  const r = Region.create({ size: pageSize });
+  try {
+    const handle = r.handle();
+    const w = atomics.waitAsync(new Int32Array(r.map().buffer), 3, 0);
+    for (let i = 0; i < 5; i++) {
+      gc();
+      await new Promise((resolve) => setTimeout(resolve, 10));
+    }
+    const other = Region.fromHandle(handle);
+    try {
+      assert.equal(atomics.notify(new Int32Array(other.map().buffer), 3), 1);
+    } finally {
+      other.close();
+    }
+    assert.equal(await w.value, 'ok');
+  } finally {
+    r.close();
+  }
+});
