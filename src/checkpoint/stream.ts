@@ -320,7 +320,7 @@ export async function restoreFromStream(readable: unknown): Promise<StreamRestor
             mapId = -1;
             slice = null;
             sliceStart = pos - (pos % SLICE);
-            const restored = { kind: 'memfd' as const, fd, path: STREAM_LABEL, readOnly: false, size, dataOffset: 0 };
+            const restored = { kind: 'memfd' as const, fd, path: STREAM_LABEL, readOnly: false, size, dataOffset: 0, pageSize: native.pageSize };
             const len = Math.min(SLICE, size - sliceStart);
             mapId = mapRestored(restored, sliceStart, len, 'write', 'restore of a checkpoint stream');
             slice = new Uint8Array(native.viewBuffer(mapId));
@@ -340,7 +340,7 @@ export async function restoreFromStream(readable: unknown): Promise<StreamRestor
     if (mapId !== -1) native.unmap(mapId);
     mapId = -1;
     done = true;
-    return { kind: 'memfd', fd, path: `/proc/${process.pid}/fd/${fd}`, readOnly: false, size, dataOffset: 0, id, checksum };
+    return { kind: 'memfd', fd, path: `/proc/${process.pid}/fd/${fd}`, readOnly: false, size, dataOffset: 0, pageSize: native.pageSize, id, checksum };
   } catch (err) {
     readable.destroy?.();
     throw err;
@@ -364,7 +364,7 @@ export interface CheckpointIdentity {
 function hashRegion(fd: number, size: number): string {
   const hash = native.xxh64Init();
   const slice = 1 << 30;
-  const r = { kind: 'memfd' as const, fd, path: STREAM_LABEL, readOnly: false, size, dataOffset: 0 };
+  const r = { kind: 'memfd' as const, fd, path: STREAM_LABEL, readOnly: false, size, dataOffset: 0, pageSize: native.pageSize };
   for (let at = 0; at < size; at += slice) {
     const id = mapRestored(r, at, Math.min(slice, size - at), 'read', 'a region a delta is applied to');
     try {
@@ -438,7 +438,7 @@ export async function applyDeltaStream(fd: number, size: number, holds: Checkpoi
           if (dataBytes > 0) {
             stage = native.memfdCreate('cowshm-delta-stage', 0);
             native.ftruncate(stage, dataBytes);
-            const r = { kind: 'memfd' as const, fd: stage, path: STREAM_LABEL, readOnly: false, size: dataBytes, dataOffset: 0 };
+            const r = { kind: 'memfd' as const, fd: stage, path: STREAM_LABEL, readOnly: false, size: dataBytes, dataOffset: 0, pageSize: native.pageSize };
             if (dataBytes > MAX_VIEW_LENGTH) throw outOfRange('a delta stream', `at most ${MAX_VIEW_LENGTH} bytes of pages`, dataBytes);
             stageMap = mapRestored(r, 0, dataBytes, 'write', 'a delta stream being staged');
             staged = new Uint8Array(native.viewBuffer(stageMap));
@@ -475,7 +475,7 @@ export async function applyDeltaStream(fd: number, size: number, holds: Checkpoi
     }
     // Verified: now the region changes.
     const ps = native.pageSize;
-    const r = { kind: 'memfd' as const, fd, path: STREAM_LABEL, readOnly: false, size, dataOffset: 0 };
+    const r = { kind: 'memfd' as const, fd, path: STREAM_LABEL, readOnly: false, size, dataOffset: 0, pageSize: native.pageSize };
     const slice = 1 << 30;
     for (let at = 0, i = 0; at < size && i < pages.length; at += slice) {
       const length = Math.min(slice, size - at);
