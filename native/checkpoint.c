@@ -83,6 +83,43 @@ static napi_value xxh64_js(napi_env env, napi_callback_info info) {
   return hex64(env, XXH64_digest(&h));
 }
 
+/* An incremental XXH64 for data that arrives in pieces (a checkpoint stream
+ * being restored). xxh64Init() -> Uint8Array holding a fresh XXH64_state_t;
+ * xxh64Update(state, typedArray | null) -> 16 hex digits: the digest of
+ * everything given so far. The state is plain bytes: a state JS corrupted
+ * only gives a wrong digest. */
+static napi_value xxh64_init_js(napi_env env, napi_callback_info info) {
+  void *data = NULL;
+  napi_value ab, arr;
+  NAPI_OK(env, napi_create_arraybuffer(env, sizeof(XXH64_state_t), &data, &ab));
+  XXH64_state_t h;
+  XXH64_reset(&h, 0);
+  memcpy(data, &h, sizeof h);
+  NAPI_OK(env, napi_create_typedarray(env, napi_uint8_array, sizeof h, ab, 0, &arr));
+  return arr;
+}
+
+static napi_value xxh64_update_js(napi_env env, napi_callback_info info) {
+  napi_value argv[2], ab;
+  napi_typedarray_type type;
+  size_t slen, length = 0, off;
+  void *sdata, *data = NULL;
+  if (!cowshm_args(env, info, 2, argv)) return NULL;
+  if (napi_get_typedarray_info(env, argv[0], &type, &slen, &sdata, &ab, &off) != napi_ok || type != napi_uint8_array ||
+      slen != sizeof(XXH64_state_t))
+    return cowshm_throw_type(env, "cowshm internal error: expected an xxh64 state");
+  napi_valuetype t;
+  NAPI_OK(env, napi_typeof(env, argv[1], &t));
+  if (t != napi_null && (napi_get_typedarray_info(env, argv[1], &type, &length, &data, &ab, &off) != napi_ok ||
+                         type != napi_uint8_array))
+    return cowshm_throw_type(env, "cowshm internal error: expected a Uint8Array");
+  XXH64_state_t h; /* copied: the JS bytes need not be aligned */
+  memcpy(&h, sdata, sizeof h);
+  if (length > 0) XXH64_update(&h, data, length);
+  memcpy(sdata, &h, sizeof h);
+  return hex64(env, XXH64_digest(&h));
+}
+
 #define CHUNK_BYTES ((size_t)1 << 20)
 
 #ifndef MADV_POPULATE_READ
@@ -292,6 +329,11 @@ struct ck_work {
   int holes_fd;
   uint32_t *copied;
   size_t ncopied;
+  /* streams (streamPages): mode 1 scans (hash, and with cmp the pages that
+   * differ), mode 2 copies listed pages [first, first + npages) into dst */
+  int mode;
+  size_t first;
+  uint8_t *dst;
 };
 
 /* The iovecs for `n` (at most 256) pages listed in idx of the mapping at
@@ -819,8 +861,103 @@ out:
   free(cbuf);
 }
 
+/* ---- streams --------------------------------------------------------------
+ *
+ * A checkpoint stream's header names its data's checksum (and a delta's page
+ * list) before the data, so the stream reads the frozen snapshot twice: a
+ * scan first (run_scan, one work item: hash, and for a delta the pages that
+ * differ from the base), then one work item per chunk the consumer asks for
+ * (run_read), so that a paused consumer holds no pool thread. Both read with
+ * process_vm_readv: a released mapping is EFAULT, never a fault. Holes of the
+ * region's file that were not copied read as zeros without being touched,
+ * as in run_full. */
+
+/* Copies pages idx[0..n) (n <= 256) of the source into dst, holes as zeros. */
+static int stream_copy(struct ck_work *w, struct holes *holes, const uint32_t *idx, size_t n, uint8_t *dst,
+                       size_t *copied_at) {
+  uint8_t hole[256];
+  size_t page = w->page;
+  if (w->pages == NULL) find_holes(holes, idx[0], n, page, hole);
+  else memset(hole, 0, n);
+  for (size_t i = 0; i < n;) {
+    if (hole[i] && !was_copied(w->copied, w->ncopied, copied_at, idx[i])) {
+      memset(dst + i * page, 0, page);
+      i++;
+      continue;
+    }
+    size_t m = 1;
+    while (i + m < n && !(hole[i + m] && !was_copied(w->copied, w->ncopied, copied_at, idx[i + m]))) m++;
+    int err = read_pages(w->src, page, idx + i, m, dst + i * page);
+    if (err != 0) {
+      source_error(w, err, "process_vm_readv");
+      return -1;
+    }
+    i += m;
+  }
+  return 0;
+}
+
+static void run_scan(struct ck_work *w) {
+  size_t page = w->page, per = chunk_pages(page), copied_at = 0;
+  uint8_t *buf = malloc(per * page), *cbuf = w->cmp ? malloc(per * page) : NULL;
+  uint32_t idx[256];
+  struct holes holes = {w->holes_fd, 0, 0, 0};
+  XXH64_state_t h;
+  XXH64_reset(&h, 0);
+  if (w->cmp) w->kept = malloc((w->npages ? w->npages : 1) * sizeof *w->kept);
+  if (buf == NULL || (w->cmp && (cbuf == NULL || w->kept == NULL))) {
+    w->err = ENOMEM, w->syscall = "malloc";
+    goto out;
+  }
+  for (size_t done = 0; done < w->npages;) {
+    if (!chunk_start(w)) goto out;
+    size_t n = w->npages - done < per ? w->npages - done : per;
+    for (size_t i = 0; i < n; i++) idx[i] = (uint32_t)(done + i);
+    if (stream_copy(w, &holes, idx, n, buf, &copied_at) != 0) goto out;
+    if (w->cmp) {
+      int err = read_pages(w->cmp, page, idx, n, cbuf);
+      if (err != 0) {
+        w->err = err == EFAULT && !mapping_alive(w->cmp_id) ? ESRCH : err;
+        w->syscall = w->err == ESRCH ? "released" : "process_vm_readv";
+        goto out;
+      }
+      for (size_t i = 0; i < n; i++) {
+        if (memcmp(buf + i * page, cbuf + i * page, page) == 0) continue;
+        w->kept[w->nkept++] = idx[i];
+        XXH64_update(&h, buf + i * page, page);
+      }
+    } else {
+      XXH64_update(&h, buf, n * page);
+    }
+    done += n;
+    chunk_done(w, done);
+  }
+  w->hash = XXH64_digest(&h);
+out:
+  free(buf);
+  free(cbuf);
+}
+
+static void run_read(struct ck_work *w) {
+  size_t per = chunk_pages(w->page), copied_at = 0;
+  uint32_t idx[256];
+  struct holes holes = {w->holes_fd, 0, 0, 0};
+  for (size_t done = 0; done < w->npages;) {
+    if (!chunk_start(w)) return;
+    size_t n = w->npages - done < per ? w->npages - done : per;
+    for (size_t i = 0; i < n; i++) idx[i] = w->pages ? w->pages[w->first + done + i] : (uint32_t)(w->first + done + i);
+    if (stream_copy(w, &holes, idx, n, w->dst + done * w->page, &copied_at) != 0) return;
+    done += n;
+    chunk_done(w, done);
+  }
+}
+
 static void run_writer(struct ck_work *w) {
-  if (w->cmp)
+  if (w->mode == 1)
+    run_scan(w);
+  else if (w->mode == 2)
+    run_read(w);
+  else if (w->cmp)
     run_delta(w);
   else
     run_full(w);
@@ -845,6 +982,10 @@ static void *writer_thread(void *data) {
 
 static void ck_execute(napi_env env, void *data) {
   pthread_t t;
+  if (((struct ck_work *)data)->mode == 2) { /* one chunk of a stream: a thread per chunk would cost more than it saves */
+    run_writer(data);
+    return;
+  }
   if (pthread_create(&t, NULL, writer_thread, data) == 0)
     pthread_join(t, NULL);
   else
@@ -873,7 +1014,7 @@ static napi_value coded_error(napi_env env, const char *code, const char *messag
 static napi_value ck_result(napi_env env, struct ck_work *w) {
   napi_value result = NULL, kept = NULL, hash = hex64(env, w->hash);
   if (hash == NULL) return NULL;
-  if (w->cmp) {
+  if (w->cmp && w->mode != 2) {
     void *out = NULL;
     napi_value ab;
     if (napi_create_arraybuffer(env, w->nkept * sizeof(uint32_t), &out, &ab) != napi_ok ||
@@ -947,13 +1088,13 @@ static int get_u32_array(napi_env env, napi_value v, const uint32_t **out, size_
  * state[0] = 1 (Atomics.store) cancels; state[1] counts
  * the pages examined so far. The caller keeps both mappings' ArrayBuffers
  * reachable until the promise settles. */
-static napi_value write_pages_js(napi_env env, napi_callback_info info) {
-  napi_value argv[8], promise, name, result, ab, arr;
+static napi_value queue_pages(napi_env env, napi_value argv[8], int mode, uint64_t first, uint8_t *dst, size_t dst_len) {
+  napi_value promise, name, result, ab, arr;
   int32_t holes_fd;
   int32_t fd;
   uint64_t off, count;
   double src_id, cmp_id;
-  if (!cowshm_args(env, info, 8, argv) || !cowshm_get_i32(env, argv[0], &fd) ||
+  if (!cowshm_get_i32(env, argv[0], &fd) ||
       !cowshm_get_u64(env, argv[1], &off) || !cowshm_get_u64(env, argv[4], &count) ||
       !cowshm_get_i32(env, argv[6], &holes_fd))
     return NULL;
@@ -967,6 +1108,9 @@ static napi_value write_pages_js(napi_env env, napi_callback_info info) {
   w->src_id = src_id;
   w->cmp_id = cmp_id;
   w->holes_fd = -1;
+  w->mode = mode;
+  w->first = (size_t)first;
+  w->dst = dst;
 
   napi_valuetype t;
   if (napi_typeof(env, argv[3], &t) != napi_ok) goto napi_fail;
@@ -1030,7 +1174,15 @@ static napi_value write_pages_js(napi_env env, napi_callback_info info) {
   }
   size_t limit = w->src_len / w->page;
   if (w->cmp && w->cmp_len / w->page < limit) limit = w->cmp_len / w->page;
-  for (size_t i = 0; i < w->npages; i++) {
+  size_t listed = w->npages; /* entries of the list, or pages from `first` */
+  if (mode == 2) {
+    if (w->pages == NULL) listed = (size_t)first + (size_t)count;
+    if ((uint64_t)first + count > listed || dst_len < count * w->page) {
+      cowshm_throw_range(env, "cowshm internal error: stream chunk out of range");
+      goto fail;
+    }
+  }
+  for (size_t i = 0; i < listed; i++) {
     size_t p = w->pages ? w->pages[i] : i;
     if (p >= limit || (w->pages && i > 0 && w->pages[i] <= w->pages[i - 1])) {
       cowshm_throw_range(env, "cowshm internal error: page list out of range or not increasing");
@@ -1038,6 +1190,7 @@ static napi_value write_pages_js(napi_env env, napi_callback_info info) {
     }
   }
 
+  if (mode == 2) w->npages = (size_t)count;
   w->shared = calloc(1, sizeof *w->shared);
   if (w->shared == NULL) {
     cowshm_throw_errno(env, ENOMEM, "calloc", NULL);
@@ -1078,11 +1231,50 @@ fail:
   return NULL;
 }
 
+static napi_value write_pages_js(napi_env env, napi_callback_info info) {
+  napi_value argv[8];
+  if (!cowshm_args(env, info, 8, argv)) return NULL;
+  return queue_pages(env, argv, 0, 0, NULL, 0);
+}
+
+/* streamPages(srcId, pages: Uint32Array | null, first, count, cmpId, holesFd, copied, dst: Uint8Array | null)
+ *   -> [Promise<[hashHex, keptPages: Uint32Array | null]>, state: Int32Array]
+ * dst null: scans pages [0, count) of srcId (run_scan): their XXH64, or with
+ * cmpId >= 0 the XXH64 of the pages that differ from mapping cmpId, listed.
+ * dst given: copies pages [first, first + count) of the list (of all pages
+ * when it is null) into dst (run_read). Holes as in writePages. The caller
+ * keeps the mappings' ArrayBuffers and dst reachable until it settles. */
+static napi_value stream_pages_js(napi_env env, napi_callback_info info) {
+  napi_value argv[8], wargv[8];
+  uint64_t first;
+  if (!cowshm_args(env, info, 8, argv) || !cowshm_get_u64(env, argv[2], &first)) return NULL;
+  napi_valuetype t;
+  NAPI_OK(env, napi_typeof(env, argv[7], &t));
+  uint8_t *dst = NULL;
+  size_t dst_len = 0;
+  if (t != napi_null) {
+    napi_typedarray_type type;
+    void *data;
+    napi_value dab;
+    size_t off;
+    if (napi_get_typedarray_info(env, argv[7], &type, &dst_len, &data, &dab, &off) != napi_ok || type != napi_uint8_array)
+      return cowshm_throw_type(env, "cowshm internal error: expected a Uint8Array");
+    dst = data;
+  }
+  NAPI_OK(env, napi_create_int32(env, -1, &wargv[0]));
+  NAPI_OK(env, napi_create_int32(env, 0, &wargv[1]));
+  wargv[2] = argv[0], wargv[3] = argv[1], wargv[4] = argv[3], wargv[5] = argv[4], wargv[6] = argv[5], wargv[7] = argv[6];
+  return queue_pages(env, wargv, dst ? 2 : 1, first, dst, dst_len);
+}
+
 napi_value cowshm_init_checkpoint(napi_env env, napi_value exports) {
   napi_property_descriptor props[] = {
       {"xxh64", NULL, xxh64_js, NULL, NULL, NULL, napi_enumerable, NULL},
       {"hashFile", NULL, hash_file_js, NULL, NULL, NULL, napi_enumerable, NULL},
       {"writePages", NULL, write_pages_js, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"streamPages", NULL, stream_pages_js, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"xxh64Init", NULL, xxh64_init_js, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"xxh64Update", NULL, xxh64_update_js, NULL, NULL, NULL, napi_enumerable, NULL},
       {"tempCreate", NULL, temp_create_js, NULL, NULL, NULL, napi_enumerable, NULL},
       {"tempRelease", NULL, temp_release_js, NULL, NULL, NULL, napi_enumerable, NULL},
   };

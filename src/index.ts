@@ -20,6 +20,7 @@ export type { WriteOptions, CheckpointResult } from './checkpoint/write';
 export { checkpointInfo } from './checkpoint/info';
 export type { CheckpointInfo } from './checkpoint/info';
 export type { RestoreOptions } from './checkpoint/restore';
+export type { ReadStreamOptions } from './checkpoint/stream';
 import { native } from './native';
 
 /** The system page size in bytes: view offsets must be multiples of it. */

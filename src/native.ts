@@ -72,6 +72,15 @@ export interface Native {
     fd: number, fileOffset: number, sourceId: number, pages: Uint32Array | null, pageCount: number, compareId: number,
     holesFd: number, copied: Uint32Array | null,
   ): [Promise<[string, Uint32Array | null]>, Int32Array];
+  /** Scans (dst null: [checksum, pages differing from compareId or null]) or copies pages [first, first + count) of a list into dst. */
+  streamPages(
+    sourceId: number, pages: Uint32Array | null, first: number, count: number, compareId: number, holesFd: number,
+    copied: Uint32Array | null, dst: Uint8Array | null,
+  ): [Promise<[string, Uint32Array | null]>, Int32Array];
+  /** A fresh incremental XXH64 state. */
+  xxh64Init(): Uint8Array;
+  /** Adds `data` to the state; returns the digest of everything so far. */
+  xxh64Update(state: Uint8Array, data: Uint8Array | null): string;
   /** [id, chunkSize, backend]; the ArrayBuffer comes from viewBuffer(id) when first asked for. hugeShift: log2 of a hugetlb page size, or 0. */
   snapshotCreate(
     fd: number, offset: number, length: number, label: string, owner: number, dev: number, ino: number, regionSize: number,

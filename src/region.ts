@@ -15,6 +15,7 @@ import { checkReservable, formatBytes } from './reserve';
 import * as hugetlb from './hugetlb';
 import { Snapshot, takeSnapshot, prepareWrite, type SnapshotOptions } from './snapshot';
 import { restoreCheckpoint, type RestoreOptions } from './checkpoint/restore';
+import { applyDeltaStream, restoreFromStream, type CheckpointIdentity } from './checkpoint/stream';
 import { holdSegment } from './segments';
 import { openRegular, type FileStat } from './file';
 
@@ -322,6 +323,8 @@ export class Region {
   readonly #hugePages: boolean;
   readonly #dataOffset: number;
   #size: number;
+  /** Restored from a checkpoint stream: the checkpoint it holds, which a delta applied to it must name as its base. */
+  #checkpoint: CheckpointIdentity | null = null;
   #closed = false;
   #unlinked = false;
   #views = 0;
@@ -701,6 +704,25 @@ export class Region {
   }
 
   /**
+   * Restores a full checkpoint from a stream (`snapshot.createReadStream()`,
+   * through a socket, a compressor, ...) into a new memfd region, verifying
+   * the header before allocating and the data checksum as it arrives. A
+   * truncated or corrupt stream rejects with `ERR_COWSHM_CHECKPOINT_INVALID`
+   * and leaves nothing behind. See docs/api.md, Checkpoint streams.
+   */
+  static async restoreStream(readable: AsyncIterable<Uint8Array> | NodeJS.ReadableStream): Promise<Region> {
+    const restored = await restoreFromStream(readable);
+    try {
+      const region = new Region({ ...restored, name: null, hugePages: false });
+      region.#checkpoint = { id: restored.id, checksum: restored.checksum, regionHash: restored.checksum };
+      return region;
+    } catch (err) {
+      native.close(restored.fd);
+      throw err;
+    }
+  }
+
+  /**
    * Opens a checkpoint written by `Snapshot.writeTo()` (see docs/api.md,
    * Checkpoints). A full checkpoint maps the file itself: O(1), pages load on
    * first touch, and the region is read-only (views `'read'` or `'cow'`). A
@@ -809,6 +831,30 @@ export class Region {
     if (this.kind === 'shm') return `region '${this.name}' (shm${pages})`;
     if (this.kind === 'file') return `region '${this.path}' (file${pages})`;
     return `memfd region (fd ${this.#fd}${pages})`;
+  }
+
+  /**
+   * Applies a delta stream (`snapshot.createReadStream({ base })`) to a region
+   * restored by `Region.restoreStream()` from that base (or from it and the
+   * deltas before this one). The delta is staged until it has verified; a
+   * delta of another base, or a region written since it was restored, is
+   * refused with `ERR_COWSHM_CHECKPOINT_INVALID` and the region is unchanged.
+   */
+  applyDelta(readable: AsyncIterable<Uint8Array> | NodeJS.ReadableStream): Promise<void> {
+    this.#check(); // a closed region throws at once, as every member does
+    if (this.#checkpoint === null) return applyDeltaStream(-1, this.#size, null, readable).then(() => undefined);
+    // A descriptor of its own: the region may be closed (and its descriptor's number reused) meanwhile.
+    const fd = fs.openSync(`/proc/self/fd/${this.#fd}`, 'r+');
+    return applyDeltaStream(fd, this.#size, this.#checkpoint, readable).then(
+      (holds) => {
+        fs.closeSync(fd);
+        this.#checkpoint = holds;
+      },
+      (err: unknown) => {
+        fs.closeSync(fd);
+        throw err;
+      },
+    );
   }
 
   #check(): void {

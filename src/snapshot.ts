@@ -9,6 +9,8 @@ import { closedError, cowshmError, outOfRange, systemError } from './errors';
 import * as check from './validate';
 import type { Region } from './region';
 import { writeFrom, type CheckpointResult, type KnownChanges, type WriteOptions } from './checkpoint/write';
+import { createCheckpointStream, type ReadStreamOptions } from './checkpoint/stream';
+import type { Readable } from 'node:stream';
 import { keepSignalHandlers } from './signals';
 
 /** How write protection is done: see `snapshotBackend`. */
@@ -151,6 +153,14 @@ export class Snapshot {
       copied: () => this.changedPages(),
     };
     return writeFrom(this, path, options, known);
+  }
+
+  /**
+   * The checkpoint `writeTo()` would write, as a Readable: full, or with
+   * `base` a delta against that checkpoint. See docs/api.md, Checkpoint streams.
+   */
+  createReadStream(options?: ReadStreamOptions): Readable {
+    return createCheckpointStream(this, options, { changedSince: () => null, wrote: () => undefined, copied: () => this.changedPages() });
   }
 
   /**

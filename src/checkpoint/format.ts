@@ -138,19 +138,8 @@ function readExactly(fd: number, length: number, position: number): Buffer {
   return got === length ? buf : buf.subarray(0, got);
 }
 
-/**
- * Reads and checks a checkpoint's header from an open descriptor: magic,
- * version, field sanity, the file's length, and the header checksum (which
- * covers a delta's page list). Never reads the data. `fileSize`: the
- * descriptor's size when the caller has just taken its fstat.
- */
-export function readHeader(fd: number, file: string, fileSize: number): CheckpointFile {
-  const fixed = readExactly(fd, HEADER_FIXED, 0);
-  if (fixed.length < 8 || fixed.subarray(0, 8).toString('latin1') !== MAGIC) {
-    // The file's own bytes are not shown: a base path may name anybody's file.
-    throw invalid(file, fixed.length ? `wrong magic (it does not start with '${MAGIC}')` : `wrong magic (an empty file)`);
-  }
-  if (fixed.length < HEADER_FIXED) throw invalid(file, `truncated inside its header (${fileSize} bytes)`);
+/** The fixed fields of a header (its first HEADER_FIXED bytes, magic already checked), checked for sanity. */
+export function decodeFixed(fixed: Uint8Array, file: string) {
   const dv = new DataView(fixed.buffer, fixed.byteOffset, fixed.byteLength);
   const version = dv.getUint32(8, true);
   if (version !== VERSION) throw invalid(file, `version ${version}, and this cowshm reads version ${VERSION}`);
@@ -172,6 +161,30 @@ export function readHeader(fd: number, file: string, fileSize: number): Checkpoi
       ? pageCount === Math.ceil(regionSize / pageSize) && pageListOffset === 0
       : pageListOffset === dataOffset + pageCount * pageSize);
   if (!sane) throw invalid(file, 'its header fields are inconsistent (corrupt header)');
+  return { kind, regionSize, pageSize, pageCount, dataOffset, pageListOffset, basePathLength, version, dv };
+}
+
+/** Throws unless `block` (a whole header block) and `pages` hash to the header checksum it holds. */
+export function checkHeaderChecksum(block: Uint8Array, pages: Uint32Array | null, file: string): void {
+  const stored = hex64(new DataView(block.buffer, block.byteOffset, block.byteLength), 120);
+  const actual = hashHeader(block, pages);
+  if (stored !== actual) throw invalid(file, `header checksum mismatch (stored ${stored}, computed ${actual})`);
+}
+
+/**
+ * Reads and checks a checkpoint's header from an open descriptor: magic,
+ * version, field sanity, the file's length, and the header checksum (which
+ * covers a delta's page list). Never reads the data. `fileSize`: the
+ * descriptor's size when the caller has just taken its fstat.
+ */
+export function readHeader(fd: number, file: string, fileSize: number): CheckpointFile {
+  const fixed = readExactly(fd, HEADER_FIXED, 0);
+  if (fixed.length < 8 || fixed.subarray(0, 8).toString('latin1') !== MAGIC) {
+    // The file's own bytes are not shown: a base path may name anybody's file.
+    throw invalid(file, fixed.length ? `wrong magic (it does not start with '${MAGIC}')` : `wrong magic (an empty file)`);
+  }
+  if (fixed.length < HEADER_FIXED) throw invalid(file, `truncated inside its header (${fileSize} bytes)`);
+  const { kind, regionSize, pageSize, pageCount, dataOffset, pageListOffset, basePathLength, version, dv } = decodeFixed(fixed, file);
   const expected = expectedFileSize({ kind, dataOffset, pageCount, pageSize });
   if (fileSize < expected) throw invalid(file, `truncated: ${fileSize} bytes, and its header describes ${expected}`);
   if (fileSize > expected) throw invalid(file, `${fileSize} bytes, longer than the ${expected} its header describes`);

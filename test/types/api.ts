@@ -219,3 +219,15 @@ lock.acquireSync({ signal: AbortSignal.timeout(5) });
 // @ts-expect-error ownerDied is read-only
 lock.tryAcquire()!.ownerDied = false;
 lock.release();
+// Checkpoint streams
+import type { ReadStreamOptions } from 'cowshm';
+import type { Readable } from 'node:stream';
+const streamOptions: ReadStreamOptions = { base: 'a.cow', signal: new AbortController().signal };
+expectType<Readable>(snap.createReadStream(streamOptions));
+snap.createReadStream();
+// @ts-expect-error base is a path
+snap.createReadStream({ base: 1 });
+expectType<Promise<Region>>(Region.restoreStream(snap.createReadStream()));
+// @ts-expect-error a stream, not a path
+void Region.restoreStream('a.cow');
+expectType<Promise<void>>(created.applyDelta(snap.createReadStream({ base: 'a.cow' })));
