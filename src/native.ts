@@ -67,6 +67,16 @@ export interface Native {
   writePages(
     fd: number, fileOffset: number, sourceId: number, pages: Uint32Array | null, pageCount: number, compareId: number,
   ): [Promise<[string, Uint32Array | null]>, Int32Array];
+  /** Takes part in cross-process snapshots of (dev, ino): returns the participant's id. */
+  xprocJoin(dev: number, ino: number, size: number, mode: number): number;
+  xprocLeave(id: number): void;
+  /** Arms every participant for a snapshot mapped at address; returns the reader's id. */
+  xprocArm(dev: number, ino: number, size: number, mode: number, address: number, timeoutMs: number): number;
+  /** errno of a push that failed, or 0. */
+  xprocBroken(id: number): number;
+  xprocRelease(id: number): void;
+  /** Whether no participant may still push into the snapshot's mapping (the reader's id is then freed). */
+  xprocDrained(id: number): boolean;
   /** [ArrayBuffer, id, chunkSize, backend] */
   snapshotCreate(
     fd: number, offset: number, length: number, label: string, owner: number, dev: number, ino: number, regionSize: number,
