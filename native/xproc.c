@@ -627,6 +627,7 @@ static napi_value arm_js(napi_env env, napi_callback_info info) {
     }
   }
   if (err == 0 && atomic_load(&h->broken_gen) == gen) err = (int)atomic_load(&h->broken_err);
+  if (err < 0 || err > 4095) err = EPROTO; /* garbage in a slot: say so, never a made-up errno */
   if (err != 0) {
     reader_disarm(r);
     /* Keep the mapping until everyone armed has let go: xprocDrained. */
@@ -668,7 +669,7 @@ static napi_value broken_js(napi_env env, napi_callback_info info) {
   /* Someone else's generation in the header while we hold the reader lock:
    * garbage, and our snapshot's pushes may have stopped. */
   if (atomic_load(&h->gen) != r->gen || atomic_load(&h->state) != ST_ARMED) err = err ? err : EPROTO;
-  if (err != 0 && err < 1) err = EPROTO;
+  if (err < 0 || err > 4095) err = EPROTO;
   return cowshm_num(env, err);
 }
 

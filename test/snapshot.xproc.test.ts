@@ -28,8 +28,8 @@ interface Writer {
   out: string;
 }
 
-async function startWriter(name: string, index: number): Promise<Writer> {
-  const proc = spawn(process.execPath, [child, 'writer', name, String(index)], { stdio: ['ignore', 'pipe', 'pipe'] });
+async function startWriter(name: string, index: number | string, role = 'writer'): Promise<Writer> {
+  const proc = spawn(process.execPath, [child, role, name, String(index)], { stdio: ['ignore', 'pipe', 'pipe'] });
   const w: Writer = { proc, pid: proc.pid as number, out: '', exited: new Promise((resolve) => proc.on('exit', (code, sig) => resolve(code ?? sig))) };
   proc.stdout?.on('data', (d: Buffer) => (w.out += d.toString()));
   proc.stderr?.on('data', (d: Buffer) => (w.out += d.toString()));
@@ -155,5 +155,53 @@ test('a writer killed with SIGKILL neither hangs snapshot() nor disturbs the oth
       s.release();
     }
     for (const w of writers.slice(1)) assert.equal(w.proc.exitCode, null, 'the other writers live on');
+  });
+});
+
+test('a reader killed with SIGKILL holding a snapshot: the writers drop it and go on', async () => {
+  await withWriters('reader', async (r, _stop, writers) => {
+    for (let round = 0; round < 3; round++) {
+      const reader = await startWriter(r.name as string, 0, 'reader');
+      await sleep(30);
+      reader.proc.kill('SIGKILL');
+      await reader.exited;
+    }
+    const s = r.snapshot({ scope: 'processes', timeoutMs: 5000 });
+    const frozen = new Uint32Array(s.buffer);
+    const first = Uint32Array.from(frozen);
+    await sleep(30);
+    assert.equal(violations(frozen), 0);
+    assert.deepEqual(frozen, first);
+    s.release();
+    for (const w of writers) assert.equal(w.proc.exitCode, null, 'every writer lives on');
+  });
+});
+
+test('garbage in the coordination file from a hostile process: nothing pushed into it, nobody crashes', async () => {
+  await withWriters('garbage', async (r, _stop, writers) => {
+    const hostile = await startWriter(r.name as string, coordinationFile(r), 'hostile');
+    for (let i = 0; i < 500 && !hostile.out.includes('pushed='); i++) await sleep(10);
+    assert.equal(await hostile.exited, 0, hostile.out);
+    assert.match(hostile.out, /pushed=false/, 'a pid and address from shared state were verified before any push');
+    for (const w of writers) assert.equal(w.proc.exitCode, null, `writer ${w.pid} lives on: ${w.out}`);
+    // The next reader starts over from whatever is there: a snapshot, or a clear error.
+    for (let round = 0; round < 5; round++) {
+      let s;
+      try {
+        s = r.snapshot({ scope: 'processes', timeoutMs: 3000 });
+      } catch (err) {
+        assert.ok(typeof (err as NodeJS.ErrnoException).code === 'string', String(err));
+        continue;
+      }
+      const frozen = new Uint32Array(s.buffer);
+      const first = Uint32Array.from(frozen);
+      await sleep(20);
+      if (s.exact) {
+        assert.equal(violations(frozen), 0);
+        assert.deepEqual(frozen, first);
+      }
+      s.release();
+    }
+    for (const w of writers) assert.equal(w.proc.exitCode, null, `writer ${w.pid} lives on: ${w.out}`);
   });
 });
