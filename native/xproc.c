@@ -15,7 +15,7 @@
  *
  *   page 0   struct xhdr: seq (futex: "look again"), state, gen, the reader's
  *            pid / descriptor / address, and one struct xslot per participant
- *   page 1.. one 32-bit claim per region page: (gen << 2) | CLAIM_*
+ *   page 1.. one 32-bit claim per region page: (gen << 8) | (slot << 2) | CLAIM_*
  *
  * Liveness never goes through pids: byte READER_LOCK of the file is OFD-locked
  * by the reader for its snapshot's life, byte SLOT_LOCK + i by participant i
@@ -31,8 +31,9 @@
  *
  * Many writers. A page's claim goes untouched -> COPYING -> COPIED for the
  * snapshot's generation; only the writer that moved it to COPYING pushes, the
- * others wait for COPIED (bounded: a claimant that died or stopped breaks the
- * snapshot instead of blocking anyone). Claims of older generations count as
+ * others wait for COPIED; the claim of one that died (its slot lock is gone)
+ * is taken over, and one that stays stopped breaks the snapshot after a
+ * bounded wait instead of blocking anyone. Claims of older generations count as
  * untouched, so nothing is ever reset.
  *
  * Trust. Anything in the file may be garbage written by another process
@@ -121,6 +122,8 @@ struct pushctx {
   uint64_t addr;
   uint32_t gen;
   uint32_t timeout_ms;
+  int fd;    /* the participant's descriptor of the file: liveness of claimants */
+  int slot;  /* ours, recorded in our claims */
 };
 
 /* A participant: a region open for writing in this process. */
@@ -327,33 +330,43 @@ static int push(void *ctxp, uint64_t lo, uint64_t hi) {
   }
   /* Released or replaced: nobody holds this snapshot any more. */
   if (atomic_load(&c->h->state) != ST_ARMED || atomic_load(&c->h->gen) != c->gen) return 0;
-  uint32_t mine = (c->gen << 2) | CLAIM_COPYING, done = (c->gen << 2) | CLAIM_COPIED;
+  /* A claim: (generation << 8) | (slot << 2) | state. */
+  uint32_t tag = (c->gen & 0xffffff) << 8;
+  uint32_t mine = tag | ((uint32_t)c->slot << 2) | CLAIM_COPYING, done = tag | CLAIM_COPIED;
   int result = 0;
   for (uint64_t p = lo / cowshm_page_size; p < hi / cowshm_page_size && p < c->npages; p++) {
     _Atomic uint32_t *w = &c->claims[p];
     uint32_t v = atomic_load(w);
     int ours = 0;
-    /* A claim of another generation (or garbage) counts as untouched. */
-    while (v != done && v != mine) {
-      if (atomic_compare_exchange_weak(w, &v, mine)) {
-        ours = 1;
-        break;
-      }
-    }
-    if (v == done) continue;
-    if (!ours) {
-      /* Another writer is pushing this page: wait for it, boundedly. */
-      uint64_t t0 = now_ms();
-      while (atomic_load(w) == mine) {
+    uint64_t t0 = now_ms();
+    for (;;) {
+      if (v == done) break;
+      if ((v & ~0xffu) == tag && (v & 3) == CLAIM_COPYING) {
+        /* Another writer is pushing this page: wait for it. One that died
+         * (its slot lock is gone) never let its write through (a write lands
+         * only after the push is done), so its claim is taken over. */
+        int claimant = (int)((v >> 2) & 63);
+        /* (A claim of our own slot is another thread of this process.) */
+        if (claimant != c->slot && !held(c->fd, SLOT_LOCK + claimant) && atomic_compare_exchange_strong(w, &v, mine)) {
+          ours = 1;
+          break;
+        }
         if (now_ms() - t0 > bound) {
           mark_broken(c, ETIMEDOUT);
           result = ETIMEDOUT;
           break;
         }
         nap_us(20);
+        v = atomic_load(w);
+        continue;
       }
-      continue;
+      /* Untouched: a claim of another generation, or garbage. */
+      if (atomic_compare_exchange_weak(w, &v, mine)) {
+        ours = 1;
+        break;
+      }
     }
+    if (!ours) continue;
     /* Ours: we moved it from untouched to COPYING. */
     uintptr_t src = local_page(c, p);
     int err = 0;
@@ -423,7 +436,7 @@ static void part_step(struct part *p) {
     int err = verify_reader(&p->f, pid, rfd, addr);
     if (err == 0) {
       p->push = (struct pushctx){h, p->f.claims, p->f.dev, p->f.ino, p->f.npages, pid, addr, gen,
-                                 tmo > 600000 ? 600000 : tmo};
+                                 tmo > 600000 ? 600000 : tmo, p->f.fd, p->slot};
       const char *call;
       p->remote = cowshm_snapshot_remote_create(p->f.dev, p->f.ino, p->f.size, push, &p->push, &err, &call);
     }
@@ -593,8 +606,8 @@ static napi_value arm_js(napi_env env, napi_callback_info info) {
   atomic_store(&h->reader_fd, (uint32_t)r->f.fd);
   atomic_store(&h->reader_addr, addr);
   atomic_store(&h->timeout_ms, (uint32_t)(tmo > 600000 ? 600000 : tmo));
-  /* Generation 0 would match unset slots; skip it (and keep 30 bits for claims). */
-  uint32_t gen = (atomic_load(&h->gen) + 1) & 0x3fffffff;
+  /* Generation 0 would match unset slots; skip it (and keep 24 bits for claims). */
+  uint32_t gen = (atomic_load(&h->gen) + 1) & 0xffffff;
   if (gen == 0) gen = 1;
   r->gen = gen;
   atomic_store(&h->gen, gen);

@@ -274,6 +274,7 @@ export class Region {
 
   /** @internal The region's permission bits (the coordination file of cross-process snapshots gets them). */
   get _mode(): number {
+    this.#check();
     return this.#mode;
   }
 

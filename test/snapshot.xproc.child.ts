@@ -10,6 +10,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Region, pageSize } from 'cowshm';
+import { packageRoot } from './helpers';
 
 export const WRITERS = 3;
 export const RECORD = 2 + WRITERS;
@@ -30,7 +31,7 @@ function reader(name: string): void {
  * header. Nothing may be pushed into its memory, and nobody may crash.
  */
 async function hostile(name: string, file: string): Promise<void> {
-  const { native } = require(path.join(__dirname, '..', '..', 'dist', 'native.js')) as {
+  const { native } = require(path.join(packageRoot, 'dist', 'native.js')) as {
     native: { ofdLock(fd: number, s: number, l: number, k: number, w: number): boolean };
   };
   const region = Region.open(name, { readOnly: true });
