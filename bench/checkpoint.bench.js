@@ -2,6 +2,16 @@
 // the same directory, a writer's throughput during a checkpoint, the event
 // loop's worst delay, restore time, delta size against pages changed, and the
 // checksum against memcpy. Usage: node --expose-gc bench/checkpoint.bench.js [GiB]
+//
+// Against another build of cowshm (same speed, old build vs this one):
+//   node bench/checkpoint.bench.js --against ROOT [GiB] [rounds]
+// ROOT is a built checkout (its dist/, and its addon at build/Release/cowshm.node
+// or ROOT/cowshm.node, loaded with COWSHM_NATIVE_PATH). Each round runs both
+// builds, in alternating order, in child processes of their own: a full
+// snapshot.writeTo, a delta (1% of pages changed, compared with its base) and
+// Region.restore with verify: 'full'; the figure is the median over rounds of
+// the per-round ratio this build / ROOT's (seconds, each the best of 3 in its
+// child: below 1 is faster).
 'use strict';
 const fs = require('node:fs');
 const os = require('node:os');
@@ -9,12 +19,15 @@ const path = require('node:path');
 const { execFileSync } = require('node:child_process');
 const { Worker } = require('node:worker_threads');
 const { monitorEventLoopDelay, performance } = require('node:perf_hooks');
-const { Region, pageSize } = require('..');
-const { native } = require('../dist/native');
 const { time, median, report, fmtSeconds } = require('./lib');
 
+const mode = process.argv[2] === '--against' || process.argv[2] === '--one' ? process.argv[2] : null;
+const pkgRoot = mode === '--one' ? path.resolve(process.argv[3]) : path.join(__dirname, '..');
+const { Region, pageSize } = require(path.join(pkgRoot, 'dist', 'index.js'));
+const { native } = require(path.join(pkgRoot, 'dist', 'native'));
+
 const GiB = 1 << 30;
-const size = Math.round(Number(process.argv[2] ?? 1) * GiB);
+const size = Math.round(Number(process.argv[mode ? 4 : 2] ?? (mode ? 0.25 : 1)) * GiB);
 const dir = fs.mkdtempSync(path.join(process.env.COWSHM_BENCH_DIR ?? os.tmpdir(), 'cowshm-ck-bench-'));
 const rate = (bytes) => (s) => `${(bytes / s / 1e6).toFixed(0)} MB/s`;
 const fmtRate = (x) => `${(x / 1e6).toFixed(0)} MB/s`;
@@ -258,7 +271,75 @@ async function main() {
   return ok1 && ok2 && ok3 && ok4;
 }
 
-main().then(
+/** One build's figures for --against: [full writeTo, delta writeTo, restore verify full] seconds. */
+async function one() {
+  const region = Region.create({ size });
+  const view = region.map();
+  const bytes = new Uint8Array(view.buffer);
+  fill(bytes);
+  const full = path.join(dir, 'full.cow');
+  const delta = path.join(dir, 'delta.cow');
+  // Each figure is the best of 3: the least disturbed by whatever else runs.
+  const t = [Infinity, Infinity, Infinity];
+  let s = region.snapshot();
+  await s.writeTo(full); // warm-up: page cache and code paths
+  s.release();
+  const pages = Math.ceil(size / pageSize);
+  for (let k = 0; k < 3; k++) {
+    s = region.snapshot();
+    t[0] = Math.min(t[0], await time(() => s.writeTo(full)));
+    s.release();
+    for (let p = k; p < pages; p += 100) bytes[p * pageSize] ^= 0xff;
+    s = region.snapshot();
+    t[1] = Math.min(t[1], await time(() => s.writeTo(delta, { base: full })));
+    s.release();
+    t[2] = Math.min(t[2], await time(() => Region.restore(delta, { verify: 'full' }).close()));
+  }
+  view.close();
+  region.close();
+  fs.rmSync(dir, { recursive: true, force: true });
+  console.log(JSON.stringify(t));
+}
+
+function runBuild(root, native) {
+  const env = { ...process.env };
+  if (native) env.COWSHM_NATIVE_PATH = native;
+  else delete env.COWSHM_NATIVE_PATH;
+  const out = execFileSync(process.execPath, [__filename, '--one', root, String(size / GiB)], { encoding: 'utf8', env });
+  return JSON.parse(out.trim().split('\n').pop());
+}
+
+async function against() {
+  fs.rmSync(dir, { recursive: true, force: true });
+  const oldRoot = path.resolve(process.argv[3]);
+  const oldNative = [path.join(oldRoot, 'build', 'Release', 'cowshm.node'), path.join(oldRoot, 'cowshm.node')].find((f) => fs.existsSync(f));
+  if (!oldNative) throw new Error(`no cowshm.node under ${oldRoot}`);
+  const rounds = Number(process.argv[5] ?? 9);
+  const names = ['full writeTo', 'delta writeTo (1% changed)', "restore verify: 'full' (chain of 2)"];
+  const ratios = names.map(() => []);
+  const secs = names.map(() => ({ old: [], new: [] }));
+  console.log(`region ${size / GiB} GiB, ${os.cpus().length} CPUs; this build vs ${oldRoot} (${oldNative}), ${rounds} rounds`);
+  for (let r = 0; r < rounds; r++) {
+    const order = r % 2 === 0 ? ['old', 'new'] : ['new', 'old'];
+    const got = {};
+    for (const which of order) got[which] = which === 'old' ? runBuild(oldRoot, oldNative) : runBuild(path.join(__dirname, '..'), null);
+    names.forEach((_, i) => {
+      ratios[i].push(got.new[i] / got.old[i]);
+      secs[i].old.push(got.old[i]);
+      secs[i].new.push(got.new[i]);
+    });
+    console.log(`  round ${r + 1} (${order.join(' then ')}): ` + names.map((n, i) => `${n} ${(got.new[i] / got.old[i]).toFixed(3)}`).join(', '));
+  }
+  let ok = true;
+  for (let i = 0; i < names.length; i++) {
+    const m = median(ratios[i]);
+    ok = ok && m <= 1.05;
+    console.log(`${names[i]}: median ratio new/old ${m.toFixed(3)} (new ${fmtSeconds(median(secs[i].new))}, old ${fmtSeconds(median(secs[i].old))}) ${m <= 1.05 ? 'ok' : 'MISSED'} (≤ 1.05)`);
+  }
+  return ok;
+}
+
+(mode === '--one' ? one().then(() => true) : mode === '--against' ? against() : main()).then(
   (ok) => {
     process.exitCode = ok ? 0 : 1;
   },

@@ -35,126 +35,26 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <pthread.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/uio.h>
+#include <sys/vfs.h>
 #include <unistd.h>
 
-/* ---- XXH64 -------------------------------------------------------------- */
-
-#define P1 0x9E3779B185EBCA87ULL
-#define P2 0xC2B2AE3D27D4EB4FULL
-#define P3 0x165667B19E3779F9ULL
-#define P4 0x85EBCA77C2B2AE63ULL
-#define P5 0x27D4EB2F165667C5ULL
-
-struct xxh64 {
-  uint64_t v[4];
-  uint64_t total;
-  uint8_t buf[32];
-  size_t nbuf;
-};
-
-static inline uint64_t rotl64(uint64_t x, int r) { return (x << r) | (x >> (64 - r)); }
-static inline uint64_t rd64(const uint8_t *p) {
-  uint64_t v;
-  memcpy(&v, p, 8);
-  return v; /* little-endian hosts only: Linux on x86-64 and arm64 */
-}
-static inline uint32_t rd32(const uint8_t *p) {
-  uint32_t v;
-  memcpy(&v, p, 4);
-  return v;
-}
-static inline uint64_t xround(uint64_t acc, uint64_t in) {
-  acc += in * P2;
-  acc = rotl64(acc, 31);
-  return acc * P1;
-}
-static inline uint64_t xmerge(uint64_t acc, uint64_t val) {
-  acc ^= xround(0, val);
-  return acc * P1 + P4;
-}
-
-static void xxh64_init(struct xxh64 *h) {
-  h->v[0] = 0 + P1 + P2;
-  h->v[1] = P2;
-  h->v[2] = 0;
-  h->v[3] = 0 - P1;
-  h->total = 0;
-  h->nbuf = 0;
-}
-
-static const uint8_t *stripes(uint64_t v[4], const uint8_t *p, const uint8_t *end) {
-  uint64_t a = v[0], b = v[1], c = v[2], d = v[3];
-  while (p + 32 <= end) {
-    a = xround(a, rd64(p));
-    b = xround(b, rd64(p + 8));
-    c = xround(c, rd64(p + 16));
-    d = xround(d, rd64(p + 24));
-    p += 32;
-  }
-  v[0] = a, v[1] = b, v[2] = c, v[3] = d;
-  return p;
-}
-
-static void xxh64_update(struct xxh64 *h, const void *data, size_t len) {
-  const uint8_t *p = data, *end = p + len;
-  h->total += len;
-  if (h->nbuf + len < 32) {
-    memcpy(h->buf + h->nbuf, p, len);
-    h->nbuf += len;
-    return;
-  }
-  if (h->nbuf > 0) {
-    size_t fill = 32 - h->nbuf;
-    memcpy(h->buf + h->nbuf, p, fill);
-    stripes(h->v, h->buf, h->buf + 32);
-    p += fill;
-    h->nbuf = 0;
-  }
-  p = stripes(h->v, p, end);
-  h->nbuf = (size_t)(end - p);
-  memcpy(h->buf, p, h->nbuf);
-}
-
-static uint64_t xxh64_final(const struct xxh64 *h) {
-  uint64_t r;
-  if (h->total >= 32) {
-    r = rotl64(h->v[0], 1) + rotl64(h->v[1], 7) + rotl64(h->v[2], 12) + rotl64(h->v[3], 18);
-    for (int i = 0; i < 4; i++) r = xmerge(r, h->v[i]);
-  } else {
-    r = h->v[2] + P5;
-  }
-  r += h->total;
-  const uint8_t *p = h->buf, *end = h->buf + h->nbuf;
-  while (p + 8 <= end) {
-    r ^= xround(0, rd64(p));
-    r = rotl64(r, 27) * P1 + P4;
-    p += 8;
-  }
-  if (p + 4 <= end) {
-    r ^= (uint64_t)rd32(p) * P1;
-    r = rotl64(r, 23) * P2 + P3;
-    p += 4;
-  }
-  while (p < end) {
-    r ^= (*p) * P5;
-    r = rotl64(r, 11) * P1;
-    p++;
-  }
-  r ^= r >> 33;
-  r *= P2;
-  r ^= r >> 29;
-  r *= P3;
-  r ^= r >> 32;
-  return r;
-}
+/* XXH64 (seed 0) is the format's checksum: xxHash's own single-header
+ * release, vendored with its license (native/vendor/xxhash/README.md), and
+ * compiled into this file only, so the addon needs no library at run time.
+ * Only XXH32/XXH64 are needed: XXH_NO_XXH3 leaves the rest out. */
+#define XXH_INLINE_ALL
+#define XXH_NO_XXH3
+#include "vendor/xxhash/xxhash.h"
 
 static napi_value hex64(napi_env env, uint64_t v) {
   char s[17];
@@ -176,10 +76,11 @@ static napi_value xxh64_js(napi_env env, napi_callback_info info) {
   if (napi_get_typedarray_info(env, argv[0], &type, &length, &data, &ab, &off) != napi_ok ||
       type != napi_uint8_array)
     return cowshm_throw_type(env, "cowshm internal error: expected a Uint8Array");
-  struct xxh64 h;
-  xxh64_init(&h);
-  if (length > 0) xxh64_update(&h, data, length);
-  return hex64(env, xxh64_final(&h));
+  /* The streaming form: faster than the one-shot XXH64() with this compiler. */
+  XXH64_state_t h;
+  XXH64_reset(&h, 0);
+  if (length > 0) XXH64_update(&h, data, length);
+  return hex64(env, XXH64_digest(&h));
 }
 
 #define CHUNK_BYTES ((size_t)1 << 20)
@@ -199,8 +100,8 @@ static napi_value hash_file_js(napi_env env, napi_callback_info info) {
     return NULL;
   uint8_t *buf = malloc(CHUNK_BYTES);
   if (buf == NULL) return cowshm_throw_errno(env, ENOMEM, "malloc", NULL);
-  struct xxh64 h;
-  xxh64_init(&h);
+  XXH64_state_t h;
+  XXH64_reset(&h, 0);
   while (len > 0) {
     size_t want = len < CHUNK_BYTES ? (size_t)len : CHUNK_BYTES;
     ssize_t n = RETRY(pread(fd, buf, want, (off_t)off));
@@ -214,12 +115,141 @@ static napi_value hash_file_js(napi_env env, napi_callback_info info) {
       cowshm_throw_code(env, "ERR_COWSHM_CHECKPOINT_TRUNCATED", "the file ended before its data did");
       return NULL;
     }
-    xxh64_update(&h, buf, (size_t)n);
+    XXH64_update(&h, buf, (size_t)n);
     off += (uint64_t)n;
     len -= (uint64_t)n;
   }
   free(buf);
-  return hex64(env, xxh64_final(&h));
+  return hex64(env, XXH64_digest(&h));
+}
+
+/* ---- temporaries ----------------------------------------------------------
+ *
+ * A checkpoint is written to a temporary file beside its target and renamed
+ * over it when complete. Its writer holds an exclusive OFD lock on the whole
+ * temporary for as long as it exists (see locks.c): the kernel drops it when
+ * the writer's descriptor goes, in whatever pid namespace or host the writer
+ * runs, so anyone who can take a lock on a temporary knows its writer is gone
+ * and may remove it (write.ts). Nothing else decides that, not the pid in the
+ * name nor the file's age.
+ *
+ * The lock cannot be taken in the same step as the create: a cleaner may open
+ * the new file and take its own lock in between, then remove it. So after
+ * locking, the writer checks that its file still has a name (st_nlink > 0);
+ * if either step lost, it closes and tries another name (-1 to JS).
+ *
+ * Each temporary is also registered with its environment: a worker ended by
+ * terminate() never runs the JS that removes it, so the environment's cleanup
+ * hook removes it then (after Node has waited for the writer's thread-pool
+ * work, so nothing writes to it any more) and closes its descriptor. */
+
+struct temp {
+  struct temp *next;
+  napi_env env;
+  int fd;
+  char path[];
+};
+
+static pthread_mutex_t temps_mutex = PTHREAD_MUTEX_INITIALIZER;
+static struct temp *temps;
+
+static void temp_unlist(struct temp *t) {
+  pthread_mutex_lock(&temps_mutex);
+  for (struct temp **pp = &temps; *pp != NULL; pp = &(*pp)->next) {
+    if (*pp == t) {
+      *pp = t->next;
+      break;
+    }
+  }
+  pthread_mutex_unlock(&temps_mutex);
+}
+
+/* The environment ends with the temporary still there: its JS is gone. */
+static void temp_cleanup(void *arg) {
+  struct temp *t = arg;
+  temp_unlist(t);
+  unlink(t->path); /* ENOENT: renamed into place just before the end */
+  close(t->fd);
+  free(t);
+}
+
+/* tempCreate(path, mode) -> fd, or -1 when this name lost a race with a
+ * cleaner (try another). The file is created (O_EXCL), locked and registered. */
+static napi_value temp_create_js(napi_env env, napi_callback_info info) {
+  napi_value argv[2];
+  char path[PATH_MAX + 1];
+  int32_t mode;
+  if (!cowshm_args(env, info, 2, argv) || !cowshm_get_str(env, argv[0], path, sizeof path) ||
+      !cowshm_get_i32(env, argv[1], &mode))
+    return NULL;
+  size_t len = strlen(path);
+  struct temp *t = malloc(sizeof *t + len + 1);
+  if (t == NULL) return cowshm_throw_errno(env, ENOMEM, "malloc", NULL);
+  memcpy(t->path, path, len + 1);
+  int fd = RETRY(open(path, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, (mode_t)mode));
+  if (fd < 0) {
+    int err = errno;
+    free(t);
+    return cowshm_throw_errno(env, err, "open", path);
+  }
+  struct flock fl = {.l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = 0, .l_len = 0, .l_pid = 0};
+  struct stat st;
+  if (RETRY(fcntl(fd, F_OFD_SETLK, &fl)) != 0) {
+    int err = errno;
+    close(fd);
+    free(t);
+    if (err == EAGAIN || err == EACCES) return cowshm_num(env, -1); /* a cleaner holds it: it removes it */
+    unlink(path);
+    return cowshm_throw_errno(env, err, "fcntl", path);
+  }
+  if (fstat(fd, &st) != 0 || st.st_nlink == 0) {
+    close(fd); /* removed by a cleaner between the create and the lock */
+    free(t);
+    return cowshm_num(env, -1);
+  }
+  t->env = env;
+  t->fd = fd;
+  if (napi_add_env_cleanup_hook(env, temp_cleanup, t) != napi_ok) {
+    unlink(path);
+    close(fd);
+    free(t);
+    cowshm_throw_napi_failure(env, "registering a checkpoint's temporary file", __FILE__, __LINE__);
+    return NULL;
+  }
+  pthread_mutex_lock(&temps_mutex);
+  t->next = temps;
+  temps = t;
+  pthread_mutex_unlock(&temps_mutex);
+  return cowshm_num(env, fd);
+}
+
+/* tempRelease(fd, remove): closes a temporary made by tempCreate (and so
+ * drops its lock), removing it first when `remove` (it was not renamed). */
+static napi_value temp_release_js(napi_env env, napi_callback_info info) {
+  napi_value argv[2];
+  int32_t fd, remove;
+  if (!cowshm_args(env, info, 2, argv) || !cowshm_get_i32(env, argv[0], &fd) ||
+      !cowshm_get_i32(env, argv[1], &remove))
+    return NULL;
+  struct temp *t = NULL;
+  pthread_mutex_lock(&temps_mutex);
+  for (struct temp **pp = &temps; *pp != NULL; pp = &(*pp)->next) {
+    if ((*pp)->fd == fd && (*pp)->env == env) {
+      t = *pp;
+      *pp = t->next;
+      break;
+    }
+  }
+  pthread_mutex_unlock(&temps_mutex);
+  if (t == NULL) return cowshm_throw_range(env, "cowshm internal error: not a checkpoint temporary");
+  napi_remove_env_cleanup_hook(env, temp_cleanup, t);
+  int err = 0;
+  /* Removed while still locked: no cleaner can take it for another's. */
+  if (remove && unlink(t->path) != 0 && errno != ENOENT) err = errno;
+  close(t->fd); /* Linux releases the descriptor even when close fails */
+  free(t);
+  if (err != 0) return cowshm_throw_errno(env, err, "unlink", NULL);
+  return cowshm_undefined(env);
 }
 
 /* ---- the writer ---------------------------------------------------------- */
@@ -257,6 +287,11 @@ struct ck_work {
   uint64_t hash;
   uint32_t *kept;
   size_t nkept;
+  /* full writer: the source region's file, to skip its holes (-1: none), and
+   * the pages copied into the snapshot (ascending, may be NULL) */
+  int holes_fd;
+  uint32_t *copied;
+  size_t ncopied;
 };
 
 /* The iovecs for `n` (at most 256) pages listed in idx of the mapping at
@@ -288,24 +323,28 @@ static int read_pages(uintptr_t base, size_t page, const uint32_t *idx, size_t n
   return (size_t)got == want ? 0 : EFAULT;
 }
 
-/* Writes `n` pages listed in idx from the mapping at base to fd at off. */
+/* Writes `n` pages listed in idx from the mapping at base to fd at off. On
+ * failure returns the errno and sets *syscall. */
 static int write_pages(int fd, uintptr_t base, size_t page, const uint32_t *idx, size_t n, uint64_t off,
-                       int populated) {
+                       int populated, const char **syscall) {
   struct iovec iov[256];
   size_t niov = page_iovecs(base, page, idx, n, iov);
   /* Map the pages first: write(2) copies from user memory with page faults
    * disabled and faults in one page per retry, several times slower than a
    * batched populate on a fresh mapping (a new snapshot has no page tables
-   * yet). A released range fails here too, with EFAULT or ENOMEM. */
+   * yet). A released range fails here too, with EFAULT or ENOMEM; so does a
+   * page the kernel cannot allocate (EFAULT: /dev/shm full; ENOMEM). */
   for (size_t i = 0; i < niov && !populated; i++) {
     if (RETRY(madvise(iov[i].iov_base, iov[i].iov_len, MADV_POPULATE_READ)) != 0) {
       if (errno == EINVAL) break; /* kernel older than 5.14: the write faults the pages in itself */
-      return errno == ENOMEM ? EFAULT : errno;
+      *syscall = "madvise";
+      return errno;
     }
   }
   struct iovec *v = iov;
   while (niov > 0) {
     ssize_t w = RETRY(pwritev(fd, v, (int)niov, (off_t)off));
+    *syscall = "pwritev";
     if (w < 0) return errno;
     if (w == 0) return EIO;
     off += (uint64_t)w;
@@ -352,6 +391,87 @@ static int mapping_alive(double id) {
   return s != NULL && atomic_load(&s->state) == SLOT_MAPPED;
 }
 
+/* ---- holes ---------------------------------------------------------------
+ *
+ * A sparse region (reserve: false) is mostly holes, and a hole read through a
+ * mapping of a tmpfs file is not free: the fault allocates a page for it, so
+ * writing a 64 GiB region with one page written would fill /dev/shm (or fail
+ * when it is full). A page that is a hole in the region's file and was not
+ * copied into the snapshot reads as zeros, so the full writer skips it: the
+ * checkpoint's file keeps a hole there too (it is sized at the first one), and the
+ * read-back hashes the zeros a hole reads as.
+ *
+ * Why that is sound for a snapshot: an uncopied page of a snapshot is the
+ * region's page-cache page, so if the file has a hole there the snapshot
+ * reads zeros. A page written meanwhile was copied (its old bytes, zeros for
+ * a hole) and is listed in `copied` if it was copied before the writer
+ * started; one copied later was a hole when the snapshot was taken, so its
+ * frozen bytes are zeros either way. Only another process punching a hole
+ * into the region's file under a live snapshot could tell the difference, and
+ * that changes what the snapshot itself reads too. */
+
+/* Where the holes of fd are, learnt going forward: [data, hole) is known to
+ * be data and [gap, data) a hole. Each lseek walks the file from where it
+ * starts to its answer (a SEEK_HOLE in a fully written region walks to its
+ * end), so asking once per extent rather than once per chunk keeps a whole
+ * pass linear. */
+struct holes {
+  int fd; /* -1: no holes known */
+  off_t gap, data, hole;
+};
+
+static void mark_holes(uint8_t *hole, size_t first, size_t page, off_t from, off_t to, size_t *count) {
+  /* Whole pages only: a partial page of data counts as data. */
+  for (off_t p = (from + (off_t)page - 1) / (off_t)page * (off_t)page; p + (off_t)page <= to; p += (off_t)page) {
+    hole[(size_t)(p / (off_t)page) - first] = 1;
+    (*count)++;
+  }
+}
+
+/* Marks in hole[0..n) the pages [first, first + n) that lie wholly in a hole
+ * of hs->fd (SEEK_DATA/SEEK_HOLE); pages are asked about in ascending order.
+ * Returns how many; 0 when the file cannot tell. */
+static size_t find_holes(struct holes *hs, size_t first, size_t n, size_t page, uint8_t *hole) {
+  memset(hole, 0, n);
+  if (hs->fd < 0) return 0;
+  off_t pos = (off_t)(first * page), end = (off_t)((first + n) * page);
+  size_t count = 0;
+  while (pos < end) {
+    if (pos >= hs->gap && pos < hs->data) { /* a known hole */
+      off_t to = hs->data < end ? hs->data : end;
+      mark_holes(hole, first, page, pos, to, &count);
+      pos = to;
+      continue;
+    }
+    if (pos >= hs->data && pos < hs->hole) { /* known data */
+      pos = hs->hole;
+      continue;
+    }
+    off_t data = lseek(hs->fd, pos, SEEK_DATA);
+    if (data < 0 && errno != ENXIO) { /* no SEEK_DATA here: no holes known */
+      hs->fd = -1;
+      memset(hole, 0, n);
+      return 0;
+    }
+    off_t next = INT64_MAX; /* ENXIO: a hole to the end of the file */
+    if (data < 0) {
+      data = INT64_MAX;
+    } else {
+      next = lseek(hs->fd, data, SEEK_HOLE);
+      if (next < 0) next = INT64_MAX;
+    }
+    hs->gap = pos, hs->data = data, hs->hole = next;
+  }
+  return count;
+}
+
+/* Whether page p is in the ascending list [*at, n) of copied pages; moves *at
+ * forward (pages are asked about in ascending order). */
+static int was_copied(const uint32_t *copied, size_t n, size_t *at, size_t p) {
+  while (*at < n && copied[*at] < p) (*at)++;
+  return *at < n && copied[*at] == p;
+}
+
 /* Starts the disk writing what [*kicked, pos) left dirty now, while the
  * next chunks are copied, instead of leaving all of it to the final fsync:
  * the copy and the disk overlap, and the fsync is left with little to do.
@@ -378,7 +498,7 @@ struct hasher {
   int fin, stop;
   int err;
   const char *syscall;
-  struct xxh64 h;
+  XXH64_state_t h;
   uint8_t *buf;
   size_t bufsize;
 };
@@ -417,7 +537,7 @@ static void *hasher_thread(void *data) {
         pthread_mutex_unlock(&hs->mu);
         return NULL;
       }
-      xxh64_update(&hs->h, hs->buf, n);
+      XXH64_update(&hs->h, hs->buf, n);
       hs->pos += n;
     }
     kick_writeback(hs->fd, &kicked, hs->pos, &kick);
@@ -447,6 +567,8 @@ static int hasher_publish(struct hasher *hs, uint64_t ready, int fin, int stop) 
 struct populater {
   uintptr_t start;
   size_t len;
+  struct holes holes; /* the source's file, to skip its holes (see find_holes) */
+  size_t page;
   _Atomic size_t upto;
   _Atomic int stop;
 };
@@ -454,46 +576,109 @@ struct populater {
 static void *populater_thread(void *data) {
   struct populater *pp = data;
   helper_priority();
+  uint8_t hole[256];
+  size_t per = CHUNK_BYTES / pp->page > 256 ? 256 : CHUNK_BYTES / pp->page;
   for (size_t off = 0; off < pp->len && !atomic_load_explicit(&pp->stop, memory_order_relaxed);) {
-    size_t n = pp->len - off < CHUNK_BYTES ? pp->len - off : CHUNK_BYTES;
-    if (RETRY(madvise((void *)(pp->start + off), n, MADV_POPULATE_READ)) != 0) break;
+    size_t n = pp->len - off < per * pp->page ? pp->len - off : per * pp->page;
+    size_t pages = n / pp->page;
+    /* Holes are left alone: populating one would allocate it. A copied page
+     * in a hole is populated by the writer's own populate instead. */
+    size_t holes = find_holes(&pp->holes, off / pp->page, pages, pp->page, hole);
+    for (size_t i = 0; i < pages;) {
+      if (holes && hole[i]) {
+        i++;
+        continue;
+      }
+      size_t m = 1;
+      while (i + m < pages && !(holes && hole[i + m])) m++;
+      if (RETRY(madvise((void *)(pp->start + off + i * pp->page), m * pp->page, MADV_POPULATE_READ)) != 0) return NULL;
+      i += m;
+    }
     off += n;
     atomic_store_explicit(&pp->upto, off, memory_order_release);
   }
   return NULL;
 }
 
-static void run_writer(struct ck_work *w) {
-  size_t page = w->page, per = CHUNK_BYTES / page;
-  if (per > 256) per = 256;
-  uint8_t *buf = malloc(per * page), *cbuf = w->cmp ? malloc(per * page) : NULL;
+/* ---- the writers --------------------------------------------------------- */
+
+/* What both writers check before each chunk: a cancel request, then whether
+ * the mappings are still there (a released source reads as EFAULT later;
+ * checking first gives the clearer error in the common case). */
+static int chunk_start(struct ck_work *w) {
+  if (__atomic_load_n(&w->state[0], __ATOMIC_RELAXED)) {
+    w->err = ECANCELED, w->syscall = "cancel";
+    return 0;
+  }
+  if (!mapping_alive(w->src_id) || (w->cmp && !mapping_alive(w->cmp_id))) {
+    w->err = ESRCH, w->syscall = "released";
+    return 0;
+  }
+  return 1;
+}
+
+/* A failed copy from the source. EFAULT is what a released snapshot gives
+ * (its range is PROT_NONE before its slot says so, so the slot cannot be
+ * trusted to tell yet), and also what a tmpfs page that cannot be allocated
+ * gives (the fault is a SIGBUS): a full file system is told apart by its
+ * free space and reported as ENOSPC. ENOMEM is out of memory unless the
+ * mapping is gone. */
+static void source_error(struct ck_work *w, int err, const char *syscall) {
+  struct statfs sf;
+  if (err == EFAULT && w->holes_fd >= 0 && fstatfs(w->holes_fd, &sf) == 0 && sf.f_blocks > 0 && sf.f_bavail == 0) {
+    w->err = ENOSPC, w->syscall = syscall;
+  } else if (err == EFAULT || err == ESRCH || (err == ENOMEM && !mapping_alive(w->src_id))) {
+    w->err = ESRCH, w->syscall = "released";
+  } else {
+    w->err = err, w->syscall = syscall;
+  }
+}
+
+static void chunk_done(struct ck_work *w, size_t done) { __atomic_store_n(&w->state[1], (int32_t)done, __ATOMIC_RELAXED); }
+
+/* Pages per chunk: 1 MiB, at most 256 pages (one iovec array). */
+static size_t chunk_pages(size_t page) {
+  size_t per = CHUNK_BYTES / page;
+  return per > 256 ? 256 : per == 0 ? 1 : per;
+}
+
+static void stop_hasher(struct hasher *hs, pthread_t ht) {
+  hasher_publish(hs, hs->ready, 0, 1);
+  pthread_join(ht, NULL);
+  pthread_cond_destroy(&hs->cv);
+  pthread_mutex_destroy(&hs->mu);
+}
+
+/* The full writer: every page of the source in order, each at its own place
+ * in the file (file_offset + index * page), holes skipped; or the listed
+ * pages back to back (a delta whose page list is known: the changed pages of
+ * a live older snapshot). A second thread
+ * hashes behind it (struct hasher) and another populates ahead of it
+ * (struct populater); without them it does both itself. */
+static void run_full(struct ck_work *w) {
+  size_t page = w->page, per = chunk_pages(page);
+  uint8_t *buf = malloc(per * page);
   uint32_t idx[256];
+  uint8_t hole[256];
   struct hasher hs;
   pthread_t ht, pt;
-  int hashing = 0; /* the hasher thread runs */
-  struct populater pp = {.start = w->src, .len = w->npages * page};
-  int populating = 0; /* the populater thread runs */
-  if (buf == NULL || (w->cmp && cbuf == NULL)) {
-    w->err = ENOMEM, w->syscall = "malloc";
-    goto out;
-  }
-  if (w->cmp) {
-    w->kept = malloc((w->npages ? w->npages : 1) * sizeof *w->kept);
-    if (w->kept == NULL) {
-      w->err = ENOMEM, w->syscall = "malloc";
-      goto out;
-    }
-  }
-  struct xxh64 h;
-  xxh64_init(&h);
+  int hashing = 0, populating = 0;
+  struct populater pp = {.start = w->src, .len = w->npages * page, .holes = {w->holes_fd, 0, 0, 0}, .page = page};
+  struct holes holes = {w->pages ? -1 : w->holes_fd, 0, 0, 0};
+  XXH64_state_t h;
+  XXH64_reset(&h, 0);
   uint64_t pos = w->file_offset, kicked = pos;
   int kick = 1;
-  /* A delta decides what to keep from the bytes read back, so it reads them
-   * itself. Without a second thread, a full checkpoint does so too. */
-  if (!w->cmp && pthread_mutex_init(&hs.mu, NULL) == 0) {
+  size_t copied_at = 0;
+  int sized = 0; /* the file has its full length */
+  if (buf == NULL) {
+    w->err = ENOMEM, w->syscall = "malloc";
+    return;
+  }
+  if (pthread_mutex_init(&hs.mu, NULL) == 0) {
     if (pthread_cond_init(&hs.cv, NULL) == 0) {
       hs.fd = w->fd, hs.pos = hs.ready = pos, hs.fin = hs.stop = 0, hs.err = 0, hs.syscall = NULL;
-      xxh64_init(&hs.h);
+      XXH64_reset(&hs.h, 0);
       hs.buf = buf, hs.bufsize = per * page;
       if (pthread_create(&ht, NULL, hasher_thread, &hs) == 0) hashing = 1;
       if (!hashing) pthread_cond_destroy(&hs.cv);
@@ -502,98 +687,143 @@ static void run_writer(struct ck_work *w) {
   }
   if (hashing && w->pages == NULL && pthread_create(&pt, NULL, populater_thread, &pp) == 0) populating = 1;
   for (size_t done = 0; done < w->npages;) {
-    if (__atomic_load_n(&w->state[0], __ATOMIC_RELAXED)) {
-      w->err = ECANCELED, w->syscall = "cancel";
-      goto out;
+    if (!chunk_start(w)) break;
+    size_t n = w->npages - done < per ? w->npages - done : per;
+    find_holes(&holes, done, n, page, hole);
+    /* Runs of pages to write, each at its own offset; skipped holes stay holes. */
+    for (size_t i = 0; i < n && w->err == 0;) {
+      if (hole[i] && !was_copied(w->copied, w->ncopied, &copied_at, done + i)) {
+        /* The file must reach past a skipped page: the read-back would end
+         * early at a hole at its end. Sized once, at the first hole. */
+        if (!sized && RETRY(ftruncate(w->fd, (off_t)(w->file_offset + (uint64_t)w->npages * page))) != 0) {
+          w->err = errno, w->syscall = "ftruncate";
+          break;
+        }
+        sized = 1;
+        i++;
+        continue;
+      }
+      size_t m = 0;
+      while (i + m < n && !(hole[i + m] && !was_copied(w->copied, w->ncopied, &copied_at, done + i + m))) {
+        idx[m] = w->pages ? w->pages[done + i + m] : (uint32_t)(done + i + m);
+        m++;
+      }
+      int ahead = populating && atomic_load_explicit(&pp.upto, memory_order_acquire) >= (done + i + m) * page;
+      const char *sc = NULL;
+      int err = write_pages(w->fd, w->src, page, idx, m, w->file_offset + (uint64_t)(done + i) * page, ahead, &sc);
+      if (err != 0) source_error(w, err, sc);
+      i += m;
     }
+    if (w->err != 0) break;
+    pos += n * page;
+    done += n;
+    chunk_done(w, done);
+    if (hashing) {
+      if (hasher_publish(&hs, pos, 0, 0) != 0) break; /* reported below, from the hasher */
+      continue;
+    }
+    int err = read_back(w->fd, buf, n * page, pos - n * page);
+    if (err != 0) {
+      w->err = err, w->syscall = "pread";
+      break;
+    }
+    XXH64_update(&h, buf, n * page);
+    kick_writeback(w->fd, &kicked, pos, &kick);
+  }
+  if (populating) {
+    atomic_store(&pp.stop, 1);
+    pthread_join(pt, NULL);
+  }
+  if (hashing) {
+    if (w->err == 0 && hs.err == 0) {
+      hasher_publish(&hs, pos, 1, 0);
+      pthread_join(ht, NULL);
+      pthread_cond_destroy(&hs.cv);
+      pthread_mutex_destroy(&hs.mu);
+    } else {
+      /* Stopped early: by an error of the writer, a cancel, or the hasher's own error. */
+      stop_hasher(&hs, ht);
+    }
+    if (w->err == 0 && hs.err != 0) w->err = hs.err, w->syscall = hs.syscall;
+    if (w->err == 0) w->hash = XXH64_digest(&hs.h);
+  } else if (w->err == 0) {
+    w->hash = XXH64_digest(&h);
+  }
+  free(buf);
+}
+
+/* The delta writer: the listed pages (or all), each compared with the same
+ * page of the base mapping; only pages that differ are kept, back to back
+ * from file_offset, and listed in w->kept. It decides from the bytes read
+ * back, so it hashes them itself. */
+static void run_delta(struct ck_work *w) {
+  size_t page = w->page, per = chunk_pages(page);
+  uint8_t *buf = malloc(per * page), *cbuf = malloc(per * page);
+  uint32_t idx[256];
+  w->kept = malloc((w->npages ? w->npages : 1) * sizeof *w->kept);
+  XXH64_state_t h;
+  XXH64_reset(&h, 0);
+  uint64_t pos = w->file_offset, kicked = pos;
+  int kick = 1;
+  if (buf == NULL || cbuf == NULL || w->kept == NULL) {
+    w->err = ENOMEM, w->syscall = "malloc";
+    goto out;
+  }
+  for (size_t done = 0; done < w->npages;) {
+    if (!chunk_start(w)) goto out;
     size_t n = w->npages - done < per ? w->npages - done : per;
     for (size_t i = 0; i < n; i++) idx[i] = w->pages ? w->pages[done + i] : (uint32_t)(done + i);
-    /* A released source reads as EFAULT below; checking first gives the
-     * clearer error in the common case. */
-    if (!mapping_alive(w->src_id) || (w->cmp && !mapping_alive(w->cmp_id))) {
-      w->err = ESRCH, w->syscall = "released";
-      goto out;
-    }
-    /* Pages in order from 0 when populating: chunk [done, done + n). */
-    int ahead = populating && atomic_load_explicit(&pp.upto, memory_order_acquire) >= (done + n) * page;
-    int err = write_pages(w->fd, w->src, page, idx, n, pos, ahead);
+    const char *sc = NULL;
+    int err = write_pages(w->fd, w->src, page, idx, n, pos, 0, &sc);
     if (err != 0) {
-      w->err = err, w->syscall = err == EFAULT ? "released" : "pwritev";
+      source_error(w, err, sc);
       goto out;
-    }
-    if (hashing) {
-      pos += n * page;
-      done += n;
-      __atomic_store_n(&w->state[1], (int32_t)done, __ATOMIC_RELAXED);
-      err = hasher_publish(&hs, pos, 0, 0);
-      if (err != 0) goto out; /* reported below, from the hasher */
-      continue;
     }
     err = read_back(w->fd, buf, n * page, pos);
     if (err != 0) {
       w->err = err, w->syscall = "pread";
       goto out;
     }
-    size_t keep = n;
-    if (w->cmp) {
-      err = read_pages(w->cmp, page, idx, n, cbuf);
+    err = read_pages(w->cmp, page, idx, n, cbuf);
+    if (err != 0) {
+      w->err = err == EFAULT && !mapping_alive(w->cmp_id) ? ESRCH : err;
+      w->syscall = w->err == ESRCH ? "released" : "process_vm_readv";
+      goto out;
+    }
+    /* Keep only pages that differ from the base, compacted in place. */
+    size_t keep = 0;
+    for (size_t i = 0; i < n; i++) {
+      if (memcmp(buf + i * page, cbuf + i * page, page) == 0) continue;
+      if (keep != i) memcpy(buf + keep * page, buf + i * page, page);
+      w->kept[w->nkept++] = idx[i];
+      keep++;
+    }
+    if (keep > 0 && keep < n) {
+      err = write_all(w->fd, buf, keep * page, pos);
       if (err != 0) {
-        w->err = err, w->syscall = err == EFAULT ? "released" : "process_vm_readv";
+        w->err = err, w->syscall = "pwrite";
         goto out;
-      }
-      /* Keep only pages that differ from the base, compacted in place. */
-      keep = 0;
-      for (size_t i = 0; i < n; i++) {
-        if (memcmp(buf + i * page, cbuf + i * page, page) == 0) continue;
-        if (keep != i) memcpy(buf + keep * page, buf + i * page, page);
-        w->kept[w->nkept++] = idx[i];
-        keep++;
-      }
-      if (keep > 0 && keep < n) {
-        err = write_all(w->fd, buf, keep * page, pos);
-        if (err != 0) {
-          w->err = err, w->syscall = "pwrite";
-          goto out;
-        }
       }
     }
     if (keep > 0) {
-      xxh64_update(&h, buf, keep * page);
+      XXH64_update(&h, buf, keep * page);
       pos += keep * page;
     }
     done += n;
-    __atomic_store_n(&w->state[1], (int32_t)done, __ATOMIC_RELAXED);
+    chunk_done(w, done);
     kick_writeback(w->fd, &kicked, pos, &kick);
   }
-  if (hashing) {
-    hasher_publish(&hs, pos, 1, 0);
-    pthread_join(ht, NULL);
-    hashing = 0;
-    if (hs.err != 0) {
-      w->err = hs.err, w->syscall = hs.syscall;
-    } else {
-      w->hash = xxh64_final(&hs.h);
-    }
-    pthread_cond_destroy(&hs.cv);
-    pthread_mutex_destroy(&hs.mu);
-    goto out;
-  }
-  w->hash = xxh64_final(&h);
+  w->hash = XXH64_digest(&h);
 out:
-  if (populating) {
-    atomic_store(&pp.stop, 1);
-    pthread_join(pt, NULL);
-  }
-  if (hashing) {
-    /* Stopped early: by an error of the writer, a cancel, or the hasher's own error. */
-    hasher_publish(&hs, hs.ready, 0, 1);
-    pthread_join(ht, NULL);
-    if (w->err == 0) w->err = hs.err, w->syscall = hs.syscall;
-    pthread_cond_destroy(&hs.cv);
-    pthread_mutex_destroy(&hs.mu);
-  }
   free(buf);
   free(cbuf);
+}
+
+static void run_writer(struct ck_work *w) {
+  if (w->cmp)
+    run_delta(w);
+  else
+    run_full(w);
 }
 
 /* The copy runs in a thread of its own at a lower priority (nice +10) than
@@ -621,53 +851,76 @@ static void ck_execute(napi_env env, void *data) {
     run_writer(data);
 }
 
-static void ck_complete(napi_env env, napi_status status, void *data) {
-  struct ck_work *w = data;
-  napi_value result = NULL, err = NULL;
-  if (status == napi_ok && w->err == 0) {
-    napi_value kept;
-    if (w->cmp) {
-      void *out = NULL;
-      napi_value ab;
-      if (napi_create_arraybuffer(env, w->nkept * sizeof(uint32_t), &out, &ab) == napi_ok) {
-        if (w->nkept) memcpy(out, w->kept, w->nkept * sizeof(uint32_t));
-        napi_create_typedarray(env, napi_uint32_array, w->nkept, ab, 0, &kept);
-      } else {
-        napi_get_null(env, &kept);
-      }
-    } else {
-      napi_get_null(env, &kept);
-    }
-    napi_create_array_with_length(env, 2, &result);
-    napi_set_element(env, result, 0, hex64(env, w->hash));
-    napi_set_element(env, result, 1, kept);
-    napi_resolve_deferred(env, w->deferred, result);
-  } else {
-    if (w->err == ECANCELED) {
-      napi_value msg, code;
-      napi_create_string_utf8(env, "The operation was aborted", NAPI_AUTO_LENGTH, &msg);
-      napi_create_string_utf8(env, "ABORT_ERR", NAPI_AUTO_LENGTH, &code);
-      napi_create_error(env, code, msg, &err);
-    } else if (w->err == ESRCH || (w->err == EFAULT && strcmp(w->syscall, "released") == 0)) {
-      napi_value msg, code;
-      napi_create_string_utf8(env,
-                              "the mapping being written was released before the checkpoint was complete; "
-                              "release a snapshot only after its writeTo() has settled",
-                              NAPI_AUTO_LENGTH, &msg);
-      napi_create_string_utf8(env, "ERR_COWSHM_CLOSED", NAPI_AUTO_LENGTH, &code);
-      napi_create_error(env, code, msg, &err);
-    } else {
-      cowshm_throw_errno(env, status != napi_ok ? EIO : w->err, status != napi_ok ? "async work" : w->syscall,
-                         NULL);
-      napi_get_and_clear_last_exception(env, &err);
-    }
-    napi_reject_deferred(env, w->deferred, err);
-  }
-  napi_delete_async_work(env, w->work);
+static void ck_free(struct ck_work *w) {
+  if (w->holes_fd >= 0) close(w->holes_fd);
   state_unref(w->shared);
   free(w->pages);
+  free(w->copied);
   free(w->kept);
   free(w);
+}
+
+/* An Error with `code`, or NULL when even that cannot be made. */
+static napi_value coded_error(napi_env env, const char *code, const char *message) {
+  napi_value msg = NULL, c = NULL, err = NULL;
+  if (napi_create_string_utf8(env, message, NAPI_AUTO_LENGTH, &msg) != napi_ok ||
+      napi_create_string_utf8(env, code, NAPI_AUTO_LENGTH, &c) != napi_ok || napi_create_error(env, c, msg, &err) != napi_ok)
+    return NULL;
+  return err;
+}
+
+/* [checksum, kept pages or null], or NULL when a Node-API call failed. */
+static napi_value ck_result(napi_env env, struct ck_work *w) {
+  napi_value result = NULL, kept = NULL, hash = hex64(env, w->hash);
+  if (hash == NULL) return NULL;
+  if (w->cmp) {
+    void *out = NULL;
+    napi_value ab;
+    if (napi_create_arraybuffer(env, w->nkept * sizeof(uint32_t), &out, &ab) != napi_ok ||
+        napi_create_typedarray(env, napi_uint32_array, w->nkept, ab, 0, &kept) != napi_ok)
+      return NULL;
+    if (w->nkept) memcpy(out, w->kept, w->nkept * sizeof(uint32_t));
+  } else if (napi_get_null(env, &kept) != napi_ok) {
+    return NULL;
+  }
+  if (napi_create_array_with_length(env, 2, &result) != napi_ok || napi_set_element(env, result, 0, hash) != napi_ok ||
+      napi_set_element(env, result, 1, kept) != napi_ok)
+    return NULL;
+  return result;
+}
+
+/* The writer's error, as JS sees it; NULL when a Node-API call failed. */
+static napi_value ck_error(napi_env env, napi_status status, struct ck_work *w) {
+  if (status == napi_ok && w->err == ECANCELED) return coded_error(env, "ABORT_ERR", "The operation was aborted");
+  if (status == napi_ok && w->err == ESRCH && strcmp(w->syscall, "released") == 0)
+    return coded_error(env, "ERR_COWSHM_CLOSED",
+                       "the mapping being written was released before the checkpoint was complete; "
+                       "release a snapshot only after its writeTo() has settled");
+  napi_value err = NULL;
+  cowshm_throw_errno(env, status != napi_ok ? EIO : w->err, status != napi_ok ? "async work" : w->syscall, NULL);
+  if (napi_get_and_clear_last_exception(env, &err) != napi_ok) return NULL;
+  return err;
+}
+
+/* Settles the promise whatever fails on the way: a promise left pending
+ * would keep its writeTo() waiting forever. */
+static void ck_complete(napi_env env, napi_status status, void *data) {
+  struct ck_work *w = data;
+  napi_value value = status == napi_ok && w->err == 0 ? ck_result(env, w) : NULL;
+  if (value != NULL) {
+    if (napi_resolve_deferred(env, w->deferred, value) != napi_ok) value = NULL;
+  }
+  if (value == NULL) {
+    napi_value err = status == napi_ok && w->err == 0
+                         ? coded_error(env, "ERR_COWSHM_INTERNAL", "cowshm internal error: could not return the checkpoint's result")
+                         : ck_error(env, status, w);
+    napi_value pending;
+    napi_get_and_clear_last_exception(env, &pending); /* anything a failed call left */
+    if (err == NULL) napi_get_undefined(env, &err);
+    napi_reject_deferred(env, w->deferred, err); /* fails only when the environment is going away */
+  }
+  napi_delete_async_work(env, w->work);
+  ck_free(w);
 }
 
 static int get_u32_array(napi_env env, napi_value v, const uint32_t **out, size_t *len) {
@@ -683,21 +936,26 @@ static int get_u32_array(napi_env env, napi_value v, const uint32_t **out, size_
   return 1;
 }
 
-/* writePages(fd, fileOffset, srcId, pages: Uint32Array | null, pageCount, cmpId)
+/* writePages(fd, fileOffset, srcId, pages: Uint32Array | null, pageCount, cmpId, holesFd, copied)
  *   -> [Promise<[hashHex, keptPages: Uint32Array | null]>, state: Int32Array]
  * Writes the listed pages of mapping srcId (every page in [0, pageCount) when
  * pages is null) back to back from fileOffset. With cmpId >= 0, only pages
  * that differ from the same page of mapping cmpId are written, and the
- * result lists them. state[0] = 1 (Atomics.store) cancels; state[1] counts
+ * result lists them. A full checkpoint (pages null, no cmpId) skips the
+ * pages that are holes of file holesFd (>= 0) and not in the ascending list
+ * `copied` (see find_holes), extending the file to its full length first.
+ * state[0] = 1 (Atomics.store) cancels; state[1] counts
  * the pages examined so far. The caller keeps both mappings' ArrayBuffers
  * reachable until the promise settles. */
 static napi_value write_pages_js(napi_env env, napi_callback_info info) {
-  napi_value argv[6], promise, name, result, ab, arr;
+  napi_value argv[8], promise, name, result, ab, arr;
+  int32_t holes_fd;
   int32_t fd;
   uint64_t off, count;
   double src_id, cmp_id;
-  if (!cowshm_args(env, info, 6, argv) || !cowshm_get_i32(env, argv[0], &fd) ||
-      !cowshm_get_u64(env, argv[1], &off) || !cowshm_get_u64(env, argv[4], &count))
+  if (!cowshm_args(env, info, 8, argv) || !cowshm_get_i32(env, argv[0], &fd) ||
+      !cowshm_get_u64(env, argv[1], &off) || !cowshm_get_u64(env, argv[4], &count) ||
+      !cowshm_get_i32(env, argv[6], &holes_fd))
     return NULL;
   NAPI_OK(env, napi_get_value_double(env, argv[2], &src_id));
   NAPI_OK(env, napi_get_value_double(env, argv[5], &cmp_id));
@@ -708,6 +966,7 @@ static napi_value write_pages_js(napi_env env, napi_callback_info info) {
   w->page = cowshm_page_size;
   w->src_id = src_id;
   w->cmp_id = cmp_id;
+  w->holes_fd = -1;
 
   napi_valuetype t;
   if (napi_typeof(env, argv[3], &t) != napi_ok) goto napi_fail;
@@ -722,6 +981,37 @@ static napi_value write_pages_js(napi_env env, napi_callback_info info) {
       goto fail;
     }
     if (w->npages) memcpy(w->pages, list, w->npages * sizeof *w->pages);
+  }
+  if (napi_typeof(env, argv[7], &t) != napi_ok) goto napi_fail;
+  if (t != napi_null) {
+    const uint32_t *list;
+    if (!get_u32_array(env, argv[7], &list, &w->ncopied)) goto fail;
+    w->copied = malloc((w->ncopied ? w->ncopied : 1) * sizeof *w->copied);
+    if (w->copied == NULL) {
+      cowshm_throw_errno(env, ENOMEM, "malloc", NULL);
+      goto fail;
+    }
+    if (w->ncopied) memcpy(w->copied, list, w->ncopied * sizeof *w->copied);
+    for (size_t i = 1; i < w->ncopied; i++) {
+      if (w->copied[i] <= w->copied[i - 1]) {
+        cowshm_throw_range(env, "cowshm internal error: copied page list not increasing");
+        goto fail;
+      }
+    }
+  }
+  /* A descriptor of our own: the region's may be closed, and its number
+   * reused, while the writer runs. */
+  if (holes_fd >= 0 && (w->holes_fd = fcntl(holes_fd, F_DUPFD_CLOEXEC, 0)) < 0) {
+    cowshm_throw_errno(env, errno, "fcntl", NULL);
+    goto fail;
+  }
+  /* A file with every block allocated has no holes: then the writer need not
+   * ask (a SEEK_HOLE walks a fully written tmpfs file to its end, some
+   * milliseconds per GiB). */
+  struct stat hst;
+  if (w->holes_fd >= 0 && fstat(w->holes_fd, &hst) == 0 && (uint64_t)hst.st_blocks * 512 >= (uint64_t)hst.st_size) {
+    close(w->holes_fd);
+    w->holes_fd = -1;
   }
 
   cowshm_registry_lock();
@@ -771,9 +1061,19 @@ static napi_value write_pages_js(napi_env env, napi_callback_info info) {
 napi_fail:
   cowshm_throw_napi_failure(env, "queueing the checkpoint writer", __FILE__, __LINE__);
 fail:
+  if (w->deferred) {
+    /* Never returned, but settled so that nothing waits on it. */
+    napi_value err = NULL;
+    napi_get_and_clear_last_exception(env, &err);
+    if (err == NULL) napi_get_undefined(env, &err);
+    napi_reject_deferred(env, w->deferred, err);
+    napi_throw(env, err);
+  }
   if (w->work) napi_delete_async_work(env, w->work);
+  if (w->holes_fd >= 0) close(w->holes_fd);
   if (w->shared) state_unref(w->shared);
   free(w->pages);
+  free(w->copied);
   free(w);
   return NULL;
 }
@@ -783,6 +1083,8 @@ napi_value cowshm_init_checkpoint(napi_env env, napi_value exports) {
       {"xxh64", NULL, xxh64_js, NULL, NULL, NULL, napi_enumerable, NULL},
       {"hashFile", NULL, hash_file_js, NULL, NULL, NULL, napi_enumerable, NULL},
       {"writePages", NULL, write_pages_js, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"tempCreate", NULL, temp_create_js, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"tempRelease", NULL, temp_release_js, NULL, NULL, NULL, napi_enumerable, NULL},
   };
   NAPI_OK(env, napi_define_properties(env, exports, sizeof props / sizeof *props, props));
   return exports;

@@ -63,9 +63,14 @@ export interface Native {
   iota(array: ArrayBufferView, start: number, step: number): void;
   xxh64(data: Uint8Array): string;
   hashFile(fd: number, offset: number, length: number): string;
+  /** Creates and locks (OFD, exclusive) a checkpoint's temporary file; -1: lost a race with a cleaner, try another name. */
+  tempCreate(path: string, mode: number): number;
+  /** Closes a tempCreate() file (dropping its lock), unlinking it first when `remove` is 1. */
+  tempRelease(fd: number, remove: 0 | 1): void;
   /** [promise of [checksum, kept pages], state: [0] = 1 cancels, [1] = pages examined] */
   writePages(
     fd: number, fileOffset: number, sourceId: number, pages: Uint32Array | null, pageCount: number, compareId: number,
+    holesFd: number, copied: Uint32Array | null,
   ): [Promise<[string, Uint32Array | null]>, Int32Array];
   /** Takes part in cross-process snapshots of (dev, ino): returns the participant's id. */
   xprocJoin(dev: number, ino: number, size: number, mode: number): number;

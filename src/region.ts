@@ -16,6 +16,7 @@ import * as xproc from './xproc';
 import { Snapshot, takeSnapshot, prepareWrite, type SnapshotOptions } from './snapshot';
 import { restoreCheckpoint, type RestoreOptions } from './checkpoint/restore';
 import { holdSegment } from './segments';
+import { openRegular, type FileStat } from './file';
 
 /** What backs a region. */
 export type RegionKind = 'shm' | 'memfd' | 'file';
@@ -409,31 +410,26 @@ export class Region {
     const reserve = check.boolean(o.reserve, '"reserve" option', true);
     if (create && readOnly) throw outOfRange('"create" option', 'false when "readOnly" is true', create);
     const resolved = path.resolve(file);
-    // O_NONBLOCK: opening a FIFO read-only would otherwise wait for a writer
-    // before the regular-file check below could refuse it. Regular files ignore it.
-    const flags = (readOnly ? c.O_RDONLY : c.O_RDWR) | c.O_NOFOLLOW | c.O_NONBLOCK;
+    const flags = readOnly ? c.O_RDONLY : c.O_RDWR;
+    const why = 'only regular files can back a region';
 
-    let fd: number;
+    let opened: { fd: number; stat: FileStat };
     let created = false;
     if (create) {
       try {
-        fd = native.open(resolved, flags | c.O_CREAT | c.O_EXCL, mode);
+        opened = openRegular(resolved, flags | c.O_CREAT | c.O_EXCL, mode, why);
         created = true;
       } catch (err) {
         if (!isSystemError(err, 'EEXIST')) throw err;
-        fd = native.open(resolved, flags, 0);
+        opened = openRegular(resolved, flags, 0, why);
       }
     } else {
-      fd = native.open(resolved, flags, 0);
+      opened = openRegular(resolved, flags, 0, why);
     }
+    const { fd, stat } = opened;
     let grewFrom: number | undefined;
     try {
-      const stat = native.fstat(fd, resolved);
-      const [current, , , fileMode] = stat;
-      if ((fileMode & c.S_IFMT) !== c.S_IFREG) {
-        const err = cowshmError('ERR_COWSHM_NOT_A_FILE', `'${resolved}' is not a regular file: only regular files can back a region`);
-        throw Object.assign(err, { path: resolved });
-      }
+      const current = stat[0];
       if (size !== undefined && current < size) {
         if (readOnly)
           throw outOfRange('"size" option', `at most the file's size (${current}) for a read-only file`, size);

@@ -143,7 +143,11 @@ export class Snapshot {
    * that earlier checkpoint. See docs/api.md, Checkpoints.
    */
   writeTo(path: string, options?: WriteOptions): Promise<CheckpointResult> {
-    const known: KnownChanges = { changedSince: (id) => this.#changedSince(id), wrote: (id) => this.#wrote(id) };
+    const known: KnownChanges = {
+      changedSince: (id) => this.#changedSince(id),
+      wrote: (id) => this.#wrote(id),
+      copied: () => this.changedPages(),
+    };
     return writeFrom(this, path, options, known);
   }
 

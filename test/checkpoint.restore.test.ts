@@ -63,7 +63,7 @@ test('bad files: a clear error for each, with the path', async () => {
       return true;
     });
     const invalidCases: Array<[string, RegExp, 'header' | 'full']> = [
-      [variant('magic.cow', (b) => (b.write('NOTCOWSH', 0, 'latin1'), b)), /wrong magic \(expected 'COWSHMCK', found bytes 4e4f54434f575348\)/, 'header'],
+      [variant('magic.cow', (b) => (b.write('NOTCOWSH', 0, 'latin1'), b)), /wrong magic \(it does not start with 'COWSHMCK'\)/, 'header'],
       [variant('empty.cow', () => Buffer.alloc(0)), /wrong magic .*an empty file/, 'header'],
       [variant('short.cow', (b) => b.subarray(0, 100)), /truncated inside its header/, 'header'],
       [variant('trunc.cow', (b) => b.subarray(0, b.length - 1)), /truncated: 20479 bytes, and its header describes 20480/, 'header'],

@@ -270,7 +270,7 @@ const rows: Row[] = [
   // Region.restore and checkpoints
   { label: 'restore(5)', call: () => Region.restore(5 as never), type: TypeError, code: TYPE },
   { label: 'restore a missing file', call: () => Region.restore(missing), type: Error, code: 'ENOENT' },
-  { label: 'restore a directory', call: () => Region.restore(subdir), type: Error, code: 'ERR_COWSHM_CHECKPOINT_INVALID' },
+  { label: 'restore a directory', call: () => Region.restore(subdir), type: Error, code: 'ERR_COWSHM_NOT_A_FILE' },
   { label: 'restore a file of garbage', call: () => Region.restore(garbage), type: Error, code: 'ERR_COWSHM_CHECKPOINT_INVALID' },
   { label: 'restore an empty file', call: () => Region.restore(emptyFile), type: Error, code: 'ERR_COWSHM_CHECKPOINT_INVALID' },
   { label: "restore verify 'all'", call: () => Region.restore(garbage, { verify: 'all' as never }), type: RangeError, code: RANGE },
@@ -349,7 +349,7 @@ const pending: Record<string, { enabled: boolean; rows: Row[] }> = {
   },
   // FIFOs and devices where a checkpoint is expected: refused at once, never waited on.
   'h-ckpt': {
-    enabled: false,
+    enabled: true,
     rows: [
       { label: 'restore a FIFO', call: () => Region.restore(fifo), type: Error, code: 'ERR_COWSHM_NOT_A_FILE' },
       { label: 'restore /dev/zero', call: () => Region.restore('/dev/zero'), type: Error, code: 'ERR_COWSHM_NOT_A_FILE' },

@@ -141,14 +141,14 @@ function readExactly(fd: number, length: number, position: number): Buffer {
 /**
  * Reads and checks a checkpoint's header from an open descriptor: magic,
  * version, field sanity, the file's length, and the header checksum (which
- * covers a delta's page list). Never reads the data.
+ * covers a delta's page list). Never reads the data. `fileSize`: the
+ * descriptor's size when the caller has just taken its fstat.
  */
-export function readHeader(fd: number, file: string): CheckpointFile {
-  const fileSize = fs.fstatSync(fd).size;
+export function readHeader(fd: number, file: string, fileSize: number): CheckpointFile {
   const fixed = readExactly(fd, HEADER_FIXED, 0);
   if (fixed.length < 8 || fixed.subarray(0, 8).toString('latin1') !== MAGIC) {
-    const shown = fixed.subarray(0, 8).toString('hex') || 'an empty file';
-    throw invalid(file, `wrong magic (expected '${MAGIC}', found ${fixed.length ? `bytes ${shown}` : shown})`);
+    // The file's own bytes are not shown: a base path may name anybody's file.
+    throw invalid(file, fixed.length ? `wrong magic (it does not start with '${MAGIC}')` : `wrong magic (an empty file)`);
   }
   if (fixed.length < HEADER_FIXED) throw invalid(file, `truncated inside its header (${fileSize} bytes)`);
   const dv = new DataView(fixed.buffer, fixed.byteOffset, fixed.byteLength);

@@ -10,8 +10,11 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { constants as fsc } from 'node:fs';
 import { native } from '../native';
+import { explain, systemError } from '../errors';
+import { availableMemory, formatBytes } from '../reserve';
 import { ACCESS, F_SEAL_SHRINK, NO_OWNER } from '../constants';
 import * as check from '../validate';
+import { openRegular, type FileStat } from '../file';
 import { invalid, readHeader, verifyData, type CheckpointFile } from './format';
 
 export interface RestoreOptions {
@@ -38,22 +41,25 @@ export interface RestoredCheckpoint {
   size: number;
   /** Where the region's bytes start in `fd`: past the header for a full checkpoint, 0 for a memfd. */
   dataOffset: number;
+  /** fstat of `fd` when it was already taken: the region need not ask again. */
+  stat?: FileStat;
 }
 
 /** One link of a chain: its header and an open read-only descriptor. */
 export interface ChainLink {
   header: CheckpointFile;
   fd: number;
+  /** fstat of `fd`, taken when it was opened. */
+  stat: FileStat;
 }
 
 const MAX_CHAIN = 4096;
+const ENOMEM = 12;
 
 function openCheckpoint(file: string): ChainLink {
-  const fd = native.open(file, fsc.O_RDONLY | fsc.O_NOFOLLOW, 0);
+  const { fd, stat } = openRegular(file, fsc.O_RDONLY, 0, 'a checkpoint is a regular file');
   try {
-    const st = fs.fstatSync(fd);
-    if (!st.isFile()) throw invalid(file, 'not a regular file');
-    return { header: readHeader(fd, file), fd };
+    return { header: readHeader(fd, file, stat[0]), fd, stat };
   } catch (err) {
     native.close(fd);
     throw err;
@@ -141,6 +147,18 @@ export function mapRestored(r: RestoredCheckpoint, offset: number, length: numbe
 function materialise(chain: ChainLink[]): RestoredCheckpoint {
   const last = (chain[chain.length - 1] as ChainLink).header;
   const size = (chain[0] as ChainLink).header.regionSize;
+  // Every byte of the chain lands in memory. Each header's size was checked
+  // against its file, but a file can be sparse: a crafted base declaring a
+  // huge region over a hole would otherwise be read until the OOM killer
+  // ended this process (or another one).
+  const available = availableMemory();
+  if (size > available) {
+    throw explain(
+      systemError(ENOMEM, 'ftruncate', last.path),
+      `restoring this chain of ${chain.length} checkpoints materialises its ${formatBytes(size)} region in memory, ` +
+        `more than is available (${formatBytes(available)}: MemAvailable + SwapFree, within the cgroup limit)`,
+    );
+  }
   const fd = native.memfdCreate('cowshm-restore', 0);
   const restored: RestoredCheckpoint = { kind: 'memfd', fd, path: `/proc/${process.pid}/fd/${fd}`, readOnly: false, size, dataOffset: 0 };
   try {
@@ -200,7 +218,7 @@ export function restoreCheckpoint(file: unknown, options: unknown): RestoredChec
   }
   if (chain.length === 1) {
     // The caller takes over the descriptor.
-    return { kind: 'file', fd: last.fd, path: h.path, readOnly: true, size: h.regionSize, dataOffset: h.dataOffset };
+    return { kind: 'file', fd: last.fd, path: h.path, readOnly: true, size: h.regionSize, dataOffset: h.dataOffset, stat: last.stat };
   }
   try {
     return materialise(chain);

@@ -23,11 +23,15 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import { promisify } from 'node:util';
 import { native } from '../native';
-import { invalidType, outOfRange } from '../errors';
+import * as c from '../constants';
+import { lockRange } from '../locks';
+import { cowshmError, invalidType, outOfRange } from '../errors';
 import * as check from '../validate';
 import { encodeHeader, expectedFileSize, HEADER_BLOCK, invalid, MAX_BASE_PATH, newId, type CheckpointFile } from './format';
 import { closeChain, mapRestored, openChain, restoreCheckpoint, type ChainLink, type RestoredCheckpoint } from './restore';
+import { notAFile } from '../file';
 
 export interface WriteOptions {
   /** Cancels the write; the temporary file is removed and the promise rejects with an AbortError. */
@@ -60,7 +64,8 @@ export interface CheckpointSource {
   readonly buffer: ArrayBuffer;
   readonly byteLength: number;
   readonly byteOffset: number;
-  readonly region: { readonly size: number };
+  /** The region: its size; for a full checkpoint, the file whose holes are skipped. */
+  readonly region: { readonly size: number; readonly fd: number; readonly kind: string; readonly readOnly: boolean };
   /** Throws if the source no longer holds what it held when the write started. */
   _assertExact?(): void;
 }
@@ -77,6 +82,8 @@ export interface KnownChanges {
   changedSince(id: string): Uint32Array | null;
   /** The checkpoint `id`, written from the source, is in place. */
   wrote(id: string): void;
+  /** The pages copied into the snapshot so far, ascending (they are not holes, whatever the region's file says). */
+  copied(): Uint32Array;
 }
 
 function abortError(signal: AbortSignal): Error {
@@ -93,7 +100,13 @@ function knownCandidates(known: KnownChanges | undefined, base: CheckpointFile, 
   return list !== null && list.length > 0 && (list[list.length - 1] as number) >= pages ? list.filter((p) => p < pages) : list;
 }
 
-/** Removes temporary files a crashed writer of the same target left behind (their process is gone). */
+/**
+ * Removes the temporaries of `base` in `dir` whose writers are gone: those on
+ * which a lock can be taken (a live writer holds an exclusive OFD lock on its
+ * temporary, see tempCreate in native/checkpoint.c). The pid in a name is for
+ * people: it means nothing in another pid namespace or on another host
+ * sharing the directory, and a worker's pid outlives it.
+ */
 async function removeStaleTemporaries(dir: string, base: string): Promise<void> {
   const prefix = `.${base}.`;
   let names: string[];
@@ -103,19 +116,43 @@ async function removeStaleTemporaries(dir: string, base: string): Promise<void> 
     return;
   }
   for (const name of names) {
-    if (!name.startsWith(prefix) || !name.endsWith('.tmp')) continue;
-    const m = /^(\d+)\.[0-9a-f]{12}\.tmp$/.exec(name.slice(prefix.length));
-    if (!m) continue;
-    const pid = Number(m[1]);
-    if (pid === process.pid) continue;
+    if (!name.startsWith(prefix) || !/^\d+\.[0-9a-f]{12}\.tmp$/.test(name.slice(prefix.length))) continue;
+    const file = path.join(dir, name);
+    let fd: number;
     try {
-      process.kill(pid, 0);
-      continue; // alive: maybe writing it right now
-    } catch (err) {
-      if ((err as { code?: string }).code !== 'ESRCH') continue;
+      fd = native.open(file, c.O_RDONLY | c.O_NONBLOCK | c.O_NOFOLLOW, 0);
+    } catch {
+      continue; // gone meanwhile, or not ours to read
     }
-    await fs.promises.rm(path.join(dir, name), { force: true }).catch(() => undefined);
+    try {
+      const [, , , mode, dev, ino] = native.fstat(fd, file);
+      if ((mode & c.S_IFMT) !== c.S_IFREG || !lockRange(fd, 0, 0, 'shared')) continue; // alive, or not a temporary
+      // Still locked by us: the writer cannot come back, and the name still leads to this file.
+      const now = await fs.promises.lstat(file).catch(() => null);
+      if (now && now.dev === dev && now.ino === ino) await fs.promises.rm(file, { force: true }).catch(() => undefined);
+    } finally {
+      native.close(fd);
+    }
   }
+}
+
+/** Creates the locked temporary a checkpoint of `target` is written to; returns its path and descriptor. */
+function createTemporary(dir: string, target: string): { tmp: string; fd: number } {
+  for (let attempt = 0; ; attempt++) {
+    const tmp = path.join(dir, `.${path.basename(target)}.${process.pid}.${newId().slice(0, 12)}.tmp`);
+    const fd = native.tempCreate(tmp, 0o600);
+    if (fd >= 0) return { tmp, fd };
+    // A cleaner took the new file for a dead writer's: it removes it; take another name.
+    if (attempt >= 16) throw cowshmError('ERR_COWSHM_INTERNAL', `could not create a temporary file for '${target}'`);
+  }
+}
+
+const writeAt = promisify(fs.write) as unknown as (fd: number, b: Uint8Array, o: number, l: number, p: number) => Promise<number>;
+const ftruncate = promisify(fs.ftruncate);
+const fsync = promisify(fs.fsync);
+
+async function writeFully(fd: number, bytes: Uint8Array, position: number): Promise<void> {
+  for (let done = 0; done < bytes.length; ) done += await writeAt(fd, bytes, done, bytes.length - done, position + done);
 }
 
 async function fsyncDirectory(dir: string): Promise<void> {
@@ -189,10 +226,14 @@ export async function writeFrom(
 
     const stat = await fs.promises.stat(dir);
     if (!stat.isDirectory()) throw outOfRange('"path" argument', 'a path in an existing directory', file);
+    // The rename would replace a FIFO or device someone uses (and a directory
+    // would fail only after all the data was written): refuse them now.
+    const existing = await fs.promises.lstat(target).catch(() => null);
+    if (existing && !existing.isFile() && !existing.isSymbolicLink())
+      throw notAFile(target, 'a checkpoint replaces only a regular file');
     await removeStaleTemporaries(dir, path.basename(target));
-    const tmp = path.join(dir, `.${path.basename(target)}.${process.pid}.${newId().slice(0, 12)}.tmp`);
-    const handle = await fs.promises.open(tmp, fs.constants.O_RDWR | fs.constants.O_CREAT | fs.constants.O_EXCL, 0o600);
-    let closed = false;
+    const { tmp, fd } = createTemporary(dir, target);
+    let released = false;
     let renamed = false;
     // The writer's shared state: [0] = 1 asks it to stop, [1] counts pages done.
     let state: Int32Array | null = null;
@@ -221,8 +262,14 @@ export async function writeFrom(
     };
     const timer = onProgress ? setInterval(() => state && report(Atomics.load(state, 1) * pageSize), 15) : undefined;
     try {
+      // A full checkpoint skips the pages that are holes in the region's file
+      // (reading one through the mapping would allocate it): they stay holes
+      // in the checkpoint too. Not for a restored checkpoint, whose file
+      // starts with a header (those are read-only).
+      const skipHoles = baseHeader === null && (region.kind !== 'file' || !region.readOnly);
       const [written, shared] = native.writePages(
-        handle.fd, HEADER_BLOCK, sourceId, candidates, examined, compareId,
+        fd, HEADER_BLOCK, sourceId, candidates, examined, compareId,
+        skipHoles ? region.fd : -1, skipHoles ? (known?.copied() ?? null) : null,
       );
       state = shared;
       if (cancelled) cancel();
@@ -250,17 +297,18 @@ export async function writeFrom(
       };
       const block = encodeHeader(header, pages);
       if (pages !== null && pages.length > 0)
-        await handle.write(new Uint8Array(pages.buffer, pages.byteOffset, pages.byteLength), 0, pages.byteLength, header.pageListOffset);
-      await handle.write(block, 0, block.length, 0);
+        await writeFully(fd, new Uint8Array(pages.buffer, pages.byteOffset, pages.byteLength), header.pageListOffset);
+      await writeFully(fd, block, 0);
       const bytes = expectedFileSize(header);
-      await handle.truncate(bytes);
-      await handle.sync();
-      await handle.close();
-      closed = true;
+      await ftruncate(fd, bytes);
+      await fsync(fd);
       if (signal?.aborted) throw abortError(signal);
       source._assertExact?.(); // a snapshot that broke while it was read is never renamed into place
+      // Renamed while still locked: until then no cleaner may take it for a dead writer's.
       await fs.promises.rename(tmp, target);
       renamed = true;
+      released = true;
+      native.tempRelease(fd, 0);
       await fsyncDirectory(dir);
       report(totalBytes); // the checkpoint is in place: an error thrown here is ignored
       known?.wrote(id);
@@ -274,8 +322,13 @@ export async function writeFrom(
       };
     } catch (err) {
       if (timer) clearInterval(timer);
-      if (!closed) await handle.close().catch(() => undefined);
-      if (!renamed) await fs.promises.rm(tmp, { force: true }).catch(() => undefined);
+      if (!released) {
+        try {
+          native.tempRelease(fd, renamed ? 0 : 1);
+        } catch {
+          // The temporary could not be removed: unlocked now, the next writer of this target removes it.
+        }
+      }
       if (progressError) throw (progressError as { error: unknown }).error;
       if ((err as { code?: string }).code === 'ABORT_ERR' && signal?.aborted) throw abortError(signal);
       throw err;
