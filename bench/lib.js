@@ -126,4 +126,40 @@ function pairedRatio(xs, ys) {
   return median(xs.map((x, i) => x / ys[i]));
 }
 
-module.exports = { compileC, runC, time, measure, median, pairedRatio, fmtSeconds, report, buildDir, benchName, option, intOption, gbps };
+const poolControl = (pageSize) => `/sys/kernel/mm/hugepages/hugepages-${pageSize / 1024}kB/nr_hugepages`;
+const pools = new Map(); // page size -> pages this bench added
+
+/** Gives back the pages reservePool() added. Runs at exit, however the bench ends. */
+function releasePools() {
+  for (const [pageSize, pages] of pools) {
+    const now = Number(fs.readFileSync(poolControl(pageSize), 'utf8'));
+    fs.writeFileSync(poolControl(pageSize), String(Math.max(0, now - pages)));
+  }
+  pools.clear();
+}
+
+/**
+ * Makes sure the hugetlb pool of `pageSize` has `pages` free pages for this
+ * bench (as root): adds what is missing and takes exactly that away again
+ * when the process ends, also on SIGINT/SIGTERM. Throws, naming the pool,
+ * when it can't.
+ */
+function reservePool(pages, pageSize = 2 << 20) {
+  const dir = path.dirname(poolControl(pageSize));
+  const free = Number(fs.readFileSync(path.join(dir, 'free_hugepages'), 'utf8'));
+  const missing = pages - free;
+  if (missing <= 0) return;
+  if (process.geteuid?.() !== 0)
+    throw new Error(`the pool of ${pageSize}-byte pages has ${free} free pages, this bench needs ${pages}: run it as root, or raise ${poolControl(pageSize)}`);
+  if (pools.size === 0) {
+    process.on('exit', releasePools);
+    for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP']) process.on(sig, () => { releasePools(); process.kill(process.pid, sig); });
+  }
+  const before = Number(fs.readFileSync(poolControl(pageSize), 'utf8'));
+  fs.writeFileSync(poolControl(pageSize), String(before + missing));
+  const added = Number(fs.readFileSync(poolControl(pageSize), 'utf8')) - before;
+  pools.set(pageSize, (pools.get(pageSize) ?? 0) + added);
+  if (added < missing) throw new Error(`the kernel added only ${added} of ${missing} pages of ${pageSize} bytes to the pool`);
+}
+
+module.exports = { compileC, runC, time, measure, median, pairedRatio, fmtSeconds, report, buildDir, benchName, option, intOption, gbps, reservePool };

@@ -8,3 +8,4 @@ export default cowshm;
 export const { listSegments, removeSegment } = cowshm;
 export const { writeCheckpoint, checkpointInfo } = cowshm;
 export const { iota } = cowshm;
+export const { hugePools, hugetlbfsMounts } = cowshm;

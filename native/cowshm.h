@@ -106,6 +106,7 @@ struct cowshm_slot {
   napi_env env;        /* the environment that owns the ArrayBuffer */
   napi_ref ab_ref;     /* weak reference used to detach the ArrayBuffer */
   char label[112];     /* "region 'prices' (shm), view 3": for fault reports */
+  int huge_shift;      /* log2 of the hugetlb page size, 0 for the system page */
   /* Owned by snapshot.c (under cowshm_registry_lock). */
   _Atomic int wp;      /* write protection armed on this mapping */
   void *snap;          /* for ACCESS_SNAPSHOT: the snapshot it belongs to */
@@ -136,12 +137,26 @@ int cowshm_slot_holds(const struct cowshm_slot *s, uint32_t gen, uintptr_t addr)
 
 extern size_t cowshm_page_size;
 napi_value cowshm_init_mapping(napi_env env, napi_value exports);
+/* The `flags` of cowshm_mapping_create and mapView: MAP_FLAG_POPULATE, and in
+ * the bits from MAP_FLAG_HUGE_SHIFT up, log2 of the region's hugetlb page size
+ * (0: the system page). Private mappings of a hugetlb region are made with
+ * MAP_NORESERVE: without it the kernel reserves their whole length from the
+ * pool at mmap time, so a cow view or a snapshot would need a second pool as
+ * large as the region; with it each copied huge page is taken when written. */
+#define MAP_FLAG_POPULATE 1
+#define MAP_FLAG_HUGE_SHIFT 8
+#define MAP_FLAG_HUGE(flags) (((flags) >> MAP_FLAG_HUGE_SHIFT) & 63)
 /* Maps fd and wraps the range in an external ArrayBuffer, which owns it from
  * then on (the lifetime rules are at the top of mapping.c). Returns the
  * ArrayBuffer and stores the slot id in *out_id. */
 napi_value cowshm_mapping_create(napi_env env, int fd, uint64_t offset, size_t length, int access,
                                  const char *label, double owner, uint64_t dev, uint64_t ino,
-                                 int populate, double *out_id);
+                                 int flags, double *out_id);
+/* Maps fd into a published slot without making its ArrayBuffer (viewBuffer
+ * makes it when JS first asks): until then the slot owns the range, and
+ * cowshm_mapping_close() unmaps it at once. Throws and returns NULL on failure. */
+struct cowshm_slot *cowshm_mapping_map(napi_env env, int fd, uint64_t offset, size_t length, int access,
+                                       const char *label, double owner, uint64_t dev, uint64_t ino, int flags);
 /* What close() does for a view: detaches its ArrayBuffer (if one was made)
  * and unmaps the range, keeping a reservation while a buffer may point at it.
  * Returns 0, with an exception pending, only if the buffer can't be detached. */

@@ -126,7 +126,9 @@ static napi_value shm_unlink_js(napi_env env, napi_callback_info info) {
   return cowshm_undefined(env);
 }
 
-/* memfdCreate(name, hugetlb) -> fd, sealable. */
+/* memfdCreate(name, hugeShift) -> fd, sealable. hugeShift 0: the system
+ * page; otherwise log2 of a hugetlb page size (21 for 2 MiB, 30 for 1 GiB),
+ * which memfd_create takes in the bits above MFD_HUGE_SHIFT. */
 static napi_value memfd_create_js(napi_env env, napi_callback_info info) {
   napi_value argv[2];
   char name[250];
@@ -134,7 +136,8 @@ static napi_value memfd_create_js(napi_env env, napi_callback_info info) {
   if (!cowshm_args(env, info, 2, argv) || !cowshm_get_str(env, argv[0], name, sizeof name) ||
       !cowshm_get_i32(env, argv[1], &huge))
     return NULL;
-  unsigned flags = MFD_CLOEXEC | MFD_ALLOW_SEALING | (huge ? MFD_HUGETLB : 0);
+  if (huge < 0 || huge > 63) return cowshm_throw_range(env, "cowshm internal error: bad huge page shift");
+  unsigned flags = MFD_CLOEXEC | MFD_ALLOW_SEALING | (huge ? MFD_HUGETLB | ((unsigned)huge << 26) : 0);
   int fd = memfd_create(name, flags);
   if (fd < 0) return cowshm_throw_errno(env, errno, "memfd_create", name);
   cowshm_env_track_fd(env, fd);

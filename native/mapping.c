@@ -191,11 +191,13 @@ static void *placement_hint(size_t len) { return NULL; }
 /* Maps fd and files the range in a published slot, which owns it until an
  * ArrayBuffer is made. Throws and returns NULL on failure. */
 static struct cowshm_slot *map_slot(napi_env env, int fd, uint64_t offset, size_t length, int access,
-                                    const char *label, double owner, uint64_t dev, uint64_t ino, int populate) {
+                                    const char *label, double owner, uint64_t dev, uint64_t ino, int map_flags) {
   size_t len = round_up(length);
   int prot = access == ACCESS_READ ? PROT_READ : PROT_READ | PROT_WRITE;
   int flags = (access == ACCESS_COW || access == ACCESS_SNAPSHOT) ? MAP_PRIVATE : MAP_SHARED;
-  if (populate) flags |= MAP_POPULATE;
+  if (map_flags & MAP_FLAG_POPULATE) flags |= MAP_POPULATE;
+  /* See MAP_FLAG_HUGE in cowshm.h. */
+  if (MAP_FLAG_HUGE(map_flags) != 0 && (flags & MAP_PRIVATE)) flags |= MAP_NORESERVE;
 
   cowshm_registry_lock();
   struct cowshm_slot *s = cowshm_slot_alloc();
@@ -227,6 +229,7 @@ static struct cowshm_slot *map_slot(napi_env env, int fd, uint64_t offset, size_
   s->access = access;
   s->owner = owner;
   s->env = env;
+  s->huge_shift = MAP_FLAG_HUGE(map_flags);
   strncpy(s->label, label, sizeof s->label - 1);
   s->label[sizeof s->label - 1] = 0;
 
@@ -319,10 +322,15 @@ static napi_value slot_buffer(napi_env env, struct cowshm_slot *s) {
   return ab;
 }
 
+struct cowshm_slot *cowshm_mapping_map(napi_env env, int fd, uint64_t offset, size_t length, int access,
+                                       const char *label, double owner, uint64_t dev, uint64_t ino, int flags) {
+  return map_slot(env, fd, offset, length, access, label, owner, dev, ino, flags);
+}
+
 napi_value cowshm_mapping_create(napi_env env, int fd, uint64_t offset, size_t length, int access,
                                  const char *label, double owner, uint64_t dev, uint64_t ino,
-                                 int populate, double *out_id) {
-  struct cowshm_slot *s = map_slot(env, fd, offset, length, access, label, owner, dev, ino, populate);
+                                 int flags, double *out_id) {
+  struct cowshm_slot *s = map_slot(env, fd, offset, length, access, label, owner, dev, ino, flags);
   if (s == NULL) return NULL;
   napi_value ab = slot_buffer(env, s);
   if (ab == NULL) {
@@ -468,13 +476,14 @@ static int get_label(napi_env env, napi_value v, char *buf, size_t size) {
   return 1;
 }
 
-/* mapView(fd, offset, length, access, label, owner, dev, ino, populate) -> id.
+/* mapView(fd, offset, length, access, label, owner, dev, ino, flags) -> id.
+ * flags: MAP_FLAG_POPULATE and the huge page shift (cowshm.h).
  * The ArrayBuffer comes later, from viewBuffer(id), when it is first asked
  * for: a view used through native code or only closed again never pays for
  * the garbage collection a new large external ArrayBuffer starts. */
 static napi_value map_view_js(napi_env env, napi_callback_info info) {
   napi_value argv[9];
-  int32_t fd, access, populate;
+  int32_t fd, access, map_flags;
   uint64_t offset, length, dev, ino;
   double owner;
   char label[sizeof cowshm_slots[0].label];
@@ -482,12 +491,12 @@ static napi_value map_view_js(napi_env env, napi_callback_info info) {
       !cowshm_get_u64(env, argv[1], &offset) || !cowshm_get_u64(env, argv[2], &length) ||
       !cowshm_get_i32(env, argv[3], &access) || !get_label(env, argv[4], label, sizeof label) ||
       !cowshm_get_u64(env, argv[6], &dev) || !cowshm_get_u64(env, argv[7], &ino) ||
-      !cowshm_get_i32(env, argv[8], &populate))
+      !cowshm_get_i32(env, argv[8], &map_flags))
     return NULL;
   NAPI_OK(env, napi_get_value_double(env, argv[5], &owner));
   if (length == 0 || offset % cowshm_page_size != 0 || access < ACCESS_READ || access > ACCESS_COW)
     return cowshm_throw_range(env, "cowshm internal error: bad mapping arguments");
-  struct cowshm_slot *s = map_slot(env, fd, offset, length, access, label, owner, dev, ino, populate);
+  struct cowshm_slot *s = map_slot(env, fd, offset, length, access, label, owner, dev, ino, map_flags);
   if (s == NULL) return NULL;
   return cowshm_num(env, cowshm_slot_id(s));
 }

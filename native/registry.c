@@ -53,6 +53,7 @@ struct cowshm_slot *cowshm_slot_alloc(void) {
   s->env = NULL;
   s->ab_ref = NULL;
   s->label[0] = 0;
+  s->huge_shift = 0;
   atomic_store(&s->wp, 0);
   s->snap = NULL;
   if (i >= atomic_load(&cowshm_slot_high)) atomic_store(&cowshm_slot_high, i + 1);

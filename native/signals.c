@@ -17,6 +17,7 @@
 #include "cowshm.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <string.h>
 #include <ucontext.h>
@@ -98,16 +99,62 @@ static void restore_default(int sig) {
   sigaction(sig, &dfl, NULL);
 }
 
+/* Copies the first line of a small sysfs file into buf (async-signal-safe:
+ * open, read and close only); "?" when it can't be read. */
+static void read_line(const char *path, char *buf, size_t size) {
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  ssize_t n = fd < 0 ? -1 : read(fd, buf, size - 1);
+  if (fd >= 0) close(fd);
+  if (n <= 0) n = 0;
+  buf[n] = 0;
+  for (ssize_t i = 0; i < n; i++)
+    if (buf[i] == '\n') buf[i] = 0;
+  if (buf[0] == 0) strcpy(buf, "?");
+}
+
+/* A write into a private mapping of a hugetlb region (a cow view or a
+ * snapshot's buffer) that found no free huge page for its copy: the kernel
+ * raises SIGBUS, as it can neither wait for a page nor fail the store. Says
+ * which pool ran dry and how to grow it. */
+static void report_pool(const struct cowshm_slot *s) {
+  char dir[96] = "/sys/kernel/mm/hugepages/hugepages-", path[160], total[32], free_[32];
+  char kb[24];
+  char *p = kb + sizeof kb - 1;
+  uint64_t v = ((uint64_t)1 << s->huge_shift) / 1024;
+  *p = 0;
+  do *--p = (char)('0' + v % 10);
+  while ((v /= 10) != 0);
+  strcat(dir, p);
+  strcat(dir, "kB/");
+  strcpy(path, dir);
+  strcat(path, "nr_hugepages");
+  read_line(path, total, sizeof total);
+  strcpy(path, dir);
+  strcat(path, "free_hugepages");
+  read_line(path, free_, sizeof free_);
+  cowshm_sigwrite("cowshm: no free huge page for the private copy this access needs: each huge page first written "
+                  "through a copy-on-write view or a snapshot's buffer takes one page from the pool (");
+  cowshm_sigwrite(dir);
+  cowshm_sigwrite(": ");
+  cowshm_sigwrite(total);
+  cowshm_sigwrite(" pages, ");
+  cowshm_sigwrite(free_);
+  cowshm_sigwrite(" free); raise ");
+  cowshm_sigwrite(dir);
+  cowshm_sigwrite("nr_hugepages (/proc/sys/vm/nr_hugepages for the default size)\n");
+}
+
 static void report(int sig, siginfo_t *si, void *uctx, const struct cowshm_slot *s) {
   static const char *access_names[] = {"read", "write", "cow", "snapshot"};
   uintptr_t addr = (uintptr_t)si->si_addr;
   int write = cowshm_fault_is_write(uctx);
   int closed = atomic_load(&s->state) == SLOT_CLOSED;
+  int pool = !closed && sig == SIGBUS && s->huge_shift != 0 && s->access >= ACCESS_COW;
   cowshm_sigwrite("\ncowshm: fatal ");
   cowshm_sigwrite(write == 1 ? "write to " : write == 0 ? "read from " : "access to ");
   if (closed) {
     cowshm_sigwrite("a closed view of ");
-  } else if (sig == SIGBUS) {
+  } else if (sig == SIGBUS && !pool) {
     cowshm_sigwrite("a page past the end of the file behind ");
   } else {
     cowshm_sigwrite("a view with access '");
@@ -124,6 +171,8 @@ static void report(int sig, siginfo_t *si, void *uctx, const struct cowshm_slot 
   cowshm_sigwrite(")\n");
   if (closed)
     cowshm_sigwrite("cowshm: native code kept a pointer into a view after close()\n");
+  else if (pool)
+    report_pool(s);
   else if (sig == SIGBUS)
     cowshm_sigwrite("cowshm: another process truncated the region, or /dev/shm ran out of space "
                     "for a region created with reserve: false\n");

@@ -213,13 +213,45 @@ static int copy_into_snapshots(int d, uint64_t lo, uint64_t hi) {
 
 /* ---- the fault handler --------------------------------------------------- */
 
-/* Copy, then un-protect, the chunk around `page` of write mapping s. Returns
- * how many snapshots needed a copy. Signal context, inside a reader section. */
+/* How much around file offset `at` may be made writable at once: the largest
+ * chunk (the domain's at least) that every live snapshot overlapping it
+ * copies whole, so that protection is lifted only where every live snapshot
+ * has its copy. Chunks are powers of two, aligned, so they nest: the smallest
+ * chunk among the snapshots that overlap the candidate decides, and the
+ * candidate only shrinks, so the loop ends.
+ * SAFETY (signal context): reads the snapshot table as copy_into_snapshots
+ * does, inside the same reader section. A snapshot published meanwhile is
+ * protected again by its creator after this section ends (synchronize()). */
+static size_t lift_size(int d, uint64_t at) {
+  size_t high = atomic_load(&snap_high), lift = domains[d].chunk;
+  for (size_t i = 0; i < high; i++) {
+    const struct snapshot *sn = &snaps[i];
+    if (atomic_load_explicit(&sn->state, memory_order_acquire) == SNAP_LIVE && sn->domain == d && sn->chunk > lift)
+      lift = sn->chunk;
+  }
+  for (;;) {
+    uint64_t c0 = align_down(at, lift), c1 = c0 + lift;
+    size_t next = lift;
+    for (size_t i = 0; i < high; i++) {
+      const struct snapshot *sn = &snaps[i];
+      if (atomic_load_explicit(&sn->state, memory_order_acquire) != SNAP_LIVE || sn->domain != d) continue;
+      if (sn->off < c1 && c0 < sn->off + sn->len && sn->chunk < next) next = sn->chunk;
+    }
+    if (next >= lift) return lift;
+    lift = next;
+  }
+}
+
+/* Copy, then un-protect, the chunk around `page` of write mapping s (see
+ * lift_size). Returns how many snapshots needed a copy. Signal context,
+ * inside a reader section. */
 static int resolve(const struct cowshm_slot *s, int d, uintptr_t page) {
-  const struct domain *dom = &domains[d];
   uint64_t vlo = s->file_offset, vhi = s->file_offset + s->len;
-  uint64_t c0 = align_down(vlo + (page - s->start), dom->chunk), c1 = c0 + dom->chunk;
+  uint64_t at = vlo + (page - s->start);
+  size_t lift = lift_size(d, at);
+  uint64_t c0 = align_down(at, lift), c1 = c0 + lift;
   uint64_t lo = max64(c0, vlo), hi = min64(c1, vhi);
+  const struct domain *dom = &domains[d];
   int copies = copy_into_snapshots(d, c0, c1);
   if (dom->ops->unprotect(s->start + (uintptr_t)(lo - vlo), (size_t)(hi - lo)) == 0) return copies;
   /* Out of VMAs (mprotect at vm.max_map_count): give the whole mapping its
@@ -273,7 +305,11 @@ int cowshm_snapshot_fault(int sig, siginfo_t *si, void *uctx) {
     }
     /* wp == 0: the protection went away between the fault and now (the last
      * snapshot was released); a write mapping is meant to be writable. */
-    int copies = dom != NULL ? resolve(s, wp - 1, page) : (b->unprotect(page, ps()), 0);
+    /* A mapping of hugetlb memory is un-protected and populated in whole
+     * huge pages: the kernel refuses a range that splits one. */
+    size_t unit = s->huge_shift != 0 ? (size_t)1 << s->huge_shift : ps();
+    uintptr_t upage = addr & ~(uintptr_t)(unit - 1);
+    int copies = dom != NULL ? resolve(s, wp - 1, page) : (b->unprotect(upage, unit), 0);
     reader_exit(e);
     /* The first write to a chunk after a snapshot copies it: that fault was
      * ours, and the retry succeeds unless the page is beyond the file's end
@@ -283,7 +319,7 @@ int cowshm_snapshot_fault(int sig, siginfo_t *si, void *uctx) {
      * copied, outside the snapshots' range, or a real fault. If the kernel
      * refuses to make the page writable and nobody protected anything
      * meanwhile, the fault is real. */
-    if (madvise((void *)page, ps(), MADV_POPULATE_WRITE) == 0 || errno != EFAULT) return 1;
+    if (madvise((void *)upage, unit, MADV_POPULATE_WRITE) == 0 || errno != EFAULT) return 1;
     if (atomic_load(&protect_gen) == pgen) return 0;
   }
   return 1;
@@ -378,7 +414,7 @@ static int fail(struct failure *f, int err, const char *call, const char *detail
  * arming every write mapping of the region (nothing is protected yet).
  * Returns its index, or -1 with *f filled. */
 static int domain_get(uint64_t dev, uint64_t ino, const struct cowshm_backend *ops, uint64_t region_size,
-                      struct failure *f) {
+                      size_t page, struct failure *f) {
   int d = find_domain(dev, ino);
   if (d >= 0) return d;
   for (int i = 0; i < MAX_DOMAINS && d < 0; i++)
@@ -401,6 +437,9 @@ static int domain_get(uint64_t dev, uint64_t ino, const struct cowshm_backend *o
   char why[256] = "";
   dom->chunk = ops->chunk_size(bytes, why, sizeof why);
   if (dom->chunk == 0) return fail(f, ENOMEM, ops->syscall, why);
+  /* hugetlb memory is protected (UFFDIO_WRITEPROTECT, mprotect) and copied
+   * in whole huge pages only: the kernel refuses a range that splits one. */
+  if (dom->chunk < page) dom->chunk = page;
   for (size_t i = 0; i < high; i++) {
     struct cowshm_slot *s = &cowshm_slots[i];
     if (!is_write_slot_of(s, dom)) continue;
@@ -464,29 +503,42 @@ static int snapshot_publish(struct snapshot *sn, int d, struct failure *f) {
 }
 
 /* What snapshotCreate() is asked for. `chunk` is the snapshot's own copy
- * granularity (0: the domain's), the slot for regions whose pages are larger
- * than the base page. */
+ * granularity (0: the domain's); `huge_shift` is log2 of the region's hugetlb
+ * page size (0: the system page), which is then the least any chunk can be. */
 struct create_args {
   int32_t fd;
   uint64_t off, length, dev, ino, region_size;
   double owner;
   size_t chunk;
+  int32_t huge_shift;
   char label[256];
 };
 
+/* The page of the region a snapshot is asked of: what its chunks start from. */
+static size_t region_page(const struct create_args *a) { return a->huge_shift ? (size_t)1 << a->huge_shift : ps(); }
+
 static int create_args_get(napi_env env, napi_callback_info info, struct create_args *a) {
-  napi_value argv[8];
+  napi_value argv[10];
+  uint64_t chunk;
   memset(a, 0, sizeof *a);
-  if (!cowshm_args(env, info, 8, argv) || !cowshm_get_i32(env, argv[0], &a->fd) ||
+  if (!cowshm_args(env, info, 10, argv) || !cowshm_get_i32(env, argv[0], &a->fd) ||
       !cowshm_get_u64(env, argv[1], &a->off) || !cowshm_get_u64(env, argv[2], &a->length) ||
       !cowshm_get_str(env, argv[3], a->label, sizeof a->label) || !cowshm_get_u64(env, argv[5], &a->dev) ||
-      !cowshm_get_u64(env, argv[6], &a->ino) || !cowshm_get_u64(env, argv[7], &a->region_size))
+      !cowshm_get_u64(env, argv[6], &a->ino) || !cowshm_get_u64(env, argv[7], &a->region_size) ||
+      !cowshm_get_u64(env, argv[8], &chunk) || !cowshm_get_i32(env, argv[9], &a->huge_shift))
     return 0;
+  a->chunk = (size_t)chunk;
+  /* Checked in TypeScript; here only what memory safety needs. */
+  if (a->huge_shift < 0 || a->huge_shift > 30 || (a->chunk != 0 && (a->chunk & (a->chunk - 1)) != 0) ||
+      (a->chunk != 0 && a->chunk < region_page(a)) || a->chunk > ((size_t)1 << 30)) {
+    cowshm_throw_range(env, "cowshm internal error: bad snapshot chunk");
+    return 0;
+  }
   if (napi_get_value_double(env, argv[4], &a->owner) != napi_ok) {
     cowshm_throw_napi_failure(env, "napi_get_value_double", __FILE__, __LINE__);
     return 0;
   }
-  if (a->length == 0 || a->off % ps() != 0) {
+  if (a->length == 0 || a->off % region_page(a) != 0 || (a->huge_shift != 0 && a->length % region_page(a) != 0)) {
     cowshm_throw_range(env, "cowshm internal error: bad snapshot range");
     return 0;
   }
@@ -499,7 +551,18 @@ static struct snapshot *snapshot_install(const struct create_args *a, const stru
                                          struct cowshm_slot *slot, _Atomic uint64_t *bits, struct failure *f) {
   cowshm_registry_lock();
   struct snapshot *sn = NULL;
-  int d = domain_get(a->dev, a->ino, ops, a->region_size, f);
+  int d = domain_get(a->dev, a->ino, ops, a->region_size, region_page(a), f);
+  if (d >= 0 && a->chunk != 0 && a->chunk < domains[d].chunk) {
+    /* Protection is lifted a domain chunk at a time once every live snapshot
+     * has copied it, so no snapshot can copy less. */
+    snprintf(f->detail, sizeof f->detail,
+             "The \"chunkSize\" option must be a power of two of at least %zu (the %s backend's protection chunk for "
+             "this region). Received %zu",
+             domains[d].chunk, domains[d].ops->name, a->chunk);
+    f->err = -1; /* a RangeError, not a system error */
+    domain_put_unused(d);
+    d = -1;
+  }
   if (d >= 0 && (sn = snapshot_take_free()) == NULL) {
     char why[128];
     snprintf(why, sizeof why, "at most %d snapshots can be live at once; release some", MAX_SNAPSHOTS);
@@ -511,6 +574,9 @@ static struct snapshot *snapshot_install(const struct create_args *a, const stru
     sn->domain = d;
     sn->off = a->off;
     sn->len = slot->len;
+    /* Each live snapshot copies its own chunk around a write, the domain's
+     * at least; a write mapping's protection is lifted one domain chunk at a
+     * time, which every live snapshot has then copied. */
     sn->chunk = a->chunk > dom->chunk ? a->chunk : dom->chunk;
     sn->addr = slot->start;
     sn->bits = bits;
@@ -545,7 +611,7 @@ void *cowshm_snapshot_remote_create(uint64_t dev, uint64_t ino, uint64_t size, c
   }
   cowshm_registry_lock();
   struct snapshot *sn = NULL;
-  int d = domain_get(dev, ino, choice->ops, size, &f);
+  int d = domain_get(dev, ino, choice->ops, size, ps(), &f);
   if (d >= 0 && (sn = snapshot_take_free()) == NULL) {
     fail(&f, EMFILE, "snapshot", NULL);
     domain_put_unused(d);
@@ -580,8 +646,12 @@ void cowshm_snapshot_remote_release(void *handle) {
   cowshm_registry_unlock();
 }
 
-/* snapshotCreate(fd, offset, length, label, owner, dev, ino, regionSize)
- *   -> [ArrayBuffer, id, chunkSize, backend] */
+
+/* snapshotCreate(fd, offset, length, label, owner, dev, ino, regionSize, chunk, hugeShift)
+ *   -> [id, chunkSize, backend]. The snapshot's ArrayBuffer is made when JS
+ * first asks for it (viewBuffer): V8 counts every new external ArrayBuffer
+ * as memory it allocated and may start a garbage collection for a large one,
+ * which would cost more than the snapshot itself. */
 static napi_value create_js(napi_env env, napi_callback_info info) {
   struct create_args a;
   if (!create_args_get(env, info, &a)) return NULL;
@@ -594,11 +664,13 @@ static napi_value create_js(napi_env env, napi_callback_info info) {
   while ((usable = ops->usable_for(a.fd)) == 0 && ops->fallback != NULL) ops = ops->fallback;
   if (usable < 0) return cowshm_throw_errno(env, -usable, "fstatfs", a.label);
 
-  double id;
-  napi_value ab = cowshm_mapping_create(env, a.fd, a.off, (size_t)a.length, ACCESS_SNAPSHOT, a.label, a.owner, a.dev,
-                                        a.ino, 0, &id);
-  if (ab == NULL) return NULL;
-  struct cowshm_slot *slot = cowshm_slot_by_id(id);
+  /* A private mapping of a hugetlb file is made with MAP_NORESERVE (see
+   * MAP_FLAG_HUGE): the snapshot needs no second pool, and a copy that finds
+   * the pool empty fails in the handler, breaking only this snapshot. */
+  struct cowshm_slot *slot = cowshm_mapping_map(env, a.fd, a.off, (size_t)a.length, ACCESS_SNAPSHOT, a.label, a.owner,
+                                                a.dev, a.ino, a.huge_shift << MAP_FLAG_HUGE_SHIFT);
+  if (slot == NULL) return NULL;
+  double id = cowshm_slot_id(slot);
   struct failure f = {0, "snapshot", ""};
   _Atomic uint64_t *bits = calloc((slot->len / ps() + 63) / 64, sizeof *bits);
   struct snapshot *sn = bits == NULL ? (fail(&f, ENOMEM, "snapshot", NULL), NULL)
@@ -607,17 +679,17 @@ static napi_value create_js(napi_env env, napi_callback_info info) {
     /* The snapshot's (unreturned) buffer is closed like any view: now, not
      * at the next GC. */
     cowshm_mapping_close(env, id);
+    if (f.err == -1) return cowshm_throw_range(env, f.detail);
     char msg[sizeof a.label + sizeof f.detail + 2];
     snprintf(msg, sizeof msg, "%s%s%s", a.label, f.detail[0] ? ": " : "", f.detail);
     return cowshm_throw_errno(env, f.err, f.call, msg);
   }
   napi_value arr, name;
-  NAPI_OK(env, napi_create_array_with_length(env, 4, &arr));
-  NAPI_OK(env, napi_set_element(env, arr, 0, ab));
-  NAPI_OK(env, napi_set_element(env, arr, 1, cowshm_num(env, id)));
-  NAPI_OK(env, napi_set_element(env, arr, 2, cowshm_num(env, (double)sn->chunk)));
+  NAPI_OK(env, napi_create_array_with_length(env, 3, &arr));
+  NAPI_OK(env, napi_set_element(env, arr, 0, cowshm_num(env, id)));
+  NAPI_OK(env, napi_set_element(env, arr, 1, cowshm_num(env, (double)sn->chunk)));
   NAPI_OK(env, napi_create_string_utf8(env, domains[sn->domain].ops->name, NAPI_AUTO_LENGTH, &name));
-  NAPI_OK(env, napi_set_element(env, arr, 3, name));
+  NAPI_OK(env, napi_set_element(env, arr, 2, name));
   return arr;
 }
 

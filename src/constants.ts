@@ -30,3 +30,7 @@ export const NO_OWNER = 0;
 
 /** Access modes as the addon numbers them. */
 export const ACCESS = { read: 0, write: 1, cow: 2 } as const;
+
+/** mapView's flags (native/cowshm.h): populate, and log2 of a hugetlb page size from bit 8 up. */
+export const MAP_FLAG_POPULATE = 1;
+export const MAP_FLAG_HUGE_SHIFT = 8;

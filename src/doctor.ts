@@ -7,6 +7,7 @@ import * as os from 'node:os';
 import { Region } from './region';
 import { native } from './native';
 import { snapshotProbe } from './snapshot';
+import { hugePools, hugetlbfsMounts, type HugePool, type HugetlbfsMount } from './hugetlb';
 
 export interface DoctorReport {
   kernel: string;
@@ -32,6 +33,10 @@ export interface DoctorReport {
     transparent: Record<string, string>;
     hugetlbPageSize: number | null;
     hugetlbTotal: number | null;
+    /** The hugetlb pools, one per page size (`Region.create({ pageSize })` takes pages from them). */
+    pools: HugePool[];
+    /** Mounted hugetlbfs: where named regions on huge pages live. */
+    mounts: HugetlbfsMount[];
   };
   /** The largest single view (and snapshot) this Node.js allows. */
   maxViewLength: number;
@@ -102,6 +107,8 @@ function hugePages(): DoctorReport['hugePages'] {
     transparent,
     hugetlbPageSize: size ? Number(size[1]) * 1024 : null,
     hugetlbTotal: total ? Number(total[1]) : null,
+    pools: hugePools(),
+    mounts: hugetlbfsMounts(),
   };
 }
 

@@ -23,6 +23,8 @@ import { native } from './native';
 
 /** The system page size in bytes: view offsets must be multiples of it. */
 export const pageSize: number = native.pageSize;
+export { hugePools, hugetlbfsMounts } from './hugetlb';
+export type { HugePool, HugetlbfsMount } from './hugetlb';
 export { listSegments, removeSegment } from './segments';
 export type { Segment, SegmentHolder, ListSegmentsOptions } from './segments';
 export * as memory from './memory';

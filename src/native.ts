@@ -82,10 +82,11 @@ export interface Native {
   xprocRelease(id: number): void;
   /** Whether no participant may still push into the snapshot's mapping (the reader's id is then freed). */
   xprocDrained(id: number): boolean;
-  /** [ArrayBuffer, id, chunkSize, backend] */
+  /** [id, chunkSize, backend]; the ArrayBuffer comes from viewBuffer(id) when first asked for. hugeShift: log2 of a hugetlb page size, or 0. */
   snapshotCreate(
     fd: number, offset: number, length: number, label: string, owner: number, dev: number, ino: number, regionSize: number,
-  ): [ArrayBuffer, number, number, 'userfaultfd' | 'mprotect'];
+    chunk: number, hugeShift: number,
+  ): [number, number, 'userfaultfd' | 'mprotect'];
   /** [copiedPages, errno of a failed copy or 0] */
   snapshotStats(id: number): [number, number];
   snapshotChanged(id: number): Uint32Array;

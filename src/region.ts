@@ -7,12 +7,13 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { native } from './native';
-import { closedError, cowshmError, explain, invalidType, outOfRange, type SystemError } from './errors';
+import { closedError, cowshmError, explain, invalidType, outOfRange, systemError, type SystemError } from './errors';
 import * as c from './constants';
 import * as check from './validate';
 import { View, type Access } from './view';
 import { checkReservable, formatBytes } from './reserve';
 import * as xproc from './xproc';
+import * as hugetlb from './hugetlb';
 import { Snapshot, takeSnapshot, prepareWrite, type SnapshotOptions } from './snapshot';
 import { restoreCheckpoint, type RestoreOptions } from './checkpoint/restore';
 import { holdSegment } from './segments';
@@ -36,7 +37,11 @@ export interface CreateOptions {
    * Default true.
    */
   reserve?: boolean;
-  /** Ask for transparent huge pages on every view (madvise MADV_HUGEPAGE). Default false. */
+  /**
+   * Ask for transparent huge pages on every view (madvise MADV_HUGEPAGE):
+   * advice the kernel may follow or not, on the system page size. Default
+   * false. Not with a hugetlb `pageSize`, which gives huge pages for certain.
+   */
   hugePages?: boolean;
   /**
    * Take part in snapshots with `scope: 'processes'` taken by any process:
@@ -44,6 +49,16 @@ export interface CreateOptions {
    * thread that arms its views when such a snapshot is taken. Default false.
    */
   crossProcess?: boolean;
+  /**
+   * The page size in bytes. Default: the system page (`pageSize`, 4096 on
+   * x86-64). A hugetlb page size (`2 << 20`, `1 << 30`; see `cowshm doctor`)
+   * puts the region on huge pages from the pool the administrator reserved
+   * (/proc/sys/vm/nr_hugepages): an anonymous region is a memfd on hugetlbfs,
+   * a named one a file on a mounted hugetlbfs (found in /proc/mounts). The
+   * size, and every view's and snapshot's offset and length, must then be
+   * multiples of it. See docs/api.md, Huge pages.
+   */
+  pageSize?: number;
 }
 
 export interface OpenOptions {
@@ -113,6 +128,8 @@ interface RegionInit {
   path: string;
   readOnly: boolean;
   hugePages: boolean;
+  /** The page size: a hugetlb page size, or (the default) the system page. */
+  pageSize?: number;
   /** A restored checkpoint: the region's size, and where its bytes start in the file. */
   size?: number;
   dataOffset?: number;
@@ -189,6 +206,99 @@ function explainNoSpace(err: SystemError, where: string, wanted: number): System
   }
 }
 
+/** What a hugetlb region's size must be. */
+function hugeMultiple(pageSize: number): string {
+  return `a multiple of the huge page size (${pageSize}, ${hugetlb.pageSizeText(pageSize)})`;
+}
+
+/** Region.open's checks of what it opened: a regular file, owned by this user unless allowed otherwise. */
+function checkSegment(stat: ReturnType<typeof native.fstat>, euid: number, name: string, where: string, allowForeignOwner: boolean): void {
+  const uid = stat[1];
+  if ((stat[3] & c.S_IFMT) !== c.S_IFREG) {
+    const err = cowshmError('ERR_COWSHM_NOT_A_FILE', `'${where}' is not a regular file, so not a shared memory segment`);
+    throw Object.assign(err, { path: name });
+  }
+  if (uid !== euid && !allowForeignOwner) {
+    throw cowshmError(
+      'ERR_COWSHM_FOREIGN_OWNER',
+      `Segment '${name}' is owned by uid ${uid}, not by this process (uid ${euid}); ` +
+        'pass { allowForeignOwner: true } to open it anyway',
+    );
+  }
+}
+
+/** A named region on huge pages: NAME on the first hugetlbfs mount that has it, or null. */
+function openHuge(name: string, readOnly: boolean): { fd: number; path: string; pageSize: number; stat: ReturnType<typeof native.fstat> } | null {
+  for (const m of hugetlb.hugetlbfsMounts()) {
+    const file = `${m.path}/${name}`;
+    let fd: number;
+    try {
+      fd = native.open(file, (readOnly ? c.O_RDONLY : c.O_RDWR) | c.O_NOFOLLOW | c.O_NONBLOCK, 0);
+    } catch (err) {
+      if (isSystemError(err, 'ENOENT')) continue;
+      throw err;
+    }
+    try {
+      return { fd, path: file, pageSize: m.pageSize, stat: native.fstat(fd, file) };
+    } catch (err) {
+      native.close(fd);
+      throw err;
+    }
+  }
+  return null;
+}
+
+let makeRegion: (init: RegionInit) => Region;
+
+/**
+ * Region.create on huge pages: a memfd on hugetlbfs, or NAME on a hugetlbfs
+ * mount of that page size. With `reserve`, every page is taken from the pool
+ * now (fallocate), after checking the pool has them: an empty or small pool
+ * fails here, naming its figures, instead of with SIGBUS on first touch.
+ */
+function createHuge(size: number, name: string | undefined, mode: number, reserve: boolean, pageSize: number): Region {
+  let file: string | undefined;
+  if (name !== undefined) {
+    file = `${hugetlb.mountFor(pageSize).path}/${name}`;
+    // One namespace of names: Region.open looks in /dev/shm first.
+    if (fs.existsSync(`/dev/shm/${name}`))
+      throw explain(systemError(17, 'open', name), `/dev/shm/${name} exists, and Region.open('${name}') would find it first`);
+  }
+  if (reserve) hugetlb.checkPool(size, pageSize, name);
+  const fd =
+    file === undefined
+      ? native.memfdCreate('cowshm', hugetlb.pageShift(pageSize))
+      : native.open(file, c.O_CREAT | c.O_EXCL | c.O_RDWR | c.O_NOFOLLOW, mode);
+  try {
+    if (file !== undefined) native.fchmod(fd, mode, name);
+    native.ftruncate(fd, size, name);
+    if (reserve) {
+      try {
+        native.fallocate(fd, 0, size, name);
+      } catch (err) {
+        // Another process took the pages since checkPool.
+        if (isSystemError(err, 'ENOSPC')) throw hugetlb.explainPool(err, size, pageSize);
+        throw err;
+      }
+    }
+    if (file === undefined) native.addSeals(fd, c.F_SEAL_SHRINK);
+    return makeRegion({
+      kind: file === undefined ? 'memfd' : 'shm',
+      name: name ?? null,
+      fd,
+      path: file ?? `/proc/${process.pid}/fd/${fd}`,
+      readOnly: false,
+      hugePages: false,
+      pageSize,
+    });
+  } catch (err) {
+    // Closing the memfd (or removing the file) gives its pages back to the pool.
+    native.close(fd);
+    if (file !== undefined) fs.rmSync(file, { force: true });
+    throw err;
+  }
+}
+
 /**
  * What a handle's descriptor or name led to must be what its kind says: a
  * forged handle must not turn /dev/zero, a device, a FIFO or some other
@@ -215,6 +325,10 @@ export class Region {
   /** The largest single view this Node.js allows (an ArrayBuffer's maximum length). */
   static readonly maxViewLength: number = c.MAX_VIEW_LENGTH;
 
+  static {
+    makeRegion = (init) => new Region(init);
+  }
+
   readonly #fd: number;
   readonly #descriptor: Descriptor;
   readonly #owner = nextOwner++;
@@ -238,6 +352,11 @@ export class Region {
   /** Device and inode: the region's identity, whoever opened it. */
   readonly dev: number;
   readonly ino: number;
+  /**
+   * The size of the region's pages in bytes: the system page, or the hugetlb
+   * page size of a region on huge pages (a memfd or a file on hugetlbfs).
+   */
+  readonly pageSize: number;
 
   private constructor(init: RegionInit) {
     this.kind = init.kind;
@@ -246,6 +365,7 @@ export class Region {
     this.path = init.path;
     this.readOnly = init.readOnly;
     this.#hugePages = init.hugePages;
+    this.pageSize = init.pageSize ?? native.pageSize;
     // Indexed, not destructured: destructuring walks the array's iterator.
     // A named segment is held under cowshm's shared lock (what removing orphans tests).
     const st =
@@ -293,6 +413,19 @@ export class Region {
     const reserve = check.boolean(o.reserve, '"reserve" option', true);
     const hugePages = check.boolean(o.hugePages, '"hugePages" option', false);
     const crossProcess = check.boolean(o.crossProcess, '"crossProcess" option', false);
+    const pageSize =
+      o.pageSize === undefined ? native.pageSize : hugetlb.checkPageSize(check.integer(o.pageSize, '"pageSize" option', 1), '"pageSize" option');
+    const huge = pageSize !== native.pageSize;
+    if (huge) {
+      if (hugePages)
+        throw outOfRange(
+          '"hugePages" option',
+          'false with a hugetlb "pageSize" (hugePages is advice for transparent huge pages; pageSize gives hugetlb pages)',
+          hugePages,
+        );
+      if (size % pageSize !== 0) throw outOfRange('"size" option', hugeMultiple(pageSize), size);
+      return createHuge(size, name, mode, reserve, pageSize);
+    }
     if (reserve) {
       // A named segment larger than all of /dev/shm fails at once in
       // fallocate with ENOSPC (which explains /dev/shm); anything else that
@@ -356,7 +489,11 @@ export class Region {
     }
   }
 
-  /** Opens an existing named segment. Its size comes from fstat. */
+  /**
+   * Opens an existing named segment: /dev/shm/NAME, or a region on huge
+   * pages of that name on a hugetlbfs mount (looked for in /proc/mounts when
+   * /dev/shm has no such name). Its size comes from fstat.
+   */
   static open(name: string, options?: OpenOptions): Region {
     check.shmName(name);
     const o = check.options<OpenOptions>(options);
@@ -374,23 +511,21 @@ export class Region {
       // shm_open says EINVAL for a directory, a name it would not create.
       if (isSystemError(err, 'EINVAL') && fs.lstatSync(`/dev/shm/${name}`, { throwIfNoEntry: false })?.isDirectory())
         throw Object.assign(cowshmError('ERR_COWSHM_NOT_A_FILE', `'/dev/shm/${name}' is a directory, not a shared memory segment`), { path: name });
-      throw err;
+      if (!isSystemError(err, 'ENOENT')) throw err;
+      const found = openHuge(name, readOnly);
+      if (found === null) throw err;
+      fd = found.fd;
+      try {
+        checkSegment(found.stat, process.geteuid?.() ?? found.stat[1], name, found.path, allowForeignOwner);
+        return new Region({ kind: 'shm', name, fd, path: found.path, readOnly, hugePages: false, pageSize: found.pageSize });
+      } catch (e) {
+        native.close(fd);
+        throw e;
+      }
     }
     try {
       const stat = scratchStat();
-      const uid = stat[1];
-      const euid = statScratch[7] as number;
-      if ((stat[3] & c.S_IFMT) !== c.S_IFREG) {
-        const err = cowshmError('ERR_COWSHM_NOT_A_FILE', `'/dev/shm/${name}' is not a regular file, so not a shared memory segment`);
-        throw Object.assign(err, { path: name });
-      }
-      if (uid !== euid && !allowForeignOwner) {
-        throw cowshmError(
-          'ERR_COWSHM_FOREIGN_OWNER',
-          `Segment '${name}' is owned by uid ${uid}, not by this process (uid ${euid}); ` +
-            'pass { allowForeignOwner: true } to open it anyway',
-        );
-      }
+      checkSegment(stat, statScratch[7] as number, name, `/dev/shm/${name}`, allowForeignOwner);
       region = new Region({ kind: 'shm', name, fd, path: `/dev/shm/${name}`, readOnly, hugePages: false, stat, locked: statScratch[8] === 1 });
     } catch (err) {
       native.close(fd);
@@ -430,6 +565,10 @@ export class Region {
     let grewFrom: number | undefined;
     try {
       const current = stat[0];
+      const pageSize = hugetlb.hugetlbfsPageSize(resolved) ?? native.pageSize;
+      const huge = pageSize !== native.pageSize;
+      if (huge && size !== undefined && size % pageSize !== 0)
+        throw outOfRange('"size" option', `${hugeMultiple(pageSize)}: '${resolved}' is on hugetlbfs`, size);
       if (size !== undefined && current < size) {
         if (readOnly)
           throw outOfRange('"size" option', `at most the file's size (${current}) for a read-only file`, size);
@@ -437,6 +576,7 @@ export class Region {
         // (beyond the whole filesystem, fallocate fails at once with ENOSPC).
         const tmpfsTotal = reserve ? tmpfsSize(resolved) : null;
         if (tmpfsTotal !== null && size - current <= tmpfsTotal) checkReservable(size - current, resolved);
+        if (huge && reserve) hugetlb.checkPool(size - current, pageSize, resolved);
         grewFrom = current;
         native.ftruncate(fd, size, resolved);
         stat[0] = size;
@@ -444,6 +584,7 @@ export class Region {
           try {
             native.fallocate(fd, current, size - current, resolved);
           } catch (err) {
+            if (huge && isSystemError(err, 'ENOSPC')) throw hugetlb.explainPool(err, size - current, pageSize);
             if (isSystemError(err, 'ENOSPC')) throw explainNoSpace(err, path.dirname(resolved), size);
             // Filesystems without fallocate keep the file sparse.
             if (!isSystemError(err, 'EOPNOTSUPP')) throw err;
@@ -452,7 +593,7 @@ export class Region {
       } else if (created && current === 0) {
         throw outOfRange('"size" option', 'a positive integer when the file is created', size);
       }
-      return new Region({ kind: 'file', name: null, fd, path: resolved, readOnly, hugePages: false, stat });
+      return new Region({ kind: 'file', name: null, fd, path: resolved, readOnly, hugePages: false, stat, pageSize });
     } catch (err) {
       try {
         // A file that was there before leaves as it came: its old length.
@@ -489,7 +630,13 @@ export class Region {
     // the name (or file path) works after the creator closed it. Either must
     // lead to the same inode, or it is somebody else's region now.
     const procPath = `/proc/${pid === process.pid ? 'self' : pid}/fd/${fdNum}`;
-    const paths = [procPath, ...(name !== null ? [`/dev/shm/${name}`] : []), ...(filePath ? [filePath] : [])];
+    // A named region on huge pages is a file on hugetlbfs: its handle's path.
+    const shmPath =
+      name !== null && typeof handle.path === 'string' && handle.path === `${path.dirname(handle.path)}/${name}` &&
+      hugetlb.hugetlbfsMounts().some((m) => m.path === path.dirname(handle.path))
+        ? handle.path
+        : `/dev/shm/${name}`;
+    const paths = [procPath, ...(name !== null ? [shmPath] : []), ...(filePath ? [filePath] : [])];
     let lastError: unknown;
     for (const p of paths) {
       // /proc/PID/fd/N is a link that must be followed; a name or a file path must not.
@@ -512,10 +659,11 @@ export class Region {
           kind,
           name,
           fd,
-          path: kind === 'shm' ? `/dev/shm/${name}` : kind === 'file' ? (filePath as string) : `/proc/${process.pid}/fd/${fd}`,
+          path: kind === 'shm' ? shmPath : kind === 'file' ? (filePath as string) : `/proc/${process.pid}/fd/${fd}`,
           readOnly,
           hugePages: false,
           stat,
+          pageSize: hugetlb.hugetlbfsPageSize(`/proc/self/fd/${fd}`) ?? native.pageSize,
           unlinked: true,
         });
       } catch (err) {
@@ -565,14 +713,23 @@ export class Region {
     const size = this.#size;
     if (size === 0)
       throw cowshmError('ERR_COWSHM_EMPTY', `${this.toString()} is empty (size 0): there is nothing to map`);
-    const [offset, length] = check.range(o, size, this, 'view');
+    const huge = this.pageSize !== native.pageSize;
+    const [offset, length] = check.range(o, size, this, 'view', this.pageSize);
     const access = check.oneOf(o.access, '"access" option', ['read', 'write', 'cow'] as const, this.readOnly ? 'read' : 'write');
     if (access === 'write' && this.readOnly)
       throw cowshmError('ERR_COWSHM_READ_ONLY', `${this.toString()} was opened read-only: map it with access 'read' or 'cow'`);
     const populate = check.boolean(o.populate, '"populate" option', false);
 
     const label = `${this.toString()}, view ${++this.#views}`;
-    const id = native.mapView(this.#fd, offset + this.#dataOffset, length, c.ACCESS[access], label, this.#owner, this.dev, this.ino, populate ? 1 : 0);
+    const flags = (populate ? c.MAP_FLAG_POPULATE : 0) | (hugetlb.pageShift(this.pageSize) << c.MAP_FLAG_HUGE_SHIFT);
+    let id: number;
+    try {
+      id = native.mapView(this.#fd, offset + this.#dataOffset, length, c.ACCESS[access], label, this.#owner, this.dev, this.ino, flags);
+    } catch (err) {
+      // A shared mapping of a sparse region (reserve: false) reserves its pages from the pool now.
+      if (huge && isSystemError(err, 'ENOMEM')) throw hugetlb.explainPool(err, length, this.pageSize);
+      throw err;
+    }
     const view = new View(this, id, offset, length, access);
     if (this.#hugePages) {
       try {
@@ -665,7 +822,8 @@ export class Region {
     try {
       const st = fs.lstatSync(this.path);
       if (st.dev === this.dev && st.ino === this.ino) {
-        if (this.kind === 'shm') native.shmUnlink(this.name as string);
+        // A named region on huge pages is a file on hugetlbfs.
+        if (this.kind === 'shm' && this.path === `/dev/shm/${this.name}`) native.shmUnlink(this.name as string);
         else fs.unlinkSync(this.path);
       }
     } catch (err) {
@@ -693,9 +851,10 @@ export class Region {
   }
 
   toString(): string {
-    if (this.kind === 'shm') return `region '${this.name}' (shm)`;
-    if (this.kind === 'file') return `region '${this.path}' (file)`;
-    return `memfd region (fd ${this.#fd})`;
+    const pages = this.pageSize === native.pageSize ? '' : `, ${hugetlb.pageSizeText(this.pageSize)} pages`;
+    if (this.kind === 'shm') return `region '${this.name}' (shm${pages})`;
+    if (this.kind === 'file') return `region '${this.path}' (file${pages})`;
+    return `memfd region (fd ${this.#fd}${pages})`;
   }
 
   #check(): void {

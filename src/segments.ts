@@ -17,7 +17,9 @@ import * as path from 'node:path';
 import { native } from './native';
 import { cowshmError, explain, invalidType, systemError } from './errors';
 import { lockFile, unlockFile } from './locks';
+import { mapsDevice } from './memory/procfs';
 import * as check from './validate';
+import { hugetlbfsMounts } from './hugetlb';
 
 const SHM_DIR = '/dev/shm';
 
@@ -36,8 +38,10 @@ export interface SegmentHolder {
 export interface Segment {
   /** The shm name (the file name in /dev/shm). */
   name: string;
-  /** `/dev/shm/NAME`. */
+  /** `/dev/shm/NAME`, or MOUNT/NAME for a named region on huge pages. */
   path: string;
+  /** The page size: the system page in /dev/shm, the mount's huge page size on hugetlbfs. */
+  pageSize: number;
   /** The name was removed, but processes still hold the memory. */
   deleted: boolean;
   /** Size in bytes. */
@@ -82,14 +86,6 @@ export interface ListSegmentsOptions {
   holders?: boolean;
 }
 
-/** st_dev as /proc/PID/maps prints it: hex major:minor. */
-function mapsDevice(dev: number): string {
-  const d = BigInt(dev);
-  const major = (d >> 8n) & 0xfffn | ((d >> 32n) & ~0xfffn);
-  const minor = (d & 0xffn) | ((d >> 12n) & ~0xffn);
-  return `${major.toString(16).padStart(2, '0')}:${minor.toString(16).padStart(2, '0')}`;
-}
-
 let users: Map<number, string> | undefined;
 function userName(uid: number): string {
   if (users === undefined) {
@@ -108,7 +104,17 @@ function userName(uid: number): string {
 
 const key = (dev: number, ino: number): string => `${dev}:${ino}`;
 
+/** A directory segments are in: /dev/shm, or a hugetlbfs mount (named regions on huge pages). */
+interface Dir {
+  path: string;
+  dev: number;
+  /** st_dev as /proc/PID/maps prints it. */
+  device: string;
+  pageSize: number;
+}
+
 interface Found {
+  dir: Dir;
   name: string;
   deleted: boolean;
   st: fs.Stats;
@@ -131,11 +137,11 @@ function statOrNull(file: string): fs.Stats | null {
   }
 }
 
-/** The name a /dev/shm path in /proc stands for, and whether it was removed. */
-function shmNameOf(link: string): { name: string; deleted: boolean } | null {
-  if (!link.startsWith(`${SHM_DIR}/`)) return null;
+/** The name a path in /proc stands for in `dir`, and whether it was removed. */
+function shmNameOf(link: string, dir: Dir): { name: string; deleted: boolean } | null {
+  if (!link.startsWith(`${dir.path}/`)) return null;
   const deleted = link.endsWith(' (deleted)');
-  const name = (deleted ? link.slice(0, -' (deleted)'.length) : link).slice(SHM_DIR.length + 1);
+  const name = (deleted ? link.slice(0, -' (deleted)'.length) : link).slice(dir.path.length + 1);
   return name.length > 0 && !name.includes('/') ? { name, deleted } : null;
 }
 
@@ -155,9 +161,9 @@ type ProcessEntry = { pid: number; dir: string; maps: string | null; fds: string
  * but that are still held). Returns the pids that could not be inspected.
  * `skip` names one descriptor of this process not to count (a probe's own).
  */
-function findHolders(found: Map<string, Found>, shmDev: number, skip?: number): number[] {
+function findHolders(found: Map<string, Found>, dirs: Map<number, Dir>, skip?: number): number[] {
   const uninspected: number[] = [];
-  const device = mapsDevice(shmDev);
+  const byDevice = new Map([...dirs.values()].map((d) => [d.device, d]));
   const processes: ProcessEntry[] = [];
   for (const entry of fs.readdirSync('/proc')) {
     if (!/^\d+$/.test(entry)) continue;
@@ -199,12 +205,13 @@ function findHolders(found: Map<string, Found>, shmDev: number, skip?: number): 
       }
       if (!target.startsWith('/')) continue; // pipe:, socket:, anon_inode:...
       const st = statOrNull(link);
-      if (st === null || st.dev !== shmDev) continue;
+      const dir = st === null ? undefined : dirs.get(st.dev);
+      if (st === null || dir === undefined) continue;
       let f = found.get(key(st.dev, st.ino));
       if (f === undefined) {
-        const named = shmNameOf(target);
+        const named = shmNameOf(target, dir);
         if (named === null || !named.deleted || !st.isFile()) continue;
-        f = { name: named.name, deleted: true, st, holders: new Map() };
+        f = { dir, name: named.name, deleted: true, st, holders: new Map() };
         found.set(key(st.dev, st.ino), f);
       }
       holder(f, p).fds.push(Number(fd));
@@ -215,17 +222,18 @@ function findHolders(found: Map<string, Found>, shmDev: number, skip?: number): 
     for (const line of p.maps === null ? [] : p.maps.split('\n')) {
       // start-end perms offset dev inode path
       const m = /^([0-9a-f]+)-([0-9a-f]+) \S+ \S+ (\S+) (\d+)\s*(.*)$/.exec(line);
-      if (m === null || m[3] !== device) continue;
+      const dir = m === null ? undefined : byDevice.get(m[3] as string);
+      if (m === null || dir === undefined) continue;
       const ino = Number(m[4]);
-      let f = found.get(key(shmDev, ino));
+      let f = found.get(key(dir.dev, ino));
       if (f === undefined) {
         // Mapped, name gone, no descriptor anywhere: map_files can stat it (as root).
-        const named = shmNameOf(m[5] ?? '');
+        const named = shmNameOf(m[5] ?? '', dir);
         if (named === null || !named.deleted) continue;
         const st = statOrNull(`${p.dir}/map_files/${m[1]}-${m[2]}`);
-        if (st === null || st.dev !== shmDev || st.ino !== ino) continue;
-        f = { name: named.name, deleted: true, st, holders: new Map() };
-        found.set(key(shmDev, ino), f);
+        if (st === null || st.dev !== dir.dev || st.ino !== ino) continue;
+        f = { dir, name: named.name, deleted: true, st, holders: new Map() };
+        found.set(key(dir.dev, ino), f);
       }
       holder(f, p).mappings++;
     }
@@ -335,28 +343,36 @@ export function listSegments(options?: ListSegmentsOptions): Segment[] {
   const withHolders = check.boolean(o.holders, '"holders" option', true);
 
   const found = new Map<string, Found>();
-  let shmDev: number | null = null;
-  try {
-    shmDev = fs.statSync(SHM_DIR).dev;
-    for (const entry of fs.readdirSync(SHM_DIR, { withFileTypes: true })) {
-      if (!entry.isFile()) continue; // sem.* are files too; directories and links are not segments
-      const st = statOrNull(path.join(SHM_DIR, entry.name));
-      if (st === null) continue; // removed meanwhile
-      found.set(key(st.dev, st.ino), { name: entry.name, deleted: false, st, holders: new Map() });
+  const dirs = new Map<number, Dir>();
+  for (const { path: where, pageSize } of [{ path: SHM_DIR, pageSize: native.pageSize }, ...hugetlbfsMounts()]) {
+    try {
+      const dev = fs.statSync(where).dev;
+      if (dirs.has(dev)) continue; // the same filesystem mounted twice
+      const dir: Dir = { path: where, dev, device: mapsDevice(dev), pageSize };
+      dirs.set(dev, dir);
+      for (const entry of fs.readdirSync(where, { withFileTypes: true })) {
+        if (!entry.isFile()) continue; // sem.* are files too; directories and links are not segments
+        const st = statOrNull(path.join(where, entry.name));
+        if (st === null) continue; // removed meanwhile
+        found.set(key(st.dev, st.ino), { dir, name: entry.name, deleted: false, st, holders: new Map() });
+      }
+    } catch (err) {
+      // A hugetlbfs mount this user may not read holds nothing it could open either.
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code !== 'ENOENT' && !(where !== SHM_DIR && code === 'EACCES')) throw err;
     }
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
   }
 
   const uninspected: number[] = [];
-  if (withHolders && shmDev !== null) uninspected.push(...findHolders(found, shmDev));
+  if (withHolders && dirs.size > 0) uninspected.push(...findHolders(found, dirs));
 
-  const segments: Segment[] = [...found.values()].map(({ name, deleted, st, holders }) => {
+  const segments: Segment[] = [...found.values()].map(({ dir, name, deleted, st, holders }) => {
     const list = [...holders.values()].sort((a, b) => a.pid - b.pid);
     for (const h of list) h.fds.sort((a, b) => a - b);
     return {
       name,
-      path: `${SHM_DIR}/${name}`,
+      path: `${dir.path}/${name}`,
+      pageSize: dir.pageSize,
       deleted,
       size: st.size,
       allocated: st.blocks * 512,
@@ -367,7 +383,7 @@ export function listSegments(options?: ListSegmentsOptions): Segment[] {
       dev: st.dev,
       ino: st.ino,
       holders: list,
-      locked: withHolders && !deleted ? lockedByCowshm(path.join(SHM_DIR, name), st) : null,
+      locked: withHolders && !deleted ? lockedByCowshm(path.join(dir.path, name), st) : null,
       orphan: false,
       uninspected,
     };
@@ -409,7 +425,7 @@ function heldError(
   message: string,
   facts: Pick<SegmentHeldError, 'holders' | 'locked' | 'uninspected'>,
 ): SegmentHeldError {
-  return Object.assign(cowshmError(code, message), { path: `${SHM_DIR}/${name}`, ...facts }) as SegmentHeldError;
+  return Object.assign(cowshmError(code, message), { path: segmentPath(name), ...facts }) as SegmentHeldError;
 }
 
 /** "pid 12 (node), pid 40 (python3)" */
@@ -417,8 +433,22 @@ export function describeHolders(holders: SegmentHolder[]): string {
   return holders.map((h) => `pid ${h.pid} (${h.command})`).join(', ');
 }
 
+/** Where the segment NAME is: /dev/shm/NAME, else NAME on the first hugetlbfs mount that has it (else /dev/shm/NAME). */
+function segmentPath(name: string): string {
+  const shm = path.join(SHM_DIR, name);
+  if (fs.existsSync(shm)) return shm;
+  for (const m of hugetlbfsMounts()) if (fs.existsSync(path.join(m.path, name))) return path.join(m.path, name);
+  return shm;
+}
+
+/** Removes the name at `file`: shm_unlink in /dev/shm, unlink on hugetlbfs. */
+function unlinkSegment(name: string, file: string): void {
+  if (file === path.join(SHM_DIR, name)) native.shmUnlink(name);
+  else fs.unlinkSync(file);
+}
+
 /**
- * Removes a segment's name (shm_unlink). Processes that hold it keep their
+ * Removes a segment's name (shm_unlink; for a named region on huge pages, its file on hugetlbfs). Processes that hold it keep their
  * memory until they let go. With `expected`, the name is removed only if it
  * still leads to that segment (same device and inode): returns false, and
  * removes nothing, when it leads to another one now. With `{ ifOrphan: true }`
@@ -437,11 +467,11 @@ export function removeSegment(name: string, expected?: { dev: number; ino: numbe
   }
   const o = check.options<RemoveSegmentOptions>(options);
   const ifOrphan = check.boolean(o.ifOrphan, '"ifOrphan" option', false);
-  const file = path.join(SHM_DIR, name);
+  const file = segmentPath(name);
   if (!ifOrphan) {
     const st = want === undefined ? null : statOrNull(file); // when it is gone, shm_unlink says ENOENT
     if (want !== undefined && st !== null && (st.dev !== want.dev || st.ino !== want.ino)) return false;
-    native.shmUnlink(name);
+    unlinkSegment(name, file);
     return true;
   }
 
@@ -468,8 +498,9 @@ export function removeSegment(name: string, expected?: { dev: number; ino: numbe
         holders: [], locked: true, uninspected: [],
       });
     // Holders that opened it before the lock was taken, and other programs' holders.
-    const found = new Map<string, Found>([[key(st.dev, st.ino), { name, deleted: false, st, holders: new Map() }]]);
-    const uninspected = findHolders(found, st.dev, fd);
+    const dir: Dir = { path: path.dirname(file), dev: st.dev, device: mapsDevice(st.dev), pageSize: native.pageSize };
+    const found = new Map<string, Found>([[key(st.dev, st.ino), { dir, name, deleted: false, st, holders: new Map() }]]);
+    const uninspected = findHolders(found, new Map([[st.dev, dir]]), fd);
     const holders = [...(found.get(key(st.dev, st.ino))?.holders.values() ?? [])].sort((a, b) => a.pid - b.pid);
     if (holders.length > 0)
       throw heldError('ERR_COWSHM_SEGMENT_HELD', name, `${file} is held by ${describeHolders(holders)}: not removed`, {
@@ -489,7 +520,7 @@ export function removeSegment(name: string, expected?: { dev: number; ino: numbe
     const now = statOrNull(file);
     if (now === null) throw systemError(2, 'shm_unlink', name);
     if (now.dev !== st.dev || now.ino !== st.ino) return false;
-    native.shmUnlink(name);
+    unlinkSegment(name, file);
     return true;
   } finally {
     fs.closeSync(fd); // drops the exclusive lock: waiting openers find the name gone

@@ -37,6 +37,17 @@ export interface SnapshotOptions {
    * did not. Default 2000.
    */
   timeoutMs?: number;
+  /**
+   * How many bytes the first write after the snapshot copies at a time, a
+   * power of two: fewer, larger copies (fewer faults) for more memory. At
+   * least the region's page size (`region.pageSize`: a whole huge page on
+   * hugetlb regions) and, with the mprotect backend, its protection chunk for
+   * the region (a RangeError names it). Default: the least the backend can
+   * do, `snapshot.chunkSize` reports what was used. Live snapshots with
+   * different chunk sizes each copy their own chunk; a write mapping becomes
+   * writable again only where every live snapshot has its copy.
+   */
+  chunkSize?: number;
 }
 
 const info = native.snapshotInfo();
@@ -70,7 +81,7 @@ const writers = new Map<string, WeakRef<Snapshot>>();
 /** Whether `s` can still say which pages changed: not released, and every page it holds copied. */
 function live(s: Snapshot): boolean {
   try {
-    return !s.released && s.buffer.byteLength !== 0;
+    return !s.released && s.exact;
   } catch {
     return false; // closed, or a page could not be copied
   }
@@ -92,9 +103,25 @@ function brokenError(snapshot: Snapshot, errno: number): Error {
  * gives the region's bytes at the instant `snapshot()` returned; writing it
  * changes only the snapshot.
  */
+// A Snapshot collected without release() gives its mapping (and the
+// region's write protection) back, unless its ArrayBuffer was made: that then
+// owns the mapping, and its own finalizers release it (see View).
+const mappings = new FinalizationRegistry<{ readonly id: number; open: boolean }>((m) => {
+  if (!m.open) return;
+  m.open = false;
+  try {
+    native.releaseView(m.id);
+  } catch {
+    // Nothing to report to: the Snapshot is gone.
+  }
+});
+
 export class Snapshot {
-  readonly #buffer: ArrayBuffer;
+  // Made on first use: V8 may start a garbage collection for every new large
+  // external ArrayBuffer, which would cost more than taking the snapshot.
+  #buffer: ArrayBuffer | undefined;
   readonly #id: number;
+  readonly #mapping: { readonly id: number; open: boolean };
   readonly #taken = ++taken;
   /** With scope 'processes': the reader's id in native/xproc.c. */
   readonly #reader: number | undefined;
@@ -110,8 +137,10 @@ export class Snapshot {
   readonly backend: SnapshotBackend;
   /**
    * How many bytes are copied at a time on the first write after the
-   * snapshot: the page size with userfaultfd; with mprotect, a power of two
-   * chosen per region so the process stays far below vm.max_map_count.
+   * snapshot: the `chunkSize` asked for, else the least the backend can do
+   * (the page with userfaultfd, the huge page on hugetlb regions; with
+   * mprotect, a power of two chosen per region so the process stays far
+   * below vm.max_map_count). `copiedPages` counts every page of a chunk.
    */
   readonly chunkSize: number;
   /**
@@ -123,18 +152,19 @@ export class Snapshot {
 
   /** @internal Snapshots are made by `Region.snapshot()`. */
   constructor(
-    region: Region, buffer: ArrayBuffer, id: number, byteOffset: number, backend: SnapshotBackend, chunkSize: number,
+    region: Region, id: number, byteOffset: number, byteLength: number, backend: SnapshotBackend, chunkSize: number,
     reader?: number,
   ) {
     this.region = region;
     this.#reader = reader;
     this.scope = reader === undefined ? 'process' : 'processes';
-    this.#buffer = buffer;
     this.#id = id;
     this.byteOffset = byteOffset;
-    this.byteLength = buffer.byteLength;
+    this.byteLength = byteLength;
     this.backend = backend;
     this.chunkSize = chunkSize;
+    this.#mapping = { id, open: true };
+    mappings.register(this, this.#mapping);
   }
 
   /**
@@ -158,6 +188,11 @@ export class Snapshot {
    */
   get buffer(): ArrayBuffer {
     this.#checkExact();
+    if (this.#buffer === undefined) {
+      this.#buffer = native.viewBuffer(this.#id);
+      // From now on the buffer owns the mapping (and releases it when collected).
+      this.#mapping.open = false;
+    }
     return this.#buffer;
   }
 
@@ -217,11 +252,11 @@ export class Snapshot {
   release(): void {
     if (this.#released) return;
     this.#released = true;
+    this.#mapping.open = false;
     if (this.#reader !== undefined) {
       unreleased.unregister(this);
       xproc.release(this.#reader, this.#id);
-    }
-    else native.unmap(this.#id);
+    } else native.unmap(this.#id);
   }
 
   [Symbol.dispose](): void {
@@ -281,12 +316,14 @@ export function takeSnapshot(region: Region, fd: number, owner: number, options:
   }
   const scope = o.scope ?? 'process';
   if (scope !== 'process' && scope !== 'processes') throw outOfRange('"scope" option', "'process' or 'processes'", scope);
-  const [offset, length] = check.range(o, size, region, 'snapshot');
+  const [offset, length] = check.range(o, size, region, 'snapshot', region.pageSize);
+  const chunkSize = o.chunkSize === undefined ? 0 : check.chunkSize(o.chunkSize, '"chunkSize" option', region.pageSize);
+  const hugeShift = region.pageSize === native.pageSize ? 0 : Math.log2(region.pageSize);
   if (scope === 'processes') return crossProcess(region, fd, o, offset, length);
 
   const label = `${region.toString()}, snapshot ${++labels}`;
-  const [buffer, id, chunk, backend] = native.snapshotCreate(fd, offset, length, label, owner, region.dev, region.ino, size);
-  return new Snapshot(region, buffer, id, offset, backend, chunk);
+  const [id, chunk, backend] = native.snapshotCreate(fd, offset, length, label, owner, region.dev, region.ino, size, chunkSize, hugeShift);
+  return new Snapshot(region, id, offset, length, backend, chunk);
 }
 
 /** Releases cross-process snapshots whose object was collected without release(). */
@@ -298,8 +335,10 @@ function crossProcess(region: Region, fd: number, o: SnapshotOptions, offset: nu
     throw cowshmError('ERR_COWSHM_UNSUPPORTED', "A snapshot with scope 'processes' covers the whole region: omit offset and length");
   const timeoutMs = check.integer(o.timeoutMs ?? 2000, '"timeoutMs" option', 0, 600_000);
   const label = `${region.toString()}, snapshot ${++labels} (processes)`;
-  const { id, reader, buffer } = xproc.arm(fd, size, region._mode, region.dev, region.ino, label, timeoutMs);
-  const s = new Snapshot(region, buffer, id, 0, info.backend, native.pageSize, reader);
+  if (region.pageSize !== native.pageSize)
+    throw cowshmError('ERR_COWSHM_UNSUPPORTED', "A snapshot with scope 'processes' of a hugetlb region is not supported yet");
+  const { id, reader } = xproc.arm(fd, size, region._mode, region.dev, region.ino, label, timeoutMs);
+  const s = new Snapshot(region, id, 0, size, info.backend, native.pageSize, reader);
   unreleased.register(s, [reader, id], s);
   return s;
 }

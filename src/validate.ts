@@ -80,18 +80,21 @@ export function shmName(value: unknown, what = '"name" argument'): string {
 }
 
 /**
+/**
  * The `{ offset, length }` options of a view or snapshot of a region of
  * `size` bytes, as [offset, length]: the offset page aligned and inside the
  * region, the length to the region's end by default, the whole inside the
  * region and no longer than one ArrayBuffer may be (`Region.maxViewLength`).
  * `subject` names the region (turned into a string only for a message);
- * `kind` is what is being made of it.
+ * `kind` is what is being made of it. On a region on huge pages (`pageSize`
+ * larger than the system page) the length too must be a multiple of it.
  */
 export function range(
   o: { offset?: unknown; length?: unknown }, size: number, subject: { toString(): string }, kind: 'view' | 'snapshot',
+  pageSize = native.pageSize,
 ): [number, number] {
   const offset = o.offset === undefined ? 0 : integer(o.offset, '"offset" option', 0);
-  if (offset % native.pageSize !== 0) throw pageAligned('"offset" option', offset);
+  if (offset % pageSize !== 0) throw pageAligned('"offset" option', offset, pageSize);
   if (offset >= size) throw outOfRange('"offset" option', `less than the region's size (${size})`, offset);
   const length = o.length === undefined ? size - offset : integer(o.length, '"length" option', 1);
   if (offset + length > size)
@@ -107,10 +110,30 @@ export function range(
       undefined,
     );
   }
+  if (pageSize !== native.pageSize && length % pageSize !== 0) throw pageAligned('"length" option', length, pageSize);
   return [offset, length];
 }
 
-/** The RangeError for an offset that is not a multiple of the page size. */
-export function pageAligned(what: string, value: number): RangeError {
+/**
+ * The RangeError for an offset (or length) that is not a multiple of the page
+ * size: the system's, or `pageSize` of a region on huge pages.
+ */
+export function pageAligned(what: string, value: number, pageSize = native.pageSize): RangeError {
+  if (pageSize !== native.pageSize) {
+    const size = pageSize % 2 ** 30 === 0 ? `${pageSize / 2 ** 30} GiB` : `${pageSize / 2 ** 20} MiB`;
+    return outOfRange(what, `a multiple of the huge page size (${pageSize}, ${size})`, value);
+  }
   return outOfRange(what, `a multiple of the page size (${native.pageSize})`, value);
+}
+
+/**
+ * A snapshot's chunk size: a power of two from `pageSize` (the region's page)
+ * to 1 GiB. A smaller power of two names the page size as the minimum.
+ */
+export function chunkSize(value: unknown, what: string, pageSize: number): number {
+  const n = integer(value, what, 1);
+  const power = Number.isInteger(Math.log2(n)) && n <= 2 ** 30;
+  if (!power) throw outOfRange(what, `a power of two from ${pageSize} (the region's page size) to ${2 ** 30}`, n);
+  if (n < pageSize) throw outOfRange(what, `a power of two of at least ${pageSize} (the region's page size)`, n);
+  return n;
 }

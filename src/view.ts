@@ -138,10 +138,13 @@ export class View {
   #range(offset: unknown, length: unknown): [number, number] {
     this.#check();
     const off = offset === undefined ? 0 : check.integer(offset, '"offset" argument', 0, this.byteLength);
-    if (off % native.pageSize !== 0)
-      throw check.pageAligned('"offset" argument', off);
+    const page = this.region.pageSize;
+    if (off % page !== 0)
+      throw check.pageAligned('"offset" argument', off, page);
     const len =
       length === undefined ? this.byteLength - off : check.integer(length, '"length" argument', 0, this.byteLength - off);
+    // The kernel works on whole huge pages of a hugetlb mapping.
+    if (page !== native.pageSize && len % page !== 0) throw check.pageAligned('"length" argument', len, page);
     return [off, len];
   }
 }

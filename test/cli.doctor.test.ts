@@ -58,3 +58,19 @@ test('cowshm doctor: usage errors exit with status 2', () => {
   assert.equal(help.status, 0);
   assert.match(help.stdout, /Usage: cowshm doctor \[--json\]/);
 });
+
+test('doctor shows each hugetlb pool (total, free, reserved, surplus) and the hugetlbfs mounts', () => {
+  const json = run(['doctor', '--json']);
+  assert.equal(json.status, 0);
+  const report = JSON.parse(json.stdout) as { hugePages: { pools: Array<{ pageSize: number; total: number; free: number; control: string }>; mounts: unknown[] } };
+  const sizes = fs.existsSync('/sys/kernel/mm/hugepages')
+    ? fs.readdirSync('/sys/kernel/mm/hugepages').map((d) => Number(/(\d+)kB/.exec(d)?.[1]) * 1024).sort((a, b) => a - b)
+    : [];
+  assert.deepEqual(report.hugePages.pools.map((p) => p.pageSize), sizes);
+  for (const p of report.hugePages.pools) assert.ok(Number.isSafeInteger(p.total) && Number.isSafeInteger(p.free) && fs.existsSync(p.control));
+  assert.ok(Array.isArray(report.hugePages.mounts));
+  const text = run(['doctor']);
+  for (const p of report.hugePages.pools)
+    assert.match(text.stdout, new RegExp(`\\n  pool of ${p.pageSize >= 2 ** 30 ? p.pageSize / 2 ** 30 + ' GiB' : p.pageSize / 2 ** 20 + ' MiB'} pages +\\d+ total, \\d+ free, \\d+ reserved, \\d+ surplus`));
+  assert.match(text.stdout, /\nhugetlbfs mounts +\S/);
+});

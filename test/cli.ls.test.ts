@@ -30,7 +30,7 @@ test('ls --json: size, memory, owner, mode, and this process as the holder (map 
     assert.deepEqual(
       { ...s, holders: undefined, uninspected: undefined },
       {
-        name: held.name, path: held.path, deleted: false, size: 3 * 4096 + 5, allocated: 4 * 4096,
+        name: held.name, path: held.path, pageSize: held.pageSize, deleted: false, size: 3 * 4096 + 5, allocated: 4 * 4096,
         uid: process.getuid?.(), owner: userName(process.getuid?.() ?? 0), gid: process.getgid?.(),
         mode: 0o640, dev: held.dev, ino: held.ino, locked: true, orphan: false, holders: undefined, uninspected: undefined,
       },
@@ -186,7 +186,7 @@ test('processes that can not be inspected are named; a cowshm holder among them 
 test('the note on unreadable /proc appears only when a segment listed as orphan may be held there', () => {
   const { uninspectedNote } = require('../../dist/cli/commands/ls') as { uninspectedNote(s: Segment[]): string | null };
   const segment = (orphan: boolean): Segment => ({
-    name: 'x', path: '/dev/shm/x', deleted: false, size: 4096, allocated: 4096, uid: 0, owner: 'root', gid: 0, mode: 0o600,
+    name: 'x', path: '/dev/shm/x', pageSize: 4096, deleted: false, size: 4096, allocated: 4096, uid: 0, owner: 'root', gid: 0, mode: 0o600,
     dev: 1, ino: 2, holders: orphan ? [] : [{ pid: 2, command: 'node', mappings: 1, fds: [] }], locked: false, orphan, uninspected: [1],
   });
   assert.equal(uninspectedNote([segment(false), segment(false)]), null, 'every segment is held: pid 1 changes nothing');

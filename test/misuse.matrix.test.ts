@@ -26,6 +26,7 @@ interface Row {
 const TYPE = 'ERR_INVALID_ARG_TYPE';
 const RANGE = 'ERR_OUT_OF_RANGE';
 const CLOSED = 'ERR_COWSHM_CLOSED';
+const VALUE = 'ERR_INVALID_ARG_VALUE';
 
 /** Checks every row; collects all failures so one run shows them all. */
 async function check(rows: Row[]): Promise<number> {
@@ -316,49 +317,27 @@ const rows: Row[] = [
   { label: 'removeSegment ifOrphan of a symlink', call: () => removeSegment(shmLink, undefined, { ifOrphan: true }), type: Error, code: 'ELOOP' },
   { label: 'removeSegment ifOrphan of a FIFO', call: () => removeSegment(shmFifo, undefined, { ifOrphan: true }), type: Error, code: 'ERR_COWSHM_NOT_A_FILE' },
   { label: 'removeSegment ifOrphan of a mode-000 one', call: () => removeSegment(shmLocked, undefined, { ifOrphan: true }), type: Error, code: 'EACCES', as: 'user' },
-];
 
-// Bad inputs other branches of this release fix, by branch: each table is
-// enabled (moved into `rows`' company below) once that branch is merged.
-const VALUE = 'ERR_INVALID_ARG_VALUE';
-const pending: Record<string, { enabled: boolean; rows: Row[] }> = {
   // NUL bytes in paths and names: refused as Node's fs refuses them.
-  'h-arch': {
-    enabled: true,
-    rows: [
-      { label: 'create name with NUL', call: () => Region.create({ size: 1, name: 'a\0b' }), type: TypeError, code: VALUE },
-      { label: 'open name with NUL', call: () => Region.open('a\0b'), type: TypeError, code: VALUE },
-      { label: 'fromHandle shm name with NUL', call: () => Region.fromHandle(forged({ kind: 'shm', name: 'a\0b' })), type: TypeError, code: VALUE },
-      { label: 'openFile path with NUL', call: () => Region.openFile(`${file}\0x`), type: TypeError, code: VALUE },
-      { label: 'openFile create path with NUL', call: () => Region.openFile(`${file}\0x`, { create: true, size: 1 }), type: TypeError, code: VALUE },
-      { label: 'restore path with NUL', call: () => Region.restore(`${garbage}\0x`), type: TypeError, code: VALUE },
-      { label: 'checkpointInfo path with NUL', call: () => checkpointInfo(`${garbage}\0x`), type: TypeError, code: VALUE },
-      { label: 'writeCheckpoint path with NUL', call: () => writeCheckpoint(liveView, path.join(dir, 'a\0b.cow')), type: TypeError, code: VALUE },
-      { label: 'fromHandle file path with NUL', call: () => Region.fromHandle(forged({ kind: 'file', path: `${file}\0x`, pid: 2 ** 22 + 7 })), type: TypeError, code: VALUE },
-    ],
-  },
-  // h-arch moves writeCheckpoint into src/view.ts: there it needs
-  // `if (!(view instanceof View)) return Promise.reject(invalidType('"view" argument', 'a View', view));`
-  // (today `writeCheckpoint({})` fails with a TypeError without a code, from reading `region.size`).
-  'h-arch, then a View check in writeCheckpoint': {
-    enabled: true,
-    rows: [
-      { label: 'writeCheckpoint of a non-view', call: () => writeCheckpoint({} as never, path.join(dir, 'x.cow')), type: TypeError, code: TYPE },
-      { label: 'writeCheckpoint(null)', call: () => writeCheckpoint(null as never, path.join(dir, 'x.cow')), type: TypeError, code: TYPE },
-    ],
-  },
+  { label: 'create name with NUL', call: () => Region.create({ size: 1, name: 'a\0b' }), type: TypeError, code: VALUE },
+  { label: 'open name with NUL', call: () => Region.open('a\0b'), type: TypeError, code: VALUE },
+  { label: 'fromHandle shm name with NUL', call: () => Region.fromHandle(forged({ kind: 'shm', name: 'a\0b' })), type: TypeError, code: VALUE },
+  { label: 'openFile path with NUL', call: () => Region.openFile(`${file}\0x`), type: TypeError, code: VALUE },
+  { label: 'openFile create path with NUL', call: () => Region.openFile(`${file}\0x`, { create: true, size: 1 }), type: TypeError, code: VALUE },
+  { label: 'restore path with NUL', call: () => Region.restore(`${garbage}\0x`), type: TypeError, code: VALUE },
+  { label: 'checkpointInfo path with NUL', call: () => checkpointInfo(`${garbage}\0x`), type: TypeError, code: VALUE },
+  { label: 'writeCheckpoint path with NUL', call: () => writeCheckpoint(liveView, path.join(dir, 'a\0b.cow')), type: TypeError, code: VALUE },
+  { label: 'fromHandle file path with NUL', call: () => Region.fromHandle(forged({ kind: 'file', path: `${file}\0x`, pid: 2 ** 22 + 7 })), type: TypeError, code: VALUE },
+  { label: 'writeCheckpoint of a non-view', call: () => writeCheckpoint({} as never, path.join(dir, 'x.cow')), type: TypeError, code: TYPE },
+  { label: 'writeCheckpoint(null)', call: () => writeCheckpoint(null as never, path.join(dir, 'x.cow')), type: TypeError, code: TYPE },
+
   // FIFOs and devices where a checkpoint is expected: refused at once, never waited on.
-  'h-ckpt': {
-    enabled: true,
-    rows: [
-      { label: 'restore a FIFO', call: () => Region.restore(fifo), type: Error, code: 'ERR_COWSHM_NOT_A_FILE' },
-      { label: 'restore /dev/zero', call: () => Region.restore('/dev/zero'), type: Error, code: 'ERR_COWSHM_NOT_A_FILE' },
-      { label: 'checkpointInfo of a FIFO', call: () => checkpointInfo(fifo), type: Error, code: 'ERR_COWSHM_NOT_A_FILE' },
-      { label: 'writeCheckpoint over a FIFO', call: () => writeCheckpoint(liveView, fifo), type: Error, code: 'ERR_COWSHM_NOT_A_FILE' },
-      { label: 'writeCheckpoint with a FIFO as base', call: () => writeCheckpoint(liveView, path.join(dir, 'd.cow'), { base: fifo }), type: Error, code: 'ERR_COWSHM_NOT_A_FILE' },
-    ],
-  },
-};
+  { label: 'restore a FIFO', call: () => Region.restore(fifo), type: Error, code: 'ERR_COWSHM_NOT_A_FILE' },
+  { label: 'restore /dev/zero', call: () => Region.restore('/dev/zero'), type: Error, code: 'ERR_COWSHM_NOT_A_FILE' },
+  { label: 'checkpointInfo of a FIFO', call: () => checkpointInfo(fifo), type: Error, code: 'ERR_COWSHM_NOT_A_FILE' },
+  { label: 'writeCheckpoint over a FIFO', call: () => writeCheckpoint(liveView, fifo), type: Error, code: 'ERR_COWSHM_NOT_A_FILE' },
+  { label: 'writeCheckpoint with a FIFO as base', call: () => writeCheckpoint(liveView, path.join(dir, 'd.cow'), { base: fifo }), type: Error, code: 'ERR_COWSHM_NOT_A_FILE' },
+];
 
 /**
  * How many /dev/shm entries there are, less other test processes' segments:
@@ -396,11 +375,3 @@ test('at least 100 bad inputs across the public API, each with its error class a
   assert.deepEqual([...new Uint8Array(liveView.buffer, 0, 4)], [0, 0, 0, 0], 'the views bad inputs named are untouched');
   void [View, Snapshot];
 });
-
-for (const [branch, table] of Object.entries(pending)) {
-  test(`bad inputs fixed on ${branch}: ${table.rows.map((r) => r.label).join('; ')}`, { skip: table.enabled ? false : `enabled once ${branch} is merged` }, async () => {
-    const before = segmentsHere();
-    await check(table.rows);
-    assert.equal(segmentsHere(), before);
-  });
-}

@@ -2,13 +2,18 @@
  * (shm_open, ftruncate, mmap shared, A[i] = i, mmap MAP_PRIVATE copy, sum
  * both, check, unlink), without the final getchar(), with each phase timed.
  *
- *   demo NAME ELEMENTS
+ *   demo NAME ELEMENTS [huge]
+ *
+ * With `huge`, the same on 2 MiB hugetlb pages: a memfd_create(MFD_HUGETLB)
+ * region (the size rounded up to whole huge pages) instead of shm_open.
  *
  * Prints {"elements": N, "ok": true|false, "phases": [{"name", "seconds"}...]}. */
 #define _GNU_SOURCE
 #include <fcntl.h>
+#include <linux/memfd.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/mman.h>
 #include <time.h>
 #include <unistd.h>
@@ -40,33 +45,36 @@ static void phase(const char *name) {
 }
 
 int main(int argc, char **argv) {
-  if (argc != 3) {
-    fprintf(stderr, "usage: demo NAME ELEMENTS\n");
+  if (argc != 3 && !(argc == 4 && strcmp(argv[3], "huge") == 0)) {
+    fprintf(stderr, "usage: demo NAME ELEMENTS [huge]\n");
     return 2;
   }
+  int huge = argc == 4;
   char name[256];
   snprintf(name, sizeof name, "/%s", argv[1]);
   ARRAYSIZE = strtoull(argv[2], NULL, 10);
   mark = now();
-  shm_unlink(name);
-  int fd = shm_open(name, O_RDWR | O_CREAT | O_TRUNC, 0600);
+  size_t bytes = sizeof(int) * ARRAYSIZE;
+  if (huge) bytes = (bytes + (2u << 20) - 1) & ~(size_t)((2u << 20) - 1);
+  if (!huge) shm_unlink(name);
+  int fd = huge ? memfd_create(name + 1, MFD_HUGETLB | MFD_HUGE_2MB) : shm_open(name, O_RDWR | O_CREAT | O_TRUNC, 0600);
   if (fd == -1) {
     perror("Error allocating fd");
     return 1;
   }
-  if (ftruncate(fd, sizeof(int) * ARRAYSIZE) == -1) {
+  if (ftruncate(fd, (off_t)bytes) == -1) {
     perror("Error ftruncate");
     return 1;
   }
   phase("create");
-  int *A = (int *)mmap(NULL, sizeof(int) * ARRAYSIZE, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  int *A = (int *)mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
   if (A == (int *)-1) {
     perror("Error mapping A to memory");
     return 1;
   }
   init(A);
   phase("fill");
-  int *Acopy = (int *)mmap(NULL, sizeof(int) * ARRAYSIZE, PROT_READ, MAP_PRIVATE, fd, 0);
+  int *Acopy = (int *)mmap(NULL, bytes, PROT_READ, MAP_PRIVATE | (huge ? MAP_NORESERVE : 0), fd, 0);
   if (Acopy == (int *)-1) {
     perror("Error mapping copy from file");
     return 1;
@@ -77,7 +85,7 @@ int main(int argc, char **argv) {
   phase("sum-region");
   size_t sumCopy = agg(Acopy);
   phase("sum-copy");
-  shm_unlink(name);
+  if (!huge) shm_unlink(name);
   phase("unlink");
   int ok = expected == sumA && expected == sumCopy;
   printf("{\"elements\":%zu,\"expectedSum\":\"%zu\",\"sumRegion\":\"%zu\",\"sumCopy\":\"%zu\",\"ok\":%s,\"phases\":[",

@@ -5,10 +5,13 @@
  *                            snapshot): median seconds until fork returns.
  *   snapshot memcpy GIB RUNS copying GIB with memcpy, into fresh memory (a
  *                            real copy pays its page faults) and into warm memory.
- *   snapshot cow MIB         the kernel's MAP_PRIVATE copy-on-write fault: a
+ *   snapshot cow MIB [sequential]
+ *                            the kernel's MAP_PRIVATE copy-on-write fault: a
  *                            private mapping of a populated memfd, one write
- *                            per 4 KiB page in random order; seconds per page.
- *   snapshot uffd MIB        the snapshot mechanism alone, in C: a userfaultfd
+ *                            per 4 KiB page in random order (or in address
+ *                            order with `sequential`); seconds per page.
+ *   snapshot uffd MIB [CHUNK [sequential]]
+ *                            the snapshot mechanism alone, in C: a userfaultfd
  *                            write-protected shared mapping whose SIGBUS
  *                            handler breaks COW in a private mapping
  *                            (MADV_POPULATE_WRITE) and un-protects the page;
@@ -52,11 +55,13 @@ static uint64_t rng(void) {
 
 static int uffd = -1;
 static char *uffd_view, *uffd_snap;
+static size_t uffd_chunk = 4096; /* bytes copied and un-protected per fault */
 
 static void on_sigbus(int sig, siginfo_t *si, void *uctx) {
-  uintptr_t page = (uintptr_t)si->si_addr & ~(uintptr_t)4095;
-  madvise(uffd_snap + (page - (uintptr_t)uffd_view), 4096, 23 /* MADV_POPULATE_WRITE */);
-  struct uffdio_writeprotect wp = {.range = {.start = page, .len = 4096}, .mode = UFFDIO_WRITEPROTECT_MODE_DONTWAKE};
+  /* Chunks are aligned in the mapping (in the file), not in the address space. */
+  uintptr_t page = (uintptr_t)uffd_view + (((uintptr_t)si->si_addr - (uintptr_t)uffd_view) & ~(uintptr_t)(uffd_chunk - 1));
+  madvise(uffd_snap + (page - (uintptr_t)uffd_view), uffd_chunk, 23 /* MADV_POPULATE_WRITE */);
+  struct uffdio_writeprotect wp = {.range = {.start = page, .len = uffd_chunk}, .mode = UFFDIO_WRITEPROTECT_MODE_DONTWAKE};
   ioctl(uffd, UFFDIO_WRITEPROTECT, &wp);
 }
 
@@ -119,6 +124,8 @@ int main(int argc, char **argv) {
     char *shared = must_map(len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, fd);
     memset(shared, 1, len);
     size_t *order = shuffled(pages);
+    if (argc > 3 && strcmp(argv[3], "sequential") == 0)
+      for (size_t i = 0; i < pages; i++) order[i] = i;
     double xs[5];
     for (int r = 0; r < 5; r++) {
       /* Populated read-only from the page cache: each first write is a COW fault. */
@@ -138,6 +145,8 @@ int main(int argc, char **argv) {
   }
   if (strcmp(mode, "uffd") == 0) {
     size_t page = 4096, len = (size_t)atoi(argv[2]) << 20, pages = len / page;
+    if (argc > 3) uffd_chunk = (size_t)atoi(argv[3]);
+    if (uffd_chunk < page || (uffd_chunk & (uffd_chunk - 1)) != 0) return 2;
     uffd = (int)syscall(SYS_userfaultfd, O_CLOEXEC | 1 /* UFFD_USER_MODE_ONLY */);
     struct uffdio_api api = {.api = UFFD_API, .features = UFFD_FEATURE_SIGBUS | UFFD_FEATURE_WP_HUGETLBFS_SHMEM};
     if (uffd < 0 || ioctl(uffd, UFFDIO_API, &api) != 0) {
@@ -162,6 +171,8 @@ int main(int argc, char **argv) {
     sa.sa_flags = SA_SIGINFO | SA_NODEFER;
     sigaction(SIGBUS, &sa, NULL);
     size_t *order = shuffled(pages);
+    if (argc > 4 && strcmp(argv[4], "sequential") == 0)
+      for (size_t i = 0; i < pages; i++) order[i] = i;
     double xs[5];
     for (int r = 0; r < 5; r++) {
       uffd_snap = must_map(len, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd);

@@ -10,10 +10,11 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { constants as fsc } from 'node:fs';
 import { native } from '../native';
-import { explain, systemError } from '../errors';
+import { explain, outOfRange, systemError, type SystemError } from '../errors';
 import { availableMemory, formatBytes } from '../reserve';
-import { ACCESS, F_SEAL_SHRINK, NO_OWNER } from '../constants';
+import { ACCESS, F_SEAL_SHRINK, MAP_FLAG_HUGE_SHIFT, NO_OWNER } from '../constants';
 import * as check from '../validate';
+import * as hugetlb from '../hugetlb';
 import { openRegular, type FileStat } from '../file';
 import { invalid, readHeader, verifyData, type CheckpointFile } from './format';
 
@@ -24,6 +25,14 @@ export interface RestoreOptions {
    * `'full'`: also hash every file's data and compare it with its header.
    */
   verify?: 'header' | 'full';
+  /**
+   * Restore into a new region on hugetlb pages of this size (`2 << 20`,
+   * `1 << 30`). That is a copy of every byte into pages taken from the pool
+   * at once, not the O(1) mapping of a full checkpoint; the checkpoint keeps
+   * its 4 KiB page unit, and its region size must be a multiple of the huge
+   * page. Default: the system page (no copy for a full checkpoint).
+   */
+  pageSize?: number;
 }
 
 /**
@@ -41,6 +50,8 @@ export interface RestoredCheckpoint {
   size: number;
   /** Where the region's bytes start in `fd`: past the header for a full checkpoint, 0 for a memfd. */
   dataOffset: number;
+  /** The page size of `fd`: the system page, or the hugetlb page size asked for. */
+  pageSize: number;
   /** fstat of `fd` when it was already taken: the region need not ask again. */
   stat?: FileStat;
 }
@@ -140,18 +151,19 @@ function readInto(fd: number, target: Uint8Array, offset: number, length: number
  */
 export function mapRestored(r: RestoredCheckpoint, offset: number, length: number, access: 'read' | 'write', label: string): number {
   const st = native.fstat(r.fd, r.path);
-  return native.mapView(r.fd, r.dataOffset + offset, length, ACCESS[access], label, NO_OWNER, st[4], st[5], 0);
+  return native.mapView(r.fd, r.dataOffset + offset, length, ACCESS[access], label, NO_OWNER, st[4], st[5], hugetlb.pageShift(r.pageSize) << MAP_FLAG_HUGE_SHIFT);
 }
 
-/** Copies a chain's bytes into a fresh memfd. */
-function materialise(chain: ChainLink[]): RestoredCheckpoint {
+/** Copies a chain's bytes into a fresh memfd (on hugetlb pages of `pageSize` when that is not the system page). */
+function materialise(chain: ChainLink[], pageSize: number): RestoredCheckpoint {
   const last = (chain[chain.length - 1] as ChainLink).header;
   const size = (chain[0] as ChainLink).header.regionSize;
-  // Every byte of the chain lands in memory. Each header's size was checked
-  // against its file, but a file can be sparse: a crafted base declaring a
-  // huge region over a hole would otherwise be read until the OOM killer
-  // ended this process (or another one).
-  const available = availableMemory();
+  const huge = pageSize !== native.pageSize;
+  // Every byte of the chain lands in memory (or in the hugetlb pool, checked
+  // there). Each header's size was checked against its file, but a file can
+  // be sparse: a crafted base declaring a huge region over a hole would
+  // otherwise be read until the OOM killer ended this process (or another one).
+  const available = huge ? Number.POSITIVE_INFINITY : availableMemory();
   if (size > available) {
     throw explain(
       systemError(ENOMEM, 'ftruncate', last.path),
@@ -159,10 +171,20 @@ function materialise(chain: ChainLink[]): RestoredCheckpoint {
         `more than is available (${formatBytes(available)}: MemAvailable + SwapFree, within the cgroup limit)`,
     );
   }
-  const fd = native.memfdCreate('cowshm-restore', 0);
-  const restored: RestoredCheckpoint = { kind: 'memfd', fd, path: `/proc/${process.pid}/fd/${fd}`, readOnly: false, size, dataOffset: 0 };
+  if (huge) hugetlb.checkPool(size, pageSize, last.path);
+  const fd = native.memfdCreate('cowshm-restore', hugetlb.pageShift(pageSize));
+  const restored: RestoredCheckpoint = { kind: 'memfd', fd, path: `/proc/${process.pid}/fd/${fd}`, readOnly: false, size, dataOffset: 0, pageSize };
   try {
     native.ftruncate(fd, size);
+    // Every huge page now: a pool emptied meanwhile fails here, not with SIGBUS mid-copy.
+    if (huge) {
+      try {
+        native.fallocate(fd, 0, size);
+      } catch (err) {
+        if ((err as { code?: string }).code === 'ENOSPC') throw hugetlb.explainPool(err as SystemError, size, pageSize);
+        throw err;
+      }
+    }
     native.addSeals(fd, F_SEAL_SHRINK);
     // Mappings are limited to the largest ArrayBuffer: fill in slices.
     const slice = 1 << 30;
@@ -209,6 +231,8 @@ export function restoreCheckpoint(file: unknown, options: unknown): RestoredChec
   check.path(file, '"path" argument');
   const o = check.options<RestoreOptions>(options);
   const verify = check.oneOf(o.verify, '"verify" option', ['header', 'full'] as const, 'header');
+  const pageSize =
+    o.pageSize === undefined ? native.pageSize : hugetlb.checkPageSize(check.integer(o.pageSize, '"pageSize" option', 1), '"pageSize" option');
   const chain = openChain(file as string, verify);
   const last = chain[chain.length - 1] as ChainLink;
   const h = last.header;
@@ -216,12 +240,20 @@ export function restoreCheckpoint(file: unknown, options: unknown): RestoredChec
     closeChain(chain);
     throw invalid(h.path, `written with ${h.pageSize}-byte pages; this system's pages are ${native.pageSize} bytes`);
   }
-  if (chain.length === 1) {
+  if (pageSize !== native.pageSize && h.regionSize % pageSize !== 0) {
+    closeChain(chain);
+    throw outOfRange(
+      '"pageSize" option',
+      `a page size the checkpoint's region size (${h.regionSize}) is a multiple of; ${pageSize} is not`,
+      pageSize,
+    );
+  }
+  if (chain.length === 1 && pageSize === native.pageSize) {
     // The caller takes over the descriptor.
-    return { kind: 'file', fd: last.fd, path: h.path, readOnly: true, size: h.regionSize, dataOffset: h.dataOffset, stat: last.stat };
+    return { kind: 'file', fd: last.fd, path: h.path, readOnly: true, size: h.regionSize, dataOffset: h.dataOffset, pageSize, stat: last.stat };
   }
   try {
-    return materialise(chain);
+    return materialise(chain, pageSize);
   } finally {
     closeChain(chain);
   }

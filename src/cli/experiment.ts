@@ -15,6 +15,7 @@ import { native } from '../native';
 import * as memory from '../memory';
 import { usageIn } from '../memory/usage';
 import { cowshmError } from '../errors';
+import * as hugetlb from '../hugetlb';
 
 export interface DemoOptions {
   /** Number of int32 elements. */
@@ -23,6 +24,13 @@ export interface DemoOptions {
   write: boolean;
   /** The shm segment's name. */
   name: string;
+  /**
+   * The region's page size: the system page (default), or a hugetlb page
+   * size. On huge pages the region is named on a hugetlbfs mount of that size
+   * if there is one, else an anonymous memfd; the checks read smaps'
+   * Shared_Hugetlb / Private_Hugetlb, where the kernel counts hugetlb memory.
+   */
+  pageSize?: number;
   /** Called as long steps advance. */
   onProgress?: (phase: string, done: number, total: number) => void;
   /** Called after each phase with its figures, while both views are mapped (for page maps). */
@@ -78,6 +86,9 @@ export interface DemoCheck {
 
 export interface DemoResult {
   name: string;
+  /** Where the region is: /dev/shm/NAME, MOUNT/NAME on hugetlbfs, or an anonymous memfd. */
+  path: string;
+  pageSize: number;
   elements: number;
   bytes: number;
   pages: number;
@@ -106,7 +117,7 @@ function pick(f: memory.Figures): MappingFigures {
   return {
     size: f.size, rss: f.rss, pss: f.pss, pssDirty: f.pssDirty, sharedClean: f.sharedClean,
     sharedDirty: f.sharedDirty, privateClean: f.privateClean, privateDirty: f.privateDirty,
-    anonymous: f.anonymous, swap: f.swap,
+    anonymous: f.anonymous, swap: f.swap, sharedHugetlb: f.sharedHugetlb, privateHugetlb: f.privateHugetlb,
   };
 }
 
@@ -131,7 +142,8 @@ export interface Preflight {
 // Node itself, its heap and the page tables of two mappings.
 const HEADROOM = 256 * 2 ** 20;
 
-export function preflight(elements: number, write: boolean): Preflight {
+export function preflight(elements: number, write: boolean, pageSize = native.pageSize): Preflight {
+  if (pageSize !== native.pageSize) return hugePreflight(elements, write, pageSize);
   const bytes = elements * 4;
   const meminfo = fs.readFileSync('/proc/meminfo', 'utf8');
   const m = /^MemAvailable:\s+(\d+) kB$/m.exec(meminfo);
@@ -150,13 +162,41 @@ export function preflight(elements: number, write: boolean): Preflight {
   return { ok: fits(elements), memoryNeeded, memoryAvailable, shmNeeded: bytes, shmAvailable, suggestedElements };
 }
 
+/** The bytes `elements` int32 take on pages of `pageSize`. */
+export function regionBytes(elements: number, pageSize: number): number {
+  return Math.ceil((elements * 4) / pageSize) * pageSize;
+}
+
+/**
+ * On huge pages the region and the copy's pages come from the pool, not from
+ * /dev/shm or MemAvailable: its available pages stand in for both figures.
+ */
+function hugePreflight(elements: number, write: boolean, pageSize: number): Preflight {
+  const size = regionBytes(elements, pageSize);
+  const available = hugetlb.poolAvailable(pageSize) * pageSize;
+  const needed = size * (write ? 2 : 1);
+  const fits = (n: number): boolean => regionBytes(n, pageSize) * (write ? 2 : 1) <= available;
+  let suggestedElements = 0;
+  for (let n = 2 ** 30; n >= pageSize / 4; n /= 2) {
+    if (fits(n)) {
+      suggestedElements = n;
+      break;
+    }
+  }
+  return { ok: fits(elements), memoryNeeded: needed, memoryAvailable: available, shmNeeded: size, shmAvailable: available, suggestedElements };
+}
+
 export async function runDemo(options: DemoOptions): Promise<DemoResult> {
   const { elements: N, write, name, onProgress, onPhase, hold, signal } = options;
   if (!Number.isSafeInteger(N) || N < 1 || N > maxElements)
     throw cowshmError('ERR_OUT_OF_RANGE', `elements must be an integer from 1 to ${maxElements}; received ${N}`);
   const bytes = N * 4;
-  const pageSize = native.pageSize;
-  const pages = Math.ceil(bytes / pageSize);
+  const pageSize = options.pageSize ?? native.pageSize;
+  const huge = pageSize !== native.pageSize;
+  // Pages in smaps' and pagemap's unit (4 KiB entries even on huge pages),
+  // and the huge pages the region and a full copy take from the pool.
+  const size = regionBytes(N, pageSize);
+  const pages = size / native.pageSize;
   const expectedSum = (BigInt(N) * BigInt(N - 1)) / 2n;
   const phases: DemoPhase[] = [];
   const checks: DemoCheck[] = [];
@@ -185,7 +225,8 @@ export async function runDemo(options: DemoOptions): Promise<DemoResult> {
   stop();
   const before = totals();
   let t0 = process.hrtime.bigint();
-  const region = Region.create({ name, size: bytes });
+  const named = !huge || hugetlb.hugetlbfsMounts().some((m) => m.pageSize === pageSize);
+  const region = Region.create({ ...(named ? { name } : {}), size: huge ? size : bytes, ...(huge ? { pageSize } : {}) });
   try {
     let copyView: View | null = null;
     const regionView = region.map();
@@ -218,7 +259,10 @@ export async function runDemo(options: DemoOptions): Promise<DemoResult> {
     copyView = region.map({ access: 'cow' });
     const copy = new Int32Array(copyView.buffer);
     const mapped = record('map copy', t0);
-    check('mapping the copy reads nothing: its Rss is 0', mapped.copy?.rss === 0);
+    check(
+      huge ? 'mapping the copy reads nothing: its Rss, Shared_Hugetlb and Private_Hugetlb are 0' : 'mapping the copy reads nothing: its Rss is 0',
+      mapped.copy?.rss === 0 && mapped.copy.sharedHugetlb === 0 && mapped.copy.privateHugetlb === 0,
+    );
 
     t0 = process.hrtime.bigint();
     const sumRegion = await sumOf('sum region', A);
@@ -230,8 +274,14 @@ export async function runDemo(options: DemoOptions): Promise<DemoResult> {
     const read = record('sum copy', t0);
     const c = read.copy as MappingFigures;
     check('the sum of the copy is N(N-1)/2', sumCopy === expectedSum);
-    check('reading the copy copied nothing: its Private_Dirty and Anonymous are 0', c.privateDirty === 0 && c.anonymous === 0);
-    check('each mapping\'s Pss is half its Rss (every page is mapped twice)', c.rss > 0 && c.pss * 2 === c.rss && read.region.pss * 2 === read.region.rss);
+    if (huge) {
+      // hugetlb pages are counted apart from Rss and Pss: a page mapped by both mappings is Shared_Hugetlb in each.
+      check('reading the copy copied nothing: its Private_Hugetlb is 0', c.privateHugetlb === 0);
+      check('both mappings map every huge page together: Shared_Hugetlb is the whole region in each', c.sharedHugetlb === size && read.region.sharedHugetlb === size);
+    } else {
+      check('reading the copy copied nothing: its Private_Dirty and Anonymous are 0', c.privateDirty === 0 && c.anonymous === 0);
+      check('each mapping\'s Pss is half its Rss (every page is mapped twice)', c.rss > 0 && c.pss * 2 === c.rss && read.region.pss * 2 === read.region.rss);
+    }
     if (read.sharedFrames === null) checks.push({ what: 'both mappings use the same frames', ok: true, skipped: framesUnavailable ?? 'frames unavailable' });
     else check('both mappings use the same frames', read.sharedFrames === pages);
 
@@ -242,12 +292,17 @@ export async function runDemo(options: DemoOptions): Promise<DemoResult> {
       t0 = process.hrtime.bigint();
       // Twice the original values: still an int32 for i < 2^30, and the copy's sum doubles.
       await chunked('write copy', (s, e) => iota(copy.subarray(s, e), 2 * s, 2));
-      pagesWritten = pages;
+      pagesWritten = size / pageSize;
       const wrote = record('write copy', t0);
       const w = wrote.copy as MappingFigures;
-      check('writing the copy copied every page written: Private_Dirty = pages written × page size', w.privateDirty === pagesWritten * pageSize);
-      check('the copied pages are anonymous memory: Anonymous = pages written × page size', w.anonymous === pagesWritten * pageSize);
-      check('the region alone maps its pages now: its Pss equals its Rss', wrote.region.pss === wrote.region.rss && wrote.region.anonymous === 0);
+      if (huge) {
+        check('writing the copy copied every huge page written: Private_Hugetlb = pages written × page size', w.privateHugetlb === pagesWritten * pageSize && w.sharedHugetlb === 0);
+        check('the region alone maps its pages now: its Private_Hugetlb is the whole region', wrote.region.privateHugetlb === size && wrote.region.sharedHugetlb === 0);
+      } else {
+        check('writing the copy copied every page written: Private_Dirty = pages written × page size', w.privateDirty === pagesWritten * pageSize);
+        check('the copied pages are anonymous memory: Anonymous = pages written × page size', w.anonymous === pagesWritten * pageSize);
+        check('the region alone maps its pages now: its Pss equals its Rss', wrote.region.pss === wrote.region.rss && wrote.region.anonymous === 0);
+      }
       if (wrote.sharedFrames === null) checks.push({ what: 'no frame is shared any more', ok: true, skipped: framesUnavailable ?? 'frames unavailable' });
       else check('no frame is shared any more', wrote.sharedFrames === 0);
 
@@ -261,7 +316,7 @@ export async function runDemo(options: DemoOptions): Promise<DemoResult> {
 
     await hold?.();
     return {
-      name, elements: N, bytes, pages, expectedSum, sumRegion, sumCopy, sumCopyAfterWrite, sumRegionAfterWrite,
+      name, path: region.path, pageSize, elements: N, bytes, pages, expectedSum, sumRegion, sumCopy, sumCopyAfterWrite, sumRegionAfterWrite,
       pagesWritten, phases, before, checks, framesUnavailable, ok: checks.every((x) => x.ok),
     };
   } finally {

@@ -23,6 +23,8 @@ export const NAMES: ReadonlyArray<readonly [keyof Omit<Figures, 'fields'>, strin
   ['privateDirty', 'Private_Dirty'],
   ['anonymous', 'Anonymous'],
   ['swap', 'Swap'],
+  ['sharedHugetlb', 'Shared_Hugetlb'],
+  ['privateHugetlb', 'Private_Hugetlb'],
 ];
 
 /** Fills the named figures from `fields`; a field this kernel does not print counts as 0. */

@@ -30,6 +30,14 @@ export interface Figures {
   anonymous: number;
   /** Swapped out. */
   swap: number;
+  /**
+   * hugetlb pages (regions on huge pages) mapped by other mappings too. The
+   * kernel counts hugetlb memory here and in `privateHugetlb`, never in
+   * `rss`, `pss` or the Shared/Private figures above.
+   */
+  sharedHugetlb: number;
+  /** hugetlb pages mapped only here: for a cow view or snapshot of a hugetlb region, the huge pages it copied (and the region's pages nobody else maps). */
+  privateHugetlb: number;
   /** Every `Key: N kB` line the kernel printed, by its kernel name, in bytes. */
   fields: Record<string, number>;
 }

@@ -178,3 +178,19 @@ expectType<string>(err.code);
 expectType<number>(err.errno);
 expectType<string>(err.syscall);
 expectType<string | undefined>(err.path);
+
+// Huge pages: a hugetlb page size per region, the pools and the mounts.
+{
+  const huge = Region.create({ size: 2 << 20, pageSize: 2 << 20 });
+  expectType<number>(huge.pageSize);
+  // @ts-expect-error pageSize is a number of bytes
+  Region.create({ size: 2 << 20, pageSize: '2M' });
+  const pools: import('cowshm').HugePool[] = cowshm.hugePools();
+  expectType<number>(pools[0]?.free ?? 0);
+  const mounts: import('cowshm').HugetlbfsMount[] = cowshm.hugetlbfsMounts();
+  expectType<string | undefined>(mounts[0]?.path);
+  expectType<number>(doctor().hugePages.pools.length);
+  const restored = Region.restore('x.ckpt', { pageSize: 2 << 20 });
+  expectType<number>(restored.pageSize);
+  expectType<number>(memory.usage(huge.map()).privateHugetlb);
+}

@@ -1,12 +1,14 @@
 /** `cowshm demo`: the original question's program, run and explained. */
 import * as fs from 'node:fs';
 import { maxElements, preflight, runDemo, type DemoPhase, type DemoResult, type MappingFigures, type Totals } from '../experiment';
-import { memory, pageSize } from '../..';
+import { hugetlbfsMounts, memory, pageSize } from '../..';
+import { poolFigures } from '../../hugetlb';
 import { UsageError, parseArgs, type Command } from '../command';
 import { bytes, count, table } from '../format';
 import { renderSvg, renderText, useColour, type PageMap } from '../pagemap';
 
 const DEFAULT_ELEMENTS = 2 ** 30;
+const HUGE_PAGE = 2 << 20;
 
 const DESCRIPTIONS: Record<string, string> = {
   'fill': 'created the segment, mapped it shared ("region") and wrote A[i] = i',
@@ -40,12 +42,22 @@ function parseSize(text: string): number {
   return n / 4;
 }
 
-function figuresTable(phase: DemoPhase): string {
+function figuresTable(phase: DemoPhase, huge: boolean): string {
+  const frames = phase.copy === null ? '-' : phase.sharedFrames === null ? 'n/a' : count(phase.sharedFrames);
+  if (huge) {
+    // hugetlb memory is in Shared_Hugetlb / Private_Hugetlb only; Rss and the rest stay 0.
+    const row = (label: string, f: MappingFigures | null): string[] =>
+      f === null ? [label, '-', '-', '-', '-'] : [label, bytes(f.sharedHugetlb), bytes(f.privateHugetlb), bytes(f.rss), frames];
+    return table(
+      ['', 'Shared_Hugetlb', 'Private_Hugetlb', 'Rss', 'Shared frames'],
+      [row('region', phase.region), row('copy', phase.copy)],
+      [''],
+    ).replace(/^/gm, '  ');
+  }
   const row = (label: string, f: MappingFigures | null, frames: string): string[] =>
     f === null
       ? [label, '-', '-', '-', '-', '-', '-']
       : [label, bytes(f.rss), bytes(f.pss), bytes(f.sharedDirty), bytes(f.privateDirty), bytes(f.anonymous), frames];
-  const frames = phase.copy === null ? '-' : phase.sharedFrames === null ? 'n/a' : count(phase.sharedFrames);
   return table(
     ['', 'Rss', 'Pss', 'Shared_Dirty', 'Private_Dirty', 'Anonymous', 'Shared frames'],
     [row('region', phase.region, frames), row('copy', phase.copy, frames)],
@@ -85,6 +97,7 @@ export function totalsSummary(r: DemoResult): string {
 export function verdict(r: DemoResult): string {
   const read = r.phases.find((p) => p.name === 'sum copy');
   const lines: string[] = [];
+  if (r.pageSize !== pageSize) return hugeVerdict(r);
   const fill = r.phases.find((p) => p.name === 'fill');
   if (fill && fill.region.privateDirty > 0) {
     lines.push(
@@ -129,14 +142,41 @@ export function verdict(r: DemoResult): string {
   return lines.join('\n');
 }
 
+/** verdict() for a region on huge pages: the figures are Shared_Hugetlb and Private_Hugetlb. */
+function hugeVerdict(r: DemoResult): string {
+  const lines: string[] = [];
+  const huge = bytes(r.pageSize);
+  const read = r.phases.find((p) => p.name === 'sum copy');
+  if (read?.copy) {
+    const c = read.copy;
+    lines.push(
+      c.privateHugetlb === 0
+        ? `Reading the copy made no copy: its Private_Hugetlb is 0, and Shared_Hugetlb is the whole region in both mappings: ` +
+            `the ${count(r.pages / (r.pageSize / pageSize))} pages of ${huge} are in memory once` +
+            (read.sharedFrames === null ? '' : `, and the ${count(read.sharedFrames)} 4 KiB pagemap entries of the copy name the region's frames`) + '.'
+        : `Reading the copy copied pages: its Private_Hugetlb is ${bytes(c.privateHugetlb)}.`,
+    );
+  }
+  const wrote = r.phases.find((p) => p.name === 'write copy');
+  if (wrote?.copy && r.sumRegionAfterWrite !== null) {
+    lines.push(
+      `Writing the copy copied the ${count(r.pagesWritten)} huge pages written (each first write copies ${huge}): its Private_Hugetlb is now ` +
+        `${bytes(wrote.copy.privateHugetlb)}; the region ${r.sumRegionAfterWrite === r.expectedSum ? 'still sums to ' + String(r.expectedSum) + ': it is untouched' : 'changed'}.`,
+    );
+  }
+  if (!r.ok) lines.push(`Some checks FAILED: ${r.checks.filter((c) => !c.ok).map((c) => c.what).join('; ')}.`);
+  return lines.join('\n');
+}
+
 function toJson(r: DemoResult): object {
   return {
     name: r.name,
+    path: r.path,
     pid: process.pid,
     elements: String(r.elements),
     bytes: r.bytes,
     pages: r.pages,
-    pageSize,
+    pageSize: r.pageSize,
     expectedSum: String(r.expectedSum),
     sumRegion: String(r.sumRegion),
     sumCopy: String(r.sumCopy),
@@ -202,7 +242,7 @@ export const demo: Command = {
   name: 'demo',
   summary: 'run the copy-on-write experiment of the original question and explain its figures',
   usage: [
-    'Usage: cowshm demo [--elements N | --size BYTES] [--write] [--json] [--name NAME] [--hold] [--svg FILE]',
+    'Usage: cowshm demo [--elements N | --size BYTES] [--huge] [--write] [--json] [--name NAME] [--hold] [--svg FILE]',
     '',
     'Puts N int32 values A[i] = i in a named shared memory segment, maps it a second',
     'time copy-on-write, sums both (the sums must be N(N-1)/2 exactly), and after each',
@@ -214,6 +254,9 @@ export const demo: Command = {
     'Options:',
     `  --elements N   number of int32 elements, or 2^K (default 2^30: 4 GiB; at most ${maxElements})`,
     '  --size BYTES   the segment\'s size instead (a multiple of 4; KiB, MiB, GiB allowed)',
+    '  --huge         put the region on 2 MiB hugetlb pages (from the pool: /proc/sys/vm/nr_hugepages;',
+    '                 named on a hugetlbfs mount if one is mounted, else an anonymous memfd); the',
+    '                 figures are then smaps\' Shared_Hugetlb and Private_Hugetlb',
     '  --write        then write the whole copy (copy[i] = 2i): pages are copied now, and the',
     '                 region stays untouched',
     '  --json         print one JSON object instead of tables: elements and sums as decimal',
@@ -234,7 +277,7 @@ export const demo: Command = {
     'check holds, 1 otherwise.',
   ].join('\n'),
   async run(args) {
-    const { flags, values, positional } = parseArgs(args, { flags: ['write', 'json', 'hold'], values: ['elements', 'size', 'name', 'svg'] });
+    const { flags, values, positional } = parseArgs(args, { flags: ['write', 'json', 'hold', 'huge'], values: ['elements', 'size', 'name', 'svg'] });
     if (positional.length > 0) throw new UsageError(`unexpected argument '${positional[0]}'`);
     if (values.has('elements') && values.has('size')) throw new UsageError('give --elements or --size, not both');
     const elements = values.has('size')
@@ -244,10 +287,19 @@ export const demo: Command = {
     const name = values.get('name') ?? `cowshm-demo-${process.pid}`;
     const write = flags.has('write');
     const json = flags.has('json');
+    const regionPageSize = flags.has('huge') ? HUGE_PAGE : pageSize;
     const svg = values.get('svg');
     const maps: PageMap[] = [];
 
-    const pre = preflight(elements, write);
+    const pre = preflight(elements, write, regionPageSize);
+    if (!pre.ok && regionPageSize !== pageSize) {
+      const hint = pre.suggestedElements > 0 ? `try --elements ${pre.suggestedElements} (${bytes(pre.suggestedElements * 4)})` : 'raise the pool';
+      console.error(
+        `cowshm demo: not enough room for ${count(elements)} elements on huge pages: ` +
+          `${poolFigures(regionPageSize, Math.ceil((pre.memoryNeeded - pre.memoryAvailable) / regionPageSize))}; ${hint}`,
+      );
+      return 1;
+    }
     if (!pre.ok) {
       const lacking = pre.shmNeeded > pre.shmAvailable
         ? `/dev/shm has ${bytes(pre.shmAvailable)} free; the segment needs ${bytes(pre.shmNeeded)}`
@@ -271,18 +323,26 @@ export const demo: Command = {
     const out = (s: string): void => {
       if (!json) console.log(s);
     };
-    out(`cowshm demo: ${count(elements)} int32 elements (${bytes(elements * 4)}) in /dev/shm/${name}, PID ${process.pid}`);
+    const huge = regionPageSize !== pageSize;
+    const where = !huge ? `/dev/shm/${name}` : hugetlbfsMounts().find((m) => m.pageSize === regionPageSize);
+    out(
+      `cowshm demo: ${count(elements)} int32 elements (${bytes(elements * 4)}) in ` +
+        (typeof where === 'string' ? where : where ? `${where.path}/${name} (${bytes(regionPageSize)} pages)` : `an anonymous memfd on ${bytes(regionPageSize)} pages`) +
+        `, PID ${process.pid}`,
+    );
+    const gone = typeof where === 'string' ? `${where} is removed` : where ? `${where.path}/${name} is removed` : 'the memfd is closed';
     let result: DemoResult;
     try {
       result = await runDemo({
         elements,
         write,
         name,
+        pageSize: regionPageSize,
         signal: controller.signal,
         onProgress: bar ? (phase, done, total) => bar.update(phase, done, total) : undefined,
         onPhase: (phase, views) => {
           bar?.clear();
-          out(`\n${phase.name} (${phase.seconds.toFixed(3)} s): ${DESCRIPTIONS[phase.name] ?? ''}\n${figuresTable(phase)}\n${totalsLine(phase.totals)}`);
+          out(`\n${phase.name} (${phase.seconds.toFixed(3)} s): ${DESCRIPTIONS[phase.name] ?? ''}\n${figuresTable(phase, huge)}\n${totalsLine(phase.totals)}`);
           const when = MAPPED_WHEN[phase.name];
           if (when !== undefined && views.copy !== null) {
             // Just mapped, the region's map is the fill's: only the copy's is news.
@@ -307,7 +367,7 @@ export const demo: Command = {
     } catch (err) {
       bar?.clear();
       if (caught !== null) {
-        console.error(`cowshm demo: ${caught}: stopped; /dev/shm/${name} is removed`);
+        console.error(`cowshm demo: ${caught}: stopped; ${gone}`);
         for (const s of signals) process.off(s, onSignal);
         // Die of the signal, as the shell expects of an interrupted program.
         process.kill(process.pid, caught);
@@ -319,7 +379,7 @@ export const demo: Command = {
     }
     if (caught !== null) {
       // The signal came while holding: the run was complete.
-      console.error(`cowshm demo: ${caught}: stopped; /dev/shm/${name} is removed`);
+      console.error(`cowshm demo: ${caught}: stopped; ${gone}`);
       process.kill(process.pid, caught);
       return 128;
     }
@@ -333,7 +393,7 @@ export const demo: Command = {
       out(`\n${verdict(result)}`);
       out('\nChecks:');
       for (const c of result.checks) out(`  ${c.ok ? (c.skipped ? 'skipped' : 'ok     ') : 'FAILED '}  ${c.what}${c.skipped ? ` (${c.skipped})` : ''}`);
-      out(`\nTotal ${result.phases.reduce((t, p) => t + p.seconds, 0).toFixed(3)} s; /dev/shm/${name} is removed.`);
+      out(`\nTotal ${result.phases.reduce((t, p) => t + p.seconds, 0).toFixed(3)} s; ${gone}.`);
       if (svg !== undefined) out(`Page maps written to ${svg}.`);
     }
     return result.ok ? 0 : 1;

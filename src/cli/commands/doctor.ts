@@ -22,7 +22,14 @@ function text(r: DoctorReport): string {
     ['vm.max_map_count', r.maxMapCount === null ? 'unknown' : `${r.maxMapCount} (${r.mappingsInUse} in use by this process)`],
     ['page frames readable', `${r.pageFrames.readable ? 'yes' : 'no'}: ${r.pageFrames.reason}`],
     ['transparent huge pages', Object.entries(r.hugePages.transparent).map(([k, v]) => `${k}=${v}`).join(', ') || 'not supported'],
-    ['hugetlb pages', r.hugePages.hugetlbPageSize === null ? 'unknown' : `${r.hugePages.hugetlbTotal ?? 0} of ${bytes(r.hugePages.hugetlbPageSize)}`],
+    ['hugetlb pages', r.hugePages.hugetlbPageSize === null ? 'unknown' : `${r.hugePages.hugetlbTotal ?? 0} of ${bytes(r.hugePages.hugetlbPageSize)} (the default size)`],
+    ...r.hugePages.pools.map((p): [string, string] => [
+      `  pool of ${bytes(p.pageSize)} pages`,
+      `${p.total} total, ${p.free} free, ${p.reserved} reserved, ${p.surplus} surplus (${p.control})`,
+    ]),
+    ['hugetlbfs mounts', r.hugePages.mounts.length === 0
+      ? 'none (named regions on huge pages need one: mount -t hugetlbfs -o pagesize=2M none /dev/hugepages)'
+      : r.hugePages.mounts.map((m) => `${m.path} (${bytes(m.pageSize)} pages)`).join(', ')],
     ['largest view', `${bytes(r.maxViewLength)} (${r.maxViewLength} bytes, Region.maxViewLength)`],
   ];
   const width = Math.max(...rows.map(([k]) => k.length));
@@ -37,8 +44,9 @@ export const doctorCommand: Command = {
     '',
     'Prints the kernel and Node.js versions, the snapshot backend and why it was',
     'chosen (userfaultfd, write-protection of shmem, seccomp), /dev/shm size and free',
-    'space, vm.max_map_count, whether page frames are readable, huge-page settings',
-    'and the largest single view.',
+    'space, vm.max_map_count, whether page frames are readable, transparent huge',
+    'page settings, the hugetlb pools (per page size: total, free, reserved, surplus)',
+    'and hugetlbfs mounts, and the largest single view.',
     '',
     'Options:',
     '  --json  print the same facts as one JSON object',

@@ -31,7 +31,8 @@ function summarize(pid: number, entries: memory.SmapsEntry[]): Map<memory.SmapsE
   const frames = new Map<memory.SmapsEntry, Set<number>>();
   for (const e of entries) {
     const size = e.end - e.start;
-    if (e.rss === 0 && e.swap === 0) {
+    // hugetlb memory is not in Rss: a mapping of a region on huge pages is walked when it has any.
+    if (e.rss === 0 && e.swap === 0 && e.sharedHugetlb === 0 && e.privateHugetlb === 0) {
       out.set(e, { pages: size / pageSize, present: 0, swapped: 0, exclusive: 0, file: 0, anonymous: 0, writeProtected: 0,
         framesUnavailable: null, mapCounts: {}, mapCountsUnavailable: null, sharedWith: [] });
       continue;
@@ -92,8 +93,11 @@ function render(pid: number, list: Inspected[], filter: string | undefined): str
     lines.push(filter === undefined ? 'no mappings' : `no mapping matches '${filter}'`);
     return lines.join('\n');
   }
-  const header = ['Address', 'Perm', 'Size', 'Rss', 'Pss', 'Shared', 'Private', 'Anonymous', 'Swap', 'Mapping'];
-  const total = { size: 0, rss: 0, pss: 0, shared: 0, private: 0, anonymous: 0, swap: 0 };
+  // Columns for hugetlb memory, which the kernel counts apart from Rss, only where some mapping has it.
+  const huge = list.some(({ mapping: e }) => e.sharedHugetlb + e.privateHugetlb > 0);
+  const header = ['Address', 'Perm', 'Size', 'Rss', 'Pss', 'Shared', 'Private', 'Anonymous', 'Swap',
+    ...(huge ? ['Shared_Hugetlb', 'Private_Hugetlb'] : []), 'Mapping'];
+  const total = { size: 0, rss: 0, pss: 0, shared: 0, private: 0, anonymous: 0, swap: 0, sharedHugetlb: 0, privateHugetlb: 0 };
   const rows = list.map(({ mapping: e }) => {
     const shared = e.sharedClean + e.sharedDirty;
     const priv = e.privateClean + e.privateDirty;
@@ -104,16 +108,24 @@ function render(pid: number, list: Inspected[], filter: string | undefined): str
     total.private += priv;
     total.anonymous += e.anonymous;
     total.swap += e.swap;
+    total.sharedHugetlb += e.sharedHugetlb;
+    total.privateHugetlb += e.privateHugetlb;
     return [hex(e.start), e.perms, bytes(e.size), bytes(e.rss), bytes(e.pss), bytes(shared), bytes(priv),
-      bytes(e.anonymous), bytes(e.swap), mappingName(e)];
+      bytes(e.anonymous), bytes(e.swap), ...(huge ? [bytes(e.sharedHugetlb), bytes(e.privateHugetlb)] : []), mappingName(e)];
   });
   rows.push(['total', '', bytes(total.size), bytes(total.rss), bytes(total.pss), bytes(total.shared),
-    bytes(total.private), bytes(total.anonymous), bytes(total.swap), `${list.length} mapping${list.length === 1 ? '' : 's'}`]);
+    bytes(total.private), bytes(total.anonymous), bytes(total.swap),
+    ...(huge ? [bytes(total.sharedHugetlb), bytes(total.privateHugetlb)] : []), `${list.length} mapping${list.length === 1 ? '' : 's'}`]);
   lines.push(table(header, rows, ['Address', 'Perm', 'Mapping']));
   lines.push('',
     'Rss counts every resident page; Pss divides each page by the number of mappings of it.',
     'Shared: pages other mappings use too. Private: pages only this mapping uses.',
-    'Anonymous: in a file or shm mapping, the pages copy-on-write has copied.');
+    'Anonymous: in a file or shm mapping, the pages copy-on-write has copied.',
+    ...(huge
+      ? ['Shared_Hugetlb / Private_Hugetlb: huge pages of regions on hugetlb pages (not in Rss), mapped by',
+        'other mappings too / only by this one; a cow view\'s or snapshot\'s copies are Private_Hugetlb.',
+        'pagemap (Pages) still counts them in 4 KiB entries, 512 per 2 MiB page.']
+      : []));
 
   const withPages = list.filter((i) => i.pages !== undefined);
   if (withPages.length > 0) {

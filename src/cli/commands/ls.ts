@@ -2,6 +2,7 @@
 import { listSegments, type Segment } from '../../segments';
 import { parseArgs, UsageError, type Command } from '../command';
 import { table } from '../format';
+import { pageSize } from '../..';
 
 function size(n: number): string {
   const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
@@ -49,7 +50,8 @@ export const ls: Command = {
   usage: [
     'Usage: cowshm ls [--json]',
     '',
-    'Lists the POSIX shared memory segments in /dev/shm: size, memory in use,',
+    'Lists the POSIX shared memory segments in /dev/shm, and the named regions on',
+    'huge pages in hugetlbfs mounts (shown with their page size): size, memory in use,',
     'owner, mode, and the processes that map them (/proc/PID/maps) or hold them',
     'open (/proc/PID/fd), matched by device and inode. A segment nobody holds is',
     "an orphan: its memory stays in use until it is removed (cowshm rm). Segments",
@@ -71,7 +73,7 @@ export const ls: Command = {
       return 0;
     }
     const rows = segments.map((s) => [
-      s.deleted ? `${s.name} (deleted)` : s.name,
+      `${s.name}${s.pageSize !== pageSize ? ` (${size(s.pageSize).replace('.00', '')} pages)` : ''}${s.deleted ? ' (deleted)' : ''}`,
       size(s.size),
       size(s.allocated),
       s.owner,
