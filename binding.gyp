@@ -8,6 +8,7 @@
         "native/errors.c",
         "native/fd.c",
         "native/locks.c",
+        "native/futex.c",
         "native/registry.c",
         "native/mapping.c",
         "native/signals.c",

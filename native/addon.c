@@ -16,5 +16,6 @@ NAPI_MODULE_INIT() {
   if (cowshm_init_snapshot(env, exports) == NULL) return NULL;
   if (cowshm_init_checkpoint(env, exports) == NULL) return NULL;
   if (cowshm_init_xproc(env, exports) == NULL) return NULL;
+  if (cowshm_init_futex(env, exports) == NULL) return NULL;
   return exports;
 }

@@ -202,6 +202,14 @@ int cowshm_fault_is_write(void *uctx);
 
 napi_value cowshm_init_kernels(napi_env env, napi_value exports);
 
+/* ---- futex wait and wake (futex.c) ------------------------------------ */
+
+napi_value cowshm_init_futex(napi_env env, napi_value exports);
+/* Called under the registry lock before a mapping goes: ends the waits on
+ * its words (they settle as closed) and returns once no waiter thread passes
+ * an address in it to the kernel any more. */
+void cowshm_futex_on_unmap(struct cowshm_slot *s);
+
 /* ---- checkpoints (checkpoint.c) ---------------------------------------- */
 
 napi_value cowshm_init_checkpoint(napi_env env, napi_value exports);

@@ -95,6 +95,7 @@ static void release_locked(struct cowshm_slot *s) {
   size_t i = (size_t)(s - cowshm_slots);
   if (atomic_load(&s->state) == SLOT_MAPPED) {
     cowshm_snapshot_on_unmap(s);
+    cowshm_futex_on_unmap(s);
     /* munmap can only fail for arguments we control; there is nothing useful
      * to do with such a failure in a finalizer, so it is deliberately ignored. */
     munmap((void *)s->start, s->len);
@@ -382,6 +383,7 @@ static int close_slot(napi_env env, double id, char *label, size_t label_size) {
     if (m == NULL || m->store_freed) escaped = 0;
     /* Handlers stop touching the range before it is replaced. */
     cowshm_snapshot_on_unmap(s);
+    cowshm_futex_on_unmap(s);
     if (escaped) {
       m->escaped = 1;
       err = put_scratch(s->start, s->len);
@@ -452,6 +454,7 @@ static void teardown_begins(napi_env env) {
     struct mapping *m = slot_record[i];
     if (atomic_load(&s->state) != SLOT_MAPPED || s->env != env || m == NULL || !m->escaped || m->store_freed) continue;
     cowshm_snapshot_on_unmap(s);
+    cowshm_futex_on_unmap(s);
     /* If even this fails the mapping stays as it is: the region's pages
      * remain reachable and allocated, which is better than a fault. */
     put_scratch(s->start, s->len);

@@ -3,6 +3,7 @@
  *
  * - `Region`: named POSIX shm, anonymous memfd or file-backed memory.
  * - `View`: a mapping of a region as an ArrayBuffer (read, write or copy-on-write).
+ * - `atomics`, `Mutex`: waiting, waking and locking on words of a region, across processes.
  */
 export { Region } from './region';
 export type { RegionKind, CreateOptions, OpenOptions, OpenFileOptions, FromHandleOptions, MapOptions, RegionHandle } from './region';
@@ -28,3 +29,13 @@ export type { HugePool, HugetlbfsMount } from './hugetlb';
 export { listSegments, removeSegment } from './segments';
 export type { Segment, SegmentHolder, ListSegmentsOptions } from './segments';
 export * as memory from './memory';
+import { wait, waitAsync, notify } from './atomics';
+/** Atomics.wait / waitAsync / notify for words of a region, across processes (see docs/api.md). */
+export const atomics: {
+  readonly wait: typeof wait;
+  readonly waitAsync: typeof waitAsync;
+  readonly notify: typeof notify;
+} = Object.freeze({ wait, waitAsync, notify });
+export type { WaitResult, WaitAsyncResult, WaitAsyncOptions } from './atomics';
+export { Mutex, OWNER_BASE } from './mutex';
+export type { MutexGuard, AcquireOptions } from './mutex';

@@ -94,6 +94,18 @@ export interface Native {
   snapshotInfo(): NativeSnapshotInfo;
   /** Re-installs cowshm's SIGSEGV/SIGBUS handlers where something replaced them; returns how many. */
   signalsEnsure(): number;
+  /** Blocks: 1 'ok', 2 'not-equal', 3 'timed-out', or a negative FutexWord code. */
+  futexWait(ta: Int32Array, index: number, value: number, timeoutMs: number): number;
+  /** [promise of 'ok' | 'timed-out' | 'closed' | 'aborted', id], a rejected promise, or a number as futexWait. */
+  futexWaitAsync(ta: Int32Array, index: number, value: number, timeoutMs: number): [Promise<string>, number] | Promise<never> | number;
+  /** Ends a pending futexWaitAsync with 'aborted'. */
+  futexCancel(id: number): void;
+  /** How many waiters were woken, or a negative FutexWord code. */
+  futexWake(ta: Int32Array, index: number, count: number): number;
+  /** The mapping's access (0 read, 1 write), or a negative code: -1 not a cowshm view, -2 private, -3 index, -4 type. */
+  futexWord(ta: Int32Array, index: number): number;
+  /** Async waits of this thread not settled yet. */
+  futexPending(): number;
 }
 
 /** What the addon found out about write protection when it loaded. */

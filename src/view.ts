@@ -35,6 +35,16 @@ const mappings = new FinalizationRegistry<Mapping>((m) => {
   }
 });
 
+// Which Region a view's buffer maps, for code handed only the buffer (a
+// Mutex finds the region's file through it). Weak both ways: a buffer still
+// outlives its View and Region, as before.
+const regionsByBuffer = new WeakMap<ArrayBuffer, WeakRef<Region>>();
+
+/** @internal The Region a view's `buffer` maps, while that Region is reachable. */
+export function regionOfBuffer(buffer: ArrayBufferLike): Region | undefined {
+  return regionsByBuffer.get(buffer as ArrayBuffer)?.deref();
+}
+
 export class View {
   // Dropped at close(): the closed range stays reserved until the buffer
   // object is collected, so a closed View must not keep it alive.
@@ -72,7 +82,11 @@ export class View {
    */
   get buffer(): ArrayBuffer {
     this.#check();
-    return (this.#buffer ??= native.viewBuffer(this.#id));
+    if (this.#buffer === undefined) {
+      this.#buffer = native.viewBuffer(this.#id);
+      regionsByBuffer.set(this.#buffer, new WeakRef(this.region));
+    }
+    return this.#buffer;
   }
 
   /** Whether `close()` was called on this view or on its region. */

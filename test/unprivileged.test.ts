@@ -17,11 +17,11 @@ const NOBODY = 65534;
 const notRoot = process.getuid?.() !== 0 ? 'runs only as root (it switches to uid 65534)' : undefined;
 if (notRoot) console.log(`unprivileged tests skipped: ${notRoot}`);
 
-/** The compiled test files to run again, by name: region.*, view.*, cow.*, memory.*, proof.*, snapshot.*, misuse.*, cli.demo.*, cli.inspect.* */
+/** The compiled test files to run again, by name: region.*, view.*, cow.*, memory.*, proof.*, snapshot.*, misuse.*, atomics.*, mutex.*, cli.demo.*, cli.inspect.* */
 // Files that themselves run the snapshot tests again (under the mprotect backend): left out
 // of nested runs, which would otherwise run every snapshot test three times.
 const RERUNS = /^snapshot\.backends\./;
-const FILES = /^(region|view|cow|memory|proof|snapshot|misuse|cli\.(demo|inspect))[\w.-]*\.test\.js$/;
+const FILES = /^(region|view|cow|memory|proof|snapshot|misuse|atomics|mutex|cli\.(demo|inspect))[\w.-]*\.test\.js$/;
 
 function ownedByNobody(file: string): boolean {
   try {
@@ -46,7 +46,7 @@ function asNobody(args: string[], options: SpawnSyncOptions = {}) {
   }) as ReturnType<typeof spawnSync> & { stdout: string; stderr: string };
 }
 
-test('the region, view, cow, memory and snapshot tests pass as uid 65534', { skip: notRoot }, () => {
+test('the region, view, cow, memory, snapshot, atomics and mutex tests pass as uid 65534', { skip: notRoot }, () => {
   const files = fs
     .readdirSync(__dirname)
     .filter((f) => FILES.test(f) && !RERUNS.test(f))

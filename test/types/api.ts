@@ -194,3 +194,28 @@ expectType<string | undefined>(err.path);
   expectType<number>(restored.pageSize);
   expectType<number>(memory.usage(huge.map()).privateHugetlb);
 }
+// atomics and Mutex
+import { atomics, Mutex } from 'cowshm';
+import type { WaitResult, WaitAsyncResult, MutexGuard, AcquireOptions } from 'cowshm';
+const words = new Int32Array(created.map().buffer);
+expectType<WaitResult>(atomics.wait(words, 0, 0, 10));
+expectType<'ok' | 'not-equal' | 'timed-out'>(atomics.wait(words, 0, 0));
+const pendingWait: WaitAsyncResult = atomics.waitAsync(words, 0, 0, undefined, { signal: AbortSignal.timeout(10) });
+if (pendingWait.async) expectType<Promise<'ok' | 'timed-out'>>(pendingWait.value);
+else expectType<'not-equal' | 'timed-out'>(pendingWait.value);
+expectType<number>(atomics.notify(words, 0));
+// @ts-expect-error only Int32Array: Linux has no 64-bit futex wait
+atomics.wait(new BigInt64Array(4), 0, 0n);
+// @ts-expect-error atomics is frozen
+atomics.wait = atomics.wait;
+const lock = new Mutex(words, 16);
+expectType<MutexGuard | null>(lock.tryAcquire());
+expectType<MutexGuard>(lock.acquireSync({ timeoutMs: 5 }));
+expectType<Promise<MutexGuard>>(lock.acquire({ timeoutMs: 5, signal: AbortSignal.timeout(5) }));
+const acquireOptions: AcquireOptions = { timeoutMs: 1 };
+void acquireOptions;
+// @ts-expect-error acquireSync takes no signal: nothing could fire it while the thread is blocked
+lock.acquireSync({ signal: AbortSignal.timeout(5) });
+// @ts-expect-error ownerDied is read-only
+lock.tryAcquire()!.ownerDied = false;
+lock.release();

@@ -1,0 +1,185 @@
+/**
+ * `Atomics.wait`, `Atomics.waitAsync` and `Atomics.notify` for the words of a
+ * region, across processes: the same arguments, coercions and results as the
+ * standard functions, on an `Int32Array` over a shared view (`'read'` or
+ * `'write'`) of a shm, memfd or file region.
+ *
+ * The standard functions cannot do this: they throw on the region's
+ * ArrayBuffers (not SharedArrayBuffers), and V8's waiters live inside one
+ * process. These sleep in the kernel (a futex on the region's page, which the
+ * kernel keys by file and offset, so every process that maps the region waits
+ * on the same word, and so does a C program doing FUTEX_WAIT on it).
+ *
+ * Extensions, beyond the standard: `waitAsync` takes `{ signal }` as a fifth
+ * argument, and its promise rejects with ERR_COWSHM_CLOSED when the view is
+ * closed. A pending `waitAsync` keeps the event loop alive, as a pending
+ * socket read does.
+ */
+import { native } from './native';
+import { closedError, invalidType, outOfRange } from './errors';
+
+/** What a wait ends with. */
+export type WaitResult = 'ok' | 'not-equal' | 'timed-out';
+
+/** What `waitAsync` returns, as `Atomics.waitAsync` does. */
+export type WaitAsyncResult =
+  | { async: false; value: 'not-equal' | 'timed-out' }
+  | { async: true; value: Promise<'ok' | 'timed-out'> };
+
+export interface WaitAsyncOptions {
+  /** Ends the wait: the promise rejects with `signal.reason`. */
+  signal?: AbortSignal;
+}
+
+const RESULTS = [undefined, 'ok', 'not-equal', 'timed-out'] as const;
+
+/** ToIntegerOrInfinity (ECMA-262 7.1.5). */
+function toIntegerOrInfinity(value: unknown): number {
+  const n = +(value as number); // ToNumber: throws a TypeError on a BigInt or a Symbol, as the standard does
+  if (Number.isNaN(n) || n === 0) return 0;
+  if (!Number.isFinite(n)) return n;
+  return Math.trunc(n);
+}
+
+/** ValidateIntegerTypedArray(ta, waitable = true), restricted to what a futex can wait on. */
+export function int32Array(ta: unknown, what = '"typedArray" argument'): Int32Array {
+  if (ta instanceof BigInt64Array)
+    throw invalidType(what, 'an Int32Array (Linux has no 64-bit futex wait, so a BigInt64Array cannot be waited on)', ta);
+  if (!(ta instanceof Int32Array)) throw invalidType(what, 'an Int32Array over a view of a cowshm region', ta);
+  return ta;
+}
+
+/** ValidateAtomicAccess: ToIndex(index), then below the array's length. */
+export function atomicIndex(ta: Int32Array, index: unknown, what = '"index" argument'): number {
+  const i = index === undefined ? 0 : toIntegerOrInfinity(index);
+  if (i < 0 || i > Number.MAX_SAFE_INTEGER) throw outOfRange(what, 'a non-negative integer', index);
+  if (i >= ta.length) {
+    if (ta.length === 0 && ta.buffer.byteLength === 0) throw closedError('The view under this Int32Array');
+    throw outOfRange(what, `less than the array's length (${ta.length})`, index);
+  }
+  return i;
+}
+
+/** The timeout in ms as Atomics.wait coerces it: undefined and NaN wait forever, negative is 0. */
+function timeoutOf(timeout: unknown): number {
+  const q = +(timeout as number);
+  return Number.isNaN(q) ? Number.POSITIVE_INFINITY : Math.max(q, 0);
+}
+
+/** Turns a negative code of the addon into the error it stands for. */
+export function wordError(code: number, ta: Int32Array): Error {
+  if (code === -2)
+    return invalidType(
+      '"typedArray" argument',
+      "an Int32Array over a shared view ('read' or 'write'): a copy-on-write view or a snapshot is private to this process, so no other process could wake it",
+      ta,
+    );
+  if (code === -3) return outOfRange('"index" argument', `less than the array's length (${ta.length})`, undefined);
+  return invalidType(
+    '"typedArray" argument',
+    "an Int32Array over the buffer of a cowshm view ('read' or 'write') of this thread",
+    ta,
+  );
+}
+
+/**
+ * Sleeps until `ta[index]` is notified, if it holds `value`, or until
+ * `timeout` ms pass (default: forever). Blocks the calling thread, as
+ * `Atomics.wait` does: meant for worker threads and scripts.
+ */
+export function wait(ta: Int32Array, index: number, value: number, timeout?: number): WaitResult {
+  const array = int32Array(ta);
+  const i = atomicIndex(array, index);
+  const v = +(value as number) | 0; // ToInt32
+  const t = timeoutOf(timeout);
+  const r = native.futexWait(array, i, v, t);
+  if (r < 0) throw wordError(r, array);
+  return RESULTS[r] as WaitResult;
+}
+
+/**
+ * Like `Atomics.waitAsync`: `{ async: false, value: 'not-equal' }` when
+ * `ta[index]` does not hold `value`, `{ async: false, value: 'timed-out' }`
+ * for a timeout of 0, otherwise `{ async: true, value }` where the promise
+ * resolves with 'ok' or 'timed-out'. The waiting is done by a thread of
+ * cowshm's own, never by libuv's pool, and the event loop stays free.
+ */
+export function waitAsync(
+  ta: Int32Array,
+  index: number,
+  value: number,
+  timeout?: number,
+  options?: WaitAsyncOptions,
+): WaitAsyncResult {
+  const array = int32Array(ta);
+  const i = atomicIndex(array, index);
+  const v = +(value as number) | 0;
+  const t = timeoutOf(timeout);
+  let signal: AbortSignal | undefined;
+  if (options !== undefined) {
+    if (options === null || typeof options !== 'object') throw invalidType('"options" argument', 'an object', options);
+    signal = options.signal;
+    if (signal !== undefined && !(signal instanceof AbortSignal))
+      throw invalidType('"signal" option', 'an AbortSignal', signal);
+  }
+  if (signal?.aborted) {
+    const code = native.futexWord(array, i);
+    if (code < 0) throw wordError(code, array);
+    return { async: true, value: Promise.reject(signal.reason) };
+  }
+  if (t === 0) {
+    const code = native.futexWord(array, i);
+    if (code < 0) throw wordError(code, array);
+    return { async: false, value: Atomics.load(array, i) === v ? 'timed-out' : 'not-equal' };
+  }
+  const r = native.futexWaitAsync(array, i, v, t);
+  if (typeof r === 'number') {
+    if (r < 0) throw wordError(r, array);
+    return { async: false, value: 'not-equal' };
+  }
+  if (r instanceof Promise) return { async: true, value: r };
+  const [promise, id] = r;
+  // Held until the wait settles, as Atomics.waitAsync holds its buffer: a
+  // wait on an array nothing else references must not have its view
+  // collected (and closed) under it.
+  pending.set(id, array);
+  const done = (): void => void pending.delete(id);
+  if (signal === undefined) {
+    const settledValue = promise.then(settled);
+    void settledValue.then(done, done);
+    return { async: true, value: settledValue };
+  }
+  const abort = (): void => native.futexCancel(id);
+  signal.addEventListener('abort', abort, { once: true });
+  const s = signal;
+  const settledValue = promise.then((result) => {
+    s.removeEventListener('abort', abort);
+    if (result === 'aborted') throw s.reason;
+    return settled(result);
+  });
+  void settledValue.then(done, done);
+  return { async: true, value: settledValue };
+}
+
+/** The arrays of pending async waits, by wait id. */
+const pending = new Map<number, Int32Array>();
+
+function settled(result: string): 'ok' | 'timed-out' {
+  if (result === 'closed') throw closedError('The view this wait was on');
+  return result as 'ok' | 'timed-out';
+}
+
+/**
+ * Wakes up to `count` (default: all) waiters on `ta[index]`, in this process
+ * and in every other process that maps the region, and returns how many were
+ * woken: this process's waiters first, oldest first, as Atomics.notify does;
+ * then the kernel's, for other processes and C programs.
+ */
+export function notify(ta: Int32Array, index: number, count?: number): number {
+  const array = int32Array(ta);
+  const i = atomicIndex(array, index);
+  const c = count === undefined ? Number.POSITIVE_INFINITY : Math.max(toIntegerOrInfinity(count), 0);
+  const r = native.futexWake(array, i, c);
+  if (r < 0) throw wordError(r, array);
+  return r;
+}

@@ -1,0 +1,215 @@
+// Mutex: a lock in a word of a region, across processes and threads, told
+// when its owner died.
+import { test } from 'node:test';
+import * as assert from 'node:assert/strict';
+import { Region, Mutex, OWNER_BASE, pageSize } from 'cowshm';
+import * as path from 'node:path';
+import type * as Locks from '../dist/locks';
+import { uniqueName, shmExists } from './helpers';
+
+const locks: typeof Locks = require(path.join(__dirname, '..', '..', 'dist', 'locks'));
+import { child, worker, pkg } from './atomics-helpers';
+
+function withSegment(fn: (name: string, cells: Int32Array, r: Region) => Promise<void> | void): () => Promise<void> {
+  return async () => {
+    const name = uniqueName('mutex');
+    const r = Region.create({ name, size: 4 * pageSize });
+    try {
+      await fn(name, new Int32Array(r.map().buffer), r);
+    } finally {
+      r.unlink();
+      r.close();
+    }
+    assert.equal(shmExists(name), false);
+  };
+}
+
+const holder = (name: string, index: number) => `
+  const { Region, Mutex } = require(${pkg});
+  const r = Region.open(${JSON.stringify(name)});
+  const m = new Mutex(new Int32Array(r.map().buffer), ${index});
+  const g = m.acquireSync();
+  console.log('held ' + g.ownerDied);
+  setInterval(() => {}, 1000);`;
+
+test('tryAcquire, release, guards: the word says who holds it; releasing what is not held throws', withSegment((name, cells) => {
+  const m = new Mutex(cells, 16);
+  const g = m.tryAcquire();
+  assert.ok(g);
+  assert.equal(g.ownerDied, false);
+  assert.equal(m.held, true);
+  assert.notEqual(cells[16], 0, 'the word names the owner');
+  assert.equal(m.tryAcquire(), null, 'held, even by this thread');
+  g.release();
+  assert.equal(cells[16], 0, 'unlocked is 0');
+  assert.throws(() => g.release(), { code: 'ERR_COWSHM_LOCK_NOT_HELD' });
+  assert.throws(() => m.release(), { code: 'ERR_COWSHM_LOCK_NOT_HELD' });
+  const g2 = m.acquireSync();
+  m.release();
+  g2[Symbol.dispose](); // released already: nothing happens
+  const g3 = m.tryAcquire();
+  assert.ok(g3);
+  g3[Symbol.dispose]();
+  assert.equal(cells[16], 0);
+  const other = new Mutex(cells, 16);
+  assert.throws(() => other.release(), { code: 'ERR_COWSHM_LOCK_NOT_HELD' }, 'another Mutex object holds nothing');
+}));
+
+test('acquireSync: EDEADLK when this thread holds it, ETIMEDOUT after timeoutMs; acquire(): timeout and AbortSignal', withSegment(async (name, cells) => {
+  const m = new Mutex(cells, 0);
+  const g = m.acquireSync();
+  assert.throws(() => new Mutex(cells, 0).acquireSync(), { code: 'EDEADLK' });
+  const p = child(`
+    const { Region, Mutex } = require(${pkg});
+    const m = new Mutex(new Int32Array(Region.open(${JSON.stringify(name)}).map().buffer), 0);
+    const t0 = Date.now();
+    try { m.acquireSync({ timeoutMs: 60 }); console.log('acquired'); }
+    catch (e) { console.log(e.code + ' ' + (Date.now() - t0 >= 59)); }`);
+  assert.equal(await p.line(), 'ETIMEDOUT true');
+  await assert.rejects(m.acquire({ timeoutMs: 30 }), { code: 'ETIMEDOUT' }, 'this thread holds it: acquire() waits, and times out');
+  const ac = new AbortController();
+  const waiting = m.acquire({ signal: ac.signal });
+  setTimeout(() => ac.abort(new Error('stop')), 20);
+  await assert.rejects(waiting, /stop/);
+  await assert.rejects(m.acquire({ signal: AbortSignal.abort() }), { name: 'AbortError' });
+  assert.throws(() => m.acquireSync({ timeoutMs: -1 }), { code: 'ERR_OUT_OF_RANGE' });
+  g.release();
+}));
+
+test('acquire(): the event loop runs while it waits; this thread\'s waiters get the lock when it is released', withSegment(async (name, cells) => {
+  const m = new Mutex(cells, 4);
+  const first = await m.acquire();
+  let ticks = 0;
+  const timer = setInterval(() => ticks++, 2);
+  const second = m.acquire();
+  setTimeout(() => first.release(), 100);
+  const g = await second;
+  clearInterval(timer);
+  assert.ok(ticks >= 2, `timers fired ${ticks} times while acquire() waited`);
+  assert.equal(g.ownerDied, false);
+  g.release();
+}));
+
+test('a Mutex needs a shared writable view: read, copy-on-write, snapshot and plain arrays are TypeErrors', withSegment((name, cells, r) => {
+  assert.throws(() => new Mutex(new Int32Array(r.map({ access: 'read' }).buffer), 0), { name: 'TypeError', message: /'read'/ });
+  assert.throws(() => new Mutex(new Int32Array(r.map({ access: 'cow' }).buffer), 0), { name: 'TypeError', message: /private/ });
+  const s = r.snapshot();
+  try {
+    assert.throws(() => new Mutex(new Int32Array(s.buffer), 0), { name: 'TypeError', message: /private/ });
+  } finally {
+    s.release();
+  }
+  assert.throws(() => new Mutex(new Int32Array(8), 0), { name: 'TypeError' });
+  assert.throws(() => new Mutex(new BigInt64Array(cells.buffer) as unknown as Int32Array, 0), { name: 'TypeError', message: /64-bit/ });
+  assert.throws(() => new Mutex(cells, cells.length), { name: 'RangeError' });
+  assert.throws(() => new Mutex(cells, -1), { name: 'RangeError' });
+}));
+
+test('8 processes contending for N rounds each: the shared counter ends at exactly N x 8', withSegment(async (name, cells) => {
+  const rounds = 300;
+  const procs = Array.from({ length: 8 }, (_, k) => child(`
+    const { Region, Mutex } = require(${pkg});
+    const a = new Int32Array(Region.open(${JSON.stringify(name)}).map().buffer);
+    const m = new Mutex(a, 0);
+    (async () => {
+      for (let i = 0; i < ${rounds}; i++) {
+        const g = ${k % 2 === 0} ? m.acquireSync() : (i % 3 === 0 ? (m.tryAcquire() ?? await m.acquire()) : await m.acquire());
+        const v = a[1];           // not atomic: only the lock keeps it exact
+        for (let j = 0; j < 50; j++) a[2] = j;
+        a[1] = v + 1;
+        g.release();
+      }
+      console.log('done');
+    })();`));
+  for (const p of procs) assert.equal(await p.line(), 'done');
+  assert.equal(cells[1], rounds * 8);
+  assert.equal(cells[0], 0, 'unlocked at the end');
+}));
+
+test('the holder killed with SIGKILL: a waiter already asleep and a later tryAcquire are told ownerDied', withSegment(async (name, cells) => {
+  const h = child(holder(name, 8));
+  assert.equal(await h.line(), 'held false');
+  const waiter = child(`
+    const { Region, Mutex } = require(${pkg});
+    const m = new Mutex(new Int32Array(Region.open(${JSON.stringify(name)}).map().buffer), 8);
+    console.log('waiting');
+    m.acquire().then((g) => { console.log('got ' + g.ownerDied); g.release(); console.log('released'); });`);
+  assert.equal(await waiter.line(), 'waiting');
+  const m = new Mutex(cells, 8);
+  assert.equal(m.tryAcquire(), null, 'held by a live process');
+  await new Promise((resolve) => setTimeout(resolve, 60));
+  h.kill('SIGKILL');
+  await h.exited;
+  assert.equal(await waiter.line(), 'got true', 'the sleeping waiter noticed the death');
+  assert.equal(await waiter.line(), 'released');
+  assert.equal(await waiter.exited, 0);
+
+  const h2 = child(holder(name, 8));
+  assert.equal(await h2.line(), 'held false', 'released cleanly by the waiter: nobody died since');
+  h2.kill('SIGKILL');
+  await h2.exited;
+  const g = m.tryAcquire();
+  assert.ok(g, 'tryAcquire takes a dead owner\'s lock');
+  assert.equal(g.ownerDied, true);
+  g.release();
+  const again = m.tryAcquire();
+  assert.equal(again?.ownerDied, false, 'once released, the next owner is told nothing');
+  again?.release();
+}));
+
+test('a worker holding the lock, terminated while its process lives: the next acquirer is told', withSegment(async (name, cells, r) => {
+  const w = worker(`
+    const { Region, Mutex } = require(${pkg});
+    const r = Region.fromHandle(workerData.handle);
+    const m = new Mutex(new Int32Array(r.map().buffer), 12);
+    const g = m.acquireSync();
+    post('held');
+    setInterval(() => {}, 1000);`, { handle: r.handle() });
+  assert.equal(await w.line(), 'held');
+  const m = new Mutex(cells, 12);
+  assert.equal(m.tryAcquire(), null, 'held by the live worker of this very process');
+  const waiting = m.acquire();
+  await w.worker.terminate();
+  const g = await waiting;
+  assert.equal(g.ownerDied, true);
+  g.release();
+}));
+
+test('an owner is a lock the kernel holds, not a pid: a token nobody holds is dead, a live one is not taken', withSegment(async (name, cells, r) => {
+  const m = new Mutex(cells, 20);
+  // A word naming a token that no process holds (a dead owner whose pid was
+  // reused by a live process would look the same to a pid check: here no
+  // lock backs it, so it is dead whatever runs under that pid).
+  Atomics.store(cells, 20, process.pid);
+  const g = m.tryAcquire();
+  assert.equal(g?.ownerDied, true);
+  g?.release();
+  // Garbage: bit 31 alone.
+  Atomics.store(cells, 20, 0x80000000 | 0);
+  const g2 = m.acquireSync({ timeoutMs: 1000 });
+  assert.equal(g2.ownerDied, true);
+  g2.release();
+  // A live holder in another process keeps its lock even if the word is
+  // rewritten with its own token by someone else.
+  const h = child(holder(name, 20));
+  assert.equal(await h.line(), 'held false');
+  const token = Atomics.load(cells, 20) & 0x7fffffff;
+  assert.ok(token > 0);
+  assert.equal(m.tryAcquire(), null);
+  assert.throws(() => m.acquireSync({ timeoutMs: 120 }), { code: 'ETIMEDOUT' }, 'slices passed, the owner is checked and found alive');
+  // The token is the OFD lock on its byte of the region's file.
+  const fs = await import('node:fs');
+  const fd = fs.openSync(`/dev/shm/${name}`, 'r+');
+  try {
+    assert.equal(locks.lockRange(fd, OWNER_BASE + token, 1, 'shared'), false, 'the holder\'s byte is locked');
+    h.kill('SIGKILL');
+    await h.exited;
+    assert.equal(locks.lockRange(fd, OWNER_BASE + token, 1, 'shared'), true, 'the kernel dropped it with the holder');
+    locks.unlockRange(fd, OWNER_BASE + token, 1);
+  } finally {
+    fs.closeSync(fd);
+  }
+  const g3 = m.acquireSync();
+  assert.equal(g3.ownerDied, true);
+  g3.release();
+}));
