@@ -16,7 +16,8 @@
         "native/uffd.c",
         "native/backend.c",
         "native/snapshot.c",
-        "native/checkpoint.c"
+        "native/checkpoint.c",
+        "native/xproc.c"
       ],
       "cflags": ["-std=gnu11", "-O2", "-Wall", "-Wextra", "-Wno-unused-parameter", "-fvisibility=hidden"],
       "defines": ["NAPI_VERSION=8", "_GNU_SOURCE"],

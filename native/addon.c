@@ -15,6 +15,7 @@ NAPI_MODULE_INIT() {
   if (cowshm_init_kernels(env, exports) == NULL) return NULL;
   if (cowshm_init_snapshot(env, exports) == NULL) return NULL;
   if (cowshm_init_checkpoint(env, exports) == NULL) return NULL;
+  if (cowshm_init_xproc(env, exports) == NULL) return NULL;
   if (cowshm_init_futex(env, exports) == NULL) return NULL;
   return exports;
 }

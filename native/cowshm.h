@@ -172,6 +172,17 @@ napi_value cowshm_init_locks(napi_env env, napi_value exports);
  * real failure. Returns undefined, or NULL with the error pending. */
 napi_value cowshm_close_fd(napi_env env, int fd);
 
+/* ---- snapshots held by other processes (snapshot.c, xproc.c) ----------- */
+/* Signal context: copies file range [lo, hi) into a snapshot another process
+ * holds, before a write lands. Returns 0 or an errno (the snapshot breaks). */
+typedef int (*cowshm_push_fn)(void *ctx, uint64_t lo, uint64_t hi);
+/* Write-protects this process's write views of (dev, ino) for a snapshot
+ * whose copies are made by push. NULL with *err and *call on failure. */
+void *cowshm_snapshot_remote_create(uint64_t dev, uint64_t ino, uint64_t size, cowshm_push_fn push, void *ctx,
+                                    int *err, const char **call);
+void cowshm_snapshot_remote_release(void *handle);
+napi_value cowshm_init_xproc(napi_env env, napi_value exports);
+
 /* ---- signals (signals.c) ----------------------------------------------- */
 
 void cowshm_signals_install(void);

@@ -84,6 +84,10 @@ struct snapshot {
   _Atomic size_t copied;
   _Atomic int error;      /* errno of the first copy that failed: the snapshot is broken */
   struct cowshm_slot *slot;
+  /* A snapshot held by another process (xproc.c): no mapping here; a copy is
+   * a push, made by this function instead of madvise. Fixed while live. */
+  cowshm_push_fn push;
+  void *push_ctx;
 };
 
 static struct domain domains[MAX_DOMAINS];
@@ -191,6 +195,8 @@ static int copy_into_snapshots(int d, uint64_t lo, uint64_t hi) {
     int err = 0;
     if (fail_copy_at != 0 && atomic_fetch_add(&copies_tried, 1) + 1 == fail_copy_at)
       err = ENOMEM;
+    else if (sn->push != NULL)
+      err = sn->push(sn->push_ctx, a, b);
     else if (madvise((void *)(sn->addr + (a - sn->off)), (size_t)(b - a), MADV_POPULATE_WRITE) != 0)
       err = errno;
     if (err != 0) {
@@ -339,6 +345,8 @@ static void snapshot_free(struct snapshot *sn) {
   free((void *)sn->bits);
   sn->bits = NULL;
   sn->slot = NULL;
+  sn->push = NULL;
+  sn->push_ctx = NULL;
   atomic_store(&sn->state, SNAP_FREE);
 }
 
@@ -583,6 +591,61 @@ static struct snapshot *snapshot_install(const struct create_args *a, const stru
   free((void *)bits);
   return sn;
 }
+
+/* ---- snapshots held by other processes (xproc.c) ------------------------- */
+
+void *cowshm_snapshot_remote_create(uint64_t dev, uint64_t ino, uint64_t size, cowshm_push_fn push, void *ctx,
+                                    int *err, const char **call) {
+  if (choice->error != 0) {
+    *err = choice->error;
+    *call = "userfaultfd";
+    return NULL;
+  }
+  cowshm_signals_ensure();
+  struct failure f = {0, "snapshot", ""};
+  _Atomic uint64_t *bits = calloc((size / ps() + 63) / 64, sizeof *bits);
+  if (bits == NULL) {
+    *err = ENOMEM;
+    *call = "malloc";
+    return NULL;
+  }
+  cowshm_registry_lock();
+  struct snapshot *sn = NULL;
+  int d = domain_get(dev, ino, choice->ops, size, ps(), &f);
+  if (d >= 0 && (sn = snapshot_take_free()) == NULL) {
+    fail(&f, EMFILE, "snapshot", NULL);
+    domain_put_unused(d);
+  }
+  if (sn != NULL) {
+    sn->domain = d;
+    sn->off = 0;
+    sn->len = size;
+    sn->chunk = domains[d].chunk;
+    sn->addr = 0;
+    sn->bits = bits;
+    bits = NULL;
+    atomic_store(&sn->copied, 0);
+    atomic_store(&sn->error, 0);
+    sn->slot = NULL;
+    sn->push = push;
+    sn->push_ctx = ctx;
+    if (snapshot_publish(sn, d, &f) != 0) sn = NULL;
+  }
+  cowshm_registry_unlock();
+  free((void *)bits);
+  if (sn == NULL) {
+    *err = f.err;
+    *call = f.call;
+  }
+  return sn;
+}
+
+void cowshm_snapshot_remote_release(void *handle) {
+  cowshm_registry_lock();
+  snapshot_release_locked(handle); /* synchronizes: no push runs after this */
+  cowshm_registry_unlock();
+}
+
 
 /* snapshotCreate(fd, offset, length, label, owner, dev, ino, regionSize, chunk, hugeShift)
  *   -> [id, chunkSize, backend]. The snapshot's ArrayBuffer is made when JS

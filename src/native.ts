@@ -81,6 +81,16 @@ export interface Native {
   xxh64Init(): Uint8Array;
   /** Adds `data` to the state; returns the digest of everything so far. */
   xxh64Update(state: Uint8Array, data: Uint8Array | null): string;
+  /** Takes part in cross-process snapshots of (dev, ino): returns the participant's id. */
+  xprocJoin(dev: number, ino: number, size: number, mode: number): number;
+  xprocLeave(id: number): void;
+  /** Arms every participant for a snapshot mapped at address; returns the reader's id. */
+  xprocArm(dev: number, ino: number, size: number, mode: number, address: number, timeoutMs: number): number;
+  /** errno of a push that failed, or 0. */
+  xprocBroken(id: number): number;
+  xprocRelease(id: number): void;
+  /** Whether no participant may still push into the snapshot's mapping (the reader's id is then freed). */
+  xprocDrained(id: number): boolean;
   /** [id, chunkSize, backend]; the ArrayBuffer comes from viewBuffer(id) when first asked for. hugeShift: log2 of a hugetlb page size, or 0. */
   snapshotCreate(
     fd: number, offset: number, length: number, label: string, owner: number, dev: number, ino: number, regionSize: number,

@@ -12,6 +12,7 @@ import * as c from './constants';
 import * as check from './validate';
 import { View, type Access } from './view';
 import { checkReservable, formatBytes } from './reserve';
+import * as xproc from './xproc';
 import * as hugetlb from './hugetlb';
 import { Snapshot, takeSnapshot, prepareWrite, type SnapshotOptions } from './snapshot';
 import { restoreCheckpoint, type RestoreOptions } from './checkpoint/restore';
@@ -44,6 +45,12 @@ export interface CreateOptions {
    */
   hugePages?: boolean;
   /**
+   * Take part in snapshots with `scope: 'processes'` taken by any process:
+   * a writable region registers in its coordination file and runs one native
+   * thread that arms its views when such a snapshot is taken. Default false.
+   */
+  crossProcess?: boolean;
+  /**
    * The page size in bytes. Default: the system page (`pageSize`, 4096 on
    * x86-64). A hugetlb page size (`2 << 20`, `1 << 30`; see `cowshm doctor`)
    * puts the region on huge pages from the pool the administrator reserved
@@ -60,6 +67,12 @@ export interface OpenOptions {
   readOnly?: boolean;
   /** Open a segment owned by another user. Default false: such a segment is refused. */
   allowForeignOwner?: boolean;
+  /**
+   * Take part in snapshots with `scope: 'processes'` taken by any process:
+   * a writable region registers in its coordination file and runs one native
+   * thread that arms its views when such a snapshot is taken. Default false.
+   */
+  crossProcess?: boolean;
 }
 
 export interface OpenFileOptions {
@@ -327,6 +340,8 @@ export class Region {
   #checkpoint: CheckpointIdentity | null = null;
   #closed = false;
   #unlinked = false;
+  readonly #mode: number;
+  #participant: number | undefined;
   #views = 0;
 
   /** `'shm'`, `'memfd'` or `'file'`. */
@@ -364,8 +379,27 @@ export class Region {
     this.#dataOffset = init.dataOffset ?? 0;
     this.dev = st[4];
     this.ino = st[5];
+    this.#mode = st[3] & 0o7777;
     this.#descriptor = { fd: init.fd, open: true };
     descriptors.register(this, this.#descriptor);
+  }
+
+  /** Joins cross-process snapshots when asked; a region that cannot is closed again, and the error thrown. */
+  static #taking(region: Region, crossProcess: boolean): Region {
+    if (!crossProcess || region.readOnly) return region;
+    try {
+      region.#participant = xproc.join(region.dev, region.ino, region.#size, region.#mode);
+    } catch (err) {
+      region.close();
+      throw err;
+    }
+    return region;
+  }
+
+  /** @internal The region's permission bits (the coordination file of cross-process snapshots gets them). */
+  get _mode(): number {
+    this.#check();
+    return this.#mode;
   }
 
   /**
@@ -381,6 +415,7 @@ export class Region {
     const mode = check.mode(o.mode, '"mode" option', 0o600);
     const reserve = check.boolean(o.reserve, '"reserve" option', true);
     const hugePages = check.boolean(o.hugePages, '"hugePages" option', false);
+    const crossProcess = check.boolean(o.crossProcess, '"crossProcess" option', false);
     const pageSize =
       o.pageSize === undefined ? native.pageSize : hugetlb.checkPageSize(check.integer(o.pageSize, '"pageSize" option', 1), '"pageSize" option');
     const huge = pageSize !== native.pageSize;
@@ -410,6 +445,7 @@ export class Region {
       if (size <= shmTotal) checkReservable(size, name);
     }
 
+    let region: Region;
     const fd =
       name === undefined
         ? native.memfdCreate('cowshm', 0)
@@ -429,7 +465,7 @@ export class Region {
         }
       }
       if (name === undefined) native.addSeals(fd, c.F_SEAL_SHRINK);
-      return new Region({
+      region = new Region({
         kind: name === undefined ? 'memfd' : 'shm',
         name: name ?? null,
         fd,
@@ -448,6 +484,12 @@ export class Region {
       }
       throw err;
     }
+    try {
+      return Region.#taking(region, crossProcess);
+    } catch (err) {
+      region.unlink();
+      throw err;
+    }
   }
 
   /**
@@ -460,6 +502,8 @@ export class Region {
     const o = check.options<OpenOptions>(options);
     const readOnly = check.boolean(o.readOnly, '"readOnly" option', false);
     const allowForeignOwner = check.boolean(o.allowForeignOwner, '"allowForeignOwner" option', false);
+    const crossProcess = check.boolean(o.crossProcess, '"crossProcess" option', false);
+    let region: Region;
     // O_NONBLOCK: a FIFO planted under the name must not make a read-only open wait.
     // One native call opens, stats and reads the effective uid: each call
     // into the addon costs a few hundred nanoseconds on top of its syscall.
@@ -485,11 +529,12 @@ export class Region {
     try {
       const stat = scratchStat();
       checkSegment(stat, statScratch[7] as number, name, `/dev/shm/${name}`, allowForeignOwner);
-      return new Region({ kind: 'shm', name, fd, path: `/dev/shm/${name}`, readOnly, hugePages: false, stat, locked: statScratch[8] === 1 });
+      region = new Region({ kind: 'shm', name, fd, path: `/dev/shm/${name}`, readOnly, hugePages: false, stat, locked: statScratch[8] === 1 });
     } catch (err) {
       native.close(fd);
       throw err;
     }
+    return Region.#taking(region, crossProcess);
   }
 
   /** Opens (or with `create`, creates) a file and uses it as a persistent region. */
@@ -819,6 +864,7 @@ export class Region {
     if (this.#closed) return;
     this.#closed = true;
     this.#descriptor.open = false;
+    if (this.#participant !== undefined) xproc.leave(this.#participant);
     native.closeRegion(this.#owner, this.#fd);
   }
 

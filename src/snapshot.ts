@@ -12,6 +12,7 @@ import { writeFrom, type CheckpointResult, type KnownChanges, type WriteOptions 
 import { createCheckpointStream, type ReadStreamOptions } from './checkpoint/stream';
 import type { Readable } from 'node:stream';
 import { keepSignalHandlers } from './signals';
+import * as xproc from './xproc';
 
 /** How write protection is done: see `snapshotBackend`. */
 export type SnapshotBackend = 'userfaultfd' | 'mprotect';
@@ -24,6 +25,20 @@ export interface SnapshotOptions {
    * snapshot a larger region in parts.
    */
   length?: number;
+  /**
+   * `'process'` (the default): frozen against writes made by this process.
+   * `'processes'`: frozen against writes through cowshm views in every
+   * process that opened the region for writing with `crossProcess: true`,
+   * from one instant for all of them; the whole region only. Writers that are
+   * not such processes (another language, `pwrite`) are not covered.
+   */
+  scope?: 'process' | 'processes';
+  /**
+   * With `scope: 'processes'`: how long to wait for every writer process to
+   * arm, in milliseconds, before failing with ETIMEDOUT naming the one that
+   * did not. Default 2000.
+   */
+  timeoutMs?: number;
   /**
    * How many bytes the first write after the snapshot copies at a time, a
    * power of two: fewer, larger copies (fewer faults) for more memory. At
@@ -110,6 +125,8 @@ export class Snapshot {
   readonly #id: number;
   readonly #mapping: { readonly id: number; open: boolean };
   readonly #taken = ++taken;
+  /** With scope 'processes': the reader's id in native/xproc.c. */
+  readonly #reader: number | undefined;
   #released = false;
 
   /** The region this is a snapshot of. */
@@ -128,10 +145,21 @@ export class Snapshot {
    * below vm.max_map_count). `copiedPages` counts every page of a chunk.
    */
   readonly chunkSize: number;
+  /**
+   * `'process'`: frozen against this process's writes; `'processes'`: against
+   * every participating writer process's (pages are pushed into it directly,
+   * process_vm_writev, before a write lands).
+   */
+  readonly scope: 'process' | 'processes';
 
   /** @internal Snapshots are made by `Region.snapshot()`. */
-  constructor(region: Region, id: number, byteOffset: number, byteLength: number, backend: SnapshotBackend, chunkSize: number) {
+  constructor(
+    region: Region, id: number, byteOffset: number, byteLength: number, backend: SnapshotBackend, chunkSize: number,
+    reader?: number,
+  ) {
     this.region = region;
+    this.#reader = reader;
+    this.scope = reader === undefined ? 'process' : 'processes';
     this.#id = id;
     this.byteOffset = byteOffset;
     this.byteLength = byteLength;
@@ -188,7 +216,7 @@ export class Snapshot {
    */
   get exact(): boolean {
     this.#check();
-    return native.snapshotStats(this.#id)[1] === 0;
+    return this.#stats()[1] === 0;
   }
 
   /** The mapping's start address in this process (for /proc lookups and the memory API). */
@@ -208,6 +236,8 @@ export class Snapshot {
    */
   changedPages(): Uint32Array {
     this.#checkExact();
+    if (this.#reader !== undefined)
+      throw cowshmError('ERR_COWSHM_UNSUPPORTED', 'A snapshot with scope \'processes\' does not know which pages other processes changed');
     const pages = native.snapshotChanged(this.#id);
     this.#checkExact(); // a copy that failed while the list was read
     return pages;
@@ -233,7 +263,10 @@ export class Snapshot {
     if (this.#released) return;
     this.#released = true;
     this.#mapping.open = false;
-    native.unmap(this.#id);
+    if (this.#reader !== undefined) {
+      unreleased.unregister(this);
+      xproc.release(this.#reader, this.#id);
+    } else native.unmap(this.#id);
   }
 
   [Symbol.dispose](): void {
@@ -252,7 +285,7 @@ export class Snapshot {
   /** The pages that may differ from checkpoint `id`, if a live, older snapshot of this region wrote it. */
   #changedSince(id: string): Uint32Array | null {
     const older = writers.get(id)?.deref();
-    if (older === undefined || older === this || older.region !== this.region || older.#taken >= this.#taken) return null;
+    if (older === undefined || older.#reader !== undefined || this.#reader !== undefined || older === this || older.region !== this.region || older.#taken >= this.#taken) return null;
     return live(older) ? older.changedPages() : null;
   }
 
@@ -267,9 +300,16 @@ export class Snapshot {
   /** Throws ERR_COWSHM_SNAPSHOT_BROKEN if a copy failed; returns the pages copied. */
   #checkExact(): number {
     this.#check();
-    const [copied, error] = native.snapshotStats(this.#id);
+    const [copied, error] = this.#stats();
     if (error !== 0) throw brokenError(this, error);
     return copied;
+  }
+
+  /** [pages copied (unknown across processes: 0), errno of a failed copy or push]. */
+  #stats(): [number, number] {
+    if (this.#reader === undefined) return native.snapshotStats(this.#id);
+    if (this.region.closed) return [0, 0];
+    return [0, xproc.broken(this.#reader)];
   }
 }
 
@@ -284,13 +324,33 @@ export function takeSnapshot(region: Region, fd: number, owner: number, options:
       throw outOfRange('COWSHM_SNAPSHOT_BACKEND environment variable', "'mprotect' or 'userfaultfd'", info.forced);
     throw cowshmError('ERR_COWSHM_SNAPSHOT_BACKEND', `cowshm: snapshots are unavailable: ${info.reason}`);
   }
+  const scope = o.scope ?? 'process';
+  if (scope !== 'process' && scope !== 'processes') throw outOfRange('"scope" option', "'process' or 'processes'", scope);
   const [offset, length] = check.range(o, size, region, 'snapshot', region.pageSize);
   const chunkSize = o.chunkSize === undefined ? 0 : check.chunkSize(o.chunkSize, '"chunkSize" option', region.pageSize);
   const hugeShift = region.pageSize === native.pageSize ? 0 : Math.log2(region.pageSize);
+  if (scope === 'processes') return crossProcess(region, fd, o, offset, length);
 
   const label = `${region.toString()}, snapshot ${++labels}`;
   const [id, chunk, backend] = native.snapshotCreate(fd, offset, length, label, owner, region.dev, region.ino, size, chunkSize, hugeShift);
   return new Snapshot(region, id, offset, length, backend, chunk);
+}
+
+/** Releases cross-process snapshots whose object was collected without release(). */
+const unreleased = new FinalizationRegistry<[number, number]>(([reader, id]) => xproc.release(reader, id));
+
+function crossProcess(region: Region, fd: number, o: SnapshotOptions, offset: number, length: number): Snapshot {
+  const size = region.size;
+  if (offset !== 0 || length !== size)
+    throw cowshmError('ERR_COWSHM_UNSUPPORTED', "A snapshot with scope 'processes' covers the whole region: omit offset and length");
+  const timeoutMs = check.integer(o.timeoutMs ?? 2000, '"timeoutMs" option', 0, 600_000);
+  const label = `${region.toString()}, snapshot ${++labels} (processes)`;
+  if (region.pageSize !== native.pageSize)
+    throw cowshmError('ERR_COWSHM_UNSUPPORTED', "A snapshot with scope 'processes' of a hugetlb region is not supported yet");
+  const { id, reader } = xproc.arm(fd, size, region._mode, region.dev, region.ino, label, timeoutMs);
+  const s = new Snapshot(region, id, 0, size, info.backend, native.pageSize, reader);
+  unreleased.register(s, [reader, id], s);
+  return s;
 }
 
 /** @internal `Region.prepareWrite()`. */

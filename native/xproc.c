@@ -1,0 +1,737 @@
+/* Snapshots that hold against writes from other processes (scope 'processes').
+ *
+ * Every process that opens a region for writing with `crossProcess: true`
+ * takes part: it registers in the region's coordination file and runs one
+ * native thread that waits on a futex word there. A reader that takes a
+ * snapshot maps the region MAP_PRIVATE, announces it in the file, and hands it
+ * out only once every live participant has armed: each one write-protects its
+ * write views through the snapshot engine (snapshot.c), with a "remote"
+ * snapshot whose copies are pushes, process_vm_writev(2) of the page's old
+ * bytes into the reader's private mapping before the write lands.
+ *
+ * The coordination file is /dev/shm/cowshm-xproc-<dev>-<ino> (hex): named
+ * from the region's identity, since a memfd has no place beside it. It has
+ * the region's mode; taking part needs write access to it.
+ *
+ *   page 0   struct xhdr: seq (futex: "look again"), state, gen, the reader's
+ *            pid / descriptor / address, and one struct xslot per participant
+ *   page 1.. one 32-bit claim per region page: (gen << 8) | (slot << 2) | CLAIM_*
+ *
+ * Liveness never goes through pids: byte READER_LOCK of the file is OFD-locked
+ * by the reader for its snapshot's life, byte SLOT_LOCK + i by participant i
+ * for as long as it takes part; the kernel drops a lock when its holder dies.
+ * INIT_LOCK serializes creating, joining and removing the file.
+ *
+ * One instant. The reader sets state ARMING, waits until every live slot has
+ * acknowledged (or fails after timeoutMs naming the pid of one that did not),
+ * then sets ARMED. A participant's first write after it armed faults, and the
+ * push waits while the state is ARMING: so every write before the ARMED store
+ * is in the snapshot, and none after it, in every process — a consistent cut.
+ * A process that joins during a snapshot arms before its open returns.
+ *
+ * Many writers. A page's claim goes untouched -> COPYING -> COPIED for the
+ * snapshot's generation; only the writer that moved it to COPYING pushes, the
+ * others wait for COPIED; the claim of one that died (its slot lock is gone)
+ * is taken over, and one that stays stopped breaks the snapshot after a
+ * bounded wait instead of blocking anyone. Claims of older generations count as
+ * untouched, so nothing is ever reset.
+ *
+ * Trust. Anything in the file may be garbage written by another process
+ * (anyone who can write it can write the region too: the file has the
+ * region's mode). Before arming, a participant checks that the reader lock is
+ * held, that /proc/PID is of this user, that /proc/PID/fd/FD is this
+ * coordination file, and that /proc/PID/maps has a private read-write mapping
+ * of this region's dev/ino at the address, at least the region's size long;
+ * the push then uses only the values it checked, kept in this process. No
+ * value read from the file is used as an index without a bound.
+ *
+ * Release. The reader sets IDLE and keeps its mapping until every live
+ * participant has acknowledged (a participant acknowledges after the engine
+ * has waited out its running handlers): only then can no push still land in
+ * that memory. A stopped participant keeps the mapping alive until it runs
+ * again or dies; `xprocDrained` says when.
+ */
+
+#include "cowshm.h"
+
+#include <fcntl.h>
+#include <limits.h>
+#include <linux/futex.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/sysmacros.h>
+#include <sys/uio.h>
+#include <time.h>
+#include <unistd.h>
+
+#define XMAGIC 0x43575850u /* "PXWC" */
+#define XVERSION 1
+#define MAX_PARTS 64
+#define READER_LOCK 0
+#define SLOT_LOCK 1
+#define INIT_LOCK 4000
+#define MAX_CTX 64
+#define MAX_READERS 64
+
+enum { ST_IDLE = 0, ST_ARMING = 1, ST_ARMED = 2 };
+enum { CLAIM_COPYING = 1, CLAIM_COPIED = 2 };
+
+struct xslot {
+  _Atomic uint32_t pid;     /* for messages only */
+  _Atomic uint32_t armed;   /* gen this participant answered for ... */
+  _Atomic uint32_t err;     /* ... with this errno (0: armed) */
+  _Atomic uint32_t idle;    /* gen after which it holds no remote snapshot */
+};
+
+struct xhdr {
+  uint32_t magic, version;
+  uint64_t size;
+  _Atomic uint32_t seq;
+  _Atomic uint32_t state;
+  _Atomic uint32_t gen;
+  _Atomic uint32_t broken_gen;
+  _Atomic uint32_t broken_err;
+  _Atomic uint32_t reader_pid;
+  _Atomic uint32_t reader_fd;
+  _Atomic uint32_t timeout_ms;
+  _Atomic uint64_t reader_addr;
+  struct xslot slot[MAX_PARTS];
+};
+
+/* A region's coordination file, mapped. */
+struct xfile {
+  int fd;
+  struct xhdr *h;
+  _Atomic uint32_t *claims;
+  size_t maplen;
+  uint64_t dev, ino, size, npages, fdev, fino;
+  char path[96];
+};
+
+/* What a remote snapshot's push uses: checked values only (see Trust). */
+struct pushctx {
+  struct xhdr *h;
+  _Atomic uint32_t *claims;
+  uint64_t dev, ino, npages;
+  pid_t pid;
+  uint64_t addr;
+  uint32_t gen;
+  uint32_t timeout_ms;
+  int fd;    /* the participant's descriptor of the file: liveness of claimants */
+  int slot;  /* ours, recorded in our claims */
+};
+
+/* A participant: a region open for writing in this process. */
+struct part {
+  int used;
+  struct xfile f;
+  int slot;
+  pthread_t thread;
+  _Atomic int stop;
+  pthread_mutex_t mu;
+  void *remote;          /* the engine's snapshot while armed */
+  struct pushctx push;   /* fixed while remote != NULL */
+  uint32_t tried_gen;
+};
+
+/* A reader: one snapshot of scope 'processes', from arming to drained. */
+struct reader {
+  int used;
+  int disarmed;
+  struct xfile f;
+  uint32_t gen;
+};
+
+static struct part parts[MAX_CTX];
+static struct reader readers[MAX_READERS];
+static pthread_mutex_t table_mu = PTHREAD_MUTEX_INITIALIZER;
+
+static long futex(_Atomic uint32_t *w, int op, uint32_t v, const struct timespec *t) {
+  return syscall(SYS_futex, (uint32_t *)w, op, v, t, NULL, 0);
+}
+
+static uint64_t now_ms(void) {
+  struct timespec t;
+  clock_gettime(CLOCK_MONOTONIC, &t);
+  return (uint64_t)t.tv_sec * 1000 + (uint64_t)t.tv_nsec / 1000000;
+}
+
+static int lock_byte(int fd, off_t at, off_t len, int type, int wait) {
+  struct flock fl = {.l_type = (short)type, .l_whence = SEEK_SET, .l_start = at, .l_len = len};
+  if (RETRY(fcntl(fd, wait ? F_OFD_SETLKW : F_OFD_SETLK, &fl)) == 0) return 0;
+  return errno;
+}
+
+/* Whether another open file description holds a lock on byte `at`. */
+static int held(int fd, off_t at) {
+  struct flock fl = {.l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = at, .l_len = 1};
+  if (fcntl(fd, F_OFD_GETLK, &fl) != 0) return 0;
+  return fl.l_type != F_UNLCK;
+}
+
+/* ---- the coordination file ----------------------------------------------- */
+
+static void xfile_close(struct xfile *f) {
+  if (f->h != NULL) munmap(f->h, f->maplen);
+  if (f->fd >= 0) close(f->fd);
+  f->h = NULL;
+  f->fd = -1;
+}
+
+/* Removes the file when no reader and no participant is left; call with
+ * INIT_LOCK held, before closing. */
+static void xfile_unlink_if_last(struct xfile *f) {
+  if (lock_byte(f->fd, 0, SLOT_LOCK + MAX_PARTS, F_WRLCK, 0) != 0) return;
+  struct stat st;
+  if (stat(f->path, &st) == 0 && st.st_dev == f->fdev && st.st_ino == f->fino) unlink(f->path);
+}
+
+/* Opens (or creates) the coordination file of (dev, ino) and maps it, with
+ * INIT_LOCK held on return. Returns 0 or an errno, with *call and why. */
+static int xfile_open(struct xfile *f, uint64_t dev, uint64_t ino, uint64_t size, uint32_t mode, const char **call,
+                      char *why, size_t whysize) {
+  memset(f, 0, sizeof *f);
+  f->fd = -1;
+  f->dev = dev;
+  f->ino = ino;
+  f->size = size;
+  f->npages = (size + cowshm_page_size - 1) / cowshm_page_size;
+  snprintf(f->path, sizeof f->path, "/dev/shm/cowshm-xproc-%llx-%llx", (unsigned long long)dev,
+           (unsigned long long)ino);
+  snprintf(why, whysize, "%s", f->path);
+  size_t want = cowshm_page_size + ((f->npages * 4 + cowshm_page_size - 1) & ~(cowshm_page_size - 1));
+  for (int attempt = 0; attempt < 8; attempt++) {
+    int fd = RETRY(open(f->path, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, mode & 0666));
+    if (fd < 0) {
+      int e = errno;
+      *call = "open";
+      if (e == EACCES)
+        snprintf(why, whysize,
+                 "%s: taking part in cross-process snapshots needs write access to this file (it has the region's "
+                 "mode: give this user write access to the region)",
+                 f->path);
+      return e;
+    }
+    f->fd = fd;
+    int e = lock_byte(fd, INIT_LOCK, 1, F_WRLCK, 1);
+    if (e != 0) {
+      *call = "fcntl";
+      xfile_close(f);
+      return e;
+    }
+    struct stat st, pst;
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+      *call = "fstat";
+      xfile_close(f);
+      return EINVAL;
+    }
+    /* Removed by its last user between our open and our lock: open again. */
+    if (stat(f->path, &pst) != 0 || pst.st_dev != st.st_dev || pst.st_ino != st.st_ino) {
+      xfile_close(f);
+      continue;
+    }
+    f->fdev = st.st_dev;
+    f->fino = st.st_ino;
+    int fresh = st.st_size == 0;
+    if (fresh) {
+      /* shm files get the umask: the region's mode is meant exactly. */
+      if (fchmod(fd, mode & 0666) != 0 || ftruncate(fd, (off_t)want) != 0) {
+        e = errno;
+        *call = "ftruncate";
+        xfile_close(f);
+        return e;
+      }
+    } else if ((uint64_t)st.st_size != want) {
+      *call = "open";
+      snprintf(why, whysize, "%s is not a coordination file of a %llu-byte region (size %lld): remove it", f->path,
+               (unsigned long long)size, (long long)st.st_size);
+      xfile_close(f);
+      return EINVAL;
+    }
+    void *m = mmap(NULL, want, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (m == MAP_FAILED) {
+      e = errno;
+      *call = "mmap";
+      xfile_close(f);
+      return e;
+    }
+    f->h = m;
+    f->maplen = want;
+    f->claims = (_Atomic uint32_t *)((char *)m + cowshm_page_size);
+    if (fresh) {
+      f->h->size = size;
+      f->h->version = XVERSION;
+      atomic_thread_fence(memory_order_release);
+      f->h->magic = XMAGIC;
+    } else if (f->h->magic != XMAGIC || f->h->version != XVERSION || f->h->size != size) {
+      *call = "open";
+      snprintf(why, whysize, "%s holds garbage (no cowshm coordination header for this region): remove it", f->path);
+      xfile_close(f);
+      return EINVAL;
+    }
+    return 0;
+  }
+  *call = "open";
+  return EAGAIN;
+}
+
+static void init_unlock(struct xfile *f) { lock_byte(f->fd, INIT_LOCK, 1, F_UNLCK, 0); }
+
+/* ---- the push (signal context) ------------------------------------------- */
+
+static void mark_broken(struct pushctx *c, int err) {
+  atomic_store(&c->h->broken_err, (uint32_t)err);
+  atomic_store(&c->h->broken_gen, c->gen);
+}
+
+static void nap_us(long us) {
+  struct timespec t = {0, us * 1000};
+  syscall(SYS_nanosleep, &t, NULL);
+}
+
+/* This process's write mapping of file page p, or 0.
+ * SAFETY: runs inside the engine's reader section, and a write mapping is
+ * unmapped only after on_unmap waited for every reader section: a slot seen
+ * mapped here with wp >= 0 stays mapped until the push returns. */
+static uintptr_t local_page(const struct pushctx *c, uint64_t p) {
+  uint64_t off = p * cowshm_page_size;
+  size_t high = atomic_load(&cowshm_slot_high);
+  for (size_t i = 0; i < high; i++) {
+    struct cowshm_slot *s = &cowshm_slots[i];
+    if (atomic_load_explicit(&s->state, memory_order_acquire) != SLOT_MAPPED || s->access != ACCESS_WRITE ||
+        s->dev != c->dev || s->ino != c->ino || atomic_load(&s->wp) < 0)
+      continue;
+    if (off >= s->file_offset && off + cowshm_page_size <= s->file_offset + s->len)
+      return s->start + (uintptr_t)(off - s->file_offset);
+  }
+  return 0;
+}
+
+/* SAFETY (signal context): futex, nanosleep, clock_gettime and
+ * process_vm_writev are system calls; everything else is atomics on the
+ * coordination file's mapping (live while the remote snapshot is) and on
+ * fields of c that do not change while it is. Every wait is bounded. */
+static int push(void *ctxp, uint64_t lo, uint64_t hi) {
+  struct pushctx *c = ctxp;
+  uint64_t bound = (uint64_t)c->timeout_ms + 1000, start = now_ms();
+  /* One instant: no write lands while arming is in progress. */
+  while (atomic_load(&c->h->state) == ST_ARMING && atomic_load(&c->h->gen) == c->gen) {
+    if (now_ms() - start > bound) {
+      mark_broken(c, ETIMEDOUT);
+      return 0;
+    }
+    struct timespec t = {0, 2000000};
+    futex(&c->h->state, FUTEX_WAIT, ST_ARMING, &t);
+  }
+  /* Released or replaced: nobody holds this snapshot any more. */
+  if (atomic_load(&c->h->state) != ST_ARMED || atomic_load(&c->h->gen) != c->gen) return 0;
+  /* A claim: (generation << 8) | (slot << 2) | state. */
+  uint32_t tag = (c->gen & 0xffffff) << 8;
+  uint32_t mine = tag | ((uint32_t)c->slot << 2) | CLAIM_COPYING, done = tag | CLAIM_COPIED;
+  int result = 0;
+  for (uint64_t p = lo / cowshm_page_size; p < hi / cowshm_page_size && p < c->npages; p++) {
+    _Atomic uint32_t *w = &c->claims[p];
+    uint32_t v = atomic_load(w);
+    int ours = 0;
+    uint64_t t0 = now_ms();
+    for (;;) {
+      if (v == done) break;
+      if ((v & ~0xffu) == tag && (v & 3) == CLAIM_COPYING) {
+        /* Another writer is pushing this page: wait for it. One that died
+         * (its slot lock is gone) never let its write through (a write lands
+         * only after the push is done), so its claim is taken over. */
+        int claimant = (int)((v >> 2) & 63);
+        /* (A claim of our own slot is another thread of this process.) */
+        if (claimant != c->slot && !held(c->fd, SLOT_LOCK + claimant) && atomic_compare_exchange_strong(w, &v, mine)) {
+          ours = 1;
+          break;
+        }
+        if (now_ms() - t0 > bound) {
+          mark_broken(c, ETIMEDOUT);
+          result = ETIMEDOUT;
+          break;
+        }
+        nap_us(20);
+        v = atomic_load(w);
+        continue;
+      }
+      /* Untouched: a claim of another generation, or garbage. */
+      if (atomic_compare_exchange_weak(w, &v, mine)) {
+        ours = 1;
+        break;
+      }
+    }
+    if (!ours) continue;
+    /* Ours: we moved it from untouched to COPYING. */
+    uintptr_t src = local_page(c, p);
+    int err = 0;
+    if (src == 0)
+      err = EFAULT;
+    else {
+      struct iovec l = {(void *)src, cowshm_page_size};
+      struct iovec r = {(void *)(uintptr_t)(c->addr + p * cowshm_page_size), cowshm_page_size};
+      ssize_t n = syscall(SYS_process_vm_writev, c->pid, &l, 1, &r, 1, 0);
+      if (n != (ssize_t)cowshm_page_size) err = n < 0 ? errno : EIO;
+    }
+    if (err != 0 && err != ESRCH) {
+      mark_broken(c, err);
+      result = err;
+    }
+    atomic_store(w, done);
+  }
+  return result;
+}
+
+/* ---- participants --------------------------------------------------------- */
+
+/* The checks of Trust, for the reader announced in f's header. */
+static int verify_reader(struct xfile *f, pid_t pid, int rfd, uint64_t addr) {
+  if (!held(f->fd, READER_LOCK)) return ESRCH;
+  if (pid <= 0 || rfd < 0 || addr == 0 || addr % cowshm_page_size != 0) return EPROTO;
+  char path[64];
+  struct stat st;
+  snprintf(path, sizeof path, "/proc/%d", (int)pid);
+  if (stat(path, &st) != 0) return ESRCH;
+  if (st.st_uid != geteuid()) return EPERM; /* never push across users */
+  snprintf(path, sizeof path, "/proc/%d/fd/%d", (int)pid, rfd);
+  if (stat(path, &st) != 0 || st.st_dev != f->fdev || st.st_ino != f->fino) return ESRCH;
+  snprintf(path, sizeof path, "/proc/%d/maps", (int)pid);
+  FILE *m = fopen(path, "re");
+  if (m == NULL) return ESRCH;
+  char line[512];
+  int ok = 0;
+  while (!ok && fgets(line, sizeof line, m) != NULL) {
+    unsigned long long s, e, off, ino;
+    unsigned maj, min;
+    char perms[8];
+    if (sscanf(line, "%llx-%llx %7s %llx %x:%x %llu", &s, &e, perms, &off, &maj, &min, &ino) != 7) continue;
+    ok = s == addr && e - s >= f->size && off == 0 && strcmp(perms, "rw-p") == 0 && ino == f->ino &&
+         maj == major(f->dev) && min == minor(f->dev);
+  }
+  fclose(m);
+  return ok ? 0 : EPROTO;
+}
+
+/* Arms for, or disarms from, what the header asks. Under p->mu. */
+static void part_step(struct part *p) {
+  struct xhdr *h = p->f.h;
+  struct xslot *sl = &h->slot[p->slot];
+  uint32_t st = atomic_load(&h->state), gen = atomic_load(&h->gen);
+  int want = (st == ST_ARMING || st == ST_ARMED) && held(p->f.fd, READER_LOCK);
+  if (p->remote != NULL && (!want || gen != p->push.gen)) {
+    cowshm_snapshot_remote_release(p->remote);
+    p->remote = NULL;
+  }
+  if (want && p->remote == NULL && p->tried_gen != gen) {
+    p->tried_gen = gen;
+    pid_t pid = (pid_t)atomic_load(&h->reader_pid);
+    int rfd = (int)atomic_load(&h->reader_fd);
+    uint64_t addr = atomic_load(&h->reader_addr);
+    uint32_t tmo = atomic_load(&h->timeout_ms);
+    int err = verify_reader(&p->f, pid, rfd, addr);
+    if (err == 0) {
+      p->push = (struct pushctx){h, p->f.claims, p->f.dev, p->f.ino, p->f.npages, pid, addr, gen,
+                                 tmo > 600000 ? 600000 : tmo, p->f.fd, p->slot};
+      const char *call;
+      p->remote = cowshm_snapshot_remote_create(p->f.dev, p->f.ino, p->f.size, push, &p->push, &err, &call);
+    }
+    atomic_store(&sl->err, (uint32_t)err);
+    atomic_store(&sl->armed, gen);
+    futex(&sl->armed, FUTEX_WAKE, INT_MAX, NULL);
+  }
+  if (p->remote == NULL) {
+    atomic_store(&sl->idle, gen);
+    futex(&sl->idle, FUTEX_WAKE, INT_MAX, NULL);
+  }
+}
+
+static void *part_thread(void *arg) {
+  struct part *p = arg;
+  /* Faults of this thread are never ours, and no signal needs it. */
+  sigset_t all;
+  sigfillset(&all);
+  pthread_sigmask(SIG_BLOCK, &all, NULL);
+  while (!atomic_load(&p->stop)) {
+    uint32_t s = atomic_load(&p->f.h->seq);
+    pthread_mutex_lock(&p->mu);
+    part_step(p);
+    pthread_mutex_unlock(&p->mu);
+    /* Bounded: a dead reader is noticed within a slice. */
+    struct timespec t = {0, 50000000};
+    futex(&p->f.h->seq, FUTEX_WAIT, s, &t);
+  }
+  return NULL;
+}
+
+/* xprocJoin(dev, ino, size, mode) -> participant id */
+static napi_value join_js(napi_env env, napi_callback_info info) {
+  napi_value argv[4];
+  uint64_t dev, ino, size, mode;
+  if (!cowshm_args(env, info, 4, argv) || !cowshm_get_u64(env, argv[0], &dev) ||
+      !cowshm_get_u64(env, argv[1], &ino) || !cowshm_get_u64(env, argv[2], &size) ||
+      !cowshm_get_u64(env, argv[3], &mode))
+    return NULL;
+  pthread_mutex_lock(&table_mu);
+  int id = -1;
+  for (int i = 0; i < MAX_CTX && id < 0; i++)
+    if (!parts[i].used) id = i;
+  if (id < 0) {
+    pthread_mutex_unlock(&table_mu);
+    return cowshm_throw_errno(env, EMFILE, "xprocJoin", "at most 64 regions per process take part in cross-process snapshots");
+  }
+  struct part *p = &parts[id];
+  memset(p, 0, sizeof *p);
+  const char *call = "open";
+  char why[320];
+  int err = xfile_open(&p->f, dev, ino, size, (uint32_t)mode, &call, why, sizeof why);
+  if (err != 0) {
+    pthread_mutex_unlock(&table_mu);
+    return cowshm_throw_errno(env, err, call, why);
+  }
+  p->slot = -1;
+  for (int i = 0; i < MAX_PARTS && p->slot < 0; i++)
+    if (lock_byte(p->f.fd, SLOT_LOCK + i, 1, F_WRLCK, 0) == 0) p->slot = i;
+  if (p->slot < 0) {
+    init_unlock(&p->f);
+    xfile_close(&p->f);
+    pthread_mutex_unlock(&table_mu);
+    return cowshm_throw_errno(env, EUSERS, "fcntl", "at most 64 processes take part in one region's snapshots");
+  }
+  struct xslot *sl = &p->f.h->slot[p->slot];
+  atomic_store(&sl->pid, (uint32_t)getpid());
+  atomic_store(&sl->armed, 0);
+  atomic_store(&sl->idle, 0);
+  pthread_mutex_init(&p->mu, NULL);
+  /* Pairs with the reader's fence between storing ARMING and scanning the
+   * slot locks: either it sees our lock, or we see its state. */
+  atomic_thread_fence(memory_order_seq_cst);
+  part_step(p); /* a snapshot in progress: arm before any write of ours */
+  init_unlock(&p->f);
+  if ((err = pthread_create(&p->thread, NULL, part_thread, p)) != 0) {
+    if (p->remote != NULL) cowshm_snapshot_remote_release(p->remote);
+    xfile_close(&p->f);
+    pthread_mutex_unlock(&table_mu);
+    return cowshm_throw_errno(env, err, "pthread_create", why);
+  }
+  p->used = 1;
+  pthread_mutex_unlock(&table_mu);
+  return cowshm_num(env, id);
+}
+
+/* xprocLeave(id) */
+static napi_value leave_js(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  int32_t id;
+  if (!cowshm_args(env, info, 1, argv) || !cowshm_get_i32(env, argv[0], &id)) return NULL;
+  pthread_mutex_lock(&table_mu);
+  if (id < 0 || id >= MAX_CTX || !parts[id].used) {
+    pthread_mutex_unlock(&table_mu);
+    return cowshm_undefined(env);
+  }
+  struct part *p = &parts[id];
+  atomic_store(&p->stop, 1);
+  futex(&p->f.h->seq, FUTEX_WAKE, INT_MAX, NULL);
+  pthread_join(p->thread, NULL);
+  if (p->remote != NULL) cowshm_snapshot_remote_release(p->remote);
+  p->remote = NULL;
+  /* Nothing of ours can push any more: say so to a reader waiting to unmap. */
+  atomic_store(&p->f.h->slot[p->slot].idle, atomic_load(&p->f.h->gen));
+  futex(&p->f.h->slot[p->slot].idle, FUTEX_WAKE, INT_MAX, NULL);
+  if (lock_byte(p->f.fd, INIT_LOCK, 1, F_WRLCK, 1) == 0) xfile_unlink_if_last(&p->f);
+  xfile_close(&p->f);
+  pthread_mutex_destroy(&p->mu);
+  p->used = 0;
+  pthread_mutex_unlock(&table_mu);
+  return cowshm_undefined(env);
+}
+
+/* ---- readers --------------------------------------------------------------- */
+
+static void reader_disarm(struct reader *r) {
+  struct xhdr *h = r->f.h;
+  /* Once: after the reader lock goes, the header may be another reader's. */
+  if (r->disarmed) return;
+  r->disarmed = 1;
+  atomic_store(&h->state, ST_IDLE);
+  atomic_fetch_add(&h->seq, 1);
+  futex(&h->state, FUTEX_WAKE, INT_MAX, NULL);
+  futex(&h->seq, FUTEX_WAKE, INT_MAX, NULL);
+  lock_byte(r->f.fd, READER_LOCK, 1, F_UNLCK, 0);
+}
+
+/* xprocArm(dev, ino, size, mode, address, timeoutMs) -> reader id
+ * Throws ETIMEDOUT naming the pid of a participant that did not answer. */
+static napi_value arm_js(napi_env env, napi_callback_info info) {
+  napi_value argv[6];
+  uint64_t dev, ino, size, mode, addr, tmo;
+  if (!cowshm_args(env, info, 6, argv) || !cowshm_get_u64(env, argv[0], &dev) ||
+      !cowshm_get_u64(env, argv[1], &ino) || !cowshm_get_u64(env, argv[2], &size) ||
+      !cowshm_get_u64(env, argv[3], &mode) || !cowshm_get_u64(env, argv[4], &addr) ||
+      !cowshm_get_u64(env, argv[5], &tmo))
+    return NULL;
+  pthread_mutex_lock(&table_mu);
+  int id = -1;
+  for (int i = 0; i < MAX_READERS && id < 0; i++)
+    if (!readers[i].used) id = i;
+  if (id < 0) {
+    pthread_mutex_unlock(&table_mu);
+    return cowshm_throw_errno(env, EMFILE, "snapshot", "at most 64 cross-process snapshots per process");
+  }
+  struct reader *r = &readers[id];
+  memset(r, 0, sizeof *r);
+  const char *call = "open";
+  char why[320];
+  int err = xfile_open(&r->f, dev, ino, size, (uint32_t)mode, &call, why, sizeof why);
+  if (err != 0) {
+    pthread_mutex_unlock(&table_mu);
+    return cowshm_throw_errno(env, err, call, why);
+  }
+  r->used = 1;
+  pthread_mutex_unlock(&table_mu);
+  if (lock_byte(r->f.fd, READER_LOCK, 1, F_WRLCK, 0) != 0) {
+    init_unlock(&r->f);
+    xfile_close(&r->f);
+    r->used = 0;
+    return cowshm_throw_errno(env, EBUSY, "snapshot",
+                              "another cross-process snapshot of this region is live: one at a time per region");
+  }
+  init_unlock(&r->f);
+  struct xhdr *h = r->f.h;
+  atomic_store(&h->reader_pid, (uint32_t)getpid());
+  atomic_store(&h->reader_fd, (uint32_t)r->f.fd);
+  atomic_store(&h->reader_addr, addr);
+  atomic_store(&h->timeout_ms, (uint32_t)(tmo > 600000 ? 600000 : tmo));
+  /* Generation 0 would match unset slots; skip it (and keep 24 bits for claims). */
+  uint32_t gen = (atomic_load(&h->gen) + 1) & 0xffffff;
+  if (gen == 0) gen = 1;
+  r->gen = gen;
+  atomic_store(&h->gen, gen);
+  atomic_store(&h->state, ST_ARMING);
+  atomic_fetch_add(&h->seq, 1);
+  atomic_thread_fence(memory_order_seq_cst);
+  futex(&h->seq, FUTEX_WAKE, INT_MAX, NULL);
+  uint64_t deadline = now_ms() + tmo;
+  for (int i = 0; i < MAX_PARTS && err == 0; i++) {
+    struct xslot *sl = &h->slot[i];
+    for (;;) {
+      if (!held(r->f.fd, SLOT_LOCK + i)) break; /* no participant, or it died */
+      uint32_t a = atomic_load(&sl->armed);
+      if (a == gen) {
+        err = (int)atomic_load(&sl->err);
+        if (err != 0)
+          snprintf(why, sizeof why, "process %u could not arm for this snapshot of %s", atomic_load(&sl->pid), r->f.path);
+        break;
+      }
+      uint64_t t = now_ms();
+      if (t >= deadline) {
+        err = ETIMEDOUT;
+        snprintf(why, sizeof why,
+                 "process %u, which writes this region, did not arm within %llu ms (stopped, or a debugger holds it)",
+                 atomic_load(&sl->pid), (unsigned long long)tmo);
+        break;
+      }
+      struct timespec ts = {0, 1000000};
+      futex(&sl->armed, FUTEX_WAIT, a, &ts);
+    }
+  }
+  if (err == 0 && atomic_load(&h->broken_gen) == gen) err = (int)atomic_load(&h->broken_err);
+  if (err < 0 || err > 4095) err = EPROTO; /* garbage in a slot: say so, never a made-up errno */
+  if (err != 0) {
+    reader_disarm(r);
+    /* Keep the mapping until everyone armed has let go: xprocDrained. */
+    napi_value e = cowshm_throw_errno(env, err, "snapshot", why);
+    (void)e;
+    napi_value ex;
+    bool pending = false;
+    napi_is_exception_pending(env, &pending);
+    if (pending && napi_get_and_clear_last_exception(env, &ex) == napi_ok) {
+      napi_value idv = cowshm_num(env, id);
+      napi_set_named_property(env, ex, "readerId", idv);
+      napi_throw(env, ex);
+    }
+    return NULL;
+  }
+  atomic_store(&h->state, ST_ARMED);
+  futex(&h->state, FUTEX_WAKE, INT_MAX, NULL);
+  return cowshm_num(env, id);
+}
+
+static struct reader *reader_of(napi_env env, napi_value v) {
+  int32_t id;
+  if (!cowshm_get_i32(env, v, &id)) return NULL;
+  if (id < 0 || id >= MAX_READERS || !readers[id].used) {
+    cowshm_throw_code(env, "ERR_COWSHM_CLOSED", "the cross-process snapshot is released");
+    return NULL;
+  }
+  return &readers[id];
+}
+
+/* xprocBroken(id) -> errno of a push that failed, or 0 */
+static napi_value broken_js(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  if (!cowshm_args(env, info, 1, argv)) return NULL;
+  struct reader *r = reader_of(env, argv[0]);
+  if (r == NULL) return NULL;
+  struct xhdr *h = r->f.h;
+  int err = atomic_load(&h->broken_gen) == r->gen ? (int)atomic_load(&h->broken_err) : 0;
+  /* Someone else's generation in the header while we hold the reader lock:
+   * garbage, and our snapshot's pushes may have stopped. */
+  if (atomic_load(&h->gen) != r->gen || atomic_load(&h->state) != ST_ARMED) err = err ? err : EPROTO;
+  if (err < 0 || err > 4095) err = EPROTO;
+  return cowshm_num(env, err);
+}
+
+/* xprocRelease(id): no participant arms for this snapshot any more. */
+static napi_value release_js(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  if (!cowshm_args(env, info, 1, argv)) return NULL;
+  struct reader *r = reader_of(env, argv[0]);
+  if (r == NULL) return NULL;
+  reader_disarm(r);
+  return cowshm_undefined(env);
+}
+
+/* xprocDrained(id) -> whether no live participant may still push into the
+ * snapshot's mapping; when true, the reader is gone and the mapping may go. */
+static napi_value drained_js(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  if (!cowshm_args(env, info, 1, argv)) return NULL;
+  struct reader *r = reader_of(env, argv[0]);
+  if (r == NULL) return NULL;
+  struct xhdr *h = r->f.h;
+  for (int i = 0; i < MAX_PARTS; i++) {
+    if (!held(r->f.fd, SLOT_LOCK + i)) continue;
+    /* Only a participant that armed for our generation pushes into it, until
+     * it says it is idle for that generation. */
+    struct xslot *sl = &h->slot[i];
+    if (atomic_load(&sl->armed) == r->gen && atomic_load(&sl->err) == 0 && atomic_load(&sl->idle) != r->gen) {
+      napi_value f;
+      NAPI_OK(env, napi_get_boolean(env, false, &f));
+      return f;
+    }
+  }
+  if (lock_byte(r->f.fd, INIT_LOCK, 1, F_WRLCK, 1) == 0) xfile_unlink_if_last(&r->f);
+  xfile_close(&r->f);
+  r->used = 0;
+  napi_value t;
+  NAPI_OK(env, napi_get_boolean(env, true, &t));
+  return t;
+}
+
+napi_value cowshm_init_xproc(napi_env env, napi_value exports) {
+  napi_property_descriptor props[] = {
+      {"xprocJoin", NULL, join_js, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"xprocLeave", NULL, leave_js, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"xprocArm", NULL, arm_js, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"xprocBroken", NULL, broken_js, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"xprocRelease", NULL, release_js, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"xprocDrained", NULL, drained_js, NULL, NULL, NULL, napi_enumerable, NULL},
+  };
+  NAPI_OK(env, napi_define_properties(env, exports, sizeof props / sizeof *props, props));
+  return exports;
+}
