@@ -427,6 +427,8 @@ export class Region {
           hugePages,
         );
       if (size % pageSize !== 0) throw outOfRange('"size" option', hugeMultiple(pageSize), size);
+      if (crossProcess)
+        throw outOfRange('"crossProcess" option', 'false with a hugetlb "pageSize" (cross-process snapshots of hugetlb regions are not supported)', crossProcess);
       return createHuge(size, name, mode, reserve, pageSize);
     }
     if (reserve) {

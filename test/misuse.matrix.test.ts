@@ -127,6 +127,7 @@ const rows: Row[] = [
   { label: 'create(42)', call: () => Region.create(42 as never), type: TypeError, code: TYPE },
   { label: 'create({})', call: () => Region.create({} as never), type: TypeError, code: TYPE },
   { label: 'create size 0', call: () => Region.create({ size: 0 }), type: RangeError, code: RANGE },
+  { label: 'create crossProcess on hugetlb pages', call: () => Region.create({ size: 2 << 20, pageSize: 2 << 20, crossProcess: true }), type: RangeError, code: RANGE },
   { label: 'create size -1', call: () => Region.create({ size: -1 }), type: RangeError, code: RANGE },
   { label: 'create size 1.5', call: () => Region.create({ size: 1.5 }), type: RangeError, code: RANGE },
   { label: 'create size NaN', call: () => Region.create({ size: NaN }), type: RangeError, code: RANGE },
