@@ -2,6 +2,7 @@
 import * as fs from 'node:fs';
 import type { Worker } from 'node:worker_threads';
 import type { WorkerCommand } from './snapshot-worker';
+import type { Region } from 'cowshm';
 
 /** The value of `field` (in bytes) in the /proc/self/smaps block of the mapping at `address`. */
 export function smapsField(address: number, field: string): number {
@@ -61,4 +62,18 @@ export function command(w: Worker, cmd: WorkerCommand): Promise<void> {
     w.once('error', onError);
     w.postMessage(cmd);
   });
+}
+
+/**
+ * Opens `region` in each snapshot-worker thread and sets worker i writing
+ * its own `pagesEach` pages until `control[0]` is set; resolves once every
+ * worker is writing, with the promises of their runs.
+ */
+export async function startSpinning(workers: Worker[], region: Region, control: Int32Array, pagesEach: number): Promise<Array<Promise<void>>> {
+  await Promise.all(workers.map((w) => command(w, { op: 'open', handle: region.handle() })));
+  const spinning = workers.map((w, i) =>
+    command(w, { op: 'spin', control: control.buffer as SharedArrayBuffer, index: i, firstPage: i * pagesEach, pages: pagesEach }),
+  );
+  while (control.subarray(1).some((x) => x < 3)) await new Promise((resolve) => setTimeout(resolve, 1));
+  return spinning;
 }

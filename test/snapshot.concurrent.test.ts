@@ -3,7 +3,7 @@ import * as assert from 'node:assert/strict';
 import * as path from 'node:path';
 import { Worker } from 'node:worker_threads';
 import { Region, pageSize, type Snapshot } from 'cowshm';
-import { command } from './snapshot-helpers';
+import { startSpinning } from './snapshot-helpers';
 
 test('snapshots taken and released while worker threads keep writing never change after they are taken', async () => {
   if (pageSize !== 4096) return; // the worker's layout assumes 4 KiB pages
@@ -15,12 +15,7 @@ test('snapshots taken and released while worker threads keep writing never chang
   const live: Array<{ s: Snapshot; first: Buffer }> = [];
   try {
     const words = new Int32Array(r.map().buffer);
-    await Promise.all(workers.map((w) => command(w, { op: 'open', handle: r.handle() })));
-    const spinning = workers.map((w, i) =>
-      command(w, { op: 'spin', control: control.buffer as SharedArrayBuffer, index: i, firstPage: i * PAGES_EACH, pages: PAGES_EACH }),
-    );
-    // Let every worker get going.
-    while (control.subarray(1).some((x) => x < 3)) await new Promise((resolve) => setTimeout(resolve, 1));
+    const spinning = await startSpinning(workers, r, control, PAGES_EACH);
     for (let i = 0; i < 150; i++) {
       const s = r.snapshot();
       // Read while the workers write: a snapshot that let a write through would differ later.

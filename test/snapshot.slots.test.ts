@@ -11,7 +11,7 @@ import * as assert from 'node:assert/strict';
 import * as path from 'node:path';
 import { Worker } from 'node:worker_threads';
 import { Region, pageSize, type Snapshot, type View } from 'cowshm';
-import { command } from './snapshot-helpers';
+import { startSpinning } from './snapshot-helpers';
 
 test('slots reused while other threads take snapshot write faults: snapshots stay exact, nothing crashes', async () => {
   if (pageSize !== 4096) return; // the worker's layout assumes 4 KiB pages
@@ -24,11 +24,7 @@ test('slots reused while other threads take snapshot write faults: snapshots sta
   const live: Array<{ s: Snapshot; first: Buffer }> = [];
   try {
     const words = new Int32Array(r.map().buffer);
-    await Promise.all(workers.map((w) => command(w, { op: 'open', handle: r.handle() })));
-    const spinning = workers.map((w, i) =>
-      command(w, { op: 'spin', control: control.buffer as SharedArrayBuffer, index: i, firstPage: i * PAGES_EACH, pages: PAGES_EACH }),
-    );
-    while (control.subarray(1).some((x) => x < 3)) await new Promise((resolve) => setTimeout(resolve, 1));
+    const spinning = await startSpinning(workers, r, control, PAGES_EACH);
     let churned = 0;
     for (let i = 0; i < 120; i++) {
       const s = r.snapshot();
