@@ -10,20 +10,7 @@ import { Readable, PassThrough } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { Region, checkpointInfo, pageSize } from 'cowshm';
 import { tempDir, rmTemp, packageRoot } from './helpers';
-
-function filled(size: number, seed = 1): { region: Region; bytes: Uint8Array } {
-  const region = Region.create({ size });
-  const view = region.map();
-  const words = new Uint32Array(view.buffer, 0, Math.floor(size / 4));
-  let x = seed >>> 0 || 1;
-  for (let i = 0; i < words.length; i++) {
-    x ^= x << 13;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    words[i] = x >>> 0;
-  }
-  return { region, bytes: new Uint8Array(view.buffer) };
-}
+import { filled } from './checkpoint-helpers';
 
 async function collect(readable: AsyncIterable<Uint8Array>): Promise<Buffer> {
   const parts: Buffer[] = [];

@@ -4,22 +4,9 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Region, writeCheckpoint, checkpointInfo, pageSize } from 'cowshm';
 import { tempDir, rmTemp } from './helpers';
+import { filled } from './checkpoint-helpers';
 
 /** A memfd region filled with a pattern that differs on every page. */
-function filled(size: number, seed = 1): { region: Region; bytes: Uint8Array } {
-  const region = Region.create({ size });
-  const view = region.map();
-  const words = new Uint32Array(view.buffer, 0, Math.floor(size / 4));
-  let x = seed >>> 0 || 1;
-  for (let i = 0; i < words.length; i++) {
-    x ^= x << 13;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    words[i] = x >>> 0;
-  }
-  return { region, bytes: new Uint8Array(view.buffer) };
-}
-
 const tmpFiles = (dir: string): string[] => fs.readdirSync(dir).filter((f) => f.endsWith('.tmp'));
 
 test('full checkpoint round trip: file layout, result, and restored bytes equal', async () => {
