@@ -155,7 +155,7 @@ export class Snapshot {
   /** @internal Snapshots are made by `Region.snapshot()`. */
   constructor(
     region: Region, id: number, byteOffset: number, byteLength: number, backend: SnapshotBackend, chunkSize: number,
-    reader?: number,
+    reader?: number, buffer?: ArrayBuffer,
   ) {
     this.region = region;
     this.#reader = reader;
@@ -165,7 +165,9 @@ export class Snapshot {
     this.byteLength = byteLength;
     this.backend = backend;
     this.chunkSize = chunkSize;
-    this.#mapping = { id, open: true };
+    // A cross-process snapshot's buffer is made by xproc.arm and owns the mapping.
+    this.#buffer = buffer;
+    this.#mapping = { id, open: buffer === undefined };
     mappings.register(this, this.#mapping);
   }
 
@@ -265,7 +267,7 @@ export class Snapshot {
     this.#mapping.open = false;
     if (this.#reader !== undefined) {
       unreleased.unregister(this);
-      xproc.release(this.#reader, this.#id);
+      xproc.release(this.#reader, this.#id, this.#buffer as ArrayBuffer);
     } else native.unmap(this.#id);
   }
 
@@ -337,7 +339,7 @@ export function takeSnapshot(region: Region, fd: number, owner: number, options:
 }
 
 /** Releases cross-process snapshots whose object was collected without release(). */
-const unreleased = new FinalizationRegistry<[number, number]>(([reader, id]) => xproc.release(reader, id));
+const unreleased = new FinalizationRegistry<[number, number, ArrayBuffer]>(([reader, id, buffer]) => xproc.release(reader, id, buffer));
 
 function crossProcess(region: Region, fd: number, o: SnapshotOptions, offset: number, length: number): Snapshot {
   const size = region.size;
@@ -347,9 +349,10 @@ function crossProcess(region: Region, fd: number, o: SnapshotOptions, offset: nu
   const label = `${region.toString()}, snapshot ${++labels} (processes)`;
   if (region.pageSize !== native.pageSize)
     throw cowshmError('ERR_COWSHM_UNSUPPORTED', "A snapshot with scope 'processes' of a hugetlb region is not supported yet");
-  const { id, reader } = xproc.arm(fd, size, region._mode, region.dev, region.ino, label, timeoutMs);
-  const s = new Snapshot(region, id, 0, size, info.backend, native.pageSize, reader);
-  unreleased.register(s, [reader, id], s);
+  const { id, reader, buffer } = xproc.arm(fd, size, region._mode, region.dev, region.ino, label, timeoutMs);
+  const s = new Snapshot(region, id, 0, size, info.backend, native.pageSize, reader, buffer);
+  // The held value keeps the buffer (and so the mapping) until the release drained.
+  unreleased.register(s, [reader, id, buffer], s);
   return s;
 }
 

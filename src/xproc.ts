@@ -18,19 +18,28 @@ export function leave(id: number): void {
   native.xprocLeave(id);
 }
 
-/** A reader's frozen mapping of the whole region, armed in every participant. */
+/**
+ * A reader's frozen mapping of the whole region, armed in every participant.
+ * `buffer` owns the mapping (its collection unmaps it): whoever holds the
+ * reader holds it, and hands it to release().
+ */
 export interface Armed {
   id: number;
   reader: number;
   buffer: ArrayBuffer;
 }
 
-/** Readers released (or failed) whose mapping waits until no participant may push into it. */
-const draining = new Map<number, number>();
+/**
+ * Readers released (or failed) whose mapping waits until no participant may
+ * push into it: reader -> [mapping id, the ArrayBuffer that owns the mapping].
+ * Held here, the buffer cannot be collected (which would unmap the range)
+ * while a push may still land there.
+ */
+const draining = new Map<number, [number, ArrayBuffer]>();
 let timer: NodeJS.Timeout | undefined;
 
 function drain(): void {
-  for (const [reader, id] of draining) {
+  for (const [reader, [id]] of draining) {
     if (!native.xprocDrained(reader)) continue;
     draining.delete(reader);
     native.unmap(id);
@@ -42,9 +51,9 @@ function drain(): void {
 }
 
 /** Ends a reader: its mapping goes once every participant has let go (at once, unless one is stopped). */
-export function release(reader: number, id: number): void {
+export function release(reader: number, id: number, buffer: ArrayBuffer): void {
   native.xprocRelease(reader);
-  draining.set(reader, id);
+  draining.set(reader, [id, buffer]);
   drain();
   if (draining.size !== 0 && timer === undefined) {
     timer = setInterval(drain, 20);
@@ -62,15 +71,16 @@ export function arm(
 ): Armed {
   const id = native.mapView(fd, 0, size, ACCESS.cow, label, nextOwner++, dev, ino, 0);
   let reader: number;
+  let buffer: ArrayBuffer | undefined;
   try {
-    const buffer = native.viewBuffer(id);
+    buffer = native.viewBuffer(id);
     reader = native.xprocArm(dev, ino, size, mode & 0o666, native.address(id), timeoutMs);
     return { id, reader, buffer };
   } catch (err) {
     const r = (err as { readerId?: unknown }).readerId;
     if (typeof r === 'number') {
       delete (err as { readerId?: unknown }).readerId;
-      release(r, id);
+      release(r, id, buffer as ArrayBuffer);
     } else native.unmap(id);
     throw err;
   }
