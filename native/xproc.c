@@ -14,7 +14,8 @@
  * the region's mode; taking part needs write access to it.
  *
  *   page 0   struct xhdr: seq (futex: "look again"), state, gen, the reader's
- *            pid / descriptor / address, and one struct xslot per participant
+ *            pid / descriptor / address, the bytes pushed around a first
+ *            write (chunk), and one struct xslot per participant
  *   page 1.. one 32-bit claim per region page: (gen << 8) | (slot << 2) | CLAIM_*
  *
  * Liveness never goes through pids: byte READER_LOCK of the file is OFD-locked
@@ -70,13 +71,14 @@
 #include <unistd.h>
 
 #define XMAGIC 0x43575850u /* "PXWC" */
-#define XVERSION 1
+#define XVERSION 2
 #define MAX_PARTS 64
 #define READER_LOCK 0
 #define SLOT_LOCK 1
 #define INIT_LOCK 4000
 #define MAX_CTX 64
 #define MAX_READERS 64
+#define MAX_CHUNK (1u << 30)
 
 enum { ST_IDLE = 0, ST_ARMING = 1, ST_ARMED = 2 };
 enum { CLAIM_COPYING = 1, CLAIM_COPIED = 2 };
@@ -100,6 +102,8 @@ struct xhdr {
   _Atomic uint32_t reader_fd;
   _Atomic uint32_t timeout_ms;
   _Atomic uint64_t reader_addr;
+  _Atomic uint32_t chunk; /* the snapshot's chunkSize: a power of two, page .. MAX_CHUNK */
+  uint32_t pad;
   struct xslot slot[MAX_PARTS];
 };
 
@@ -432,13 +436,14 @@ static void part_step(struct part *p) {
     pid_t pid = (pid_t)atomic_load(&h->reader_pid);
     int rfd = (int)atomic_load(&h->reader_fd);
     uint64_t addr = atomic_load(&h->reader_addr);
-    uint32_t tmo = atomic_load(&h->timeout_ms);
+    uint32_t tmo = atomic_load(&h->timeout_ms), chunk = atomic_load(&h->chunk);
     int err = verify_reader(&p->f, pid, rfd, addr);
+    if (err == 0 && (chunk < cowshm_page_size || chunk > MAX_CHUNK || (chunk & (chunk - 1)) != 0)) err = EPROTO;
     if (err == 0) {
       p->push = (struct pushctx){h, p->f.claims, p->f.dev, p->f.ino, p->f.npages, pid, addr, gen,
                                  tmo > 600000 ? 600000 : tmo, p->f.fd, p->slot};
       const char *call;
-      p->remote = cowshm_snapshot_remote_create(p->f.dev, p->f.ino, p->f.size, push, &p->push, &err, &call);
+      p->remote = cowshm_snapshot_remote_create(p->f.dev, p->f.ino, p->f.size, chunk, push, &p->push, &err, &call);
     }
     atomic_store(&sl->err, (uint32_t)err);
     atomic_store(&sl->armed, gen);
@@ -564,16 +569,19 @@ static void reader_disarm(struct reader *r) {
   lock_byte(r->f.fd, READER_LOCK, 1, F_UNLCK, 0);
 }
 
-/* xprocArm(dev, ino, size, mode, address, timeoutMs) -> reader id
+/* xprocArm(dev, ino, size, mode, address, timeoutMs, chunk) -> reader id
  * Throws ETIMEDOUT naming the pid of a participant that did not answer. */
 static napi_value arm_js(napi_env env, napi_callback_info info) {
-  napi_value argv[6];
-  uint64_t dev, ino, size, mode, addr, tmo;
-  if (!cowshm_args(env, info, 6, argv) || !cowshm_get_u64(env, argv[0], &dev) ||
+  napi_value argv[7];
+  uint64_t dev, ino, size, mode, addr, tmo, chunk;
+  if (!cowshm_args(env, info, 7, argv) || !cowshm_get_u64(env, argv[0], &dev) ||
       !cowshm_get_u64(env, argv[1], &ino) || !cowshm_get_u64(env, argv[2], &size) ||
       !cowshm_get_u64(env, argv[3], &mode) || !cowshm_get_u64(env, argv[4], &addr) ||
-      !cowshm_get_u64(env, argv[5], &tmo))
+      !cowshm_get_u64(env, argv[5], &tmo) || !cowshm_get_u64(env, argv[6], &chunk))
     return NULL;
+  /* Checked in TypeScript; here what the participants will check. */
+  if (chunk < cowshm_page_size || chunk > MAX_CHUNK || (chunk & (chunk - 1)) != 0)
+    return cowshm_throw_range(env, "cowshm internal error: bad snapshot chunk");
   pthread_mutex_lock(&table_mu);
   int id = -1;
   for (int i = 0; i < MAX_READERS && id < 0; i++)
@@ -606,6 +614,7 @@ static napi_value arm_js(napi_env env, napi_callback_info info) {
   atomic_store(&h->reader_fd, (uint32_t)r->f.fd);
   atomic_store(&h->reader_addr, addr);
   atomic_store(&h->timeout_ms, (uint32_t)(tmo > 600000 ? 600000 : tmo));
+  atomic_store(&h->chunk, (uint32_t)chunk);
   /* Generation 0 would match unset slots; skip it (and keep 24 bits for claims). */
   uint32_t gen = (atomic_load(&h->gen) + 1) & 0xffffff;
   if (gen == 0) gen = 1;

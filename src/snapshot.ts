@@ -47,7 +47,9 @@ export interface SnapshotOptions {
    * the region (a RangeError names it). Default: the least the backend can
    * do, `snapshot.chunkSize` reports what was used. Live snapshots with
    * different chunk sizes each copy their own chunk; a write mapping becomes
-   * writable again only where every live snapshot has its copy.
+   * writable again only where every live snapshot has its copy. With
+   * `scope: 'processes'`, what each writer process pushes around its first
+   * write to a page (default: the page).
    */
   chunkSize?: number;
 }
@@ -331,7 +333,7 @@ export function takeSnapshot(region: Region, fd: number, owner: number, options:
   const [offset, length] = check.range(o, size, region, 'snapshot', region.pageSize);
   const chunkSize = o.chunkSize === undefined ? 0 : check.chunkSize(o.chunkSize, '"chunkSize" option', region.pageSize);
   const hugeShift = region.pageSize === native.pageSize ? 0 : Math.log2(region.pageSize);
-  if (scope === 'processes') return crossProcess(region, fd, o, offset, length);
+  if (scope === 'processes') return crossProcess(region, fd, o, offset, length, chunkSize);
 
   const label = `${region.toString()}, snapshot ${++labels}`;
   const [id, chunk, backend] = native.snapshotCreate(fd, offset, length, label, owner, region.dev, region.ino, size, chunkSize, hugeShift);
@@ -341,7 +343,7 @@ export function takeSnapshot(region: Region, fd: number, owner: number, options:
 /** Releases cross-process snapshots whose object was collected without release(). */
 const unreleased = new FinalizationRegistry<[number, number, ArrayBuffer]>(([reader, id, buffer]) => xproc.release(reader, id, buffer));
 
-function crossProcess(region: Region, fd: number, o: SnapshotOptions, offset: number, length: number): Snapshot {
+function crossProcess(region: Region, fd: number, o: SnapshotOptions, offset: number, length: number, chunkSize: number): Snapshot {
   const size = region.size;
   if (offset !== 0 || length !== size)
     throw cowshmError('ERR_COWSHM_UNSUPPORTED', "A snapshot with scope 'processes' covers the whole region: omit offset and length");
@@ -349,8 +351,11 @@ function crossProcess(region: Region, fd: number, o: SnapshotOptions, offset: nu
   const label = `${region.toString()}, snapshot ${++labels} (processes)`;
   if (region.pageSize !== native.pageSize)
     throw cowshmError('ERR_COWSHM_UNSUPPORTED', "A snapshot with scope 'processes' of a hugetlb region is not supported yet");
-  const { id, reader, buffer } = xproc.arm(fd, size, region._mode, region.dev, region.ino, label, timeoutMs);
-  const s = new Snapshot(region, id, 0, size, info.backend, native.pageSize, reader, buffer);
+  // Every writer pushes this much around its first write to a page (a
+  // writer whose backend protects larger chunks pushes those).
+  const chunk = chunkSize || native.pageSize;
+  const { id, reader, buffer } = xproc.arm(fd, size, region._mode, region.dev, region.ino, label, timeoutMs, chunk);
+  const s = new Snapshot(region, id, 0, size, info.backend, chunk, reader, buffer);
   // The held value keeps the buffer (and so the mapping) until the release drained.
   unreleased.register(s, [reader, id, buffer], s);
   return s;

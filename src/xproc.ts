@@ -63,18 +63,19 @@ export function release(reader: number, id: number, buffer: ArrayBuffer): void {
 
 /**
  * Maps the region privately and arms every participant (cowshm's native
- * thread in each writer process) for it. Throws ETIMEDOUT naming a writer
- * that did not answer within timeoutMs.
+ * thread in each writer process) for it, each to push `chunk` bytes (a power
+ * of two, at least the page) around a first write. Throws ETIMEDOUT naming a
+ * writer that did not answer within timeoutMs.
  */
 export function arm(
-  fd: number, size: number, mode: number, dev: number, ino: number, label: string, timeoutMs: number,
+  fd: number, size: number, mode: number, dev: number, ino: number, label: string, timeoutMs: number, chunk: number,
 ): Armed {
   const id = native.mapView(fd, 0, size, ACCESS.cow, label, nextOwner++, dev, ino, 0);
   let reader: number;
   let buffer: ArrayBuffer | undefined;
   try {
     buffer = native.viewBuffer(id);
-    reader = native.xprocArm(dev, ino, size, mode & 0o666, native.address(id), timeoutMs);
+    reader = native.xprocArm(dev, ino, size, mode & 0o666, native.address(id), timeoutMs, chunk);
     return { id, reader, buffer };
   } catch (err) {
     const r = (err as { readerId?: unknown }).readerId;
