@@ -316,10 +316,37 @@ static uintptr_t local_page(const struct pushctx *c, uint64_t p) {
   return 0;
 }
 
+/* Pushes pages [first, first + n) of the region (claimed by us, contiguous in
+ * this process's mapping from src) into the reader with one
+ * process_vm_writev, then marks them copied. Returns 0 or the errno. */
+static int push_run(struct pushctx *c, uint64_t first, uint64_t n, uintptr_t src, uint32_t done) {
+  int err = 0;
+  if (src == 0)
+    err = EFAULT;
+  else {
+    size_t len = (size_t)(n * cowshm_page_size);
+    struct iovec l = {(void *)src, len};
+    struct iovec r = {(void *)(uintptr_t)(c->addr + first * cowshm_page_size), len};
+    ssize_t got = syscall(SYS_process_vm_writev, c->pid, &l, 1, &r, 1, 0);
+    if (got != (ssize_t)len) err = got < 0 ? errno : EIO;
+  }
+  /* The reader died (ESRCH): nobody can read the snapshot, nothing breaks. */
+  if (err == ESRCH) err = 0;
+  if (err != 0) mark_broken(c, err);
+  for (uint64_t p = first; p < first + n; p++) atomic_store(&c->claims[p], done);
+  return err;
+}
+
 /* SAFETY (signal context): futex, nanosleep, clock_gettime and
  * process_vm_writev are system calls; everything else is atomics on the
  * coordination file's mapping (live while the remote snapshot is) and on
- * fields of c that do not change while it is. Every wait is bounded. */
+ * fields of c that do not change while it is. Every wait is bounded.
+ *
+ * [lo, hi) is a chunk around the write (the snapshot's chunkSize). Its pages
+ * are claimed in address order; runs of pages we claimed go in one
+ * process_vm_writev each; then we wait for the pages other writers claimed
+ * to be copied (nothing is held while waiting, so no two writers wait on
+ * each other), and only then may the write land. */
 static int push(void *ctxp, uint64_t lo, uint64_t hi) {
   struct pushctx *c = ctxp;
   uint64_t bound = (uint64_t)c->timeout_ms + 1000, start = now_ms();
@@ -337,32 +364,29 @@ static int push(void *ctxp, uint64_t lo, uint64_t hi) {
   /* A claim: (generation << 8) | (slot << 2) | state. */
   uint32_t tag = (c->gen & 0xffffff) << 8;
   uint32_t mine = tag | ((uint32_t)c->slot << 2) | CLAIM_COPYING, done = tag | CLAIM_COPIED;
-  int result = 0;
-  for (uint64_t p = lo / cowshm_page_size; p < hi / cowshm_page_size && p < c->npages; p++) {
+  uint64_t p0 = lo / cowshm_page_size, p1 = hi / cowshm_page_size;
+  if (p1 > c->npages) p1 = c->npages;
+  int result = 0, others = 0;
+  /* The run of pages claimed and not pushed yet: [run, run + runlen) from runsrc. */
+  uint64_t run = 0, runlen = 0;
+  uintptr_t runsrc = 0;
+  for (uint64_t p = p0; p < p1; p++) {
     _Atomic uint32_t *w = &c->claims[p];
     uint32_t v = atomic_load(w);
     int ours = 0;
-    uint64_t t0 = now_ms();
     for (;;) {
       if (v == done) break;
       if ((v & ~0xffu) == tag && (v & 3) == CLAIM_COPYING) {
-        /* Another writer is pushing this page: wait for it. One that died
-         * (its slot lock is gone) never let its write through (a write lands
-         * only after the push is done), so its claim is taken over. */
+        /* Another writer is pushing this page (waited for below). One that
+         * died (its slot lock is gone) never let its write through (a write
+         * lands only after the push is done), so its claim is taken over.
+         * (A claim of our own slot is another thread of this process.) */
         int claimant = (int)((v >> 2) & 63);
-        /* (A claim of our own slot is another thread of this process.) */
-        if (claimant != c->slot && !held(c->fd, SLOT_LOCK + claimant) && atomic_compare_exchange_strong(w, &v, mine)) {
+        if (claimant != c->slot && !held(c->fd, SLOT_LOCK + claimant) && atomic_compare_exchange_strong(w, &v, mine))
           ours = 1;
-          break;
-        }
-        if (now_ms() - t0 > bound) {
-          mark_broken(c, ETIMEDOUT);
-          result = ETIMEDOUT;
-          break;
-        }
-        nap_us(20);
-        v = atomic_load(w);
-        continue;
+        else
+          others = 1;
+        break;
       }
       /* Untouched: a claim of another generation, or garbage. */
       if (atomic_compare_exchange_weak(w, &v, mine)) {
@@ -370,23 +394,48 @@ static int push(void *ctxp, uint64_t lo, uint64_t hi) {
         break;
       }
     }
+    uintptr_t src = ours ? local_page(c, p) : 0;
+    if (runlen != 0 && (!ours || src == 0 || src != runsrc + runlen * cowshm_page_size)) {
+      int err = push_run(c, run, runlen, runsrc, done);
+      if (err != 0) result = err;
+      runlen = 0;
+    }
     if (!ours) continue;
-    /* Ours: we moved it from untouched to COPYING. */
-    uintptr_t src = local_page(c, p);
-    int err = 0;
-    if (src == 0)
-      err = EFAULT;
-    else {
-      struct iovec l = {(void *)src, cowshm_page_size};
-      struct iovec r = {(void *)(uintptr_t)(c->addr + p * cowshm_page_size), cowshm_page_size};
-      ssize_t n = syscall(SYS_process_vm_writev, c->pid, &l, 1, &r, 1, 0);
-      if (n != (ssize_t)cowshm_page_size) err = n < 0 ? errno : EIO;
+    if (src == 0) {
+      int err = push_run(c, p, 1, 0, done); /* no mapping of ours holds it: breaks the snapshot */
+      if (err != 0) result = err;
+      continue;
     }
-    if (err != 0 && err != ESRCH) {
-      mark_broken(c, err);
-      result = err;
+    if (runlen == 0) {
+      run = p;
+      runsrc = src;
     }
-    atomic_store(w, done);
+    runlen++;
+  }
+  if (runlen != 0) {
+    int err = push_run(c, run, runlen, runsrc, done);
+    if (err != 0) result = err;
+  }
+  if (!others) return result;
+  /* Pages that other writers are pushing: copied before our write lands. */
+  for (uint64_t p = p0; p < p1; p++) {
+    _Atomic uint32_t *w = &c->claims[p];
+    uint64_t t0 = now_ms();
+    for (uint32_t v = atomic_load(w); v != done; v = atomic_load(w)) {
+      if ((v & ~0xffu) != tag || (v & 3) != CLAIM_COPYING) break; /* garbage: nothing to wait for */
+      int claimant = (int)((v >> 2) & 63);
+      if (claimant != c->slot && !held(c->fd, SLOT_LOCK + claimant) && atomic_compare_exchange_strong(w, &v, mine)) {
+        int err = push_run(c, p, 1, local_page(c, p), done);
+        if (err != 0) result = err;
+        break;
+      }
+      if (now_ms() - t0 > bound) {
+        mark_broken(c, ETIMEDOUT);
+        result = ETIMEDOUT;
+        break;
+      }
+      nap_us(20);
+    }
   }
   return result;
 }
