@@ -510,13 +510,21 @@ static void *part_thread(void *arg) {
   sigset_t all;
   sigfillset(&all);
   pthread_sigmask(SIG_BLOCK, &all, NULL);
-  while (!atomic_load(&p->stop)) {
+  for (;;) {
+    /* seq before stop: leave() stores stop, then bumps seq. If this load
+     * sees the bump, the load of stop below sees stop; if not, the wait
+     * below returns at once. Either way no wake-up is lost. */
     uint32_t s = atomic_load(&p->f.h->seq);
+    if (atomic_load(&p->stop)) break;
     pthread_mutex_lock(&p->mu);
     part_step(p);
+    int armed = p->remote != NULL;
     pthread_mutex_unlock(&p->mu);
-    /* Bounded: a dead reader is noticed within a slice. */
-    struct timespec t = {0, 50000000};
+    /* Armed, the slice is short: a dead reader (its lock gone, nobody to
+     * bump seq) is noticed within it. Idle, only a reader's bump of seq (or
+     * leave's) gives this thread anything to do, so it sleeps long: an idle
+     * writer costs a wake-up a second. */
+    struct timespec t = {armed ? 0 : 1, armed ? 50000000 : 0};
     futex(&p->f.h->seq, FUTEX_WAIT, s, &t);
   }
   return NULL;
@@ -589,6 +597,9 @@ static napi_value leave_js(napi_env env, napi_callback_info info) {
   }
   struct part *p = &parts[id];
   atomic_store(&p->stop, 1);
+  /* A bump, not only a wake: a thread between its load of seq and its wait
+   * would sleep through a bare wake (the others just look again). */
+  atomic_fetch_add(&p->f.h->seq, 1);
   futex(&p->f.h->seq, FUTEX_WAKE, INT_MAX, NULL);
   pthread_join(p->thread, NULL);
   if (p->remote != NULL) cowshm_snapshot_remote_release(p->remote);
