@@ -124,6 +124,8 @@ const commands = {
   },
 };
 
+// The bench gone (killed), answers have nowhere to go: leave all the same.
+process.stdout.on('error', () => {});
 const rl = readline.createInterface({ input: process.stdin });
 rl.on('line', (line) => {
   let reply;

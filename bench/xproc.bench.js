@@ -49,6 +49,9 @@ const MS = 1e-3;
 
 const children = new Set();
 const regions = new Set();
+/** The coordination files of this bench's regions: removed by the last writer that leaves, or by cleanup(). */
+const coordination = new Set();
+/** Last resort, at exit: writers still running are killed, and what they could not remove goes. */
 function cleanup() {
   for (const c of children) c.proc.kill('SIGKILL');
   children.clear();
@@ -57,13 +60,25 @@ function cleanup() {
       if (!r.closed) r.unlink();
     } catch {}
   }
+  for (const f of coordination) fs.rmSync(f, { force: true });
 }
 process.on('exit', cleanup);
 for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'])
-  process.on(sig, () => {
+  process.once(sig, async () => {
+    await endChildren();
     cleanup();
-    process.kill(process.pid, sig);
+    process.kill(process.pid, sig); // the default action now: ends as the signal meant
   });
+
+/** Ends every writer as the bench's end would (stdin closes: it leaves, removing what it made); kills one that takes over 5 s. */
+function endChildren() {
+  return Promise.all(
+    [...children].map((c) => {
+      const t = setTimeout(() => c.proc.kill('SIGKILL'), 5000);
+      return c.end().finally(() => clearTimeout(t));
+    }),
+  );
+}
 
 class Child {
   constructor(env = {}) {
@@ -103,6 +118,7 @@ class Child {
   }
 
   async end() {
+    if (this.proc.exitCode !== null || this.proc.signalCode !== null) return;
     const exited = new Promise((resolve) => this.proc.once('exit', resolve));
     this.proc.stdin.end();
     await exited;
@@ -113,6 +129,7 @@ class Child {
 function filledRegion(tag, size, value) {
   const r = Region.create({ name: benchName(tag), size, mode: 0o600 });
   regions.add(r);
+  coordination.add(`/dev/shm/cowshm-xproc-${r.dev.toString(16)}-${r.ino.toString(16)}`);
   const v = r.map();
   new Uint8Array(v.buffer).fill(value);
   v.close();
@@ -342,7 +359,10 @@ async function main() {
   if (!ok.every(Boolean)) process.exitCode = 1;
 }
 
-main().catch((err) => {
-  console.error(err);
-  process.exitCode = 1;
-});
+main()
+  .catch((err) => {
+    console.error(err);
+    process.exitCode = 1;
+  })
+  // Writers left by a failure leave as they would at the end.
+  .finally(endChildren);
