@@ -5,7 +5,7 @@
 //   { op: 'open', name, crossProcess }   opens the region, maps it for writing, faults every page in
 //   { op: 'snapshot' }                    times an in-process snapshot() of the region (taken and released)
 //   { op: 'first', value, seed }          times one write per 4 KiB page in random order (first writes)
-//   { op: 'rate', regions: [i, j], reps, steps }
+//   { op: 'rate', regions: [i, j], reps, steps, sequential }
 //                                         pairs of timed runs of `steps` stores through each region's
 //                                         view (order alternating): { cpu: [[a, b]...], wall: [[a, b]...] }
 //   { op: 'idle', ms }                    this process's CPU seconds while its JS thread sleeps ms
@@ -41,20 +41,23 @@ const cpuSeconds = () => {
 };
 
 /**
- * One 8-byte store per step at pseudo-random places of the view: [CPU seconds
- * of the whole process (its native threads too), wall seconds] per store.
+ * One 8-byte store per step, at pseudo-random places of the view or one after
+ * the other: [CPU seconds of the whole process (its native threads too), wall
+ * seconds] per store.
  */
-function storeCost(words, steps) {
+function storeCostOf(words, steps, sequential) {
   const mask = words.length - 1; // views here are powers of two
   let x = 0x9e3779b9;
   const c0 = cpuSeconds();
   const t0 = process.hrtime.bigint();
-  for (let i = 0; i < steps; i++) {
-    x ^= x << 13;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    words[x & mask] = i;
-  }
+  if (sequential) for (let i = 0; i < steps; i++) words[i & mask] = i;
+  else
+    for (let i = 0; i < steps; i++) {
+      x ^= x << 13;
+      x ^= x >>> 17;
+      x ^= x << 5;
+      words[x & mask] = i;
+    }
   return [(cpuSeconds() - c0) / steps, seconds(t0) / steps];
 }
 
@@ -88,22 +91,23 @@ const commands = {
     for (let i = 0; i < order.length; i++) bytes[order[i] * pageSize] = value;
     return { sPerPage: seconds(t0) / pages };
   },
-  rate({ regions: [i, j], reps, steps }) {
+  rate({ regions: [i, j], reps, steps, sequential }) {
     const a = new Float64Array(views[i].buffer);
     const b = new Float64Array(views[j].buffer);
-    storeCost(a, steps); // warm the JIT on the loop, and both views' TLBs
-    storeCost(b, steps);
+    const storeCost = (words) => storeCostOf(words, steps, sequential);
+    storeCost(a); // warm the JIT on the loop, and both views' TLBs
+    storeCost(b);
     const cpu = [];
     const wall = [];
     for (let rep = 0; rep < reps; rep++) {
       // Alternate the order, so neither is always first.
       let x, y;
       if (rep % 2) {
-        x = storeCost(a, steps);
-        y = storeCost(b, steps);
+        x = storeCost(a);
+        y = storeCost(b);
       } else {
-        y = storeCost(b, steps);
-        x = storeCost(a, steps);
+        y = storeCost(b);
+        x = storeCost(a);
       }
       cpu.push([x[0], y[0]]);
       wall.push([x[1], y[1]]);

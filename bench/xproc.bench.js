@@ -15,14 +15,15 @@
 //     path (COWSHM_XPROC_HANDSHAKE=1 in the writers) vs C's handshake, when
 //     the addon has that switch (else the rows say "not available").
 //  3. Writers with no snapshot live vs a region that never had one: 8-byte
-//     stores at random places through a crossProcess view whose snapshots
-//     were all released vs a plain one, in pairs of runs in one process
-//     (target 1.03×, as time per store; CPU time of the writer process, all
-//     its threads, which counts the native thread and not the neighbours;
-//     wall clock alongside); and the idle cost of the native
-//     arming thread: the CPU a writer process takes while its JS thread
-//     sleeps, against a process without crossProcess, as 1 + the extra share
-//     of a core (what it could take from a writer that keeps a core busy).
+//     stores, at random places and one after the other, through a
+//     crossProcess view whose snapshots were all released vs a plain one, in
+//     pairs of runs in one process (target 1.03×, as time per store; CPU
+//     time of the writer process, all its threads, which counts the native
+//     thread and not the neighbours; wall clock alongside; two plain views
+//     compared the same way show what the measure calls equal); and the idle
+//     cost of the native arming thread: the CPU a writer process takes while
+//     its JS thread sleeps, against a process without crossProcess, as 1 +
+//     the extra share of a core (what it could take from a busy writer).
 //
 // Every child ends when this process does (their stdin closes), and the
 // regions are unlinked as soon as the writers have opened them.
@@ -299,16 +300,20 @@ async function idleRows() {
       r0(a);
       await settle([w]);
     }
-    const steps = 1 << 20;
-    const pairs = { cpu: [], wall: [], same: [] };
+    const random = { cpu: [], wall: [], same: [] };
+    const sequential = { cpu: [], wall: [], same: [] };
+    const pass = { random: [1 << 20, random], sequential: [1 << 23, sequential] };
     const cpu = [];
     const ms = quick ? 500 : 1000;
     for (let round = 0; round < rounds; round++) {
       await settle([w, plain]);
-      const { cpu: cpuPairs, wall: wallPairs } = await w.call({ op: 'rate', regions: [0, 1], reps: quick ? 10 : 20, steps });
-      pairs.cpu.push(...cpuPairs);
-      pairs.wall.push(...wallPairs);
-      pairs.same.push(...(await w.call({ op: 'rate', regions: [2, 1], reps: 4, steps })).cpu);
+      for (const [kind, [steps, pairs]] of Object.entries(pass)) {
+        const seq = kind === 'sequential';
+        const { cpu: cpuPairs, wall: wallPairs } = await w.call({ op: 'rate', regions: [0, 1], reps: quick ? 6 : 12, steps, sequential: seq });
+        pairs.cpu.push(...cpuPairs);
+        pairs.wall.push(...wallPairs);
+        pairs.same.push(...(await w.call({ op: 'rate', regions: [2, 1], reps: 4, steps, sequential: seq })).cpu);
+      }
       const order = round % 2 ? [w, plain] : [plain, w];
       const got = new Map();
       for (const p of order) got.set(p, await p.call({ op: 'idle', ms }));
@@ -320,9 +325,11 @@ async function idleRows() {
       name, cowshm: median(xs.map((p) => p[0])), baseline: median(xs.map((p) => p[1])), ratio: median(xs.map((p) => p[0] / p[1])), target, format: perStore,
     });
     return [
-      storeRow('store through a crossProcess view (snapshots released) vs a plain one, CPU time', pairs.cpu, 1.03),
-      storeRow('  the same, wall clock', pairs.wall),
-      storeRow('  two plain views, CPU time (what this measure calls equal)', pairs.same),
+      storeRow('random stores, crossProcess view (snapshots released) vs plain, CPU time', random.cpu, 1.03),
+      storeRow('  the same, wall clock', random.wall),
+      storeRow('  two plain views, CPU time (what this measure calls equal)', random.same),
+      storeRow('sequential stores, crossProcess view (snapshots released) vs plain, CPU time', sequential.cpu, 1.03),
+      storeRow('  two plain views, CPU time (what this measure calls equal)', sequential.same),
       {
         name: 'idle writer: CPU per second, crossProcess vs not (1 + extra share of a core)',
         cowshm: median(cpu.map((c) => c.x.cpu / c.x.wall)), baseline: median(cpu.map((c) => c.plain.cpu / c.plain.wall)),
