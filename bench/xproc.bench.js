@@ -173,12 +173,21 @@ const wall = () => process.hrtime.bigint();
 const since = (t0) => Number(process.hrtime.bigint() - t0) / 1e9;
 const perPage = (s) => `${fmtSeconds(s)}/page`;
 
-/** The cross-process handshake switch (COWSHM_XPROC_HANDSHAKE) is in the loaded addon. */
+/** This build knows the switch that forces the handshake push path (COWSHM_XPROC_HANDSHAKE), in its TypeScript or its addon. */
 function handshakeAvailable() {
   const want = option('handshake', 'auto');
   if (want !== 'auto') return want === 'yes';
-  const candidates = [process.env.COWSHM_NATIVE_PATH, path.join(__dirname, '..', 'build', 'Release', 'cowshm.node')];
+  const root = path.join(__dirname, '..');
+  const candidates = [path.join(root, 'dist', 'xproc.js'), process.env.COWSHM_NATIVE_PATH, path.join(root, 'build', 'Release', 'cowshm.node')];
   return candidates.some((f) => f && fs.existsSync(f) && fs.readFileSync(f).includes('COWSHM_XPROC_HANDSHAKE'));
+}
+
+/** Where the snapshot reports each writer's push path (snapshot.writers), every writer must be on `want`. */
+function checkPath(s, want) {
+  const writers = s.writers;
+  if (!Array.isArray(writers)) return;
+  const other = writers.find((w) => w.push !== want);
+  if (other) throw new Error(`writer ${other.pid} pushes by ${other.push}, this row measures ${want}`);
 }
 
 const bin = compileC('xproc');
@@ -229,7 +238,7 @@ async function takeSnapshots() {
 // ---- 2. first writes after a snapshot ---------------------------------------
 
 /** Rounds of: a cross-process snapshot, one first write per page in the writer, checked; alternating with `baseline()`. */
-async function firstWrites(env, chunkSize, baseline) {
+async function firstWrites(env, chunkSize, baseline, pushPath) {
   const r = filledRegion('first', mib << 20, 1);
   const w = new Child(env);
   const js = [];
@@ -243,6 +252,7 @@ async function firstWrites(env, chunkSize, baseline) {
       await settle([w]);
       const s = r.snapshot({ scope: 'processes', timeoutMs: 10_000, ...(chunkSize ? { chunkSize } : {}) });
       if (chunkSize && s.chunkSize !== chunkSize) throw new Error(`chunkSize ${s.chunkSize}, asked for ${chunkSize}`);
+      checkPath(s, pushPath);
       const { sPerPage } = await w.call({ op: 'first', value: value + 1, seed: 12345 });
       const frozen = new Uint8Array(s.buffer);
       let changed = 0;
@@ -268,13 +278,14 @@ function cRun(...args) {
 
 async function firstWriteRows(label, env, cMode) {
   const rows = [];
-  const small = await firstWrites(env, 0, () => cRun(cMode, mib, 4096));
+  const pushPath = cMode === 'pvw' ? 'direct' : 'handshake';
+  const small = await firstWrites(env, 0, () => cRun(cMode, mib, 4096), pushPath);
   rows.push({ name: `${label}: first write per 4 KiB page vs C ${cMode}`, cowshm: median(small.js), baseline: median(small.c), ratio: pairedRatio(small.js, small.c), target: cMode === 'pvw' ? 1.3 : undefined, format: perPage });
   const floor = [];
   const big = await firstWrites(env, KiB64, () => {
     floor.push(cRun(cMode, mib, KiB64));
     return cRun('cow', mib);
-  });
+  }, pushPath);
   rows.push({ name: `${label}, 64 KiB chunks: vs the kernel's COW fault`, cowshm: median(big.js), baseline: median(big.c), ratio: pairedRatio(big.js, big.c), target: cMode === 'pvw' ? 2 : undefined, format: perPage });
   rows.push({ name: `  the same vs C ${cMode} with 64 KiB chunks (its floor)`, cowshm: median(big.js), baseline: median(floor), ratio: pairedRatio(big.js, floor), format: perPage });
   return rows;
