@@ -127,6 +127,8 @@ export class Snapshot {
   readonly #id: number;
   readonly #mapping: { readonly id: number; open: boolean };
   readonly #taken = ++taken;
+  /** With scope 'processes': where the buffer, once made, is kept until the release drained (see `unreleased`). */
+  readonly #held: { buffer: ArrayBuffer | undefined } | undefined;
   /** With scope 'processes': the reader's id in native/xproc.c. */
   readonly #reader: number | undefined;
   #released = false;
@@ -157,7 +159,7 @@ export class Snapshot {
   /** @internal Snapshots are made by `Region.snapshot()`. */
   constructor(
     region: Region, id: number, byteOffset: number, byteLength: number, backend: SnapshotBackend, chunkSize: number,
-    reader?: number, buffer?: ArrayBuffer,
+    reader?: number, held?: { buffer: ArrayBuffer | undefined },
   ) {
     this.region = region;
     this.#reader = reader;
@@ -167,9 +169,10 @@ export class Snapshot {
     this.byteLength = byteLength;
     this.backend = backend;
     this.chunkSize = chunkSize;
-    // A cross-process snapshot's buffer is made by xproc.arm and owns the mapping.
-    this.#buffer = buffer;
-    this.#mapping = { id, open: buffer === undefined };
+    this.#held = held;
+    // A cross-process snapshot's mapping goes only by xproc.release (also when
+    // collected: see `unreleased`), once no writer may push into it.
+    this.#mapping = { id, open: held === undefined };
     mappings.register(this, this.#mapping);
   }
 
@@ -206,6 +209,7 @@ export class Snapshot {
       this.#buffer = native.viewBuffer(this.#id);
       // From now on the buffer owns the mapping (and releases it when collected).
       this.#mapping.open = false;
+      if (this.#held !== undefined) this.#held.buffer = this.#buffer;
     }
     return this.#buffer;
   }
@@ -269,7 +273,7 @@ export class Snapshot {
     this.#mapping.open = false;
     if (this.#reader !== undefined) {
       unreleased.unregister(this);
-      xproc.release(this.#reader, this.#id, this.#buffer as ArrayBuffer);
+      xproc.release(this.#reader, this.#id, this.#buffer);
     } else native.unmap(this.#id);
   }
 
@@ -341,7 +345,9 @@ export function takeSnapshot(region: Region, fd: number, owner: number, options:
 }
 
 /** Releases cross-process snapshots whose object was collected without release(). */
-const unreleased = new FinalizationRegistry<[number, number, ArrayBuffer]>(([reader, id, buffer]) => xproc.release(reader, id, buffer));
+const unreleased = new FinalizationRegistry<[number, number, { buffer: ArrayBuffer | undefined }]>(([reader, id, held]) =>
+  xproc.release(reader, id, held.buffer),
+);
 
 function crossProcess(region: Region, fd: number, o: SnapshotOptions, offset: number, length: number, chunkSize: number): Snapshot {
   const size = region.size;
@@ -354,10 +360,10 @@ function crossProcess(region: Region, fd: number, o: SnapshotOptions, offset: nu
   // Every writer pushes this much around its first write to a page (a
   // writer whose backend protects larger chunks pushes those).
   const chunk = chunkSize || native.pageSize;
-  const { id, reader, buffer } = xproc.arm(fd, size, region._mode, region.dev, region.ino, label, timeoutMs, chunk);
-  const s = new Snapshot(region, id, 0, size, info.backend, chunk, reader, buffer);
-  // The held value keeps the buffer (and so the mapping) until the release drained.
-  unreleased.register(s, [reader, id, buffer], s);
+  const { id, reader, held } = xproc.arm(fd, size, region._mode, region.dev, region.ino, label, timeoutMs, chunk);
+  const s = new Snapshot(region, id, 0, size, info.backend, chunk, reader, held);
+  // The held value keeps the buffer, once made (and so the mapping), until the release drained.
+  unreleased.register(s, [reader, id, held], s);
   return s;
 }
 

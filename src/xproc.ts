@@ -20,22 +20,24 @@ export function leave(id: number): void {
 
 /**
  * A reader's frozen mapping of the whole region, armed in every participant.
- * `buffer` owns the mapping (its collection unmaps it): whoever holds the
- * reader holds it, and hands it to release().
+ * Its ArrayBuffer is made when first asked for (as any snapshot's: a new
+ * external buffer of the region's size makes V8 collect); once made, it owns
+ * the mapping (its collection unmaps it), so whoever holds the reader keeps
+ * it in `held` and hands it to release().
  */
 export interface Armed {
   id: number;
   reader: number;
-  buffer: ArrayBuffer;
+  held: { buffer: ArrayBuffer | undefined };
 }
 
 /**
  * Readers released (or failed) whose mapping waits until no participant may
- * push into it: reader -> [mapping id, the ArrayBuffer that owns the mapping].
- * Held here, the buffer cannot be collected (which would unmap the range)
- * while a push may still land there.
+ * push into it: reader -> [mapping id, the ArrayBuffer that owns the mapping
+ * if one was made]. Held here, the buffer cannot be collected (which would
+ * unmap the range) while a push may still land there.
  */
-const draining = new Map<number, [number, ArrayBuffer]>();
+const draining = new Map<number, [number, ArrayBuffer | undefined]>();
 let timer: NodeJS.Timeout | undefined;
 
 function drain(): void {
@@ -51,7 +53,7 @@ function drain(): void {
 }
 
 /** Ends a reader: its mapping goes once every participant has let go (at once, unless one is stopped). */
-export function release(reader: number, id: number, buffer: ArrayBuffer): void {
+export function release(reader: number, id: number, buffer: ArrayBuffer | undefined): void {
   native.xprocRelease(reader);
   draining.set(reader, [id, buffer]);
   drain();
@@ -72,16 +74,14 @@ export function arm(
 ): Armed {
   const id = native.mapView(fd, 0, size, ACCESS.cow, label, nextOwner++, dev, ino, 0);
   let reader: number;
-  let buffer: ArrayBuffer | undefined;
   try {
-    buffer = native.viewBuffer(id);
     reader = native.xprocArm(dev, ino, size, mode & 0o666, native.address(id), timeoutMs, chunk);
-    return { id, reader, buffer };
+    return { id, reader, held: { buffer: undefined } };
   } catch (err) {
     const r = (err as { readerId?: unknown }).readerId;
     if (typeof r === 'number') {
       delete (err as { readerId?: unknown }).readerId;
-      release(r, id, buffer as ArrayBuffer);
+      release(r, id, undefined);
     } else native.unmap(id);
     throw err;
   }
