@@ -14,6 +14,18 @@
  *                             woken with a futex and waited for. Seconds per
  *                             4 KiB page; the reader then counts the pages of
  *                             its snapshot that changed (must be 0).
+ *   xproc arm MIB WRITERS ROUNDS
+ *                             arming, the floor of snapshot({ scope:
+ *                             'processes' }): WRITERS processes each hold a
+ *                             populated MAP_SHARED view of MIB, registered
+ *                             with userfaultfd; "one": writer 0 alone
+ *                             write-protects its view (one UFFDIO_WRITEPROTECT),
+ *                             as an in-process snapshot does; "all": a futex
+ *                             word in shared memory is bumped and every writer,
+ *                             woken, write-protects its view and answers, and
+ *                             the time until the last answer counts. Views are
+ *                             un-protected between rounds (untimed). Median
+ *                             seconds of each.
  *   xproc cow MIB             the kernel's own MAP_PRIVATE copy-on-write
  *                             fault: a private mapping of a populated memfd,
  *                             populated for reading, one write per 4 KiB page
@@ -135,14 +147,106 @@ static int cow(void) {
   return 0;
 }
 
+/* Shared by the arming processes. */
+struct arm_ctl {
+  _Atomic uint32_t go, acks, ready;
+  _Atomic int op; /* 1: protect, 0: un-protect */
+  _Atomic uint32_t solo; /* bumped: writer 0 alone protects, times it, answers */
+  _Atomic uint64_t solo_ns;
+};
+
+static uint64_t ns_now(void) {
+  struct timespec t;
+  clock_gettime(CLOCK_MONOTONIC, &t);
+  return (uint64_t)t.tv_sec * 1000000000u + (uint64_t)t.tv_nsec;
+}
+
+static void arm_writer(struct arm_ctl *a, int fd, int index) {
+  char *view = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, fd, 0);
+  int u = (int)syscall(SYS_userfaultfd, O_CLOEXEC | 1);
+  struct uffdio_api api = {.api = UFFD_API, .features = UFFD_FEATURE_SIGBUS | UFFD_FEATURE_WP_HUGETLBFS_SHMEM};
+  struct uffdio_register reg = {.range = {(uintptr_t)view, len}, .mode = UFFDIO_REGISTER_MODE_WP};
+  if (view == MAP_FAILED || u < 0 || ioctl(u, UFFDIO_API, &api) != 0 || ioctl(u, UFFDIO_REGISTER, &reg) != 0) _exit(8);
+  atomic_fetch_add(&a->ready, 1);
+  uint32_t seen = 0, solo_seen = 0;
+  for (;;) {
+    uint32_t g = atomic_load(&a->go), s = atomic_load(&a->solo);
+    if (g == seen && s == solo_seen) {
+      futex(&a->go, FUTEX_WAIT, g);
+      continue;
+    }
+    int op = atomic_load(&a->op);
+    if (op < 0) _exit(0);
+    struct uffdio_writeprotect wp = {.range = {(uintptr_t)view, len}, .mode = op ? UFFDIO_WRITEPROTECT_MODE_WP : 0};
+    uint64_t t0 = ns_now();
+    if ((g != seen || index == 0) && ioctl(u, UFFDIO_WRITEPROTECT, &wp) != 0) _exit(9);
+    if (s != solo_seen) atomic_store(&a->solo_ns, ns_now() - t0);
+    seen = g;
+    solo_seen = s;
+    atomic_fetch_add(&a->acks, 1);
+    futex(&a->acks, FUTEX_WAKE, 1);
+  }
+}
+
+static void arm_wait(struct arm_ctl *a, uint32_t acks) {
+  uint32_t v;
+  while ((v = atomic_load(&a->acks)) < acks) futex(&a->acks, FUTEX_WAIT, v);
+}
+
+static int arm(int writers, int rounds) {
+  struct arm_ctl *a = mmap(NULL, PAGE, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+  if (a == MAP_FAILED) die("mmap");
+  int fd = populated_memfd();
+  munmap(live, len);
+  pid_t pids[16];
+  if (writers < 1 || writers > 16 || rounds < 1 || rounds > 64) return 2;
+  for (int i = 0; i < writers; i++)
+    if ((pids[i] = fork()) == 0) arm_writer(a, fd, i);
+  while (atomic_load(&a->ready) < (uint32_t)writers) usleep(1000);
+  double one[64], all[64];
+  uint32_t acks = 0;
+  for (int r = 0; r < rounds; r++) {
+    /* One: writer 0 alone, timed inside it. */
+    atomic_store(&a->op, 1);
+    atomic_fetch_add(&a->solo, 1);
+    futex(&a->go, FUTEX_WAKE, INT32_MAX);
+    arm_wait(a, acks += (uint32_t)writers); /* the others answer without protecting */
+    one[r] = atomic_load(&a->solo_ns) / 1e9;
+    atomic_store(&a->op, 0);
+    atomic_fetch_add(&a->go, 1);
+    futex(&a->go, FUTEX_WAKE, INT32_MAX);
+    arm_wait(a, acks += (uint32_t)writers);
+    usleep(20000);
+    /* All: woken together, the last answer counts. */
+    atomic_store(&a->op, 1);
+    double t0 = now();
+    atomic_fetch_add(&a->go, 1);
+    futex(&a->go, FUTEX_WAKE, INT32_MAX);
+    arm_wait(a, acks += (uint32_t)writers);
+    all[r] = now() - t0;
+    atomic_store(&a->op, 0);
+    atomic_fetch_add(&a->go, 1);
+    futex(&a->go, FUTEX_WAKE, INT32_MAX);
+    arm_wait(a, acks += (uint32_t)writers);
+    usleep(20000);
+  }
+  atomic_store(&a->op, -1);
+  atomic_fetch_add(&a->go, 1);
+  futex(&a->go, FUTEX_WAKE, INT32_MAX);
+  for (int i = 0; i < writers; i++) waitpid(pids[i], NULL, 0);
+  printf("{\"one_s\": %.9f, \"all_s\": %.9f}\n", median(one, rounds), median(all, rounds));
+  return 0;
+}
+
 int main(int argc, char **argv) {
   setvbuf(stdout, NULL, _IONBF, 0);
   if (argc < 3) {
-    fprintf(stderr, "usage: xproc pvw|hand MIB CHUNK | cow MIB\n");
+    fprintf(stderr, "usage: xproc pvw|hand MIB CHUNK | arm MIB WRITERS ROUNDS | cow MIB\n");
     return 2;
   }
   len = (size_t)atoi(argv[2]) << 20;
   if (strcmp(argv[1], "cow") == 0) return cow();
+  if (strcmp(argv[1], "arm") == 0) return arm(argc > 3 ? atoi(argv[3]) : 3, argc > 4 ? atoi(argv[4]) : 5);
   pvw = strcmp(argv[1], "pvw") == 0;
   chunk = argc > 3 ? (size_t)atoi(argv[3]) : PAGE;
   if ((!pvw && strcmp(argv[1], "hand") != 0) || chunk < PAGE || (chunk & (chunk - 1)) != 0 || len == 0) return 2;
