@@ -21,7 +21,8 @@
 //  3. Writers with no snapshot live vs a region that never had one: 8-byte
 //     stores, at random places and one after the other, through a
 //     crossProcess view whose snapshots were all released vs a plain one, in
-//     pairs of runs in one process (target 1.03×, as time per store; CPU
+//     pairs of runs in one process, 4 regions of each kind paired in
+//     rotation (target 1.03×, as time per store; CPU
 //     time of the writer process, all its threads, which counts the native
 //     thread and not the neighbours; wall clock alongside; two plain views
 //     compared the same way show what the measure calls equal); and the idle
@@ -314,36 +315,45 @@ async function firstWriteRows(label, env, cMode) {
 // ---- 3. no snapshot live ----------------------------------------------------
 
 async function idleRows() {
-  const size = 64 << 20;
-  const a = filledRegion('idle-x', size, 1);
-  const b = filledRegion('idle-plain', size, 1);
-  const c = filledRegion('idle-plain2', size, 1);
+  // Several regions of each kind: where a region's pages and page tables
+  // happen to sit moves its store cost by several per cent (the plain-vs-plain
+  // rows show how much), so each round pairs every crossProcess view with
+  // another plain one, in rotation.
+  const K = 4;
+  const size = 16 << 20;
+  const xs = Array.from({ length: K }, (_, i) => filledRegion(`idle-x${i}`, size, 1));
+  const plains = Array.from({ length: 2 * K }, (_, i) => filledRegion(`idle-plain${i}`, size, 1));
   const w = new Child();
   const plain = new Child();
   try {
-    await w.call({ op: 'open', name: a.name, crossProcess: true });
-    await w.call({ op: 'open', name: b.name, crossProcess: false });
-    await w.call({ op: 'open', name: c.name, crossProcess: false });
-    await plain.call({ op: 'open', name: b.name, crossProcess: false });
-    for (const r of [a, b, c]) r.unlink();
-    // Snapshots come and go: what is measured is a view that had them.
-    for (let i = 0; i < 3; i++) {
-      r0(a);
-      await settle([w]);
-    }
+    // Views 0..K-1 take part; K..3K-1 are plain.
+    for (const r of xs) await w.call({ op: 'open', name: r.name, crossProcess: true });
+    for (const r of plains) await w.call({ op: 'open', name: r.name, crossProcess: false });
+    await plain.call({ op: 'open', name: plains[0].name, crossProcess: false });
+    for (const r of [...xs, ...plains]) r.unlink();
+    // Snapshots come and go: what is measured is views that had them.
+    for (let i = 0; i < 3; i++)
+      for (const r of xs) {
+        r0(r);
+        await settle([w]);
+      }
     const random = { cpu: [], wall: [], same: [] };
     const sequential = { cpu: [], wall: [], same: [] };
-    const pass = { random: [1 << 20, random], sequential: [1 << 23, sequential] };
+    const pass = { random: [1 << 21, random], sequential: [1 << 23, sequential] };
     const cpu = [];
     const ms = quick ? 500 : 1000;
     for (let round = 0; round < rounds; round++) {
       await settle([w, plain]);
       for (const [kind, [steps, pairs]] of Object.entries(pass)) {
-        const seq = kind === 'sequential';
-        const { cpu: cpuPairs, wall: wallPairs } = await w.call({ op: 'rate', regions: [0, 1], reps: quick ? 6 : 12, steps, sequential: seq });
-        pairs.cpu.push(...cpuPairs);
-        pairs.wall.push(...wallPairs);
-        pairs.same.push(...(await w.call({ op: 'rate', regions: [2, 1], reps: 4, steps, sequential: seq })).cpu);
+        const sequential = kind === 'sequential';
+        for (let k = 0; k < K; k++) {
+          const p = K + ((k + round) % K);
+          const got = await w.call({ op: 'rate', regions: [k, p], reps: quick ? 2 : 3, steps, sequential });
+          pairs.cpu.push(...got.cpu);
+          pairs.wall.push(...got.wall);
+          // Two plain views, paired the same way: what this measure calls equal.
+          pairs.same.push(...(await w.call({ op: 'rate', regions: [2 * K + k, p], reps: quick ? 2 : 3, steps, sequential })).cpu);
+        }
       }
       const order = round % 2 ? [w, plain] : [plain, w];
       const got = new Map();
@@ -370,7 +380,7 @@ async function idleRows() {
   } finally {
     await w.end();
     await plain.end();
-    for (const r of [a, b, c]) done(r);
+    for (const r of [...xs, ...plains]) done(r);
   }
 }
 
