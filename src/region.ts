@@ -100,7 +100,11 @@ export interface MapOptions {
   length?: number;
   /** Default `'write'`, or `'read'` for a read-only region. */
   access?: Access;
-  /** Fault every page in now (MAP_POPULATE) instead of on first touch. Default false. */
+  /**
+   * Map every page now instead of on first touch. Default false. A `'cow'`
+   * view maps the region's own pages (MADV_POPULATE_READ, Linux 5.14) and
+   * copies none: that comes with each page's first write.
+   */
   populate?: boolean;
 }
 
