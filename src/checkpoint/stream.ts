@@ -260,6 +260,50 @@ export async function restoreFromStream(readable: unknown): Promise<StreamRestor
     let slice: Uint8Array | null = null;
     let sliceStart = 0;
     const SLICE = 1 << 30;
+    const ps = native.pageSize;
+    const carry = new Uint8Array(ps);
+    let carried = 0; // bytes of the next page gathered in carry
+    let zeros = new Uint8Array(256);
+    // Writes whole pages of data (from data byte `pos`, page-aligned) into the
+    // memfd through a writable mapping, 1 GiB at a time. A page of zeros is
+    // left out: the memfd is fresh, its holes read as zeros, and a sparse
+    // checkpoint stays sparse in memory. The last page's tail past the
+    // region's end is hashed, not placed.
+    const placePages = (pos: number, bytes: Uint8Array): void => {
+      const pages = bytes.length / ps;
+      if (zeros.length < pages) zeros = new Uint8Array(pages);
+      const zero = native.zeroPages(bytes, ps, zeros);
+      if (zero === pages) return;
+      for (let i = 0; i < pages; ) {
+        if (zero > 0 && zeros[i] === 1) {
+          i++;
+          continue;
+        }
+        let j = i + 1;
+        while (j < pages && !(zero > 0 && zeros[j] === 1)) j++;
+        placeRun(pos + i * ps, bytes.subarray(i * ps, j * ps));
+        i = j;
+      }
+    };
+    const placeRun = (start: number, bytes: Uint8Array): void => {
+      let off = 0;
+      while (off < bytes.length) {
+        const p = start + off;
+        if (p >= size) return;
+        if (slice === null || p >= sliceStart + slice.length) {
+          if (mapId !== -1) native.unmap(mapId);
+          mapId = -1;
+          slice = null;
+          sliceStart = p - (p % SLICE);
+          const restored = { kind: 'memfd' as const, fd, path: STREAM_LABEL, readOnly: false, size, dataOffset: 0, pageSize: ps };
+          mapId = mapRestored(restored, sliceStart, Math.min(SLICE, size - sliceStart), 'write', 'restore of a checkpoint stream');
+          slice = new Uint8Array(native.viewBuffer(mapId));
+        }
+        const room = Math.min(slice.length - (p - sliceStart), bytes.length - off, size - p);
+        slice.set(bytes.subarray(off, off + room), p - sliceStart);
+        off += room;
+      }
+    };
     let id = '';
     let checksum = '';
     for await (const chunk of readable) {
@@ -306,28 +350,29 @@ export async function restoreFromStream(readable: unknown): Promise<StreamRestor
           hash = native.xxh64Init();
           continue;
         }
-        // Data: placed into the memfd through a writable mapping, 1 GiB at a time.
+        // Data: placed into the memfd page by page (see placePages).
         if (written >= dataBytes) throw invalid(STREAM_LABEL, `longer than the ${blockLength + dataBytes} bytes its header describes`);
         const take = Math.min(dataBytes - written, chunk.length - at);
         const piece = chunk.subarray(at, at + take);
         native.xxh64Update(hash, piece);
         let off = 0;
-        while (off < take) {
-          const pos = written + off;
-          if (pos >= size) break; // the last page's tail past the region's end: hashed, not placed
-          if (slice === null || pos >= sliceStart + slice.length) {
-            if (mapId !== -1) native.unmap(mapId);
-            mapId = -1;
-            slice = null;
-            sliceStart = pos - (pos % SLICE);
-            const restored = { kind: 'memfd' as const, fd, path: STREAM_LABEL, readOnly: false, size, dataOffset: 0, pageSize: native.pageSize };
-            const len = Math.min(SLICE, size - sliceStart);
-            mapId = mapRestored(restored, sliceStart, len, 'write', 'restore of a checkpoint stream');
-            slice = new Uint8Array(native.viewBuffer(mapId));
+        if (carried > 0 || take < ps) {
+          // A page that arrives in pieces is gathered first.
+          const n = Math.min(ps - carried, take);
+          carry.set(piece.subarray(0, n), carried);
+          carried += n;
+          off = n;
+          if (carried === ps) {
+            placePages(written + n - ps, carry);
+            carried = 0;
           }
-          const room = Math.min(slice.length - (pos - sliceStart), take - off);
-          slice.set(piece.subarray(off, off + room), pos - sliceStart);
-          off += room;
+        }
+        const whole = Math.floor((take - off) / ps) * ps;
+        if (whole > 0) placePages(written + off, piece.subarray(off, off + whole));
+        off += whole;
+        if (off < take) {
+          carry.set(piece.subarray(off), 0);
+          carried = take - off;
         }
         written += take;
         at += take;
