@@ -257,8 +257,9 @@ let makeRegion: (init: RegionInit) => Region;
 
 /**
  * What a region restored from a checkpoint is built from, field by field: an
- * object spread (`{ ...restored, name: null }`) copies through a generic path
- * and cost Region.restore a quarter of its time (bench/compare-builds.js).
+ * object spread (`{ ...restored, name: null }`) copies through a generic path,
+ * and building and closing the Region measured 4.3 µs with it, 1.8 µs without
+ * (of about 15 µs for Region.restore(full) + close; 2 vCPUs).
  */
 function restoredInit(r: RestoredCheckpoint): RegionInit {
   return {
