@@ -82,10 +82,12 @@ export interface Native {
   /** Adds `data` to the state; returns the digest of everything so far. */
   xxh64Update(state: Uint8Array, data: Uint8Array | null): string;
   /** Takes part in cross-process snapshots of (dev, ino): returns the participant's id. */
-  xprocJoin(dev: number, ino: number, size: number, mode: number): number;
+  xprocJoin(dev: number, ino: number, size: number, mode: number, handshakeWaitMs: number, forceHandshake: number): number;
   xprocLeave(id: number): void;
   /** Arms every participant for a snapshot mapped at address; returns the reader's id. */
-  xprocArm(dev: number, ino: number, size: number, mode: number, address: number, timeoutMs: number): number;
+  xprocArm(dev: number, ino: number, size: number, mode: number, address: number, timeoutMs: number, forceHandshake: number): number;
+  /** The participants armed for a reader's snapshot: [pid, path (1 direct, 2 handshake), ...]. */
+  xprocWriters(id: number): number[];
   /** errno of a push that failed, or 0. */
   xprocBroken(id: number): number;
   xprocRelease(id: number): void;
