@@ -149,6 +149,7 @@ struct pushctx {
   _Atomic int handshake;  /* 1: post pages to the reader's helper (also set on EPERM) */
   uint32_t hs_wait_ms;    /* how long to wait for the helper's answer; HS_FOREVER: as long as the reader lives */
   _Atomic int hs_busy;    /* one request at a time from this process: threads take turns */
+  int refuse_direct;      /* COWSHM_XPROC_REFUSE_DIRECT: process_vm_writev fails with EPERM */
 };
 
 /* A participant: a region open for writing in this process. */
@@ -164,6 +165,7 @@ struct part {
   uint32_t tried_gen;
   uint32_t hs_wait_ms;   /* the region's handshakeTimeoutMs */
   int hs_forced;         /* COWSHM_XPROC_HANDSHAKE=1 in this process */
+  int refuse;            /* COWSHM_XPROC_REFUSE_DIRECT: 1 probe and pushes, 2 pushes only */
 };
 
 /* A reader: one snapshot of scope 'processes', from arming to drained. */
@@ -395,14 +397,14 @@ static int hs_stop_waiting(struct pushctx *c, uint64_t start, int check_lock) {
   return -1;
 }
 
-/* Asks the reader's helper to copy page p into its snapshot, and waits for
- * its answer. Returns 0 (copied, or nothing to copy into any more: ESRCH) or
+/* Asks the reader's helper to copy pages [p, p + n) into its snapshot, and
+ * waits for its answer. Returns 0 (copied, or nothing to copy into any more: ESRCH) or
  * an errno: ETIMEDOUT when the helper did not answer within hs_wait_ms.
  * SAFETY (signal context): atomics on the file's mapping (live while the
  * remote snapshot is), futex, nanosleep, clock_gettime and fcntl are system
  * calls; hs_busy is this process's own memory. Every wait is bounded, or
  * (HS_FOREVER) ends when the reader releases the snapshot or dies. */
-static int hs_push(struct pushctx *c, uint64_t p) {
+static int hs_push(struct pushctx *c, uint64_t p, uint32_t n) {
   struct xhs *hs = hs_of(c->h);
   struct xmail *m = &hs->mail[c->slot];
   uint64_t start = now_ms();
@@ -419,14 +421,14 @@ static int hs_push(struct pushctx *c, uint64_t p) {
     uint32_t q = atomic_load(&m->ack) + 1;
     if (q == 0) q = 1;
     atomic_store(&m->first, p);
-    atomic_store(&m->count, 1);
+    atomic_store(&m->count, n);
     atomic_store_explicit(&m->req, q, memory_order_release);
     atomic_fetch_add(&hs->bell, 1);
     futex(&hs->bell, FUTEX_WAKE, 1, NULL);
     for (int spin = 0;; spin++) {
       uint32_t a = atomic_load_explicit(&m->ack, memory_order_acquire);
       if (a == q) {
-        if (atomic_load(&m->done_first) == p && atomic_load(&m->done_count) == 1)
+        if (atomic_load(&m->done_first) == p && atomic_load(&m->done_count) == n)
           result = (int)atomic_load(&m->err);
         else if (attempt >= 8)
           result = EPROTO; /* answers that keep not being ours: garbage */
@@ -450,10 +452,10 @@ static int hs_push(struct pushctx *c, uint64_t p) {
 
 /* The direct push was refused (EPERM: Yama, an LSM): this pair uses the
  * handshake from now on. */
-static int hs_fallback(struct pushctx *c, uint64_t p) {
+static int hs_fallback(struct pushctx *c, uint64_t p, uint32_t n) {
   atomic_store(&c->handshake, 1);
   hs_report(c->h, c->slot, c->gen, PATH_HANDSHAKE);
-  return hs_push(c, p);
+  return hs_push(c, p, n);
 }
 
 /* ---- the reader's helper thread -------------------------------------------- */
@@ -593,15 +595,15 @@ static int push(void *ctxp, uint64_t lo, uint64_t hi) {
     uintptr_t src = local_page(c, p);
     int err = 0;
     if (atomic_load(&c->handshake))
-      err = hs_push(c, p);
+      err = hs_push(c, p, 1);
     else if (src == 0)
       err = EFAULT;
     else {
       struct iovec l = {(void *)src, cowshm_page_size};
       struct iovec r = {(void *)(uintptr_t)(c->addr + p * cowshm_page_size), cowshm_page_size};
-      ssize_t n = syscall(SYS_process_vm_writev, c->pid, &l, 1, &r, 1, 0);
+      ssize_t n = c->refuse_direct ? (errno = EPERM, -1) : syscall(SYS_process_vm_writev, c->pid, &l, 1, &r, 1, 0);
       if (n != (ssize_t)cowshm_page_size) err = n < 0 ? errno : EIO;
-      if (err == EPERM) err = hs_fallback(c, p);
+      if (err == EPERM) err = hs_fallback(c, p, 1);
     }
     if (err != 0 && err != ESRCH) {
       mark_broken(c, err);
@@ -656,6 +658,7 @@ static int choose_path(struct part *p, int *err, pid_t pid, uint64_t addr, uint3
   /* The kernel checks a read exactly as a write (PTRACE_MODE_ATTACH_REALCREDS). */
   char b;
   struct iovec l = {&b, 1}, r = {(void *)(uintptr_t)addr, 1};
+  if (p->refuse == 1) return PATH_HANDSHAKE; /* the probe, refused as under Yama */
   if (syscall(SYS_process_vm_readv, pid, &l, 1, &r, 1, 0) < 0 && errno == EPERM) return PATH_HANDSHAKE;
   return PATH_DIRECT;
 }
@@ -681,7 +684,8 @@ static void part_step(struct part *p) {
     if (err == 0) {
       p->push = (struct pushctx){h, p->f.claims, p->f.dev, p->f.ino, p->f.npages, pid, addr, gen,
                                  tmo > 600000 ? 600000 : tmo, p->f.fd, p->slot,
-                                 .handshake = path == PATH_HANDSHAKE, .hs_wait_ms = p->hs_wait_ms};
+                                 .handshake = path == PATH_HANDSHAKE, .hs_wait_ms = p->hs_wait_ms,
+                                 .refuse_direct = p->refuse != 0};
       hs_report(h, p->slot, gen, path);
       const char *call;
       p->remote = cowshm_snapshot_remote_create(p->f.dev, p->f.ino, p->f.size, push, &p->push, &err, &call);
@@ -737,6 +741,12 @@ static napi_value join_js(napi_env env, napi_callback_info info) {
   memset(p, 0, sizeof *p);
   p->hs_wait_ms = hs_wait < 0 ? HS_FOREVER : (uint32_t)hs_wait;
   p->hs_forced = hs_forced != 0;
+  /* Tests: COWSHM_XPROC_REFUSE_DIRECT=1 refuses process_vm_readv/writev into
+   * readers as Yama ptrace_scope >= 1 does (EPERM), =push only the pushes
+   * (so a refusal while a snapshot is live is seen), as a machine without
+   * Yama cannot. */
+  const char *refuse = getenv("COWSHM_XPROC_REFUSE_DIRECT");
+  p->refuse = refuse == NULL ? 0 : strcmp(refuse, "1") == 0 ? 1 : strcmp(refuse, "push") == 0 ? 2 : 0;
   const char *call = "open";
   char why[320];
   int err = xfile_open(&p->f, dev, ino, size, (uint32_t)mode, &call, why, sizeof why);

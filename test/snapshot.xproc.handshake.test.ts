@@ -101,8 +101,8 @@ async function started(c: Child): Promise<Record<string, unknown>> {
   return m;
 }
 
-async function poke(name: string, ms: number | 'Infinity', handshake?: '1' | '0', uid?: number): Promise<Child> {
-  const c = new Child('snapshot.xproc.handshake.child.js', ['poke', name, String(ms)], env(handshake), uid);
+async function poke(name: string, ms: number | 'Infinity', handshake?: '1' | '0', extra: NodeJS.ProcessEnv = {}): Promise<Child> {
+  const c = new Child('snapshot.xproc.handshake.child.js', ['poke', name, String(ms)], { ...env(handshake), ...extra });
   assert.equal((await started(c))['ready'], true, c.out);
   return c;
 }
@@ -177,6 +177,28 @@ test('the push path is chosen per pair of processes and reported on the snapshot
       () => withOwnEnv('yes', () => r.snapshot({ scope: 'processes' })),
       (err: Error & { code?: string }) => err instanceof RangeError && /COWSHM_XPROC_HANDSHAKE/.test(err.message),
     );
+  });
+});
+
+test('the kernel refusing process_vm_writev (EPERM, as under Yama ptrace_scope >= 1): the handshake, when arming and mid-snapshot', async () => {
+  await withRegion('refused', 0o600, async (r, children) => {
+    // COWSHM_XPROC_REFUSE_DIRECT makes the writer's direct syscalls fail as Yama does: =1 all of them, =push the pushes only.
+    const probed = await poke(r.name as string, 1000, '0', { COWSHM_XPROC_REFUSE_DIRECT: '1' });
+    const pushing = await poke(r.name as string, 1000, '0', { COWSHM_XPROC_REFUSE_DIRECT: 'push' });
+    children.push(probed, pushing);
+    const s = withOwnEnv(undefined, () => r.snapshot({ scope: 'processes', timeoutMs: 5000 }));
+    const paths = (): string[] => s.writers.sort(byPid).map((w) => `${w.pid} ${w.push}`);
+    const expect = (a: string, b: string): string[] => [`${probed.pid} ${a}`, `${pushing.pid} ${b}`].sort((x, y) => parseInt(x) - parseInt(y));
+    assert.deepEqual(paths(), expect('handshake', 'direct'), 'the probe when arming saw the refusal');
+    await probed.ask({ cmd: 'write', page: 3, value: 7 });
+    await pushing.ask({ cmd: 'write', page: 4, value: 8 });
+    assert.deepEqual(paths(), expect('handshake', 'handshake'), 'a refused push switched its pair over');
+    const words = new Uint32Array(s.buffer);
+    assert.deepEqual([words[3 * perPage], words[4 * perPage]], [1003, 1004]);
+    await pushing.ask({ cmd: 'write', page: 5, value: 9 });
+    assert.equal(words[5 * perPage], 1005);
+    assert.equal(s.exact, true);
+    s.release();
   });
 });
 
