@@ -409,6 +409,8 @@ static int hs_push(struct pushctx *c, uint64_t p, uint32_t n) {
   struct xmail *m = &hs->mail[c->slot];
   uint64_t start = now_ms();
   int stop, zero = 0;
+  /* Broken already (a stalled reader, say): no copy helps, and no wait. */
+  if (atomic_load(&c->h->broken_gen) == c->gen) return 0;
   while (!atomic_compare_exchange_weak(&c->hs_busy, &zero, 1)) {
     zero = 0;
     if ((stop = hs_stop_waiting(c, start, 1)) >= 0) return stop;
