@@ -355,8 +355,8 @@ static uintptr_t local_page(const struct pushctx *c, uint64_t p) {
  * be garbage written by another process; see Trust. */
 #define HS_AT 1408
 #define HS_FOREVER UINT32_MAX
-/* A request asks for at most this many pages (a 64 KiB chunk is 16). */
-#define HS_MAX_PAGES 4096
+/* A request asks for at most this many pages: a chunk of 1 GiB (a 64 KiB chunk is 16). */
+#define HS_MAX_PAGES (1u << 18)
 enum { PATH_DIRECT = 1, PATH_HANDSHAKE = 2 };
 
 struct xmail {
