@@ -10,7 +10,8 @@ export type { RegionKind, CreateOptions, OpenOptions, OpenFileOptions, FromHandl
 export { View, writeCheckpoint } from './view';
 export type { Access } from './view';
 export { Snapshot, snapshotBackend, snapshotBackendReason } from './snapshot';
-export type { SnapshotOptions, SnapshotBackend } from './snapshot';
+export type { SnapshotOptions, SnapshotBackend, SnapshotWriter } from './snapshot';
+export type { PushPath } from './xproc';
 export { doctor } from './doctor';
 export type { DoctorReport } from './doctor';
 export { sum, iota } from './kernels';

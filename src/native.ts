@@ -86,10 +86,12 @@ export interface Native {
   /** lseek SEEK_HOLE (hole 1) or SEEK_DATA (hole 0) from offset; -1 for ENXIO (no data from offset on, or offset past the end). */
   seekData(fd: number, offset: number, hole: 0 | 1): number;
   /** Takes part in cross-process snapshots of (dev, ino): returns the participant's id. */
-  xprocJoin(dev: number, ino: number, size: number, mode: number): number;
+  xprocJoin(dev: number, ino: number, size: number, mode: number, handshakeWaitMs: number, forceHandshake: number): number;
   xprocLeave(id: number): void;
   /** Arms every participant for a snapshot mapped at address; returns the reader's id. */
-  xprocArm(dev: number, ino: number, size: number, mode: number, address: number, timeoutMs: number, chunk: number): number;
+  xprocArm(dev: number, ino: number, size: number, mode: number, address: number, timeoutMs: number, chunk: number, forceHandshake: number): number;
+  /** The participants armed for a reader's snapshot: [pid, path (1 direct, 2 handshake), ...]. */
+  xprocWriters(id: number): number[];
   /** errno of a push that failed, or 0. */
   xprocBroken(id: number): number;
   xprocRelease(id: number): void;
