@@ -10,7 +10,10 @@
 //    awaited acquire()+release for information;
 //  - 8 processes contending on one Mutex: throughput against the same with
 //    pthread robust mutexes in C.
-// Options: --rounds N (default 5), --trips N (default 5000), --ops N (default 1000000), --contend N (default 50000).
+// Options: --rounds N (default 5), --trips N (default 5000), --ops N (default 1000000), --contend N (default 50000);
+// --quick: 3 rounds, 1000 trips, 100000 ops, 5000 contended (a short run, noisier).
+// The waitAsync rows use the path doctor() reports (io_uring, or waiter
+// threads where refused); COWSHM_NO_IO_URING=1 measures the waiter threads.
 'use strict';
 const fs = require('node:fs');
 const net = require('node:net');
@@ -18,13 +21,14 @@ const os = require('node:os');
 const path = require('node:path');
 const { spawn } = require('node:child_process');
 const { Worker } = require('node:worker_threads');
-const { Region, atomics, Mutex } = require('cowshm');
+const { Region, atomics, Mutex, doctor } = require('cowshm');
 const { compileC, runC, median, pairedRatio, report, benchName, intOption, fmtSeconds } = require('./lib');
 
-const rounds = intOption('rounds', 5);
-const trips = intOption('trips', 5000);
-const ops = intOption('ops', 1_000_000);
-const contendOps = intOption('contend', 50_000);
+const quick = process.argv.includes('--quick');
+const rounds = intOption('rounds', quick ? 3 : 5);
+const trips = intOption('trips', quick ? 1000 : 5000);
+const ops = intOption('ops', quick ? 100_000 : 1_000_000);
+const contendOps = intOption('contend', quick ? 5000 : 50_000);
 const PROCS = 8;
 
 // ---- peers (this file run again as a child) ------------------------------
@@ -216,7 +220,8 @@ async function main() {
   }
   const m = median;
   const rate = (s) => `${((PROCS * contendOps) / s / 1e6).toFixed(2)} M/s`;
-  const ok = report(`wake round trips between two processes: ${rounds} rounds × ${trips} trips (baseline as named)`, [
+  const path = doctor().waitAsync;
+  const ok = report(`wake round trips between two processes: ${rounds} rounds × ${trips} trips (baseline as named; waitAsync on ${path.path}${path.path === 'threads' ? `: ${path.reason}` : ''})`, [
     { name: 'atomics.wait/notify vs C futex pair', cowshm: m(rows.jsSync), baseline: m(rows.cSync), ratio: pairedRatio(rows.jsSync, rows.cSync), target: 1.5 },
     { name: 'waitAsync both sides vs Unix socket (Node)', cowshm: m(rows.jsAsync), baseline: m(rows.sock), ratio: pairedRatio(rows.jsAsync, rows.sock), target: 0.5 },
     { name: 'waitAsync both sides vs C futex pair', cowshm: m(rows.jsAsync), baseline: m(rows.cSync), ratio: pairedRatio(rows.jsAsync, rows.cSync) },

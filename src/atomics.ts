@@ -161,6 +161,18 @@ export function waitAsync(
   return { async: true, value: settledValue };
 }
 
+/**
+ * How `waitAsync` waits in this thread: `'io_uring'` (each wait is a
+ * futex-wait request on a ring of this thread's, whose completions the event
+ * loop polls: no thread in between) or `'threads'` (each pending wait sleeps
+ * on a waiter thread of cowshm's own; where io_uring or its futex op is
+ * refused, or COWSHM_NO_IO_URING=1), and why.
+ */
+export function waitAsyncPath(): { path: 'io_uring' | 'threads'; reason: string } {
+  const [path, reason] = native.futexPath();
+  return { path: path as 'io_uring' | 'threads', reason };
+}
+
 /** The arrays of pending async waits, by wait id. */
 const pending = new Map<number, Int32Array>();
 
