@@ -9,7 +9,8 @@
  * `table_lock`), for three reasons the kernel cannot serve:
  *  - notify() from this process must reach a waitAsync() of this process that
  *    has returned but whose thread is not yet inside the kernel. Each waiter
- *    sleeps in futex_waitv() on two words: its own private `cancel` word
+ *    thread sleeps in futex_waitv() on two words (a blocking wait needs no
+ *    cancel word and sleeps on the region's alone, see sleep_once): its own private `cancel` word
  *    (first) and the region's word. notify() first wakes, oldest first, the
  *    waiters of this process that are not in the kernel: it marks them and
  *    sets `cancel`, which they cannot miss (futex_waitv checks `cancel`
@@ -162,6 +163,22 @@ static int before(const struct timespec *a, const struct timespec *b) {
 static int sleep_once(struct waiter *w, const struct timespec *slice_end) {
   const struct timespec *until = w->timed ? &w->deadline : NULL;
   if (slice_end != NULL && (until == NULL || before(slice_end, until))) until = slice_end;
+  if (w->fe == NULL) {
+    /* A blocking wait (atomics.wait) sleeps on the region's word alone, as
+     * a C program's FUTEX_WAIT does. Nothing needs its cancel word: a notify
+     * of this process marks only waiters not yet in the kernel (and this one
+     * looks at its mark under table_lock before it enters), an abort is for
+     * async waits, and its view can be closed only by its own thread, which
+     * is here; the environment's end is seen at the next slice. */
+    long r = syscall(SYS_futex, (void *)w->addr, FUTEX_WAIT_BITSET, w->expected, until, NULL,
+                     FUTEX_BITSET_MATCH_ANY);
+    if (r == 0) return S_WORD;
+    int err = errno;
+    if (err == EAGAIN) return S_CHANGED;
+    if (err == ETIMEDOUT) return until == &w->deadline ? S_DEADLINE : S_SLICE;
+    if (err == EFAULT) return S_FAULT;
+    return S_AGAIN; /* EINTR */
+  }
   if (atomic_load(&have_waitv) != 0) {
     /* cancel first: futex_waitv queues in order and gives up at the first
      * word that differs, so a set cancel keeps it off the region's queue. */
