@@ -6,9 +6,11 @@ import { test } from 'node:test';
 import * as assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
+import * as path from 'node:path';
 import { spawnSync } from 'node:child_process';
 import { Region, atomics, doctor } from 'cowshm';
 import { worker, pkg } from './atomics-helpers';
+import { tempDir, rmTemp } from './helpers';
 
 const forced = process.env['COWSHM_NO_IO_URING'];
 const forcedOff = forced !== undefined && forced !== '' && forced !== '0';
@@ -70,6 +72,46 @@ test('COWSHM_NO_IO_URING=1 makes waitAsync use waiter threads, and says so', () 
   );
   assert.equal(child.status, 0, child.stderr);
   assert.deepEqual(JSON.parse(child.stdout), { path: 'threads', reason: 'COWSHM_NO_IO_URING=1' });
+});
+
+const gcc = spawnSync('gcc', ['--version'], { encoding: 'utf8' });
+const noGcc = gcc.error ? `gcc is not available: ${gcc.error.message}` : undefined;
+// io_uring_setup and io_uring_enter have these numbers on every architecture.
+const IO_URING_SETUP = 425;
+const IO_URING_ENTER = 426;
+
+test('where a seccomp filter refuses io_uring (EPERM, ENOSYS), waitAsync falls back to waiter threads and still works', { skip: noGcc }, () => {
+  const dir = tempDir('atomics-seccomp');
+  try {
+    const bin = path.join(dir, 'refuse-syscall');
+    const cc = spawnSync('gcc', ['-O2', '-Wall', '-Wextra', '-Werror', '-o', bin,
+      path.join(__dirname, '..', 'fixtures', 'c', 'refuse-syscall.c')], { encoding: 'utf8' });
+    assert.equal(cc.status, 0, cc.stderr);
+    const script = `const { Region, atomics, doctor } = require(${pkg});
+      const r = Region.create({ size: 4096 });
+      const a = new Int32Array(r.map().buffer);
+      const w = atomics.waitAsync(a, 0, 0);
+      const timed = atomics.waitAsync(a, 1, 0, 20);
+      setTimeout(() => { Atomics.store(a, 0, 1); console.log(atomics.notify(a, 0)); }, 10);
+      Promise.all([w.value, timed.value]).then((v) => {
+        console.log(v.join(' '));
+        console.log(JSON.stringify(doctor().waitAsync));
+        r.close();
+      });`;
+    for (const [nr, errno, reason] of [
+      [IO_URING_SETUP, os.constants.errno.EPERM, 'io_uring_setup(2) failed with EPERM'],
+      [IO_URING_SETUP, os.constants.errno.ENOSYS, 'io_uring_setup(2) failed with ENOSYS'],
+      [IO_URING_ENTER, os.constants.errno.EPERM, 'io_uring_enter(2) failed with EPERM'],
+    ] as const) {
+      const env: NodeJS.ProcessEnv = { ...process.env };
+      delete env['COWSHM_NO_IO_URING'];
+      const child = spawnSync(bin, [String(nr), String(errno), process.execPath, '-e', script], { encoding: 'utf8', env, timeout: 20_000 });
+      assert.equal(child.status, 0, child.stderr);
+      assert.deepEqual(child.stdout.trim().split('\n'), ['1', 'ok timed-out', JSON.stringify({ path: 'threads', reason })]);
+    }
+  } finally {
+    rmTemp(dir);
+  }
 });
 
 test('a process may exit with waits pending, on either path', () => {
