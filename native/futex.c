@@ -9,12 +9,12 @@
  * `table_lock`), for three reasons the kernel cannot serve:
  *  - notify() from this process must reach a waitAsync() of this process that
  *    has returned but whose thread is not yet inside the kernel. Each waiter
- *    thread sleeps in futex_waitv() on two words (a blocking wait needs no
- *    cancel word and sleeps on the region's alone, see sleep_once): its own private `cancel` word
- *    (first) and the region's word. notify() first wakes, oldest first, the
- *    waiters of this process that are not in the kernel: it marks them and
- *    sets `cancel`, which they cannot miss (futex_waitv checks `cancel`
- *    before it queues on the region's word). The rest of `count` goes to the
+ *    thread sleeps in futex_waitv() on two words: its own private `cancel`
+ *    word (first) and the region's word (a blocking wait needs no cancel
+ *    word and sleeps on the region's alone, see sleep_once). notify() first
+ *    wakes, oldest first, the waiters of this process that are not in the
+ *    kernel: it marks them and sets `cancel`, which they cannot miss
+ *    (futex_waitv checks `cancel` before it queues on the region's word). The rest of `count` goes to the
  *    kernel, which wakes the waiters queued on the word, of this process and
  *    of others, in the order they queued; each is woken once and counted
  *    once, so the total is exact. (Marking a waiter that is in the kernel
@@ -625,6 +625,14 @@ static void ring_closed(uv_handle_t *h) {
   free(fr);
 }
 
+/* A ring that never took a wait (the event loop refused it). */
+static void ring_closed_unused(uv_handle_t *h) {
+  struct fring *fr = h->data;
+  uring_exit(&fr->ring);
+  pthread_mutex_destroy(&fr->lock);
+  free(fr);
+}
+
 /* Environment teardown: its requests are dropped unsettled (no JS is left
  * to settle them) and the ring goes once libuv has let go of the handle. */
 static void ring_teardown(napi_async_cleanup_hook_handle hook, void *arg) {
@@ -726,7 +734,13 @@ static int ring_start(napi_env env, struct fenv *fe) {
   fr->owner = pthread_self();
   fr->fe = fe;
   fr->env = env;
-  uv_poll_start(&fr->poll, UV_READABLE, ring_ready);
+  if (uv_poll_start(&fr->poll, UV_READABLE, ring_ready) != 0) {
+    /* The handle is initialised: libuv must let go of it before the ring goes. */
+    uv_close((uv_handle_t *)&fr->poll, ring_closed_unused);
+    napi_async_destroy(env, fr->actx);
+    snprintf(fe->path_reason, sizeof fe->path_reason, "the event loop refused the ring");
+    return fe->path;
+  }
   uv_unref((uv_handle_t *)&fr->poll);
   napi_add_async_cleanup_hook(env, ring_teardown, fr, &fr->hook);
   fe->fr = fr;
