@@ -142,22 +142,29 @@ export function waitAsync(
   // Held until the wait settles, as Atomics.waitAsync holds its buffer: a
   // wait on an array nothing else references must not have its view
   // collected (and closed) under it.
+  // One reaction per wait: it is on the path of every wake-up.
   pending.set(id, array);
-  const done = (): void => void pending.delete(id);
-  if (signal === undefined) {
-    const settledValue = promise.then(settled);
-    void settledValue.then(done, done);
-    return { async: true, value: settledValue };
-  }
+  const failed = (err: unknown): never => {
+    pending.delete(id);
+    throw err;
+  };
+  if (signal === undefined)
+    return {
+      async: true,
+      value: promise.then((result) => {
+        pending.delete(id);
+        return settled(result);
+      }, failed),
+    };
   const abort = (): void => native.futexCancel(id);
   signal.addEventListener('abort', abort, { once: true });
   const s = signal;
   const settledValue = promise.then((result) => {
+    pending.delete(id);
     s.removeEventListener('abort', abort);
     if (result === 'aborted') throw s.reason;
     return settled(result);
-  });
-  void settledValue.then(done, done);
+  }, failed);
   return { async: true, value: settledValue };
 }
 
