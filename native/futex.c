@@ -14,10 +14,10 @@
  *    word and sleeps on the region's alone, see sleep_once). notify() first
  *    wakes, oldest first, the waiters of this process that are not in the
  *    kernel: it marks them and sets `cancel`, which they cannot miss
- *    (futex_waitv checks `cancel` before it queues on the region's word). The rest of `count` goes to the
- *    kernel, which wakes the waiters queued on the word, of this process and
- *    of others, in the order they queued; each is woken once and counted
- *    once, so the total is exact. (Marking a waiter that is in the kernel
+ *    (futex_waitv checks `cancel` before it queues on the region's word).
+ *    The rest of `count` goes to the kernel, which wakes the waiters queued
+ *    on the word, of this process and of others, in the order they queued;
+ *    each is woken once and counted once, so the total is exact. (Marking a waiter that is in the kernel
  *    instead would leave it on the word's queue for a moment, where the
  *    kernel's wake could count it a second time.)
  *  - close() of a view must end the waits on it (ERR_COWSHM_CLOSED) and must
@@ -108,7 +108,6 @@ struct fenv {
   char path_reason[128];
   struct fring *fr;            /* PATH_RING: the environment's ring (JS thread only) */
   size_t pending_threads;      /* of `pending`: on waiter threads (the tsfn is referenced while > 0) */
-  napi_async_context actx;     /* for settling from the ring's poll callback */
 };
 
 enum { PATH_UNKNOWN = 0, PATH_RING, PATH_THREADS };
@@ -665,18 +664,19 @@ static void ring_teardown(napi_async_cleanup_hook_handle hook, void *arg) {
   uv_close((uv_handle_t *)&fr->poll, ring_closed);
 }
 
-static const char *errno_code(int err) {
-  switch (err) {
-  case EPERM: return "EPERM";
-  case EACCES: return "EACCES";
-  case ENOSYS: return "ENOSYS";
-  case EINVAL: return "EINVAL";
-  case ENOMEM: return "ENOMEM";
-  case EMFILE: return "EMFILE";
-  case ENFILE: return "ENFILE";
-  case EOPNOTSUPP: return "EOPNOTSUPP";
-  default: return "an error";
+/* "WHAT failed with ECODE" (or "errno N" for a code not named here). */
+static void say_failed(struct fenv *fe, const char *what, int err) {
+  static const struct { int err; const char *name; } names[] = {
+      {EPERM, "EPERM"},   {EACCES, "EACCES"}, {ENOSYS, "ENOSYS"}, {EINVAL, "EINVAL"},         {ENOMEM, "ENOMEM"},
+      {EMFILE, "EMFILE"}, {ENFILE, "ENFILE"}, {EAGAIN, "EAGAIN"}, {EOPNOTSUPP, "EOPNOTSUPP"},
+  };
+  for (size_t i = 0; i < sizeof names / sizeof *names; i++) {
+    if (names[i].err == err) {
+      snprintf(fe->path_reason, sizeof fe->path_reason, "%s failed with %s", what, names[i].name);
+      return;
+    }
   }
+  snprintf(fe->path_reason, sizeof fe->path_reason, "%s failed with errno %d", what, err);
 }
 
 /* Decides, once per environment, how its async waits wait. */
@@ -696,7 +696,7 @@ static int ring_start(napi_env env, struct fenv *fe) {
   int err = uring_init(&fr->ring, 16, 1024);
   if (err != 0) {
     free(fr);
-    snprintf(fe->path_reason, sizeof fe->path_reason, "io_uring_setup(2) failed with %s", errno_code(err));
+    say_failed(fe, "io_uring_setup(2)", err);
     return fe->path;
   }
   /* The op exists when a wait on a word that differs completes with EAGAIN;
@@ -715,8 +715,8 @@ static int ring_start(napi_env env, struct fenv *fe) {
   if (err != 0 || c.res != -EAGAIN) {
     uring_exit(&fr->ring);
     free(fr);
-    if (err != 0) snprintf(fe->path_reason, sizeof fe->path_reason, "io_uring_enter(2) failed with %s", errno_code(err));
-    else snprintf(fe->path_reason, sizeof fe->path_reason, "io_uring has no IORING_OP_FUTEX_WAIT here (%s)", errno_code(-c.res));
+    if (err != 0) say_failed(fe, "io_uring_enter(2)", err);
+    else say_failed(fe, "IORING_OP_FUTEX_WAIT (Linux 6.7)", -c.res);
     return fe->path;
   }
   uv_loop_t *loop;
