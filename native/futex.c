@@ -375,7 +375,7 @@ static struct fenv *fenv_of(napi_env env);
 
 /* futexWait(ta, index, value, timeoutMs) -> result index (1 ok, 2 not-equal,
  * 3 timed-out), or a negative WORD_* code for TS to explain. Blocks the
- * calling thread; wakes every 200 ms to see whether its worker is being
+ * calling thread; in a worker, wakes every 200 ms to see whether it is being
  * terminated (a native call cannot be interrupted otherwise). */
 static napi_value futex_wait_js(napi_env env, napi_callback_info info) {
   napi_value argv[4];
@@ -387,11 +387,14 @@ static napi_value futex_wait_js(napi_env env, napi_callback_info info) {
   int rc = begin_wait(env, argv[0], index, (uint32_t)(int32_t)value_d, timeout_ms, &w);
   if (rc != WORD_OK) return cowshm_num(env, rc);
   struct fenv *fe = fenv_of(env);
+  /* Only a worker can be terminated under a wait: the process's main thread
+   * sleeps without slices (no timer to arm and cancel on every wait). */
+  int sliced = syscall(SYS_gettid) != getpid();
   int result;
   for (;;) {
     struct timespec slice;
-    deadline_after(200, &slice);
-    result = wait_in_kernel(&w, &slice);
+    if (sliced) deadline_after(200, &slice);
+    result = wait_in_kernel(&w, sliced ? &slice : NULL);
     if (result != RES_WAITING) break;
     if (!can_run_js(env, fe)) {
       result = RES_ABORTED;
