@@ -4,13 +4,16 @@
 //    against the C futex pair (bench/c/futex.c pingpong);
 //  - the same with waitAsync on both sides, against a Unix-socket round trip
 //    between two Node processes (and, for information, C and a MessagePort
-//    round trip between two threads);
+//    round trip between two threads, and the same on the waiter threads);
 //  - uncontended tryAcquire()+release and acquireSync()+release against
 //    pthread_mutex_lock+unlock of a process-shared robust mutex in C;
 //    awaited acquire()+release for information;
 //  - 8 processes contending on one Mutex: throughput against the same with
 //    pthread robust mutexes in C.
-// Options: --rounds N (default 5), --trips N (default 5000), --ops N (default 1000000), --contend N (default 50000).
+// Options: --rounds N (default 5), --trips N (default 5000), --ops N (default 1000000), --contend N (default 50000);
+// --quick: 3 rounds, 1000 trips, 100000 ops, 5000 contended (a short run, noisier).
+// The waitAsync rows use the path doctor() reports (io_uring, or waiter
+// threads where refused); COWSHM_NO_IO_URING=1 measures the waiter threads.
 'use strict';
 const fs = require('node:fs');
 const net = require('node:net');
@@ -18,18 +21,25 @@ const os = require('node:os');
 const path = require('node:path');
 const { spawn } = require('node:child_process');
 const { Worker } = require('node:worker_threads');
-const { Region, atomics, Mutex } = require('cowshm');
+const { Region, atomics, Mutex, doctor } = require('cowshm');
 const { compileC, runC, median, pairedRatio, report, benchName, intOption, fmtSeconds } = require('./lib');
 
-const rounds = intOption('rounds', 5);
-const trips = intOption('trips', 5000);
-const ops = intOption('ops', 1_000_000);
-const contendOps = intOption('contend', 50_000);
+const quick = process.argv.includes('--quick');
+const rounds = intOption('rounds', quick ? 3 : 5);
+const trips = intOption('trips', quick ? 1000 : 5000);
+const defaultTrips = trips;
+const ops = intOption('ops', quick ? 100_000 : 1_000_000);
+const contendOps = intOption('contend', quick ? 5000 : 50_000);
 const PROCS = 8;
 
 // ---- peers (this file run again as a child) ------------------------------
 
 async function peer(kind, name, n) {
+  if (kind === 'threads') {
+    // A waitAsync ping-pong of its own, run under COWSHM_NO_IO_URING=1 (its peer inherits it).
+    console.log(JSON.stringify({ seconds: await pingPong('async', n) }));
+    return;
+  }
   if (kind === 'socket') {
     const server = net.createServer((s) => s.on('data', (d) => s.write(d)));
     server.listen(name, () => console.log('ready'));
@@ -89,7 +99,7 @@ function startPeer(kind, name, n) {
 
 // ---- measures -------------------------------------------------------------
 
-async function pingPong(kind) {
+async function pingPong(kind, trips = defaultTrips) {
   const name = benchName('pp');
   const r = Region.create({ name, size: 4096 });
   try {
@@ -115,6 +125,19 @@ async function pingPong(kind) {
     r.close();
     r.unlink();
   }
+}
+
+/** The waitAsync ping-pong on the waiter threads, in a child (the path is chosen per process). */
+function threadsTrip() {
+  return new Promise((resolve, reject) => {
+    const p = spawn(process.execPath, [__filename, '--peer', 'threads', '-', String(trips)], {
+      stdio: ['ignore', 'pipe', 'inherit'],
+      env: { ...process.env, COWSHM_NO_IO_URING: '1' },
+    });
+    let out = '';
+    p.stdout.on('data', (d) => (out += d));
+    p.once('exit', (code) => (code === 0 ? resolve(JSON.parse(out).seconds) : reject(new Error(`threads ping-pong exited with ${code}`))));
+  });
 }
 
 async function socketTrip() {
@@ -194,7 +217,8 @@ async function contend() {
 
 async function main() {
   const c = compileC('futex');
-  const rows = { cSync: [], jsSync: [], jsAsync: [], sock: [], port: [], cMutex: [], jsTry: [], jsSyncLock: [], jsAwait: [], cContend: [], jsContend: [] };
+  const path = doctor().waitAsync;
+  const rows = { cSync: [], jsSync: [], jsAsync: [], jsAsyncThreads: [], sock: [], port: [], cMutex: [], jsTry: [], jsSyncLock: [], jsAwait: [], cContend: [], jsContend: [] };
   const lockRegion = Region.create({ size: 4096 });
   const mutex = new Mutex(new Int32Array(lockRegion.map().buffer), 0);
   try {
@@ -202,6 +226,7 @@ async function main() {
       rows.cSync.push(runC(c, ['pingpong', trips]).seconds);
       rows.jsSync.push(await pingPong('sync'));
       rows.jsAsync.push(await pingPong('async'));
+      if (path.path === 'io_uring') rows.jsAsyncThreads.push(await threadsTrip());
       rows.sock.push(await socketTrip());
       rows.port.push(await portTrip());
       rows.cMutex.push(runC(c, ['mutex', ops]).seconds);
@@ -216,11 +241,14 @@ async function main() {
   }
   const m = median;
   const rate = (s) => `${((PROCS * contendOps) / s / 1e6).toFixed(2)} M/s`;
-  const ok = report(`wake round trips between two processes: ${rounds} rounds × ${trips} trips (baseline as named)`, [
+  const ok = report(`wake round trips between two processes: ${rounds} rounds × ${trips} trips (baseline as named; waitAsync on ${path.path}${path.path === 'threads' ? `: ${path.reason}` : ''})`, [
     { name: 'atomics.wait/notify vs C futex pair', cowshm: m(rows.jsSync), baseline: m(rows.cSync), ratio: pairedRatio(rows.jsSync, rows.cSync), target: 1.5 },
     { name: 'waitAsync both sides vs Unix socket (Node)', cowshm: m(rows.jsAsync), baseline: m(rows.sock), ratio: pairedRatio(rows.jsAsync, rows.sock), target: 0.5 },
     { name: 'waitAsync both sides vs C futex pair', cowshm: m(rows.jsAsync), baseline: m(rows.cSync), ratio: pairedRatio(rows.jsAsync, rows.cSync) },
     { name: 'waitAsync both sides vs MessagePort (threads)', cowshm: m(rows.jsAsync), baseline: m(rows.port), ratio: pairedRatio(rows.jsAsync, rows.port) },
+    ...(rows.jsAsyncThreads.length === 0 ? [] : [
+      { name: 'waitAsync on io_uring vs on waiter threads', cowshm: m(rows.jsAsync), baseline: m(rows.jsAsyncThreads), ratio: pairedRatio(rows.jsAsync, rows.jsAsyncThreads) },
+    ]),
   ]) & report(`Mutex, uncontended: ${rounds} rounds × ${ops} ops (baseline: pthread_mutex_lock+unlock, robust, process-shared, C)`, [
     { name: 'tryAcquire()+release', cowshm: m(rows.jsTry), baseline: m(rows.cMutex), ratio: pairedRatio(rows.jsTry, rows.cMutex), target: 2 },
     { name: 'acquireSync()+release', cowshm: m(rows.jsSyncLock), baseline: m(rows.cMutex), ratio: pairedRatio(rows.jsSyncLock, rows.cMutex), target: 2 },

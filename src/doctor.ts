@@ -8,6 +8,7 @@ import { Region } from './region';
 import { native } from './native';
 import { snapshotProbe } from './snapshot';
 import { hugePools, hugetlbfsMounts, type HugePool, type HugetlbfsMount } from './hugetlb';
+import { waitAsyncPath } from './atomics';
 
 export interface DoctorReport {
   kernel: string;
@@ -25,6 +26,8 @@ export interface DoctorReport {
     seccomp: number | null;
     seccompFilters: number | null;
   };
+  /** How `atomics.waitAsync` waits in this thread (see docs/api.md, atomics). */
+  waitAsync: { path: 'io_uring' | 'threads'; reason: string };
   devShm: { path: string; size: number; free: number } | { path: string; error: string };
   maxMapCount: number | null;
   mappingsInUse: number;
@@ -140,6 +143,7 @@ export function doctor(): DoctorReport {
       seccomp: statusField('Seccomp'),
       seccompFilters: statusField('Seccomp_filters'),
     },
+    waitAsync: waitAsyncPath(),
     devShm,
     maxMapCount: readNumber('/proc/sys/vm/max_map_count'),
     mappingsInUse: maps.split('\n').filter((l) => l.length > 0).length,

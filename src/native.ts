@@ -121,6 +121,8 @@ export interface Native {
   futexWord(ta: Int32Array, index: number): number;
   /** Async waits of this thread not settled yet. */
   futexPending(): number;
+  /** How this thread's async waits wait ('io_uring' or 'threads'), and why. */
+  futexPath(): [string, string];
 }
 
 /** What the addon found out about write protection when it loaded. */

@@ -18,6 +18,7 @@ function text(r: DoctorReport): string {
     ['  write-protect shmem', s.userfaultfd.writeProtectShmem ? `yes${s.userfaultfd.writeProtectUnpopulated ? ' (with WP_UNPOPULATED)' : ''}` : 'no'],
     ['  vm.unprivileged_userfaultfd', s.unprivilegedUserfaultfd === null ? 'unknown' : String(s.unprivilegedUserfaultfd)],
     ['  seccomp', s.seccomp === null ? 'unknown' : `${seccompNames[s.seccomp] ?? s.seccomp}${s.seccompFilters ? ` (${s.seccompFilters} filters)` : ''}`],
+    ['waitAsync', `${r.waitAsync.path}${r.waitAsync.path === 'threads' ? ` (${r.waitAsync.reason})` : ''}`],
     ['/dev/shm', shm],
     ['vm.max_map_count', r.maxMapCount === null ? 'unknown' : `${r.maxMapCount} (${r.mappingsInUse} in use by this process)`],
     ['page frames readable', `${r.pageFrames.readable ? 'yes' : 'no'}: ${r.pageFrames.reason}`],
