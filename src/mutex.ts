@@ -38,16 +38,23 @@ import { int32Array, atomicIndex, wordError } from './atomics';
 import * as check from './validate';
 import * as c from './constants';
 
+// The constants are module-local and exported under other names: the
+// CommonJS output reads an exported const as a property of `exports` at
+// every use, which costs in the lock paths.
+const BASE = 2 ** 52;
+const SLEEPERS = 0x80000000 | 0;
+const TOKEN_BITS = 0x7fffffff;
+const SLICE = 50;
 /** Where the owners' bytes start in the region's file: 2^52, beyond any region and exact in a double. */
-export const OWNER_BASE = 2 ** 52;
+export const OWNER_BASE = BASE;
 /** Bit 31 of the word: waiters may be asleep. @internal */
-export const WAITERS = 0x80000000 | 0;
+export const WAITERS = SLEEPERS;
 /** @internal */
-export const TOKEN = 0x7fffffff;
+export const TOKEN = TOKEN_BITS;
 /** The tokens this module draws: 1 to 2^30 - 1. */
 const SMI_TOKENS = 2 ** 30;
 /** How long a waiter sleeps before it checks whether the owner is still alive. @internal */
-export const SLICE_MS = 50;
+export const SLICE_MS = SLICE;
 /**
  * How many times a contended acquire reads the word before it sleeps: a
  * critical section of a few hundred nanoseconds on another core ends sooner
@@ -116,8 +123,8 @@ export function participantOf(owner: object, ta: Int32Array): Participant {
 export function ownerGone(p: Participant, token: number): boolean {
   if (token === 0) return true;
   if (token === p.token) return false;
-  if (!lockRange(p.fd, OWNER_BASE + token, 1, 'shared')) return false;
-  unlockRange(p.fd, OWNER_BASE + token, 1);
+  if (!lockRange(p.fd, BASE + token, 1, 'shared')) return false;
+  unlockRange(p.fd, BASE + token, 1);
   return true;
 }
 
@@ -154,7 +161,7 @@ function participantFor(fd: number, dev: number, ino: number): Participant {
         // and swap free of number boxing (a larger token makes them ~40% slower).
         // Tokens of other programs may use all 31 bits.
         const t = randomInt(1, SMI_TOKENS) | 0; // `| 0`: stored as an integer, not as a double
-        if (lockRange(own, OWNER_BASE + t, 1, 'exclusive')) token = t;
+        if (lockRange(own, BASE + t, 1, 'exclusive')) token = t;
       }
       p = { key, fd: own, token, users: 0 };
       participants.set(key, p);
@@ -277,11 +284,11 @@ export class Mutex {
       const step = this.#step();
       if (step instanceof Guard) return step;
       if (step === 0) continue;
-      if ((step & TOKEN) === this.#token)
+      if ((step & TOKEN_BITS) === this.#token)
         throw cowshmError('EDEADLK', 'this thread holds the mutex already: acquireSync would wait forever');
       const left = deadline - performance.now();
       if (left <= 0) throw timedOut(timeout);
-      const r = native.futexWait(ta, i, step, Math.min(SLICE_MS, left));
+      const r = native.futexWait(ta, i, step, Math.min(SLICE, left));
       if (r < 0) throw wordError(r, ta);
       if (r === 3) {
         const g = this.#recover(step);
@@ -316,7 +323,7 @@ export class Mutex {
       if (step === 0) continue;
       const left = deadline - performance.now();
       if (left <= 0) throw timedOut(timeout);
-      const r = native.futexWaitAsync(ta, i, step, Math.min(SLICE_MS, left));
+      const r = native.futexWaitAsync(ta, i, step, Math.min(SLICE, left));
       if (typeof r === 'number') {
         if (r < 0) throw wordError(r, ta);
         continue; // the word changed
@@ -365,10 +372,10 @@ export class Mutex {
     if (ta.length === 0) throw closedError('The view this mutex is in');
     for (;;) {
       const w = Atomics.load(ta, i);
-      if ((w & TOKEN) !== this.#token)
+      if ((w & TOKEN_BITS) !== this.#token)
         throw notHeld('The mutex word no longer names this thread as its owner (another process overwrote it)');
       if (Atomics.compareExchange(ta, i, w, 0) === w) {
-        if ((w & WAITERS) !== 0) native.futexWake(ta, i, 1);
+        if ((w & SLEEPERS) !== 0) native.futexWake(ta, i, 1);
         return;
       }
     }
@@ -380,7 +387,7 @@ export class Mutex {
     const i = this.#index;
     for (let n = 0; n < SPINS; n++) {
       const w = Atomics.load(ta, i);
-      if ((w & WAITERS) !== 0 || (w & TOKEN) === this.#token) return null; // others sleep already, or it is ours
+      if ((w & SLEEPERS) !== 0 || (w & TOKEN_BITS) === this.#token) return null; // others sleep already, or it is ours
       if (w === 0 && Atomics.compareExchange(ta, i, 0, this.#token) === 0) return this.#took(false);
     }
     return null;
@@ -393,18 +400,18 @@ export class Mutex {
     const w = Atomics.load(ta, i);
     if (w === 0) {
       // Taken after contention: others may be asleep, so the unlock must wake one.
-      return Atomics.compareExchange(ta, i, 0, this.#token | WAITERS) === 0 ? this.#took(false) : 0;
+      return Atomics.compareExchange(ta, i, 0, this.#token | SLEEPERS) === 0 ? this.#took(false) : 0;
     }
-    if ((w & TOKEN) === 0) return this.#recover(w) ?? 0; // bit 31 alone: garbage, no owner
-    if ((w & WAITERS) !== 0) return w;
-    return Atomics.compareExchange(ta, i, w, w | WAITERS) === w ? w | WAITERS : 0;
+    if ((w & TOKEN_BITS) === 0) return this.#recover(w) ?? 0; // bit 31 alone: garbage, no owner
+    if ((w & SLEEPERS) !== 0) return w;
+    return Atomics.compareExchange(ta, i, w, w | SLEEPERS) === w ? w | SLEEPERS : 0;
   }
 
   /** Takes the lock from the owner named in `w` if that owner is gone. */
   #recover(w: number): Guard | null {
-    const owner = w & TOKEN;
+    const owner = w & TOKEN_BITS;
     if (!ownerGone(this.#participant, owner)) return null;
-    const mine = this.#token | (w & WAITERS);
+    const mine = this.#token | (w & SLEEPERS);
     return Atomics.compareExchange(this.#ta, this.#index, w, mine) === w ? this.#took(true) : null;
   }
 

@@ -41,9 +41,9 @@ import {
   type AcquireOptions,
   type MutexGuard,
   type Participant,
-  SLICE_MS,
-  TOKEN,
-  WAITERS,
+  SLICE_MS as SLICE_EXPORT,
+  TOKEN as TOKEN_EXPORT,
+  WAITERS as WAITERS_EXPORT,
   lockWords,
   notHeld,
   ownerGone,
@@ -51,9 +51,15 @@ import {
   timeoutOption,
 } from './mutex';
 
+const SLICE_MS = SLICE_EXPORT;
+const TOKEN = TOKEN_EXPORT;
+const WAITERS = WAITERS_EXPORT;
+// Module-local, as in mutex.ts: an exported const is a property load of
+// `exports` at every use in the CommonJS output.
+const WORDS = 16;
 /** How many words an RwLock takes: the writer word and 15 reader slots. */
-export const RWLOCK_WORDS = 16;
-const SLOTS = RWLOCK_WORDS - 1;
+export const RWLOCK_WORDS = WORDS;
+const SLOTS = WORDS - 1;
 const ALL = 0x7fffffff;
 
 /**
@@ -113,7 +119,7 @@ export class RwLock {
   /** The slot index (1..15, from #w) a read tries first. */
   #slot: number;
   /** The current hold's number per slot (index 0: the write lock), 0 when none. */
-  readonly #holds: number[] = new Array<number>(RWLOCK_WORDS).fill(0);
+  readonly #holds: number[] = new Array<number>(WORDS).fill(0);
   #count = 0;
 
   /**
@@ -123,7 +129,7 @@ export class RwLock {
    * the lock. A new region's words are 0: unlocked.
    */
   constructor(int32ArrayArg: Int32Array, index: number) {
-    const { ta, i } = lockWords(int32ArrayArg, index, RWLOCK_WORDS);
+    const { ta, i } = lockWords(int32ArrayArg, index, WORDS);
     this.#ta = ta;
     this.#w = i;
     this.#participant = participantOf(this, ta);
@@ -134,7 +140,7 @@ export class RwLock {
   /** How many read locks this RwLock object holds now. */
   get reading(): number {
     let n = 0;
-    for (let s = 1; s < RWLOCK_WORDS; s++) if (this.#holds[s] !== 0) n++;
+    for (let s = 1; s < WORDS; s++) if (this.#holds[s] !== 0) n++;
     return n;
   }
 
@@ -239,7 +245,7 @@ export class RwLock {
     const ta = this.#ta;
     const w = this.#w;
     if (scLoad(ta, w + 1) !== 0) return false;
-    for (let s = 2; s < RWLOCK_WORDS; s++) if (ta[w + s] !== 0) return false;
+    for (let s = 2; s < WORDS; s++) if (ta[w + s] !== 0) return false;
     return true;
   }
 
@@ -306,7 +312,7 @@ export class RwLock {
   /** Whether this thread holds a read lock through some slot (any RwLock object over these words). */
   #readingHere(except: number): boolean {
     const ta = this.#ta;
-    for (let s = 1; s < RWLOCK_WORDS; s++)
+    for (let s = 1; s < WORDS; s++)
       if (s !== except && (Atomics.load(ta, this.#w + s) & TOKEN) === this.#token) return true;
     return false;
   }
@@ -397,7 +403,7 @@ export class RwLock {
     // Ours; now wait for the readers to leave. Given back if this ends otherwise.
     let done = false;
     try {
-      for (let s = 1; s < RWLOCK_WORDS; s++) {
+      for (let s = 1; s < WORDS; s++) {
         const i = w + s;
         for (;;) {
           if (ta.length === 0) throw closedError('The view this lock is in');
@@ -429,7 +435,7 @@ export class RwLock {
       r = steps.next(false);
       for (let n = 0, i = -1, v = 0; !r.done; n++) {
         const [si, sv] = r.value;
-        if ((si === i && sv === v) || n > 4 * RWLOCK_WORDS) return null;
+        if ((si === i && sv === v) || n > 4 * WORDS) return null;
         i = si;
         v = sv;
         r = steps.next(true);
