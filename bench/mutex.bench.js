@@ -6,12 +6,14 @@
 //  - 8 processes contending on one Mutex (lock, read-modify-write a counter
 //    with a short loop in between, unlock): throughput against the same with
 //    pthread robust mutexes in C, and, to tell the protocol from the
-//    language, against cowshm's own protocol run by C;
+//    language, against cowshm's own protocol run by C; the same with a bare
+//    increment as the critical section (the lock alone, in effect);
 //  - RwLock: 8 processes, 1 write in 8, against a process-shared
 //    pthread_rwlock_t in C (information: glibc has no robust rwlock).
-// Contending processes are timed from a common start to the moment the last
-// one has done its share (not to their exit: a Node process takes
-// milliseconds to end).
+// Contending processes are timed from the first one's start to the last
+// one's end, as each notes them in the region (CLOCK_MONOTONIC, as in C):
+// neither the start signal nor a Node process's exit, which take
+// milliseconds on a loaded machine, counts.
 // Options: --rounds N (default 5), --ops N (default 1000000), --contend N
 // (default 100000), --quick (3 rounds, 300000 ops, 20000 contended).
 'use strict';
@@ -34,6 +36,7 @@ const READY = 20;
 const GO = 21;
 const DONE = 22;
 const WARM = 32; // the warm-up's lock; its counter at WARM + 16
+const SPANS = 4096; // byte offset: a Float64 pair (start, end) per peer, in seconds
 
 // ---- contending peers (this file run again as a child) ---------------------
 
@@ -60,6 +63,17 @@ function mutexLoop(m, a, n, at) {
   return 0;
 }
 
+// The lock and a bare increment: what the lock costs, with a critical section
+// that costs the same in JS and C.
+function bareLoop(m, a, n, at) {
+  for (let i = 0; i < n; i++) {
+    const g = m.acquireSync();
+    a[at] += 1;
+    g.release();
+  }
+  return 0;
+}
+
 function rwLoop(l, a, n, at) {
   let sink = 0;
   for (let i = 0; i < n; i++) {
@@ -76,16 +90,22 @@ function rwLoop(l, a, n, at) {
   return sink;
 }
 
-function peer(kind, name, n) {
+const seconds = () => Number(process.hrtime.bigint()) / 1e9; // CLOCK_MONOTONIC, as C's now()
+
+function peer(kind, name, n, index) {
   const r = Region.open(name);
   const a = new Int32Array(r.map().buffer);
-  const [Lock, loop] = kind === 'mutex' ? [Mutex, mutexLoop] : [RwLock, rwLoop];
+  const [Lock, loop] = kind === 'mutex' ? [Mutex, mutexLoop] : kind === 'bare' ? [Mutex, bareLoop] : [RwLock, rwLoop];
   // Warm the JIT up on a lock of its own with the very loop that is timed
   // (compiled before the start, not on the cores the others contend for),
   // as a long-running process would be.
   loop(new Lock(a, WARM), a, 200_000, WARM + 16);
+  const lock = new Lock(a, LOCK);
+  const spans = new Float64Array(a.buffer, SPANS, 2 * PROCS);
   startLine(a);
-  const sink = loop(new Lock(a, LOCK), a, n, COUNTER);
+  spans[2 * index] = seconds();
+  const sink = loop(lock, a, n, COUNTER);
+  spans[2 * index + 1] = seconds();
   Atomics.add(a, DONE, 1);
   atomics.notify(a, DONE);
   r.close();
@@ -107,23 +127,29 @@ async function waitFor(a, index, value) {
 
 async function contend(kind) {
   const name = benchName('contend');
-  const r = Region.create({ name, size: 4096 });
+  const r = Region.create({ name, size: 8192 });
   const peers = [];
   try {
     const a = new Int32Array(r.map().buffer);
     for (let p = 0; p < PROCS; p++) {
-      const child = spawn(process.execPath, [__filename, '--peer', kind, name, String(contendOps)], { stdio: ['ignore', 'inherit', 'inherit'] });
+      const child = spawn(process.execPath, [__filename, '--peer', kind, name, String(contendOps), String(p)], { stdio: ['ignore', 'inherit', 'inherit'] });
       peers.push(new Promise((resolve, reject) => child.once('exit', (code) => (code === 0 ? resolve() : reject(new Error(`peer exited with ${code}`))))));
     }
     const failed = Promise.all(peers).then(() => { throw new Error('the peers ended before they were done'); });
     await Promise.race([waitFor(a, READY, PROCS), failed]);
-    const t0 = process.hrtime.bigint();
     Atomics.store(a, GO, 1);
     atomics.notify(a, GO);
     await Promise.race([waitFor(a, DONE, PROCS), failed]);
-    const s = Number(process.hrtime.bigint() - t0) / 1e9;
     await Promise.all(peers);
-    const expected = kind === 'mutex' ? PROCS * contendOps : PROCS * Math.ceil(contendOps / 8);
+    const spans = new Float64Array(a.buffer, SPANS, 2 * PROCS);
+    let first = Infinity;
+    let last = -Infinity;
+    for (let p = 0; p < PROCS; p++) {
+      first = Math.min(first, spans[2 * p]);
+      last = Math.max(last, spans[2 * p + 1]);
+    }
+    const s = last - first;
+    const expected = kind === 'rwlock' ? PROCS * Math.ceil(contendOps / 8) : PROCS * contendOps;
     if (a[COUNTER] !== expected) throw new Error(`counter ${a[COUNTER]}, expected ${expected}`);
     return s;
   } finally {
@@ -133,14 +159,16 @@ async function contend(kind) {
 }
 
 // ---- uncontended -----------------------------------------------------------
-// Each side is timed as the fastest of 5 chunks of ops/5 (bench/c/mutex.c does
-// the same): on a shared machine a chunk that a neighbour preempted measures
-// the neighbour, not the lock.
+// Each side is timed as its fastest chunk of 20000 ops (well under a
+// scheduler time slice; bench/c/mutex.c does the same): on a shared machine a
+// chunk that a neighbour preempted measures the neighbour, not the lock.
+const CHUNK = 20_000;
 
 function fastest(run) {
-  const chunk = Math.max(1, Math.floor(ops / 5));
+  const chunks = Math.max(1, Math.floor(ops / CHUNK));
+  const chunk = Math.floor(ops / chunks);
   let best = Infinity;
-  for (let c = 0; c < 5; c++) {
+  for (let c = 0; c < chunks; c++) {
     const t0 = process.hrtime.bigint();
     run(chunk);
     best = Math.min(best, Number(process.hrtime.bigint() - t0) / 1e9 / chunk);
@@ -148,6 +176,8 @@ function fastest(run) {
   return best;
 }
 
+// Two bare compare-and-swaps on a region's word: the floor for any lock and unlock in JS.
+const bareCas = (a) => fastest((n) => { for (let i = 0; i < n; i++) { Atomics.compareExchange(a, 60, 0, 1); Atomics.compareExchange(a, 60, 1, 0); } });
 const uncontendedTry = (mutex) => fastest((n) => { for (let i = 0; i < n; i++) mutex.tryAcquire().release(); });
 const uncontendedSync = (mutex) => fastest((n) => { for (let i = 0; i < n; i++) mutex.acquireSync().release(); });
 const uncontendedRead = (rw) => fastest((n) => { for (let i = 0; i < n; i++) rw.tryRead().release(); });
@@ -164,7 +194,7 @@ async function awaited(mutex, n) {
 
 async function main() {
   const c = compileC('mutex');
-  const rows = { cMutex: [], jsTry: [], jsSync: [], jsAwait: [], jsRead: [], jsWrite: [], cWork: [], jsWork: [], cContend: [], cProtocol: [], jsContend: [], cRw: [], jsRw: [] };
+  const rows = { cMutex: [], jsCas: [], jsTry: [], jsSync: [], jsAwait: [], jsRead: [], jsWrite: [], cWork: [], jsWork: [], cContend: [], cProtocol: [], jsContend: [], cBare: [], jsBare: [], cRw: [], jsRw: [] };
   const lockRegion = Region.create({ size: 4096 });
   const cells = new Int32Array(lockRegion.map().buffer);
   const mutex = new Mutex(cells, 0);
@@ -178,9 +208,11 @@ async function main() {
       uncontendedRead(rw);
       uncontendedWrite(rw);
       workAlone(cells);
+      bareCas(cells);
     }
     for (let round = 0; round < rounds; round++) {
       rows.cMutex.push(runC(c, ['uncontended', ops]).seconds);
+      rows.jsCas.push(bareCas(cells));
       rows.jsTry.push(uncontendedTry(mutex));
       rows.jsSync.push(uncontendedSync(mutex));
       rows.jsRead.push(uncontendedRead(rw));
@@ -191,6 +223,8 @@ async function main() {
       rows.cContend.push(runC(c, ['contend', PROCS, contendOps, 'pthread']).seconds);
       rows.cProtocol.push(runC(c, ['contend', PROCS, contendOps, 'cowshm']).seconds);
       rows.jsContend.push(await contend('mutex'));
+      rows.cBare.push(runC(c, ['contend', PROCS, contendOps, 'pthread', 0]).seconds);
+      rows.jsBare.push(await contend('bare'));
       rows.cRw.push(runC(c, ['rwlock', PROCS, contendOps]).seconds);
       rows.jsRw.push(await contend('rwlock'));
     }
@@ -201,6 +235,7 @@ async function main() {
   const ok = report(`Mutex, uncontended: ${rounds} rounds × ${ops} ops (baseline: pthread_mutex_lock+unlock, robust, process-shared, C)`, [
     { name: 'tryAcquire()+release', cowshm: m(rows.jsTry), baseline: m(rows.cMutex), ratio: pairedRatio(rows.jsTry, rows.cMutex), target: 2 },
     { name: 'acquireSync()+release', cowshm: m(rows.jsSync), baseline: m(rows.cMutex), ratio: pairedRatio(rows.jsSync, rows.cMutex), target: 2 },
+    { name: 'two bare Atomics.compareExchange: the floor in JS (information)', cowshm: m(rows.jsCas), baseline: m(rows.cMutex), ratio: pairedRatio(rows.jsCas, rows.cMutex) },
     { name: 'await acquire()+release (information)', cowshm: m(rows.jsAwait), baseline: m(rows.cMutex), ratio: pairedRatio(rows.jsAwait, rows.cMutex) },
     { name: 'RwLock tryRead()+release (information)', cowshm: m(rows.jsRead), baseline: m(rows.cMutex), ratio: pairedRatio(rows.jsRead, rows.cMutex) },
     { name: 'RwLock tryWrite()+release (information)', cowshm: m(rows.jsWrite), baseline: m(rows.cMutex), ratio: pairedRatio(rows.jsWrite, rows.cMutex) },
@@ -208,6 +243,7 @@ async function main() {
     { name: 'vs pthread robust mutex', cowshm: m(rows.jsContend), baseline: m(rows.cContend), ratio: pairedRatio(rows.cContend, rows.jsContend), target: 0.5, higherIsBetter: true, format: rw8 },
     { name: 'vs cowshm protocol in C (information)', cowshm: m(rows.jsContend), baseline: m(rows.cProtocol), ratio: pairedRatio(rows.cProtocol, rows.jsContend), higherIsBetter: true, format: rw8 },
     { name: 'its critical section alone, 1 process, no lock: JS vs C (information)', cowshm: m(rows.jsWork), baseline: m(rows.cWork), ratio: pairedRatio(rows.cWork, rows.jsWork), higherIsBetter: true, format: (x) => `${(1e-6 / x).toFixed(2)} M/s` },
+    { name: 'lock and a bare increment, vs pthread (information)', cowshm: m(rows.jsBare), baseline: m(rows.cBare), ratio: pairedRatio(rows.cBare, rows.jsBare), higherIsBetter: true, format: rw8 },
     { name: 'C: cowshm protocol vs pthread (information)', cowshm: m(rows.cProtocol), baseline: m(rows.cContend), ratio: pairedRatio(rows.cContend, rows.cProtocol), higherIsBetter: true, format: rw8 },
   ]) & report(`RwLock, ${PROCS} processes × ${contendOps} ops, 1 write in 8: throughput (baseline: pthread_rwlock_t, process-shared, C)`, [
     { name: 'readSync/writeSync vs pthread rwlock (information)', cowshm: m(rows.jsRw), baseline: m(rows.cRw), ratio: pairedRatio(rows.cRw, rows.jsRw), higherIsBetter: true, format: rw8 },
@@ -219,7 +255,7 @@ async function main() {
 
 if (process.argv[2] === '--peer') {
   try {
-    peer(process.argv[3], process.argv[4], Number(process.argv[5]));
+    peer(process.argv[3], process.argv[4], Number(process.argv[5]), Number(process.argv[6]));
   } catch (err) {
     console.error(err);
     process.exit(1);
