@@ -38,7 +38,6 @@
 
 /* Keep in step with src/mutex.ts. */
 #define WAITERS 0x80000000u
-#define SPINS 100
 /* Uncontended figures are the fastest chunk of this many ops (bench/mutex.bench.js does the same). */
 #define CHUNK 20000
 
@@ -94,20 +93,13 @@ static void uncontended(long n) {
   printf("{\"seconds\": %.9g}\n", best);
 }
 
-/* cowshm's protocol: CAS 0 -> T; contended, read the word SPINS times, then
- * set bit 31 and FUTEX_WAIT; a lock taken after sleeping is taken with bit 31
+/* cowshm's protocol: CAS 0 -> T; contended, set bit 31 and FUTEX_WAIT (no
+ * spinning, as src/mutex.ts); a lock taken after sleeping is taken with bit 31
  * set. Unlock: CAS back to 0, FUTEX_WAKE one if bit 31 was set. (The owner
  * test after a timed-out sleep never runs here: nobody dies.) */
 static void cow_lock(_Atomic uint32_t *w, uint32_t t) {
   uint32_t v = 0;
   if (atomic_compare_exchange_strong(w, &v, t)) return;
-  for (int n = 0; n < SPINS; n++) {
-    v = atomic_load_explicit(w, memory_order_relaxed);
-    if (v & WAITERS) break;
-    if (v == 0) {
-      if (atomic_compare_exchange_strong(w, &v, t)) return;
-    }
-  }
   for (;;) {
     v = atomic_load(w);
     if (v == 0) {
