@@ -17,7 +17,7 @@ const LAYERS = [
   ['base', /^(errors|constants|native|validate|reserve|hugetlb|kernels|segments|locks|signals|file|atomics|xproc)\.ts$|^memory\//],
   ['checkpoint', /^checkpoint\//],
   ['view/snapshot', /^(view|snapshot)\.ts$/],
-  ['region', /^(region|mutex)\.ts$/],
+  ['region', /^(region|mutex|rwlock)\.ts$/],
   ['package', /^(index|doctor)\.ts$/],
   ['cli', /^cli\//],
 ];

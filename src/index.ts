@@ -3,7 +3,7 @@
  *
  * - `Region`: named POSIX shm, anonymous memfd or file-backed memory.
  * - `View`: a mapping of a region as an ArrayBuffer (read, write or copy-on-write).
- * - `atomics`, `Mutex`: waiting, waking and locking on words of a region, across processes.
+ * - `atomics`, `Mutex`, `RwLock`: waiting, waking and locking on words of a region, across processes.
  */
 export { Region } from './region';
 export type { RegionKind, CreateOptions, OpenOptions, OpenFileOptions, FromHandleOptions, MapOptions, RegionHandle } from './region';
@@ -41,3 +41,5 @@ export const atomics: {
 export type { WaitResult, WaitAsyncResult, WaitAsyncOptions } from './atomics';
 export { Mutex, OWNER_BASE } from './mutex';
 export type { MutexGuard, AcquireOptions } from './mutex';
+export { RwLock, RWLOCK_WORDS } from './rwlock';
+export type { RwLockGuard } from './rwlock';

@@ -219,6 +219,23 @@ lock.acquireSync({ signal: AbortSignal.timeout(5) });
 // @ts-expect-error ownerDied is read-only
 lock.tryAcquire()!.ownerDied = false;
 lock.release();
+// RwLock
+import { RwLock, RWLOCK_WORDS } from 'cowshm';
+import type { RwLockGuard } from 'cowshm';
+const rw = new RwLock(words, 32);
+expectType<number>(RWLOCK_WORDS);
+expectType<RwLockGuard | null>(rw.tryRead());
+expectType<RwLockGuard | null>(rw.tryWrite());
+expectType<RwLockGuard>(rw.readSync({ timeoutMs: 5 }));
+expectType<RwLockGuard>(rw.writeSync());
+expectType<Promise<RwLockGuard>>(rw.read({ signal: AbortSignal.timeout(5) }));
+expectType<Promise<RwLockGuard>>(rw.write({ timeoutMs: 5 }));
+expectType<number>(rw.reading);
+expectType<boolean>(rw.writing);
+// @ts-expect-error writeSync takes no signal
+rw.writeSync({ signal: AbortSignal.timeout(5) });
+// @ts-expect-error ownerDied is read-only
+rw.tryRead()!.ownerDied = false;
 // Checkpoint streams
 import type { ReadStreamOptions } from 'cowshm';
 import type { Readable } from 'node:stream';
