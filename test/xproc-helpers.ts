@@ -1,0 +1,56 @@
+/** Shared by the test/snapshot.xproc.*.test.ts files: child processes that stay up, and the coordination file. */
+import * as assert from 'node:assert/strict';
+import * as fs from 'node:fs';
+import { spawn, type ChildProcess } from 'node:child_process';
+import type { Region } from 'cowshm';
+
+export const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
+
+/** A child process that printed `ready` and keeps running. */
+export interface Peer {
+  proc: ChildProcess;
+  pid: number;
+  /** Resolves with the exit code, or the signal's name. */
+  exited: Promise<number | string | null>;
+  /** Everything it printed so far, stdout and stderr. */
+  out: string;
+}
+
+/** Spawns `command args` and waits (at most 10 s) until it prints `ready`. */
+export async function startPeer(command: string, args: string[], env: NodeJS.ProcessEnv = {}): Promise<Peer> {
+  const proc = spawn(command, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } });
+  const p: Peer = {
+    proc,
+    pid: proc.pid as number,
+    out: '',
+    exited: new Promise((resolve) => proc.on('exit', (code, sig) => resolve(code ?? sig))),
+  };
+  proc.stdout?.on('data', (d: Buffer) => (p.out += d.toString()));
+  proc.stderr?.on('data', (d: Buffer) => (p.out += d.toString()));
+  let done = false;
+  void p.exited.then(() => (done = true));
+  for (let i = 0; i < 1000 && !p.out.includes('ready') && !done; i++) await sleep(10);
+  assert.ok(p.out.includes('ready'), `${command} ${args.join(' ')} started: ${p.out}`);
+  return p;
+}
+
+/** Ends a peer however it is (stopped included), waiting at most 10 s before SIGKILL. */
+export async function stopPeer(p: Peer, signal: NodeJS.Signals = 'SIGTERM'): Promise<void> {
+  if (p.proc.exitCode !== null || p.proc.signalCode !== null) return;
+  p.proc.kill('SIGCONT');
+  p.proc.kill(signal);
+  const t = setTimeout(() => p.proc.kill('SIGKILL'), 10_000);
+  await p.exited;
+  clearTimeout(t);
+}
+
+/** The region's coordination file. */
+export function coordinationFile(r: Region): string {
+  return `/dev/shm/cowshm-xproc-${r.dev.toString(16)}-${r.ino.toString(16)}`;
+}
+
+/** Waits (at most 2 s) for a file to go, and says whether it did. */
+export async function gone(file: string): Promise<boolean> {
+  for (let i = 0; i < 100 && fs.existsSync(file); i++) await sleep(20);
+  return !fs.existsSync(file);
+}
