@@ -296,3 +296,38 @@ export function unregisteredWriters(dev: number, ino: number): UnregisteredWrite
   }
   return { pids: pids.sort((a, b) => a - b), uninspected: uninspected.sort((a, b) => a - b) };
 }
+
+/** A coordination file in /dev/shm, with its region's name when the region is a segment there. */
+export interface CoordinationFile extends Coordination {
+  /** The file's name in /dev/shm. */
+  name: string;
+  /** The region's segment name in /dev/shm, or null (a memfd, a file region, a region on hugetlbfs, or gone). */
+  region: string | null;
+}
+
+/** The coordination files in /dev/shm, sorted by name. */
+export function listCoordination(): CoordinationFile[] {
+  let names: string[];
+  try {
+    names = fs.readdirSync(SHM_DIR);
+  } catch {
+    return [];
+  }
+  const stats = new Map<string, fs.Stats>();
+  for (const name of names) {
+    try {
+      stats.set(name, fs.lstatSync(`${SHM_DIR}/${name}`));
+    } catch {
+      // removed meanwhile
+    }
+  }
+  const out: CoordinationFile[] = [];
+  for (const [name, st] of stats) {
+    const c = inspectCoordination(`${SHM_DIR}/${name}`, name, st);
+    if (c === null) continue;
+    let region: string | null = null;
+    for (const [other, o] of stats) if (o.isFile() && o.dev === c.dev && o.ino === c.ino) region = other;
+    out.push({ name, region, ...c });
+  }
+  return out.sort((a, b) => (a.name < b.name ? -1 : 1));
+}

@@ -6,8 +6,8 @@ import { test } from 'node:test';
 import * as assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { Region, pageSize } from 'cowshm';
-import { uniqueName, packageRoot } from './helpers';
-import { coordinationFile, gone, startPeer, stopPeer, type Peer } from './xproc-helpers';
+import { uniqueName } from './helpers';
+import { coordinationFile, cowshmPeer, gone, startPeer, stopPeer, type Peer } from './xproc-helpers';
 
 const python = spawnSync('python3', ['-c', 'print(1)'], { encoding: 'utf8' });
 const noPython = python.status === 0 ? undefined : `python3 is not available: ${python.error?.message ?? python.stderr}`;
@@ -41,21 +41,6 @@ function pythonHolder(file: string, how: string): Promise<Peer> {
   return startPeer('python3', ['-c', HOLDER, file, how]);
 }
 
-// A cowshm process: 'participant' opens with crossProcess, 'plain' without, 'reader' read-only.
-const COWSHM = `
-const { Region } = require(${JSON.stringify(packageRoot)});
-const [name, how] = process.argv.slice(1);
-const r = how === 'reader' ? Region.open(name, { readOnly: true }) : Region.open(name, { crossProcess: how === 'participant' });
-const v = r.map({ access: how === 'reader' ? 'cow' : 'write' });
-if (how !== 'reader') new Uint8Array(v.buffer)[8] = 1;
-console.log('ready');
-setInterval(() => {}, 1000);
-`;
-
-function cowshmHolder(name: string, how: string): Promise<Peer> {
-  return startPeer(process.execPath, ['-e', COWSHM, name, how]);
-}
-
 test("unregisteredHolders names writers that do not take part, not participants or read-only holders", { skip: noPython }, async () => {
   const name = uniqueName('holders');
   const r = Region.create({ name, size: 16 * pageSize, mode: 0o600, crossProcess: true });
@@ -67,9 +52,9 @@ test("unregisteredHolders names writers that do not take part, not participants 
     peers['pyMayWrite'] = await pythonHolder(file, 'rw-fd-read-map');
     peers['pyReadMap'] = await pythonHolder(file, 'read-map');
     peers['pyReadFd'] = await pythonHolder(file, 'read-fd');
-    peers['participant'] = await cowshmHolder(name, 'participant');
-    peers['plain'] = await cowshmHolder(name, 'plain');
-    peers['reader'] = await cowshmHolder(name, 'reader');
+    peers['participant'] = await cowshmPeer(name, 'participant');
+    peers['plain'] = await cowshmPeer(name, 'plain');
+    peers['reader'] = await cowshmPeer(name, 'reader');
     const s = r.snapshot({ scope: 'processes', timeoutMs: 5000 });
     try {
       const listed = s.unregisteredHolders;
@@ -101,7 +86,7 @@ test("unregisteredHolders names writers that do not take part, not participants 
 test('unregisteredHolders includes this process when it writes the region without taking part', async () => {
   const name = uniqueName('holders-self');
   const r = Region.create({ name, size: 4 * pageSize, mode: 0o600 }); // no crossProcess: not a participant
-  const participant = await cowshmHolder(name, 'participant');
+  const participant = await cowshmPeer(name, 'participant');
   try {
     const s = r.snapshot({ scope: 'processes', timeoutMs: 5000 });
     assert.ok((s.unregisteredHolders as readonly number[]).includes(process.pid));
@@ -121,4 +106,5 @@ test('unregisteredHolders includes this process when it writes the region withou
       r.close();
     }
   }
+  assert.equal(await gone(coordinationFile(r)), true);
 });

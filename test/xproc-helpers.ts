@@ -3,6 +3,7 @@ import * as assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import { spawn, type ChildProcess } from 'node:child_process';
 import type { Region } from 'cowshm';
+import { packageRoot } from './helpers';
 
 export const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
 
@@ -53,4 +54,22 @@ export function coordinationFile(r: Region): string {
 export async function gone(file: string): Promise<boolean> {
   for (let i = 0; i < 100 && fs.existsSync(file); i++) await sleep(20);
   return !fs.existsSync(file);
+}
+
+// A cowshm process holding the segment NAME: 'participant' opens it with
+// crossProcess and writes, 'plain' opens it without and writes, 'reader'
+// opens it read-only with a copy-on-write view. SIGTERM closes it first.
+const COWSHM_PEER = `
+const { Region } = require(${JSON.stringify(packageRoot)});
+const [name, how] = process.argv.slice(1);
+const r = how === 'reader' ? Region.open(name, { readOnly: true }) : Region.open(name, { crossProcess: how === 'participant' });
+const v = r.map({ access: how === 'reader' ? 'cow' : 'write' });
+if (how !== 'reader') new Uint8Array(v.buffer)[8] = 1;
+process.on('SIGTERM', () => { r.close(); process.exit(0); }); // leaves: the last one removes the coordination file
+console.log('ready');
+setInterval(() => {}, 1000);
+`;
+
+export function cowshmPeer(name: string, how: 'participant' | 'plain' | 'reader'): Promise<Peer> {
+  return startPeer(process.execPath, ['-e', COWSHM_PEER, name, how]);
 }
