@@ -73,3 +73,22 @@ setInterval(() => {}, 1000);
 export function cowshmPeer(name: string, how: 'participant' | 'plain' | 'reader'): Promise<Peer> {
   return startPeer(process.execPath, ['-e', COWSHM_PEER, name, how]);
 }
+
+/** The compiled child of the snapshot.xproc.* tests (snapshot.xproc.peer.child.ts). */
+export const peerChild = `${__dirname}/snapshot.xproc.peer.child.js`;
+
+/** Starts a role of snapshot.xproc.peer.child.ts. */
+export function startRole(args: string[], env: NodeJS.ProcessEnv = {}): Promise<Peer> {
+  return startPeer(process.execPath, [peerChild, ...args], env);
+}
+
+/** Sets the stop flag (page 0, word 0) and waits for every peer to end, stopped ones too. */
+export async function stopAll(stop: Uint32Array, peers: Peer[]): Promise<void> {
+  Atomics.store(stop, 0, 1);
+  for (const p of peers) {
+    p.proc.kill('SIGCONT');
+    const t = setTimeout(() => p.proc.kill('SIGKILL'), 10_000);
+    await p.exited;
+    clearTimeout(t);
+  }
+}
