@@ -4,10 +4,9 @@
 // instant, and the snapshot stays exact.
 import { test } from 'node:test';
 import * as assert from 'node:assert/strict';
-import * as fs from 'node:fs';
 import { Region, pageSize } from 'cowshm';
 import { uniqueName } from './helpers';
-import { coordinationFile, gone, sleep, startRole, stopAll, stopPeer, type Peer } from './xproc-helpers';
+import { coordinationFile, gone, sleep, startRole, stopAll, stopPeer, stopped, type Peer } from './xproc-helpers';
 import { MARK_PAGE, violations } from './snapshot.xproc.peer.child';
 
 const WRITERS = 3;
@@ -27,14 +26,6 @@ async function withStampWriters(tag: string, body: (r: Region, writers: Peer[]) 
     r.close();
   }
   assert.equal(await gone(coordinationFile(r)), true);
-}
-
-/** Waits until every thread of `pid` is stopped: a loaded machine may take a while to stop them all. */
-async function stopped(pid: number): Promise<void> {
-  const states = (): string[] =>
-    fs.readdirSync(`/proc/${pid}/task`).map((t) => (fs.readFileSync(`/proc/${pid}/task/${t}/stat`, 'utf8').split(') ')[1] ?? '').split(' ')[0] ?? '');
-  for (let i = 0; i < 500 && !states().every((st) => st === 'T' || st === 't'); i++) await sleep(10);
-  assert.ok(states().every((st) => st === 'T' || st === 't'), `process ${pid} stopped: ${states().join(' ')}`);
 }
 
 async function wrote(joiner: Peer): Promise<string> {

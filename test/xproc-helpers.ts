@@ -92,3 +92,12 @@ export async function stopAll(stop: Uint32Array, peers: Peer[]): Promise<void> {
     clearTimeout(t);
   }
 }
+
+/** Waits until every thread of `pid` is stopped: a loaded machine may take a while to stop them all. */
+export async function stopped(pid: number): Promise<void> {
+  const states = (): string[] =>
+    fs.readdirSync(`/proc/${pid}/task`).map((t) => (fs.readFileSync(`/proc/${pid}/task/${t}/stat`, 'utf8').split(') ')[1] ?? '').split(' ')[0] ?? '');
+  for (let i = 0; i < 500 && !states().every((st) => st === 'T' || st === 't'); i++) await sleep(10);
+  assert.ok(states().every((st) => st === 'T' || st === 't'), `process ${pid} stopped: ${states().join(' ')}`);
+}
+
