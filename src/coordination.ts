@@ -143,7 +143,7 @@ export function reclaimCoordination(name: string, expected?: { dev: number; ino:
     if (expected !== undefined && (st.dev !== expected.dev || st.ino !== expected.ino)) return false;
     const deadline = Date.now() + INIT_WAIT_MS;
     while (!lockRange(fd, layout.initLock, 1, 'exclusive')) {
-      if (Date.now() > deadline) throw held(file, fd, 'a process has been opening it for 2 s (stopped while joining?)');
+      if (Date.now() > deadline) throw held(file, fd, 'a process has been joining it for 2 s (stopped while joining?)');
       Atomics.wait(pause, 0, 0, 2);
     }
     // Every other byte, at once: any reader or participant holds one of them.
@@ -170,11 +170,12 @@ function held(file: string, fd: number, why: string | null): CoordinationHeldErr
   const who = [
     participants > 0 ? `${participants} participant${participants === 1 ? '' : 's'}` : '',
     snapshot ? 'a live snapshot' : '',
-  ].filter(Boolean).join(' and ') || 'a process holding its lock';
-  return Object.assign(
-    cowshmError('ERR_COWSHM_SEGMENT_HELD', `${file} is in use by ${why ?? who} of cross-process snapshots: not removed (the last one to leave removes it)`),
-    { path: file, participants, snapshot },
-  ) as CoordinationHeldError;
+  ].filter(Boolean).join(' and ');
+  const message =
+    why !== null
+      ? `${file} is in use: ${why}: not removed`
+      : `${file} is in use by ${who || 'a process holding a lock on it'} of cross-process snapshots: not removed (the last one to leave removes it)`;
+  return Object.assign(cowshmError('ERR_COWSHM_SEGMENT_HELD', message), { path: file, participants, snapshot }) as CoordinationHeldError;
 }
 
 /** Who can write a region without taking part in its cross-process snapshots. */

@@ -20,7 +20,7 @@ import { lockFile, unlockFile } from './locks';
 import { mapsDevice } from './memory/procfs';
 import * as check from './validate';
 import { hugetlbfsMounts } from './hugetlb';
-import { inspectCoordination, type Coordination } from './coordination';
+import { coordinationOf, inspectCoordination, reclaimCoordination, type Coordination } from './coordination';
 
 const SHM_DIR = '/dev/shm';
 
@@ -422,6 +422,8 @@ export interface RemoveSegmentOptions {
    * exclusive lock taken for the check keeps cowshm processes from opening
    * the segment until the name is gone. Other programs' holders are seen only
    * through /proc: in this pid namespace, and only if they can be inspected.
+   * A coordination file of cross-process snapshots (`cowshm-xproc-<dev>-<ino>`)
+   * is removed only when no process holds a lock on it (see `Segment.coordination`).
    * Default false.
    */
   ifOrphan?: boolean;
@@ -494,6 +496,9 @@ export function removeSegment(name: string, expected?: { dev: number; ino: numbe
     unlinkSegment(name, file);
     return true;
   }
+
+  // A coordination file's liveness is its locks: the same rule as native/xproc.c's.
+  if (coordinationOf(name) !== null && file === path.join(SHM_DIR, name)) return reclaimCoordination(name, want);
 
   let fd: number | null;
   try {

@@ -6,7 +6,7 @@ import { test } from 'node:test';
 import * as assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { Region, pageSize } from 'cowshm';
+import { Region, pageSize, removeSegment } from 'cowshm';
 import { runCli, uniqueName, packageRoot } from './helpers';
 import { coordinationFile, cowshmPeer, gone, startPeer, stopPeer, type Peer } from './xproc-helpers';
 
@@ -72,6 +72,12 @@ test('cowshm rm: a coordination file in use is never removed, by name or as an o
       assert.match(res.stderr, /in use|taking part/);
       assert.equal(fs.existsSync(file), true, `${args.join(' ')} removed nothing`);
     }
+    assert.throws(
+      () => removeSegment(base, undefined, { ifOrphan: true }),
+      (err: Error & { code?: string; participants?: number }) => err.code === 'ERR_COWSHM_SEGMENT_HELD' && err.participants === 2,
+      'removeSegment(..., { ifOrphan: true }) applies the same rule',
+    );
+    assert.equal(fs.existsSync(file), true);
     // kill -9: nobody leaves, nobody removes the file; the kernel drops their locks.
     for (const p of peers) {
       p.proc.kill('SIGKILL');
@@ -115,7 +121,7 @@ test('cowshm rm --orphans: an orphaned coordination file that a process is openi
       assert.equal(listed(path.basename(file))?.orphan, false, 'a lock is held: not an orphan');
       const res = runCli(['rm', path.basename(file)]);
       assert.equal(res.status, 1, res.stdout);
-      assert.match(res.stderr, /has been opening it for 2 s/);
+      assert.match(res.stderr, /is in use: a process has been joining it for 2 s/);
       assert.equal(fs.existsSync(file), true);
     } finally {
       await stopPeer(opener, 'SIGKILL');

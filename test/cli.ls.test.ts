@@ -32,7 +32,7 @@ test('ls --json: size, memory, owner, mode, and this process as the holder (map 
       {
         name: held.name, path: held.path, pageSize: held.pageSize, deleted: false, size: 3 * 4096 + 5, allocated: 4 * 4096,
         uid: process.getuid?.(), owner: userName(process.getuid?.() ?? 0), gid: process.getgid?.(),
-        mode: 0o640, dev: held.dev, ino: held.ino, locked: true, orphan: false, holders: undefined, uninspected: undefined,
+        mode: 0o640, dev: held.dev, ino: held.ino, locked: true, orphan: false, holders: undefined, uninspected: undefined, coordination: null,
       },
     );
     assert.deepEqual(s.holders, [{ pid: process.pid, command: 'node', mappings: 2, fds: [held.fd] }]);
