@@ -27,6 +27,12 @@ export interface Armed {
 
 /** Readers released (or failed) whose mapping waits until no participant may push into it. */
 const draining = new Map<number, number>();
+/**
+ * Each reader's ArrayBuffer, held until its mapping is unmapped: once made,
+ * a buffer owns its mapping, and its collection would unmap the range while
+ * writer processes may still push into that address.
+ */
+const buffers = new Map<number, ArrayBuffer>();
 let timer: NodeJS.Timeout | undefined;
 
 function drain(): void {
@@ -34,6 +40,7 @@ function drain(): void {
     if (!native.xprocDrained(reader)) continue;
     draining.delete(reader);
     native.unmap(id);
+    buffers.delete(reader);
   }
   if (draining.size === 0 && timer !== undefined) {
     clearInterval(timer);
@@ -62,14 +69,17 @@ export function arm(
 ): Armed {
   const id = native.mapView(fd, 0, size, ACCESS.cow, label, nextOwner++, dev, ino, 0);
   let reader: number;
+  let buffer: ArrayBuffer | undefined;
   try {
-    const buffer = native.viewBuffer(id);
+    buffer = native.viewBuffer(id);
     reader = native.xprocArm(dev, ino, size, mode & 0o666, native.address(id), timeoutMs);
+    buffers.set(reader, buffer);
     return { id, reader, buffer };
   } catch (err) {
     const r = (err as { readerId?: unknown }).readerId;
     if (typeof r === 'number') {
       delete (err as { readerId?: unknown }).readerId;
+      if (buffer !== undefined) buffers.set(r, buffer); // armed writers may push until drained
       release(r, id);
     } else native.unmap(id);
     throw err;
