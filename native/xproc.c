@@ -229,6 +229,17 @@ static void xfile_unlink_if_last(struct xfile *f) {
   if (stat(f->path, &st) == 0 && st.st_dev == f->fdev && st.st_ino == f->fino) unlink(f->path);
 }
 
+/* Whether no other open file description holds a lock on any byte of the
+ * file but INIT_LOCK: taken and dropped at once, so call with INIT_LOCK held
+ * (nobody can take one meanwhile). cowshm rm --orphans applies the same rule. */
+static int unheld(int fd) {
+  if (lock_byte(fd, 0, INIT_LOCK, F_WRLCK, 0) != 0) return 0;
+  int free_above = lock_byte(fd, INIT_LOCK + 1, 0, F_WRLCK, 0) == 0;
+  lock_byte(fd, 0, INIT_LOCK, F_UNLCK, 0);
+  if (free_above) lock_byte(fd, INIT_LOCK + 1, 0, F_UNLCK, 0);
+  return free_above;
+}
+
 /* Opens (or creates) the coordination file of (dev, ino) and maps it, with
  * INIT_LOCK held on return. Returns 0 or an errno, with *call and why. */
 static int xfile_open(struct xfile *f, uint64_t dev, uint64_t ino, uint64_t size, uint32_t mode, const char **call,
@@ -279,6 +290,19 @@ static int xfile_open(struct xfile *f, uint64_t dev, uint64_t ino, uint64_t size
     f->fdev = st.st_dev;
     f->fino = st.st_ino;
     int fresh = st.st_size == 0;
+    /* No reader or participant holds a lock, and INIT_LOCK keeps anyone
+     * from taking one meanwhile: whatever the file holds was left by
+     * processes that died. Start it over (reclaimed at the next open), so a
+     * stale size or header is never refused. */
+    if (!fresh && unheld(fd)) {
+      if (ftruncate(fd, 0) != 0) {
+        e = errno;
+        *call = "ftruncate";
+        xfile_close(f);
+        return e;
+      }
+      fresh = 1;
+    }
     if (fresh) {
       /* shm files get the umask: the region's mode is meant exactly. */
       if (fchmod(fd, mode & 0666) != 0 || ftruncate(fd, (off_t)want) != 0) {
@@ -329,6 +353,11 @@ static void mark_broken(struct pushctx *c, int err) {
   atomic_store(&c->h->broken_err, (uint32_t)err);
   atomic_store(&c->h->broken_gen, c->gen);
 }
+
+/* Test hook, read when a region joins: COWSHM_TEST_XPROC_PUSH_DELAY_US makes
+ * a writer sleep that long holding a page's claim before pushing it, so the
+ * tests can kill or stop a writer mid-push. Unset (0) in normal use. */
+static _Atomic long test_push_delay_us;
 
 static void nap_us(long us) {
   struct timespec t = {0, us * 1000};
@@ -630,6 +659,9 @@ static int push(void *ctxp, uint64_t lo, uint64_t hi) {
       runlen = 0;
     }
     if (!ours) continue;
+    /* Ours: we moved it from untouched to COPYING. (Tests: hold the claim a while.) */
+    if (atomic_load_explicit(&test_push_delay_us, memory_order_relaxed) > 0)
+      nap_us(atomic_load_explicit(&test_push_delay_us, memory_order_relaxed));
     if (src == 0) {
       int err = push_run(c, p, 1, 0, done); /* no mapping of ours holds it: breaks the snapshot */
       if (err != 0) result = err;
@@ -831,6 +863,9 @@ static napi_value join_js(napi_env env, napi_callback_info info) {
    * Yama cannot. */
   const char *refuse = getenv("COWSHM_XPROC_REFUSE_DIRECT");
   p->refuse = refuse == NULL ? 0 : strcmp(refuse, "1") == 0 ? 1 : strcmp(refuse, "push") == 0 ? 2 : 0;
+  const char *delay = getenv("COWSHM_TEST_XPROC_PUSH_DELAY_US");
+  long us = delay == NULL ? 0 : strtol(delay, NULL, 10);
+  atomic_store(&test_push_delay_us, us < 0 ? 0 : us > 999999 ? 999999 : us);
   const char *call = "open";
   char why[320];
   int err = xfile_open(&p->f, dev, ino, size, (uint32_t)mode, &call, why, sizeof why);
@@ -1121,5 +1156,15 @@ napi_value cowshm_init_xproc(napi_env env, napi_value exports) {
       {"xprocDrained", NULL, drained_js, NULL, NULL, NULL, napi_enumerable, NULL},
   };
   NAPI_OK(env, napi_define_properties(env, exports, sizeof props / sizeof *props, props));
+  /* The file's layout, for cowshm ls / rm --orphans (src/coordination.ts). */
+  napi_value layout;
+  NAPI_OK(env, napi_create_object(env, &layout));
+  const struct { const char *name; double v; } fields[] = {
+      {"readerLock", READER_LOCK}, {"slotLock", SLOT_LOCK}, {"maxParticipants", MAX_PARTS},
+      {"initLock", INIT_LOCK},     {"magic", XMAGIC},       {"version", XVERSION},
+  };
+  for (size_t i = 0; i < sizeof fields / sizeof *fields; i++)
+    NAPI_OK(env, napi_set_named_property(env, layout, fields[i].name, cowshm_num(env, fields[i].v)));
+  NAPI_OK(env, napi_set_named_property(env, exports, "xprocLayout", layout));
   return exports;
 }

@@ -9,6 +9,7 @@ import { native } from './native';
 import { snapshotProbe } from './snapshot';
 import { hugePools, hugetlbfsMounts, type HugePool, type HugetlbfsMount } from './hugetlb';
 import { waitAsyncPath } from './atomics';
+import { listCoordination, type CoordinationFile } from './coordination';
 
 export interface DoctorReport {
   kernel: string;
@@ -43,7 +44,19 @@ export interface DoctorReport {
   };
   /** The largest single view (and snapshot) this Node.js allows. */
   maxViewLength: number;
+  /** Snapshots with scope 'processes': what they are frozen against, and the coordination files in /dev/shm. */
+  crossProcess: {
+    covered: string;
+    notCovered: string;
+    /** One per region that has (or had: `orphan`) processes taking part. */
+    coordinationFiles: CoordinationFile[];
+  };
 }
+
+const COVERED =
+  "writes through cowshm write views, from any thread, in every process that opened the region for writing with crossProcess: true (also those that open it while a snapshot is live)";
+const NOT_COVERED =
+  'writers that are not such processes: other languages (Python, C), pwrite(2) and fs.writeSync on a descriptor, cowshm regions opened without crossProcess; a snapshot lists the ones /proc shows in unregisteredHolders';
 
 function readText(file: string): string | null {
   try {
@@ -150,5 +163,6 @@ export function doctor(): DoctorReport {
     pageFrames: pageFrames(),
     hugePages: hugePages(),
     maxViewLength: Region.maxViewLength,
+    crossProcess: { covered: COVERED, notCovered: NOT_COVERED, coordinationFiles: listCoordination() },
   };
 }

@@ -30,6 +30,7 @@ export { hugePools, hugetlbfsMounts } from './hugetlb';
 export type { HugePool, HugetlbfsMount } from './hugetlb';
 export { listSegments, removeSegment } from './segments';
 export type { Segment, SegmentHolder, ListSegmentsOptions } from './segments';
+export type { Coordination, CoordinationFile } from './coordination';
 export * as memory from './memory';
 import { wait, waitAsync, notify } from './atomics';
 /** Atomics.wait / waitAsync / notify for words of a region, across processes (see docs/api.md). */

@@ -41,6 +41,8 @@ export interface Native {
   fsync(fd: number, target?: string): void;
   /** fcntl(F_OFD_SETLK[W]): kind 0 unlock, 1 shared, 2 exclusive; length 0 = to the end. False when not waiting and held elsewhere. */
   ofdLock(fd: number, start: number, length: number, kind: 0 | 1 | 2, wait: 0 | 1): boolean;
+  /** Whether another open file description holds a lock on a byte of the range (F_OFD_GETLK). */
+  ofdHeld(fd: number, start: number, length: number): boolean;
   /** flock(2) with the same kinds: false when not waiting and held elsewhere. */
   flock(fd: number, kind: 0 | 1 | 2, wait: 0 | 1): boolean;
   /** Maps without making the ArrayBuffer yet; returns the mapping's id. */
@@ -97,6 +99,8 @@ export interface Native {
   xprocRelease(id: number): void;
   /** Whether no participant may still push into the snapshot's mapping (the reader's id is then freed). */
   xprocDrained(id: number): boolean;
+  /** The coordination file's lock bytes and header identity (native/xproc.c). */
+  xprocLayout: { readerLock: number; slotLock: number; maxParticipants: number; initLock: number; magic: number; version: number };
   /** [id, chunkSize, backend]; the ArrayBuffer comes from viewBuffer(id) when first asked for. hugeShift: log2 of a hugetlb page size, or 0. */
   snapshotCreate(
     fd: number, offset: number, length: number, label: string, owner: number, dev: number, ino: number, regionSize: number,

@@ -20,6 +20,7 @@ export interface SnapshotWriter {
   readonly pid: number;
   readonly push: PushPath;
 }
+import { unregisteredWriters, type UnregisteredWriters } from './coordination';
 
 /** How write protection is done: see `snapshotBackend`. */
 export type SnapshotBackend = 'userfaultfd' | 'mprotect';
@@ -144,6 +145,7 @@ export class Snapshot {
   /** With scope 'processes': the reader's id in native/xproc.c. */
   readonly #reader: number | undefined;
   #released = false;
+  #holders: Readonly<UnregisteredWriters> | undefined;
 
   /** The region this is a snapshot of. */
   readonly region: Region;
@@ -253,6 +255,45 @@ export class Snapshot {
   get writers(): SnapshotWriter[] {
     this.#check();
     return this.#reader === undefined ? [] : xproc.writers(this.#reader);
+  }
+
+  /**
+   * With scope `'processes'`: the pids of processes that can write the region
+   * but do not take part, so this snapshot is not frozen against them (see
+   * docs/api.md, Snapshots across processes): a shared writable mapping of
+   * the region (or one that may be made writable), or a descriptor of it open
+   * for writing, in a process whose descriptors hold no participant's lock
+   * on the coordination file. Another language's writer, `pwrite`, or a
+   * cowshm process that opened the region without `crossProcess` (this one
+   * included). Read-only holders and copy-on-write mappings cannot write the
+   * region and are not listed. Found through /proc when first read (this or
+   * `uninspectedProcesses`; milliseconds: every process's maps and
+   * descriptors), then kept: only processes of this pid namespace, and only
+   * those this user may inspect (see `uninspectedProcesses`). Empty does not
+   * prove the snapshot exact; non-empty says it may not be. null with scope
+   * `'process'` (every other process is outside it).
+   */
+  get unregisteredHolders(): readonly number[] | null {
+    return this.#holderScan()?.pids ?? null;
+  }
+
+  /**
+   * With scope `'processes'`: the pids whose /proc files could not be read
+   * when `unregisteredHolders` was found (other users' processes unless root,
+   * undumpable ones): any of them might write the region unseen. null with
+   * scope `'process'`.
+   */
+  get uninspectedProcesses(): readonly number[] | null {
+    return this.#holderScan()?.uninspected ?? null;
+  }
+
+  #holderScan(): Readonly<UnregisteredWriters> | null {
+    if (this.#reader === undefined) return null;
+    if (this.#holders === undefined) {
+      const found = unregisteredWriters(this.region.dev, this.region.ino);
+      this.#holders = Object.freeze({ pids: Object.freeze(found.pids) as number[], uninspected: Object.freeze(found.uninspected) as number[] });
+    }
+    return this.#holders;
   }
 
   /** The mapping's start address in this process (for /proc lookups and the memory API). */

@@ -105,6 +105,7 @@ export function arm(
 ): Armed {
   const id = native.mapView(fd, 0, size, ACCESS.cow, label, nextOwner++, dev, ino, 0);
   let reader: number;
+  let buffer: ArrayBuffer | undefined;
   try {
     reader = native.xprocArm(dev, ino, size, mode & 0o666, native.address(id), timeoutMs, chunk, handshakeForced());
     return { id, reader, held: { buffer: undefined } };

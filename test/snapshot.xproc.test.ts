@@ -10,6 +10,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { Region, pageSize } from 'cowshm';
 import { uniqueName } from './helpers';
 import { WRITERS, RECORD, FIRST_RECORD_PAGE } from './snapshot.xproc.child';
+import { stopped } from './xproc-helpers';
 
 const child = path.join(__dirname, 'snapshot.xproc.child.js');
 const PAGES = 256;
@@ -128,7 +129,7 @@ test("a stopped writer makes snapshot() fail after timeoutMs naming its pid; nev
   await withWriters('stop', async (r, _stop, writers) => {
     const victim = writers[1] as Writer;
     victim.proc.kill('SIGSTOP');
-    await sleep(100);
+    await stopped(victim.pid); // every thread: on a loaded machine that takes a while, and a running one still arms
     const t0 = Date.now();
     assert.throws(
       () => r.snapshot({ scope: 'processes', timeoutMs: 300 }),
