@@ -128,6 +128,20 @@ function releasePool() {
 }
 
 const before = listShm();
+// Coordination files of cross-process snapshots are named by their region's
+// device and inode, not by this run's prefix: one that appeared during the run
+// and that no process holds a lock on any more (its participants all gone
+// without removing it) was left behind by a test. Files of a concurrent run
+// are held while it lives.
+function orphanCoordination() {
+  let list;
+  try {
+    list = require(path.join(root, 'dist', 'coordination.js')).listCoordination;
+  } catch {
+    return []; // not built: nothing of ours can have made one
+  }
+  return list().filter((c) => !before.has(c.name) && c.orphan).map((c) => `${c.name} (coordination file, no holder)`);
+}
 // Names made by test/helpers.ts uniqueName() in this run start with this
 // prefix; other programs (other runs of the suite among them) may create and
 // remove segments meanwhile.
@@ -152,6 +166,7 @@ for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP']) {
 child.on('exit', (code, signal) => {
   releasePool();
   const left = [...listShm()].filter((name) => !before.has(name) && name.startsWith(prefix));
+  left.push(...orphanCoordination());
   let status = code ?? 1;
   if (left.length > 0) {
     console.error(`\n/dev/shm check: the suite left ${left.length} segment(s) behind:\n  ${left.join('\n  ')}`);
