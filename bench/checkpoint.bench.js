@@ -19,7 +19,7 @@ const path = require('node:path');
 const { execFileSync } = require('node:child_process');
 const { Worker } = require('node:worker_threads');
 const { monitorEventLoopDelay, performance } = require('node:perf_hooks');
-const { time, median, report, fmtSeconds } = require('./lib');
+const { time, median, report, fmtSeconds, fillRandom: fill } = require('./lib');
 
 const mode = process.argv[2] === '--against' || process.argv[2] === '--one' ? process.argv[2] : null;
 const pkgRoot = mode === '--one' ? path.resolve(process.argv[3]) : path.join(__dirname, '..');
@@ -31,17 +31,6 @@ const size = Math.round(Number(process.argv[mode ? 4 : 2] ?? (mode ? 0.25 : 1)) 
 const dir = fs.mkdtempSync(path.join(process.env.COWSHM_BENCH_DIR ?? os.tmpdir(), 'cowshm-ck-bench-'));
 const rate = (bytes) => (s) => `${(bytes / s / 1e6).toFixed(0)} MB/s`;
 const fmtRate = (x) => `${(x / 1e6).toFixed(0)} MB/s`;
-
-function fill(bytes) {
-  const words = new Uint32Array(bytes.buffer, bytes.byteOffset, bytes.byteLength >>> 2);
-  let x = 88172645;
-  for (let i = 0; i < words.length; i++) {
-    x ^= x << 13;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    words[i] = x;
-  }
-}
 
 /** A worker writing 8-byte words at random offsets in [0, span) until stopped; counts in shared memory. */
 function startWriter(region, span) {
