@@ -37,27 +37,55 @@ const POOL_STATE = fs.existsSync('/run') ? '/run/cowshm-test-hugetlb' : '/tmp/co
 const POOL_PAGES = { 2097152: 64, 1073741824: 1 };
 const poolFile = (size) => `/sys/kernel/mm/hugepages/hugepages-${size / 1024}kB/nr_hugepages`;
 
+const alive = (pid) => {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return err.code === 'EPERM';
+  }
+};
+
+const sleep = (ms) => Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
+
+/**
+ * Runs fn() holding the machine-wide hugetlb test lock: the one the tests
+ * take (hugeLock() in test/hugetlb-helpers.ts, same protocol) while they
+ * count or use the pool's pages. Changing the pool under it would change the
+ * free and total counts a test of another run is comparing.
+ */
 function withPoolLock(fn) {
   fs.mkdirSync(POOL_STATE, { recursive: true, mode: 0o700 });
-  const lock = path.join(POOL_STATE, 'lock');
-  const deadline = Date.now() + 10_000;
+  const lock = path.join(POOL_STATE, 'tests');
+  const owner = path.join(lock, 'pid');
+  let said = 0;
   for (;;) {
     try {
       fs.mkdirSync(lock);
+      fs.writeFileSync(owner, String(process.pid));
       break;
     } catch (err) {
       if (err.code !== 'EEXIST') throw err;
-      // A lock older than a few seconds belongs to a run that died holding it.
+      let pid = NaN;
       try {
-        if (Date.now() - fs.statSync(lock).mtimeMs > 5_000 || Date.now() > deadline) fs.rmdirSync(lock);
-      } catch {}
-      Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 20);
+        pid = Number(fs.readFileSync(owner, 'utf8'));
+      } catch {
+        // Being written or removed: look again.
+      }
+      // A holder that died (kill -9) leaves the lock behind: take it over.
+      const known = Number.isSafeInteger(pid) && pid > 0;
+      if (known && !alive(pid)) fs.rmSync(lock, { recursive: true, force: true });
+      else if (known && Date.now() - said > 30_000) {
+        said = Date.now();
+        console.error(`scripts/test.js: waiting for the hugetlb test lock (${lock}), held by pid ${pid}, to change the pool`);
+      }
+      sleep(10);
     }
   }
   try {
     return fn();
   } finally {
-    fs.rmdirSync(lock);
+    fs.rmSync(lock, { recursive: true, force: true });
   }
 }
 
@@ -67,15 +95,6 @@ function addPages(size, delta) {
   fs.writeFileSync(file, String(Math.max(0, now + delta)));
   return Number(fs.readFileSync(file, 'utf8')) - now;
 }
-
-const alive = (pid) => {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return err.code === 'EPERM';
-  }
-};
 
 /** Reserves the pool for this run; returns what each page size got (and why not), for COWSHM_TEST_HUGETLB. */
 function reservePool() {

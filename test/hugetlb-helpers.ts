@@ -2,8 +2,9 @@
  * The hugetlb pool for tests. scripts/test.js reserves it for the run (as
  * root) and says in COWSHM_TEST_HUGETLB what each page size got; tests that
  * use it take `hugeLock()` for their duration, a lock shared by every run of
- * the suite on the machine, so a test may count (or use up) the free pages
- * without another test taking some meanwhile.
+ * the suite on the machine (and taken by scripts/test.js to change the pool),
+ * so a test may count (or use up) the free pages without another test taking
+ * some, or another run adding or removing some, meanwhile.
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
@@ -11,7 +12,8 @@ import * as path from 'node:path';
 export const MiB2 = 2 << 20;
 export const GiB1 = 1 << 30;
 
-const STATE = fs.existsSync('/run') ? '/run/cowshm-test-hugetlb' : '/tmp/cowshm-test-hugetlb';
+/** Where scripts/test.js keeps its per-run pool records, and the lock. */
+export const poolState = fs.existsSync('/run') ? '/run/cowshm-test-hugetlb' : '/tmp/cowshm-test-hugetlb';
 
 /** Pages of `pageSize` this run reserved, or the reason the tests that need them skip (printed by node:test). */
 export function hugePool(pageSize = MiB2): { pages: number; skip: string | false } {
@@ -37,9 +39,14 @@ const alive = (pid: number): boolean => {
   }
 };
 
-/** Waits for the machine-wide hugetlb test lock; release it with `using`. */
+/**
+ * Waits for the machine-wide hugetlb test lock; release it with `using` (or
+ * call the disposer: once releases it, again does nothing). scripts/test.js
+ * takes the same lock to change the pool, so while a test holds it no run of
+ * the suite adds pages to or takes pages from the pool.
+ */
 export async function hugeLock(): Promise<{ [Symbol.dispose](): void }> {
-  const lock = path.join(STATE, 'tests');
+  const lock = path.join(poolState, 'tests');
   const owner = path.join(lock, 'pid');
   for (;;) {
     try {
@@ -59,8 +66,11 @@ export async function hugeLock(): Promise<{ [Symbol.dispose](): void }> {
       await new Promise((resolve) => setTimeout(resolve, 10));
     }
   }
+  let held = true;
   return {
     [Symbol.dispose]() {
+      if (!held) return;
+      held = false;
       fs.rmSync(lock, { recursive: true, force: true });
     },
   };
