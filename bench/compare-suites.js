@@ -272,6 +272,10 @@ const SUITES = {
   restore: { kind: 'process', about: 'checkpointInfo, Region.restore of a full checkpoint and of a delta chain (CPU time, 1 MiB)' },
   write: { kind: 'process', about: 'snapshot.writeTo full and delta, writeCheckpoint compared with its base (CPU time, 1 MiB)' },
   engine: { kind: 'engine', about: 'taking a snapshot of a resident region, first and second write per page, per backend (CPU time)' },
+  checkpoint: {
+    kind: 'checkpoint',
+    about: "snapshot.writeTo full and delta (1% of pages changed), Region.restore with verify: 'full', at --checkpoint-gib (0.25); best of 3 (bench/checkpoint.bench.js --one)",
+  },
   region: { kind: 'inproc', about: 'create/open + map + close at 32 MiB-1 GiB, both builds in one process (wall time)' },
   cow: { kind: 'inproc', about: 'cow views at 64 MiB and 1 GiB, with and without .buffer, both builds in one process (wall time)' },
 };

@@ -13,6 +13,7 @@
 //   --suite LIST    suites, comma-separated (default: ts); --list shows them:
 //                     map, snapshot, restore, write (ts = all four)
 //                     engine          the snapshot engine, per backend
+//                     checkpoint      checkpoint writes and restores, 0.25 GiB
 //                     region, cow     both builds in one process
 //                     bench:NAME      bench/NAME.bench.js, its report() rows
 //   --rounds N      alternating rounds (default 7; 31 for region and cow,
@@ -28,6 +29,7 @@
 //   --mib M, --gib G, --backends auto,mprotect   engine: the written region,
 //                   the snapshotted region, the backends (default 256, 1, both)
 //   --iters N       region, cow: calls per timed run (default 100)
+//   --checkpoint-gib G   checkpoint: the region's size (default 0.25)
 //   -- ...          options passed to each bench:NAME script
 // Example: node --expose-gc bench/compare.js --base 68a05a5 --suite restore,engine --rounds 11
 'use strict';
@@ -162,6 +164,7 @@ async function parent() {
       gib: { type: 'string' },
       backends: { type: 'string', default: 'auto,mprotect' },
       iters: { type: 'string' },
+      'checkpoint-gib': { type: 'string' },
       list: { type: 'boolean', default: false },
     },
   });
@@ -234,6 +237,16 @@ async function parent() {
         const args = ['--child', 'engine', 'engine', ...engineOpts];
         units.push({ rounds: rounds ?? (quick ? 3 : 7), run: (b) => retried(`engine, ${backend} (${b.which})`, () => spawnChild([...args, b.root], e)) });
       }
+    }
+    if (suites.includes('checkpoint')) {
+      const gib = String(positive('checkpoint-gib', v['checkpoint-gib'], quick ? 0.0625 : 0.25));
+      const names = ['full writeTo', 'delta writeTo (1% changed)', "restore verify: 'full' (chain of 2)"].map((n) => `checkpoint: ${n}`);
+      // This tree's script, loading the build's dist/ (as its --one mode does).
+      const run = (b) => {
+        const out = execFileSync(process.execPath, [path.join(__dirname, 'checkpoint.bench.js'), '--one', b.root, gib], { encoding: 'utf8', env });
+        return Object.fromEntries(JSON.parse(out.trim().split('\n').pop()).map((t, i) => [names[i], t]));
+      };
+      units.push({ rounds: rounds ?? (quick ? 3 : 9), run: (b) => retried(`checkpoint (${b.which})`, () => run(b)) });
     }
     for (const s of suites.filter((x) => x.startsWith('bench:'))) {
       units.push({ rounds: rounds ?? (quick ? 2 : 5), run: (b) => retried(`${s} (${b.which})`, () => runScript(b.benchDir, s.slice(6), benchArgs, env)) });
