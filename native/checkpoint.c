@@ -88,6 +88,34 @@ static napi_value xxh64_js(napi_env env, napi_callback_info info) {
  * xxh64Update(state, typedArray | null) -> 16 hex digits: the digest of
  * everything given so far. The state is plain bytes: a state JS corrupted
  * only gives a wrong digest. */
+/* zeroPages(bytes: Uint8Array, pageSize, out: Uint8Array) -> count: out[i] = 1
+ * where page i of bytes (whole pages only; a partial last page is never zero
+ * here) holds only zero bytes. What restoring a stream leaves as a hole. */
+static napi_value zero_pages_js(napi_env env, napi_callback_info info) {
+  napi_value argv[3], ab;
+  napi_typedarray_type type;
+  size_t length, olength, off;
+  void *data, *odata;
+  uint32_t page;
+  if (!cowshm_args(env, info, 3, argv)) return NULL;
+  if (napi_get_typedarray_info(env, argv[0], &type, &length, &data, &ab, &off) != napi_ok || type != napi_uint8_array ||
+      napi_get_value_uint32(env, argv[1], &page) != napi_ok || page == 0 ||
+      napi_get_typedarray_info(env, argv[2], &type, &olength, &odata, &ab, &off) != napi_ok || type != napi_uint8_array)
+    return cowshm_throw_type(env, "cowshm internal error: expected (Uint8Array, page size, Uint8Array)");
+  size_t pages = length / page;
+  if (olength < pages) return cowshm_throw_range(env, "cowshm internal error: zeroPages output too short");
+  const uint8_t *b = data;
+  uint8_t *o = odata;
+  size_t count = 0;
+  for (size_t i = 0; i < pages; i++) {
+    const uint8_t *p = b + i * page;
+    /* Zero iff the first byte is and every byte equals the one before. */
+    o[i] = p[0] == 0 && memcmp(p, p + 1, page - 1) == 0;
+    count += o[i];
+  }
+  return cowshm_num(env, (double)count);
+}
+
 static napi_value xxh64_init_js(napi_env env, napi_callback_info info) {
   void *data = NULL;
   napi_value ab, arr;
@@ -797,11 +825,17 @@ static void run_full(struct ck_work *w) {
 /* The delta writer: the listed pages (or all), each compared with the same
  * page of the base mapping; only pages that differ are kept, back to back
  * from file_offset, and listed in w->kept. It decides from the bytes read
- * back, so it hashes them itself. */
+ * back, so it hashes them itself. Comparing every page (no list), the holes
+ * of the region's file that were not copied into the snapshot are zeros
+ * without being read (see find_holes): reading one through the mapping would
+ * allocate it, and a delta of a sparse region would fill /dev/shm. */
 static void run_delta(struct ck_work *w) {
   size_t page = w->page, per = chunk_pages(page);
   uint8_t *buf = malloc(per * page), *cbuf = malloc(per * page);
   uint32_t idx[256];
+  uint8_t hole[256];
+  struct holes holes = {w->pages ? -1 : w->holes_fd, 0, 0, 0};
+  size_t copied_at = 0;
   w->kept = malloc((w->npages ? w->npages : 1) * sizeof *w->kept);
   XXH64_state_t h;
   XXH64_reset(&h, 0);
@@ -815,16 +849,33 @@ static void run_delta(struct ck_work *w) {
     if (!chunk_start(w)) goto out;
     size_t n = w->npages - done < per ? w->npages - done : per;
     for (size_t i = 0; i < n; i++) idx[i] = w->pages ? w->pages[done + i] : (uint32_t)(done + i);
-    const char *sc = NULL;
-    int err = write_pages(w->fd, w->src, page, idx, n, pos, 0, &sc);
-    if (err != 0) {
-      source_error(w, err, sc);
-      goto out;
+    size_t nholes = find_holes(&holes, done, n, page, hole);
+    for (size_t i = 0; nholes && i < n; i++) {
+      if (hole[i] && was_copied(w->copied, w->ncopied, &copied_at, idx[i])) hole[i] = 0, nholes--;
     }
-    err = read_back(w->fd, buf, n * page, pos);
-    if (err != 0) {
-      w->err = err, w->syscall = "pread";
-      goto out;
+    /* Each run of pages that are not holes goes to its own place in the
+     * file and is read back from there; a hole is zeros in buf. */
+    int err = 0;
+    const char *sc = NULL;
+    for (size_t i = 0; i < n && err == 0;) {
+      size_t m = 1;
+      if (nholes && hole[i]) {
+        while (i + m < n && hole[i + m]) m++;
+        memset(buf + i * page, 0, m * page);
+      } else {
+        while (i + m < n && !(nholes && hole[i + m])) m++;
+        err = write_pages(w->fd, w->src, page, idx + i, m, pos + i * page, 0, &sc);
+        if (err != 0) {
+          source_error(w, err, sc);
+          goto out;
+        }
+        err = read_back(w->fd, buf + i * page, m * page, pos + i * page);
+        if (err != 0) {
+          w->err = err, w->syscall = "pread";
+          goto out;
+        }
+      }
+      i += m;
     }
     err = read_pages(w->cmp, page, idx, n, cbuf);
     if (err != 0) {
@@ -840,7 +891,8 @@ static void run_delta(struct ck_work *w) {
       w->kept[w->nkept++] = idx[i];
       keep++;
     }
-    if (keep > 0 && keep < n) {
+    /* Rewritten compacted, unless every page was kept where it was written. */
+    if (keep > 0 && (keep < n || nholes > 0)) {
       err = write_all(w->fd, buf, keep * page, pos);
       if (err != 0) {
         w->err = err, w->syscall = "pwrite";
@@ -1082,9 +1134,10 @@ static int get_u32_array(napi_env env, napi_value v, const uint32_t **out, size_
  * Writes the listed pages of mapping srcId (every page in [0, pageCount) when
  * pages is null) back to back from fileOffset. With cmpId >= 0, only pages
  * that differ from the same page of mapping cmpId are written, and the
- * result lists them. A full checkpoint (pages null, no cmpId) skips the
- * pages that are holes of file holesFd (>= 0) and not in the ascending list
- * `copied` (see find_holes), extending the file to its full length first.
+ * result lists them. With pages null, the pages that are holes of file
+ * holesFd (>= 0) and not in the ascending list `copied` (see find_holes) are
+ * never read: a full checkpoint skips them, extending the file to its full
+ * length first, and a delta compares them as zeros.
  * state[0] = 1 (Atomics.store) cancels; state[1] counts
  * the pages examined so far. The caller keeps both mappings' ArrayBuffers
  * reachable until the promise settles. */
@@ -1274,6 +1327,7 @@ napi_value cowshm_init_checkpoint(napi_env env, napi_value exports) {
       {"writePages", NULL, write_pages_js, NULL, NULL, NULL, napi_enumerable, NULL},
       {"streamPages", NULL, stream_pages_js, NULL, NULL, NULL, napi_enumerable, NULL},
       {"xxh64Init", NULL, xxh64_init_js, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"zeroPages", NULL, zero_pages_js, NULL, NULL, NULL, napi_enumerable, NULL},
       {"xxh64Update", NULL, xxh64_update_js, NULL, NULL, NULL, napi_enumerable, NULL},
       {"tempCreate", NULL, temp_create_js, NULL, NULL, NULL, napi_enumerable, NULL},
       {"tempRelease", NULL, temp_release_js, NULL, NULL, NULL, napi_enumerable, NULL},

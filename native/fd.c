@@ -213,6 +213,22 @@ static napi_value fallocate_js(napi_env env, napi_callback_info info) {
   return cowshm_undefined(env);
 }
 
+/* seekData(fd, offset, hole) -> lseek(fd, offset, hole ? SEEK_HOLE : SEEK_DATA),
+ * or -1 where lseek says ENXIO (no data at or after offset; for SEEK_HOLE, an
+ * offset at or past the end). A file system without holes answers as if the
+ * whole file were data. */
+static napi_value seek_data_js(napi_env env, napi_callback_info info) {
+  napi_value argv[3];
+  int32_t fd, hole;
+  uint64_t off;
+  if (!cowshm_args(env, info, 3, argv) || !cowshm_get_i32(env, argv[0], &fd) || !cowshm_get_u64(env, argv[1], &off) ||
+      !cowshm_get_i32(env, argv[2], &hole))
+    return NULL;
+  off_t r = lseek(fd, (off_t)off, hole ? SEEK_HOLE : SEEK_DATA);
+  if (r < 0 && errno != ENXIO) return cowshm_throw_errno(env, errno, "lseek", NULL);
+  return cowshm_num(env, r < 0 ? -1 : (double)r);
+}
+
 /* fstat(fd) -> [size, uid, gid, mode, dev, ino, nlink] */
 static napi_value fstat_js(napi_env env, napi_callback_info info) {
   napi_value argv[1], arr;
@@ -282,6 +298,7 @@ napi_value cowshm_init_fd(napi_env env, napi_value exports) {
       {"fstatInto", NULL, fstat_into_js, NULL, NULL, NULL, napi_enumerable, NULL},
       {"fchmod", NULL, fchmod_js, NULL, NULL, NULL, napi_enumerable, NULL},
       {"fsync", NULL, fsync_js, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"seekData", NULL, seek_data_js, NULL, NULL, NULL, napi_enumerable, NULL},
   };
   NAPI_OK(env, napi_define_properties(env, exports, sizeof props / sizeof *props, props));
   return exports;

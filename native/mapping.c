@@ -189,6 +189,24 @@ static void *placement_hint(size_t len) {
 static void *placement_hint(size_t len) { return NULL; }
 #endif
 
+#ifndef MADV_POPULATE_READ
+#define MADV_POPULATE_READ 22
+#endif
+
+/* `populate` for a private (cow) mapping: every page is mapped, as a read
+ * would map it (MADV_POPULATE_READ, Linux 5.14), so the mapping points at the
+ * region's own pages and a page is copied only when it is written. MAP_POPULATE
+ * on a private writable mapping faults every page in for writing instead,
+ * which copies all of them: twice the region's memory, and on hugetlb one
+ * pool page per page of the view, which drains the pool (test/map.populate).
+ * Best effort, as MAP_POPULATE is: an older kernel (EINVAL) leaves the pages
+ * to be faulted in on first touch, and a page that cannot be read (EFAULT: a
+ * hugetlb hole with the pool empty, or a file truncated meanwhile) ends it
+ * there, without an error, where the touch itself will report it. */
+static void populate_private(void *addr, size_t len) {
+  (void)RETRY(madvise(addr, len, MADV_POPULATE_READ));
+}
+
 /* Maps fd and files the range in a published slot, which owns it until an
  * ArrayBuffer is made. Throws and returns NULL on failure. */
 static struct cowshm_slot *map_slot(napi_env env, int fd, uint64_t offset, size_t length, int access,
@@ -196,7 +214,9 @@ static struct cowshm_slot *map_slot(napi_env env, int fd, uint64_t offset, size_
   size_t len = round_up(length);
   int prot = access == ACCESS_READ ? PROT_READ : PROT_READ | PROT_WRITE;
   int flags = (access == ACCESS_COW || access == ACCESS_SNAPSHOT) ? MAP_PRIVATE : MAP_SHARED;
-  if (map_flags & MAP_FLAG_POPULATE) flags |= MAP_POPULATE;
+  /* A private writable mapping is populated by populate_private() instead:
+   * MAP_POPULATE would fault it in for writing, copying every page. */
+  if ((map_flags & MAP_FLAG_POPULATE) && !(flags & MAP_PRIVATE)) flags |= MAP_POPULATE;
   /* See MAP_FLAG_HUGE in cowshm.h. */
   if (MAP_FLAG_HUGE(map_flags) != 0 && (flags & MAP_PRIVATE)) flags |= MAP_NORESERVE;
 
@@ -246,6 +266,7 @@ static struct cowshm_slot *map_slot(napi_env env, int fd, uint64_t offset, size_
     return NULL;
   }
   cowshm_registry_unlock();
+  if ((map_flags & MAP_FLAG_POPULATE) && (flags & MAP_PRIVATE)) populate_private(addr, len);
   return s;
 }
 

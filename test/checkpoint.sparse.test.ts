@@ -109,3 +109,131 @@ test('a sparse region on a full tmpfs still writes its checkpoint', { skip: isRo
     rmTemp(dir);
   }
 });
+
+/** A sparse region of `size` with pages 5 and the last written (7 and 9), and its full checkpoint. */
+async function sparseWithBase(dir: string, size: number): Promise<{ region: Region; bytes: Uint8Array; full: string }> {
+  const region = Region.create({ size, reserve: false });
+  const bytes = new Uint8Array(region.map().buffer);
+  bytes.fill(7, 5 * pageSize, 6 * pageSize);
+  bytes.fill(9, size - pageSize, size);
+  const full = path.join(dir, 'full.cow');
+  const snap = region.snapshot();
+  try {
+    await snap.writeTo(full);
+  } finally {
+    snap.release();
+  }
+  return { region, bytes, full };
+}
+
+for (const kind of ['snapshot', 'view'] as const) {
+  test(`a delta of a sparse region compares its holes without allocating them (${kind})`, async () => {
+    const dir = tempDir('ck-sparse-delta');
+    const size = 64 * MiB;
+    const { region, bytes, full } = await sparseWithBase(dir, size);
+    try {
+      bytes.fill(4, 5 * pageSize, 6 * pageSize);
+      bytes.fill(6, 200 * pageSize, 201 * pageSize);
+      const before = regionAllocated(region);
+      const delta = path.join(dir, 'delta.cow');
+      let res;
+      if (kind === 'snapshot') {
+        // A snapshot that did not write `full` does not know what changed since: it compares every page.
+        const snap = region.snapshot();
+        bytes.fill(8, 300 * pageSize, 301 * pageSize); // written after the snapshot, into a hole: zeros in the delta's eyes
+        try {
+          res = await snap.writeTo(delta, { base: full });
+        } finally {
+          snap.release();
+        }
+      } else {
+        res = await writeCheckpoint(region.map(), delta, { base: full });
+      }
+      assert.equal(res.kind, 'delta');
+      assert.equal(res.pages, 2, 'the two changed pages, no hole');
+      const after = regionAllocated(region);
+      assert.ok(after - before <= 2 * MiB, `writing the delta allocated ${after - before} bytes of the region`);
+      checkRestored(delta, new Map([[5, 4], [200, 6], [size / pageSize - 1, 9]]), size);
+    } finally {
+      region.close();
+      rmTemp(dir);
+    }
+  });
+}
+
+test('a delta that zeroes a page of its base keeps that page (a hole punched into the region)', async () => {
+  const dir = tempDir('ck-sparse-punch');
+  const size = 16 * MiB;
+  const { region, full } = await sparseWithBase(dir, size);
+  try {
+    // Punch page 5 out of the region's file: it reads as zeros, and is a hole now.
+    execFileSync('fallocate', ['--punch-hole', '--keep-size', '--offset', String(5 * pageSize), '--length', String(pageSize), `/proc/${process.pid}/fd/${region.fd}`]);
+    const delta = path.join(dir, 'delta.cow');
+    const res = await writeCheckpoint(region.map(), delta, { base: full });
+    assert.equal(res.pages, 1);
+    checkRestored(delta, new Map([[size / pageSize - 1, 9]]), size);
+  } finally {
+    region.close();
+    rmTemp(dir);
+  }
+});
+
+test('restoring a chain over a sparse base leaves the base\'s holes as holes in the restored region', async () => {
+  const dir = tempDir('ck-sparse-chain');
+  const size = 64 * MiB;
+  const { region, bytes, full } = await sparseWithBase(dir, size);
+  try {
+    bytes.fill(4, 100 * pageSize, 101 * pageSize);
+    const delta = path.join(dir, 'delta.cow');
+    await writeCheckpoint(region.map(), delta, { base: full });
+    const back = Region.restore(delta, { verify: 'full' });
+    try {
+      assert.equal(back.kind, 'memfd');
+      const held = regionAllocated(back);
+      assert.ok(held <= 2 * MiB, `the restored 64 MiB region holds ${held} bytes`);
+      const got = new Uint8Array(back.map({ access: 'read' }).buffer);
+      assert.ok(Buffer.from(got).equals(Buffer.from(bytes)), 'the restored bytes are the region\'s');
+    } finally {
+      back.close();
+    }
+  } finally {
+    region.close();
+    rmTemp(dir);
+  }
+});
+
+test('Region.restoreStream of a sparse region leaves its zero pages as holes, in chunks of any size', async () => {
+  const dir = tempDir('ck-sparse-stream');
+  const size = 16 * MiB;
+  const { region, bytes } = await sparseWithBase(dir, size);
+  try {
+    bytes.fill(1, 3 * pageSize + 100, 3 * pageSize + 101); // one non-zero byte inside a page
+    const snap = region.snapshot();
+    let streamed: Buffer;
+    try {
+      const parts: Buffer[] = [];
+      for await (const c of snap.createReadStream()) parts.push(c as Buffer);
+      streamed = Buffer.concat(parts);
+    } finally {
+      snap.release();
+    }
+    // Whole pages per chunk, and chunks that cut pages anywhere (a page arriving in pieces).
+    for (const chunk of [1 << 20, 3001]) {
+      const pieces = async function* () {
+        for (let at = 0; at < streamed.length; at += chunk) yield streamed.subarray(at, at + chunk);
+      };
+      const back = await Region.restoreStream(pieces());
+      try {
+        const held = regionAllocated(back);
+        assert.ok(held <= 2 * MiB, `restored from ${chunk}-byte chunks, the 16 MiB region holds ${held} bytes`);
+        const got = new Uint8Array(back.map({ access: 'read' }).buffer);
+        assert.ok(Buffer.from(got).equals(Buffer.from(bytes)), `the restored bytes are the region's (${chunk}-byte chunks)`);
+      } finally {
+        back.close();
+      }
+    }
+  } finally {
+    region.close();
+    rmTemp(dir);
+  }
+});

@@ -80,6 +80,29 @@ test('an anonymous region on 2 MiB pages: pageSize, views and cow views, offsets
   assert.equal(freePages(), free, 'closing the region gives every page back');
 });
 
+test('map({ access: \'cow\', populate: true }) maps the region\'s huge pages without taking any from the pool', { skip: pool.skip }, async () => {
+  using _lock = await hugeLock();
+  const r = Region.create({ size: 4 * MiB2, pageSize: MiB2 });
+  try {
+    new Uint8Array(r.map().buffer).fill(3);
+    const free = freePages();
+    const cowView = r.map({ access: 'cow', populate: true });
+    assert.equal(freePages(), free, 'populate copied no page into the cow view');
+    const u = memory.usage(cowView);
+    assert.equal(u.sharedHugetlb, 4 * MiB2, 'every huge page of the region is mapped');
+    assert.equal(u.privateHugetlb, 0);
+    const cow = new Uint8Array(cowView.buffer);
+    assert.equal(cow[3 * MiB2 + 5], 3);
+    cow[MiB2] = 9;
+    assert.equal(freePages(), free - 1, 'a write copies its one huge page');
+    // A shared view's populate is unchanged: the region's pages, already in place.
+    r.map({ populate: true });
+    assert.equal(freePages(), free - 1);
+  } finally {
+    r.close();
+  }
+});
+
 test('a pool too small for the region fails at create time, naming its figures and how to raise it, and takes nothing', { skip: pool.skip }, async () => {
   using _lock = await hugeLock();
   const free = freePages();

@@ -2,7 +2,7 @@ import { test } from 'node:test';
 import * as assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import { constants as bufferConstants } from 'node:buffer';
-import { Region, pageSize } from 'cowshm';
+import { Region, memory, pageSize } from 'cowshm';
 import { mapsLineAt } from './helpers';
 
 /** The smaps block of the mapping that starts at `address`. */
@@ -136,6 +136,24 @@ test('populate: every page is faulted in at map time', () => {
     assert.equal(smapsAt(lazy.address).rss, 0);
     assert.equal(smapsAt(eager.address).rss, 64 * pageSize);
     assert.throws(() => r.map({ populate: 1 as never }), TypeError);
+  } finally {
+    r.close();
+  }
+});
+
+test('populate on a cow view maps the region\'s own pages, copying none of them', () => {
+  const r = Region.create({ size: 64 * pageSize });
+  try {
+    new Uint8Array(r.map().buffer).fill(7);
+    const cowView = r.map({ access: 'cow', populate: true });
+    const pages = memory.pages(cowView);
+    assert.equal(pages.present, 64, 'every page is mapped at map time');
+    assert.equal(pages.anonymous, 0, 'no page was copied: a copy comes with the first write');
+    const cow = new Uint8Array(cowView.buffer);
+    assert.equal(cow[5 * pageSize], 7);
+    cow[5 * pageSize] = 1;
+    assert.equal(memory.pages(cowView).anonymous, 1);
+    assert.equal(new Uint8Array(r.map().buffer)[5 * pageSize], 7, 'the region is untouched');
   } finally {
     r.close();
   }

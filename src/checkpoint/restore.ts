@@ -145,6 +145,25 @@ function readInto(fd: number, target: Uint8Array, offset: number, length: number
 }
 
 /**
+ * Reads `[position, position + length)` of `fd` into `target` at `offset`,
+ * its holes (SEEK_DATA/SEEK_HOLE) left out: the target is a fresh memfd,
+ * whose holes read as zeros too, so a sparse checkpoint restores sparse.
+ */
+function readDataInto(fd: number, target: Uint8Array, offset: number, length: number, position: number, file: string): void {
+  const end = position + length;
+  for (let at = position; at < end; ) {
+    const data = native.seekData(fd, at, 0);
+    if (data === -1 || data >= end) break;
+    const hole = native.seekData(fd, data, 1);
+    const to = hole === -1 || hole > end ? end : hole;
+    readInto(fd, target, offset + (data - position), to - data, data, file);
+    at = to;
+  }
+  // A hole to the end, or a file cut short since its header was checked.
+  if ((native.fstat(fd, file)[0] as number) < end) throw invalid(file, 'truncated while being restored');
+}
+
+/**
  * @internal Maps `[offset, offset + length)` of a restored checkpoint's bytes
  * for the caller alone: no Region owns the mapping, so no ArrayBuffer is made
  * unless the caller asks for one, and the caller unmaps it (`native.unmap`).
@@ -195,7 +214,7 @@ function materialise(chain: ChainLink[], pageSize: number): RestoredCheckpoint {
         const bytes = new Uint8Array(native.viewBuffer(id));
         for (const { header: h, fd: cfd } of chain) {
           if (h.pages === null) {
-            readInto(cfd, bytes, 0, length, h.dataOffset + at, h.path);
+            readDataInto(cfd, bytes, 0, length, h.dataOffset + at, h.path);
             continue;
           }
           // Runs of consecutive pages are consecutive in the file too: one read per run.

@@ -238,6 +238,49 @@ function isReadable(x: unknown): x is AsyncIterable<unknown> & { destroy?: (e?: 
   return x !== null && typeof x === 'object' && typeof (x as { [Symbol.asyncIterator]?: unknown })[Symbol.asyncIterator] === 'function';
 }
 
+type Fixed = ReturnType<typeof decodeFixed>;
+
+/**
+ * A stream's header block, gathered from chunks however they cut it: the
+ * fixed part first (magic checked and decoded, then `onFixed` runs: the
+ * caller's checks, before anything is allocated), then the rest of the block
+ * up to the data, whose length the fixed part gives.
+ */
+class HeaderBlock {
+  readonly bytes = new Uint8Array(1 << 20); // the largest header block decodeFixed accepts
+  have = 0;
+  fixed: Fixed | null = null;
+  /** The block's length: HEADER_FIXED until the fixed part is decoded. */
+  length = HEADER_FIXED;
+
+  constructor(private readonly onFixed: (fixed: Fixed) => void) {}
+
+  /** Whether the whole block is here. */
+  get complete(): boolean {
+    return this.fixed !== null && this.have >= this.length;
+  }
+
+  /** Takes what the block still lacks from `chunk` at `at`; returns how many bytes that was. */
+  take(chunk: Uint8Array, at: number): number {
+    const n = Math.min(this.length - this.have, chunk.length - at);
+    this.bytes.set(chunk.subarray(at, at + n), this.have);
+    this.have += n;
+    if (this.fixed === null && this.have === HEADER_FIXED) {
+      if (Buffer.from(this.bytes.subarray(0, 8)).toString('latin1') !== MAGIC)
+        throw invalid(STREAM_LABEL, `wrong magic (it does not start with '${MAGIC}')`);
+      const fixed = decodeFixed(this.bytes.subarray(0, HEADER_FIXED), STREAM_LABEL);
+      this.onFixed(fixed);
+      this.fixed = fixed;
+      this.length = fixed.dataOffset;
+    }
+    return n;
+  }
+
+  block(): Uint8Array {
+    return this.bytes.subarray(0, this.length);
+  }
+}
+
 /**
  * @internal Reads a full checkpoint from `readable` into a new memfd,
  * verifying the header before allocating and the data checksum as it
@@ -249,17 +292,73 @@ export async function restoreFromStream(readable: unknown): Promise<StreamRestor
   let mapId = -1;
   let done = false;
   try {
-    const header = new Uint8Array(1 << 20); // the largest header block decodeFixed accepts
-    let have = 0;
-    let fixed: ReturnType<typeof decodeFixed> | null = null;
-    let blockLength = HEADER_FIXED;
     let size = 0;
+    const head = new HeaderBlock((fixed) => {
+      if (fixed.kind === 'delta')
+        throw invalid(STREAM_LABEL, 'it is a delta: apply it to a region restored from its base (region.applyDelta())');
+      if (fixed.pageSize !== native.pageSize)
+        throw invalid(STREAM_LABEL, `written with ${fixed.pageSize}-byte pages; this system's pages are ${native.pageSize} bytes`);
+      size = fixed.regionSize;
+      // Checked before anything is allocated: a hostile header may declare any size.
+      const available = availableMemory();
+      if (size > available) {
+        throw explain(
+          systemError(ENOMEM, 'ftruncate', STREAM_LABEL),
+          `restoring this stream materialises its ${formatBytes(size)} region in memory, ` +
+            `more than is available (${formatBytes(available)}: MemAvailable + SwapFree, within the cgroup limit)`,
+        );
+      }
+    });
     let hash: Uint8Array | null = null;
     let written = 0; // data bytes placed
     let dataBytes = 0;
     let slice: Uint8Array | null = null;
     let sliceStart = 0;
     const SLICE = 1 << 30;
+    const ps = native.pageSize;
+    const carry = new Uint8Array(ps);
+    let carried = 0; // bytes of the next page gathered in carry
+    let zeros = new Uint8Array(256);
+    // Writes whole pages of data (from data byte `pos`, page-aligned) into the
+    // memfd through a writable mapping, 1 GiB at a time. A page of zeros is
+    // left out: the memfd is fresh, its holes read as zeros, and a sparse
+    // checkpoint stays sparse in memory. The last page's tail past the
+    // region's end is hashed, not placed.
+    const placePages = (pos: number, bytes: Uint8Array): void => {
+      const pages = bytes.length / ps;
+      if (zeros.length < pages) zeros = new Uint8Array(pages);
+      const zero = native.zeroPages(bytes, ps, zeros);
+      if (zero === pages) return;
+      for (let i = 0; i < pages; ) {
+        if (zero > 0 && zeros[i] === 1) {
+          i++;
+          continue;
+        }
+        let j = i + 1;
+        while (j < pages && !(zero > 0 && zeros[j] === 1)) j++;
+        placeRun(pos + i * ps, bytes.subarray(i * ps, j * ps));
+        i = j;
+      }
+    };
+    const placeRun = (start: number, bytes: Uint8Array): void => {
+      let off = 0;
+      while (off < bytes.length) {
+        const p = start + off;
+        if (p >= size) return;
+        if (slice === null || p >= sliceStart + slice.length) {
+          if (mapId !== -1) native.unmap(mapId);
+          mapId = -1;
+          slice = null;
+          sliceStart = p - (p % SLICE);
+          const restored = { kind: 'memfd' as const, fd, path: STREAM_LABEL, readOnly: false, size, dataOffset: 0, pageSize: ps };
+          mapId = mapRestored(restored, sliceStart, Math.min(SLICE, size - sliceStart), 'write', 'restore of a checkpoint stream');
+          slice = new Uint8Array(native.viewBuffer(mapId));
+        }
+        const room = Math.min(slice.length - (p - sliceStart), bytes.length - off, size - p);
+        slice.set(bytes.subarray(off, off + room), p - sliceStart);
+        off += room;
+      }
+    };
     let id = '';
     let checksum = '';
     for await (const chunk of readable) {
@@ -267,34 +366,10 @@ export async function restoreFromStream(readable: unknown): Promise<StreamRestor
       let at = 0;
       while (at < chunk.length) {
         if (hash === null) {
-          // The header block.
-          const take = Math.min(blockLength - have, chunk.length - at);
-          header.set(chunk.subarray(at, at + take), have);
-          have += take;
-          at += take;
-          if (have < blockLength) continue;
-          if (fixed === null) {
-            if (Buffer.from(header.subarray(0, 8)).toString('latin1') !== MAGIC)
-              throw invalid(STREAM_LABEL, `wrong magic (it does not start with '${MAGIC}')`);
-            fixed = decodeFixed(header.subarray(0, HEADER_FIXED), STREAM_LABEL);
-            if (fixed.kind === 'delta')
-              throw invalid(STREAM_LABEL, 'it is a delta: apply it to a region restored from its base (region.applyDelta())');
-            if (fixed.pageSize !== native.pageSize)
-              throw invalid(STREAM_LABEL, `written with ${fixed.pageSize}-byte pages; this system's pages are ${native.pageSize} bytes`);
-            size = fixed.regionSize;
-            // Checked before anything is allocated: a hostile header may declare any size.
-            const available = availableMemory();
-            if (size > available) {
-              throw explain(
-                systemError(ENOMEM, 'ftruncate', STREAM_LABEL),
-                `restoring this stream materialises its ${formatBytes(size)} region in memory, ` +
-                  `more than is available (${formatBytes(available)}: MemAvailable + SwapFree, within the cgroup limit)`,
-              );
-            }
-            blockLength = fixed.dataOffset;
-            if (have < blockLength) continue;
-          }
-          const block = header.subarray(0, blockLength);
+          at += head.take(chunk, at);
+          if (!head.complete) continue;
+          const fixed = head.fixed as Fixed;
+          const block = head.block();
           checkHeaderChecksum(block, null, STREAM_LABEL);
           const dv = new DataView(block.buffer, block.byteOffset, block.byteLength);
           checksum = dv.getBigUint64(48, true).toString(16).padStart(16, '0');
@@ -306,35 +381,36 @@ export async function restoreFromStream(readable: unknown): Promise<StreamRestor
           hash = native.xxh64Init();
           continue;
         }
-        // Data: placed into the memfd through a writable mapping, 1 GiB at a time.
-        if (written >= dataBytes) throw invalid(STREAM_LABEL, `longer than the ${blockLength + dataBytes} bytes its header describes`);
+        // Data: placed into the memfd page by page (see placePages).
+        if (written >= dataBytes) throw invalid(STREAM_LABEL, `longer than the ${head.length + dataBytes} bytes its header describes`);
         const take = Math.min(dataBytes - written, chunk.length - at);
         const piece = chunk.subarray(at, at + take);
         native.xxh64Update(hash, piece);
         let off = 0;
-        while (off < take) {
-          const pos = written + off;
-          if (pos >= size) break; // the last page's tail past the region's end: hashed, not placed
-          if (slice === null || pos >= sliceStart + slice.length) {
-            if (mapId !== -1) native.unmap(mapId);
-            mapId = -1;
-            slice = null;
-            sliceStart = pos - (pos % SLICE);
-            const restored = { kind: 'memfd' as const, fd, path: STREAM_LABEL, readOnly: false, size, dataOffset: 0, pageSize: native.pageSize };
-            const len = Math.min(SLICE, size - sliceStart);
-            mapId = mapRestored(restored, sliceStart, len, 'write', 'restore of a checkpoint stream');
-            slice = new Uint8Array(native.viewBuffer(mapId));
+        if (carried > 0 || take < ps) {
+          // A page that arrives in pieces is gathered first.
+          const n = Math.min(ps - carried, take);
+          carry.set(piece.subarray(0, n), carried);
+          carried += n;
+          off = n;
+          if (carried === ps) {
+            placePages(written + n - ps, carry);
+            carried = 0;
           }
-          const room = Math.min(slice.length - (pos - sliceStart), take - off);
-          slice.set(piece.subarray(off, off + room), pos - sliceStart);
-          off += room;
+        }
+        const whole = Math.floor((take - off) / ps) * ps;
+        if (whole > 0) placePages(written + off, piece.subarray(off, off + whole));
+        off += whole;
+        if (off < take) {
+          carry.set(piece.subarray(off), 0);
+          carried = take - off;
         }
         written += take;
         at += take;
       }
     }
     if (hash === null || written < dataBytes)
-      throw invalid(STREAM_LABEL, `truncated: it ended after ${hash === null ? have : blockLength + written} bytes, and its header describes ${blockLength + dataBytes}`);
+      throw invalid(STREAM_LABEL, `truncated: it ended after ${hash === null ? head.have : head.length + written} bytes, and its header describes ${head.length + dataBytes}`);
     const actual = native.xxh64Update(hash, null);
     if (actual !== checksum) throw invalid(STREAM_LABEL, `data checksum mismatch (header says ${checksum}, data hashes to ${actual})`);
     if (mapId !== -1) native.unmap(mapId);
@@ -393,12 +469,25 @@ export async function applyDeltaStream(fd: number, size: number, holds: Checkpoi
   try {
     if (holds === null)
       throw cowshmError('ERR_COWSHM_CHECKPOINT_INVALID', 'a delta applies only to a region restored from a checkpoint stream (Region.restoreStream())');
-    const header = new Uint8Array(1 << 20);
-    let have = 0;
-    let fixed: ReturnType<typeof decodeFixed> | null = null;
-    let blockLength = HEADER_FIXED;
     let dataBytes = 0;
     let listBytes = 0;
+    const head = new HeaderBlock((fixed) => {
+      if (fixed.kind !== 'delta') throw invalid(STREAM_LABEL, 'it is a full checkpoint, not a delta: restore it with Region.restoreStream()');
+      const header = head.bytes;
+      const baseId = Buffer.from(header.subarray(72, 88)).toString('hex');
+      const baseSum = fixed.dv.getBigUint64(88, true).toString(16).padStart(16, '0');
+      if (baseId !== holds.id || baseSum !== holds.checksum)
+        throw invalid(STREAM_LABEL, `it is a delta of checkpoint ${baseId} (data checksum ${baseSum}); this region holds checkpoint ${holds.id} (data checksum ${holds.checksum})`);
+      if (fixed.regionSize !== size || fixed.pageSize !== native.pageSize)
+        throw invalid(STREAM_LABEL, 'it has another region size or page size than this region');
+      if (hashRegion(fd, size) !== holds.regionHash)
+        throw cowshmError('ERR_COWSHM_CHECKPOINT_INVALID', `this region was written since it was restored from checkpoint ${holds.id}: a delta of that checkpoint would not restore its successor`);
+      dataBytes = fixed.pageCount * fixed.pageSize;
+      listBytes = fixed.pageCount * 4;
+      const available = availableMemory();
+      if (dataBytes > available)
+        throw explain(systemError(ENOMEM, 'ftruncate', STREAM_LABEL), `staging this delta's ${formatBytes(dataBytes)} takes more than is available (${formatBytes(available)})`);
+    });
     let got = 0; // bytes after the header block: data, then the page list
     let staged: Uint8Array | null = null;
     let list: Uint8Array | null = null;
@@ -407,33 +496,9 @@ export async function applyDeltaStream(fd: number, size: number, holds: Checkpoi
       if (!(chunk instanceof Uint8Array)) throw invalidType('a chunk of the stream', 'a Buffer or Uint8Array', chunk);
       let at = 0;
       while (at < chunk.length) {
-        if (staged === null && (fixed === null || have < blockLength)) {
-          const take = Math.min(blockLength - have, chunk.length - at);
-          header.set(chunk.subarray(at, at + take), have);
-          have += take;
-          at += take;
-          if (have < blockLength) continue;
-          if (fixed === null) {
-            if (Buffer.from(header.subarray(0, 8)).toString('latin1') !== MAGIC)
-              throw invalid(STREAM_LABEL, `wrong magic (it does not start with '${MAGIC}')`);
-            fixed = decodeFixed(header.subarray(0, HEADER_FIXED), STREAM_LABEL);
-            if (fixed.kind !== 'delta') throw invalid(STREAM_LABEL, 'it is a full checkpoint, not a delta: restore it with Region.restoreStream()');
-            const baseId = Buffer.from(header.subarray(72, 88)).toString('hex');
-            const baseSum = fixed.dv.getBigUint64(88, true).toString(16).padStart(16, '0');
-            if (baseId !== holds.id || baseSum !== holds.checksum)
-              throw invalid(STREAM_LABEL, `it is a delta of checkpoint ${baseId} (data checksum ${baseSum}); this region holds checkpoint ${holds.id} (data checksum ${holds.checksum})`);
-            if (fixed.regionSize !== size || fixed.pageSize !== native.pageSize)
-              throw invalid(STREAM_LABEL, 'it has another region size or page size than this region');
-            if (hashRegion(fd, size) !== holds.regionHash)
-              throw cowshmError('ERR_COWSHM_CHECKPOINT_INVALID', `this region was written since it was restored from checkpoint ${holds.id}: a delta of that checkpoint would not restore its successor`);
-            dataBytes = fixed.pageCount * fixed.pageSize;
-            listBytes = fixed.pageCount * 4;
-            const available = availableMemory();
-            if (dataBytes > available)
-              throw explain(systemError(ENOMEM, 'ftruncate', STREAM_LABEL), `staging this delta's ${formatBytes(dataBytes)} takes more than is available (${formatBytes(available)})`);
-            blockLength = fixed.dataOffset;
-            if (have < blockLength) continue;
-          }
+        if (staged === null) {
+          at += head.take(chunk, at);
+          if (!head.complete) continue;
           list = new Uint8Array(listBytes);
           if (dataBytes > 0) {
             stage = native.memfdCreate('cowshm-delta-stage', 0);
@@ -447,7 +512,7 @@ export async function applyDeltaStream(fd: number, size: number, holds: Checkpoi
           }
           continue;
         }
-        if (got >= dataBytes + listBytes) throw invalid(STREAM_LABEL, `longer than the ${blockLength + dataBytes + listBytes} bytes its header describes`);
+        if (got >= dataBytes + listBytes) throw invalid(STREAM_LABEL, `longer than the ${head.length + dataBytes + listBytes} bytes its header describes`);
         const take = Math.min(dataBytes + listBytes - got, chunk.length - at);
         const piece = chunk.subarray(at, at + take);
         const inData = Math.max(0, Math.min(take, dataBytes - got));
@@ -460,11 +525,12 @@ export async function applyDeltaStream(fd: number, size: number, holds: Checkpoi
         at += take;
       }
     }
+    const fixed = head.fixed;
     if (fixed === null || staged === null || list === null || got < dataBytes + listBytes)
-      throw invalid(STREAM_LABEL, `truncated: it ended after ${staged === null ? have : blockLength + got} bytes`);
+      throw invalid(STREAM_LABEL, `truncated: it ended after ${staged === null ? head.have : head.length + got} bytes`);
     const pages = new Uint32Array(fixed.pageCount);
     new Uint8Array(pages.buffer).set(list);
-    checkHeaderChecksum(header.subarray(0, blockLength), pages, STREAM_LABEL);
+    checkHeaderChecksum(head.block(), pages, STREAM_LABEL);
     const checksum = fixed.dv.getBigUint64(48, true).toString(16).padStart(16, '0');
     const actual = native.xxh64Update(hash, null);
     if (actual !== checksum) throw invalid(STREAM_LABEL, `data checksum mismatch (header says ${checksum}, data hashes to ${actual})`);
@@ -491,7 +557,7 @@ export async function applyDeltaStream(fd: number, size: number, holds: Checkpoi
         native.unmap(id);
       }
     }
-    return { id: Buffer.from(header.subarray(56, 72)).toString('hex'), checksum, regionHash: hashRegion(fd, size) };
+    return { id: Buffer.from(head.bytes.subarray(56, 72)).toString('hex'), checksum, regionHash: hashRegion(fd, size) };
   } catch (err) {
     (readable as { destroy?: () => void }).destroy?.();
     throw err;

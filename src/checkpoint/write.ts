@@ -264,9 +264,10 @@ export async function writeFrom(
     try {
       // A full checkpoint skips the pages that are holes in the region's file
       // (reading one through the mapping would allocate it): they stay holes
-      // in the checkpoint too. Not for a restored checkpoint, whose file
-      // starts with a header (those are read-only).
-      const skipHoles = baseHeader === null && (region.kind !== 'file' || !region.readOnly);
+      // in the checkpoint too. A delta that compares every page reads a hole
+      // as zeros without touching it. Not for a restored checkpoint, whose
+      // file starts with a header (those are read-only).
+      const skipHoles = (baseHeader === null || compareId !== -1) && (region.kind !== 'file' || !region.readOnly);
       const [written, shared] = native.writePages(
         fd, HEADER_BLOCK, sourceId, candidates, examined, compareId,
         skipHoles ? region.fd : -1, skipHoles ? (known?.copied() ?? null) : null,
