@@ -33,59 +33,29 @@ if (files.length === 0) {
 // exactly those away again, so a run that ends never shrinks another's pool.
 // A record per run (its pid and pages) lets the next run give back the pages
 // of one that was killed before it could.
-const POOL_STATE = fs.existsSync('/run') ? '/run/cowshm-test-hugetlb' : '/tmp/cowshm-test-hugetlb';
+const { STATE: POOL_STATE, LOCK, alive, tryLock, unlock } = require('./hugetlb-lock');
 const POOL_PAGES = { 2097152: 64, 1073741824: 1 };
 const poolFile = (size) => `/sys/kernel/mm/hugepages/hugepages-${size / 1024}kB/nr_hugepages`;
 
-const alive = (pid) => {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return err.code === 'EPERM';
-  }
-};
-
-const sleep = (ms) => Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
-
 /**
- * Runs fn() holding the machine-wide hugetlb test lock: the one the tests
- * take (hugeLock() in test/hugetlb-helpers.ts, same protocol) while they
- * count or use the pool's pages. Changing the pool under it would change the
- * free and total counts a test of another run is comparing.
+ * Runs fn() holding the machine-wide hugetlb test lock (scripts/hugetlb-lock.js),
+ * the one the tests hold while they count or use the pool's pages: changing
+ * the pool under it would change the free and total counts a test of another
+ * run is comparing.
  */
 function withPoolLock(fn) {
-  fs.mkdirSync(POOL_STATE, { recursive: true, mode: 0o700 });
-  const lock = path.join(POOL_STATE, 'tests');
-  const owner = path.join(lock, 'pid');
   let said = 0;
-  for (;;) {
-    try {
-      fs.mkdirSync(lock);
-      fs.writeFileSync(owner, String(process.pid));
-      break;
-    } catch (err) {
-      if (err.code !== 'EEXIST') throw err;
-      let pid = NaN;
-      try {
-        pid = Number(fs.readFileSync(owner, 'utf8'));
-      } catch {
-        // Being written or removed: look again.
-      }
-      // A holder that died (kill -9) leaves the lock behind: take it over.
-      const known = Number.isSafeInteger(pid) && pid > 0;
-      if (known && !alive(pid)) fs.rmSync(lock, { recursive: true, force: true });
-      else if (known && Date.now() - said > 30_000) {
-        said = Date.now();
-        console.error(`scripts/test.js: waiting for the hugetlb test lock (${lock}), held by pid ${pid}, to change the pool`);
-      }
-      sleep(10);
+  for (let r = tryLock(); !r.taken; r = tryLock()) {
+    if (Number.isSafeInteger(r.holder) && Date.now() - said > 30_000) {
+      said = Date.now();
+      console.error(`scripts/test.js: waiting for the hugetlb test lock (${LOCK}), held by pid ${r.holder}, to change the pool`);
     }
+    Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 10);
   }
   try {
     return fn();
   } finally {
-    fs.rmSync(lock, { recursive: true, force: true });
+    unlock();
   }
 }
 

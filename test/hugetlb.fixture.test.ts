@@ -8,7 +8,7 @@ import * as path from 'node:path';
 import { once } from 'node:events';
 import { spawn } from 'node:child_process';
 import { packageRoot } from './helpers';
-import { MiB2, hugeLock, hugePool, poolState } from './hugetlb-helpers';
+import { MiB2, hugeLock, hugePool, poolLock } from './hugetlb-helpers';
 
 const pool = hugePool(MiB2);
 const total = (): number => Number(fs.readFileSync('/sys/kernel/mm/hugepages/hugepages-2048kB/nr_hugepages', 'utf8'));
@@ -41,7 +41,7 @@ test('a second run of the suite waits for the hugetlb test lock before it change
     lock[Symbol.dispose]();
     const [code] = await exited;
     assert.equal(code, 0, err);
-    assert.equal(fs.existsSync(path.join(poolState, String(run.pid))), false, 'its record is gone: it gave its pages back');
+    assert.equal(fs.existsSync(path.join(poolLock().STATE, String(run.pid))), false, 'its record is gone: it gave its pages back');
   } finally {
     lock[Symbol.dispose]();
     if (child && child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
