@@ -177,9 +177,11 @@ napi_value cowshm_close_fd(napi_env env, int fd);
  * holds, before a write lands. Returns 0 or an errno (the snapshot breaks). */
 typedef int (*cowshm_push_fn)(void *ctx, uint64_t lo, uint64_t hi);
 /* Write-protects this process's write views of (dev, ino) for a snapshot
- * whose copies are made by push. NULL with *err and *call on failure. */
-void *cowshm_snapshot_remote_create(uint64_t dev, uint64_t ino, uint64_t size, cowshm_push_fn push, void *ctx,
-                                    int *err, const char **call);
+ * whose copies are made by push, `chunk` bytes at a time at least (a power of
+ * two >= the page; the backend's protection chunk if larger). NULL with *err
+ * and *call on failure. */
+void *cowshm_snapshot_remote_create(uint64_t dev, uint64_t ino, uint64_t size, size_t chunk, cowshm_push_fn push,
+                                    void *ctx, int *err, const char **call);
 void cowshm_snapshot_remote_release(void *handle);
 napi_value cowshm_init_xproc(napi_env env, napi_value exports);
 

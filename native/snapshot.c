@@ -594,8 +594,8 @@ static struct snapshot *snapshot_install(const struct create_args *a, const stru
 
 /* ---- snapshots held by other processes (xproc.c) ------------------------- */
 
-void *cowshm_snapshot_remote_create(uint64_t dev, uint64_t ino, uint64_t size, cowshm_push_fn push, void *ctx,
-                                    int *err, const char **call) {
+void *cowshm_snapshot_remote_create(uint64_t dev, uint64_t ino, uint64_t size, size_t chunk, cowshm_push_fn push,
+                                    void *ctx, int *err, const char **call) {
   if (choice->error != 0) {
     *err = choice->error;
     *call = "userfaultfd";
@@ -620,7 +620,7 @@ void *cowshm_snapshot_remote_create(uint64_t dev, uint64_t ino, uint64_t size, c
     sn->domain = d;
     sn->off = 0;
     sn->len = size;
-    sn->chunk = domains[d].chunk;
+    sn->chunk = chunk > domains[d].chunk ? chunk : domains[d].chunk;
     sn->addr = 0;
     sn->bits = bits;
     bits = NULL;

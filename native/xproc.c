@@ -14,7 +14,8 @@
  * the region's mode; taking part needs write access to it.
  *
  *   page 0   struct xhdr: seq (futex: "look again"), state, gen, the reader's
- *            pid / descriptor / address, and one struct xslot per participant
+ *            pid / descriptor / address, the bytes pushed around a first
+ *            write (chunk), and one struct xslot per participant
  *   page 1.. one 32-bit claim per region page: (gen << 8) | (slot << 2) | CLAIM_*
  *
  * Liveness never goes through pids: byte READER_LOCK of the file is OFD-locked
@@ -70,13 +71,14 @@
 #include <unistd.h>
 
 #define XMAGIC 0x43575850u /* "PXWC" */
-#define XVERSION 1
+#define XVERSION 2
 #define MAX_PARTS 64
 #define READER_LOCK 0
 #define SLOT_LOCK 1
 #define INIT_LOCK 4000
 #define MAX_CTX 64
 #define MAX_READERS 64
+#define MAX_CHUNK (1u << 30)
 
 enum { ST_IDLE = 0, ST_ARMING = 1, ST_ARMED = 2 };
 enum { CLAIM_COPYING = 1, CLAIM_COPIED = 2 };
@@ -100,6 +102,8 @@ struct xhdr {
   _Atomic uint32_t reader_fd;
   _Atomic uint32_t timeout_ms;
   _Atomic uint64_t reader_addr;
+  _Atomic uint32_t chunk; /* the snapshot's chunkSize: a power of two, page .. MAX_CHUNK */
+  uint32_t pad;
   struct xslot slot[MAX_PARTS];
 };
 
@@ -312,10 +316,37 @@ static uintptr_t local_page(const struct pushctx *c, uint64_t p) {
   return 0;
 }
 
+/* Pushes pages [first, first + n) of the region (claimed by us, contiguous in
+ * this process's mapping from src) into the reader with one
+ * process_vm_writev, then marks them copied. Returns 0 or the errno. */
+static int push_run(struct pushctx *c, uint64_t first, uint64_t n, uintptr_t src, uint32_t done) {
+  int err = 0;
+  if (src == 0)
+    err = EFAULT;
+  else {
+    size_t len = (size_t)(n * cowshm_page_size);
+    struct iovec l = {(void *)src, len};
+    struct iovec r = {(void *)(uintptr_t)(c->addr + first * cowshm_page_size), len};
+    ssize_t got = syscall(SYS_process_vm_writev, c->pid, &l, 1, &r, 1, 0);
+    if (got != (ssize_t)len) err = got < 0 ? errno : EIO;
+  }
+  /* The reader died (ESRCH): nobody can read the snapshot, nothing breaks. */
+  if (err == ESRCH) err = 0;
+  if (err != 0) mark_broken(c, err);
+  for (uint64_t p = first; p < first + n; p++) atomic_store(&c->claims[p], done);
+  return err;
+}
+
 /* SAFETY (signal context): futex, nanosleep, clock_gettime and
  * process_vm_writev are system calls; everything else is atomics on the
  * coordination file's mapping (live while the remote snapshot is) and on
- * fields of c that do not change while it is. Every wait is bounded. */
+ * fields of c that do not change while it is. Every wait is bounded.
+ *
+ * [lo, hi) is a chunk around the write (the snapshot's chunkSize). Its pages
+ * are claimed in address order; runs of pages we claimed go in one
+ * process_vm_writev each; then we wait for the pages other writers claimed
+ * to be copied (nothing is held while waiting, so no two writers wait on
+ * each other), and only then may the write land. */
 static int push(void *ctxp, uint64_t lo, uint64_t hi) {
   struct pushctx *c = ctxp;
   uint64_t bound = (uint64_t)c->timeout_ms + 1000, start = now_ms();
@@ -333,32 +364,29 @@ static int push(void *ctxp, uint64_t lo, uint64_t hi) {
   /* A claim: (generation << 8) | (slot << 2) | state. */
   uint32_t tag = (c->gen & 0xffffff) << 8;
   uint32_t mine = tag | ((uint32_t)c->slot << 2) | CLAIM_COPYING, done = tag | CLAIM_COPIED;
-  int result = 0;
-  for (uint64_t p = lo / cowshm_page_size; p < hi / cowshm_page_size && p < c->npages; p++) {
+  uint64_t p0 = lo / cowshm_page_size, p1 = hi / cowshm_page_size;
+  if (p1 > c->npages) p1 = c->npages;
+  int result = 0, others = 0;
+  /* The run of pages claimed and not pushed yet: [run, run + runlen) from runsrc. */
+  uint64_t run = 0, runlen = 0;
+  uintptr_t runsrc = 0;
+  for (uint64_t p = p0; p < p1; p++) {
     _Atomic uint32_t *w = &c->claims[p];
     uint32_t v = atomic_load(w);
     int ours = 0;
-    uint64_t t0 = now_ms();
     for (;;) {
       if (v == done) break;
       if ((v & ~0xffu) == tag && (v & 3) == CLAIM_COPYING) {
-        /* Another writer is pushing this page: wait for it. One that died
-         * (its slot lock is gone) never let its write through (a write lands
-         * only after the push is done), so its claim is taken over. */
+        /* Another writer is pushing this page (waited for below). One that
+         * died (its slot lock is gone) never let its write through (a write
+         * lands only after the push is done), so its claim is taken over.
+         * (A claim of our own slot is another thread of this process.) */
         int claimant = (int)((v >> 2) & 63);
-        /* (A claim of our own slot is another thread of this process.) */
-        if (claimant != c->slot && !held(c->fd, SLOT_LOCK + claimant) && atomic_compare_exchange_strong(w, &v, mine)) {
+        if (claimant != c->slot && !held(c->fd, SLOT_LOCK + claimant) && atomic_compare_exchange_strong(w, &v, mine))
           ours = 1;
-          break;
-        }
-        if (now_ms() - t0 > bound) {
-          mark_broken(c, ETIMEDOUT);
-          result = ETIMEDOUT;
-          break;
-        }
-        nap_us(20);
-        v = atomic_load(w);
-        continue;
+        else
+          others = 1;
+        break;
       }
       /* Untouched: a claim of another generation, or garbage. */
       if (atomic_compare_exchange_weak(w, &v, mine)) {
@@ -366,23 +394,48 @@ static int push(void *ctxp, uint64_t lo, uint64_t hi) {
         break;
       }
     }
+    uintptr_t src = ours ? local_page(c, p) : 0;
+    if (runlen != 0 && (!ours || src == 0 || src != runsrc + runlen * cowshm_page_size)) {
+      int err = push_run(c, run, runlen, runsrc, done);
+      if (err != 0) result = err;
+      runlen = 0;
+    }
     if (!ours) continue;
-    /* Ours: we moved it from untouched to COPYING. */
-    uintptr_t src = local_page(c, p);
-    int err = 0;
-    if (src == 0)
-      err = EFAULT;
-    else {
-      struct iovec l = {(void *)src, cowshm_page_size};
-      struct iovec r = {(void *)(uintptr_t)(c->addr + p * cowshm_page_size), cowshm_page_size};
-      ssize_t n = syscall(SYS_process_vm_writev, c->pid, &l, 1, &r, 1, 0);
-      if (n != (ssize_t)cowshm_page_size) err = n < 0 ? errno : EIO;
+    if (src == 0) {
+      int err = push_run(c, p, 1, 0, done); /* no mapping of ours holds it: breaks the snapshot */
+      if (err != 0) result = err;
+      continue;
     }
-    if (err != 0 && err != ESRCH) {
-      mark_broken(c, err);
-      result = err;
+    if (runlen == 0) {
+      run = p;
+      runsrc = src;
     }
-    atomic_store(w, done);
+    runlen++;
+  }
+  if (runlen != 0) {
+    int err = push_run(c, run, runlen, runsrc, done);
+    if (err != 0) result = err;
+  }
+  if (!others) return result;
+  /* Pages that other writers are pushing: copied before our write lands. */
+  for (uint64_t p = p0; p < p1; p++) {
+    _Atomic uint32_t *w = &c->claims[p];
+    uint64_t t0 = now_ms();
+    for (uint32_t v = atomic_load(w); v != done; v = atomic_load(w)) {
+      if ((v & ~0xffu) != tag || (v & 3) != CLAIM_COPYING) break; /* garbage: nothing to wait for */
+      int claimant = (int)((v >> 2) & 63);
+      if (claimant != c->slot && !held(c->fd, SLOT_LOCK + claimant) && atomic_compare_exchange_strong(w, &v, mine)) {
+        int err = push_run(c, p, 1, local_page(c, p), done);
+        if (err != 0) result = err;
+        break;
+      }
+      if (now_ms() - t0 > bound) {
+        mark_broken(c, ETIMEDOUT);
+        result = ETIMEDOUT;
+        break;
+      }
+      nap_us(20);
+    }
   }
   return result;
 }
@@ -432,13 +485,14 @@ static void part_step(struct part *p) {
     pid_t pid = (pid_t)atomic_load(&h->reader_pid);
     int rfd = (int)atomic_load(&h->reader_fd);
     uint64_t addr = atomic_load(&h->reader_addr);
-    uint32_t tmo = atomic_load(&h->timeout_ms);
+    uint32_t tmo = atomic_load(&h->timeout_ms), chunk = atomic_load(&h->chunk);
     int err = verify_reader(&p->f, pid, rfd, addr);
+    if (err == 0 && (chunk < cowshm_page_size || chunk > MAX_CHUNK || (chunk & (chunk - 1)) != 0)) err = EPROTO;
     if (err == 0) {
       p->push = (struct pushctx){h, p->f.claims, p->f.dev, p->f.ino, p->f.npages, pid, addr, gen,
                                  tmo > 600000 ? 600000 : tmo, p->f.fd, p->slot};
       const char *call;
-      p->remote = cowshm_snapshot_remote_create(p->f.dev, p->f.ino, p->f.size, push, &p->push, &err, &call);
+      p->remote = cowshm_snapshot_remote_create(p->f.dev, p->f.ino, p->f.size, chunk, push, &p->push, &err, &call);
     }
     atomic_store(&sl->err, (uint32_t)err);
     atomic_store(&sl->armed, gen);
@@ -456,13 +510,21 @@ static void *part_thread(void *arg) {
   sigset_t all;
   sigfillset(&all);
   pthread_sigmask(SIG_BLOCK, &all, NULL);
-  while (!atomic_load(&p->stop)) {
+  for (;;) {
+    /* seq before stop: leave() stores stop, then bumps seq. If this load
+     * sees the bump, the load of stop below sees stop; if not, the wait
+     * below returns at once. Either way no wake-up is lost. */
     uint32_t s = atomic_load(&p->f.h->seq);
+    if (atomic_load(&p->stop)) break;
     pthread_mutex_lock(&p->mu);
     part_step(p);
+    int armed = p->remote != NULL;
     pthread_mutex_unlock(&p->mu);
-    /* Bounded: a dead reader is noticed within a slice. */
-    struct timespec t = {0, 50000000};
+    /* Armed, the slice is short: a dead reader (its lock gone, nobody to
+     * bump seq) is noticed within it. Idle, only a reader's bump of seq (or
+     * leave's) gives this thread anything to do, so it sleeps long: an idle
+     * writer costs a wake-up a second. */
+    struct timespec t = {armed ? 0 : 1, armed ? 50000000 : 0};
     futex(&p->f.h->seq, FUTEX_WAIT, s, &t);
   }
   return NULL;
@@ -535,6 +597,9 @@ static napi_value leave_js(napi_env env, napi_callback_info info) {
   }
   struct part *p = &parts[id];
   atomic_store(&p->stop, 1);
+  /* A bump, not only a wake: a thread between its load of seq and its wait
+   * would sleep through a bare wake (the others just look again). */
+  atomic_fetch_add(&p->f.h->seq, 1);
   futex(&p->f.h->seq, FUTEX_WAKE, INT_MAX, NULL);
   pthread_join(p->thread, NULL);
   if (p->remote != NULL) cowshm_snapshot_remote_release(p->remote);
@@ -564,16 +629,19 @@ static void reader_disarm(struct reader *r) {
   lock_byte(r->f.fd, READER_LOCK, 1, F_UNLCK, 0);
 }
 
-/* xprocArm(dev, ino, size, mode, address, timeoutMs) -> reader id
+/* xprocArm(dev, ino, size, mode, address, timeoutMs, chunk) -> reader id
  * Throws ETIMEDOUT naming the pid of a participant that did not answer. */
 static napi_value arm_js(napi_env env, napi_callback_info info) {
-  napi_value argv[6];
-  uint64_t dev, ino, size, mode, addr, tmo;
-  if (!cowshm_args(env, info, 6, argv) || !cowshm_get_u64(env, argv[0], &dev) ||
+  napi_value argv[7];
+  uint64_t dev, ino, size, mode, addr, tmo, chunk;
+  if (!cowshm_args(env, info, 7, argv) || !cowshm_get_u64(env, argv[0], &dev) ||
       !cowshm_get_u64(env, argv[1], &ino) || !cowshm_get_u64(env, argv[2], &size) ||
       !cowshm_get_u64(env, argv[3], &mode) || !cowshm_get_u64(env, argv[4], &addr) ||
-      !cowshm_get_u64(env, argv[5], &tmo))
+      !cowshm_get_u64(env, argv[5], &tmo) || !cowshm_get_u64(env, argv[6], &chunk))
     return NULL;
+  /* Checked in TypeScript; here what the participants will check. */
+  if (chunk < cowshm_page_size || chunk > MAX_CHUNK || (chunk & (chunk - 1)) != 0)
+    return cowshm_throw_range(env, "cowshm internal error: bad snapshot chunk");
   pthread_mutex_lock(&table_mu);
   int id = -1;
   for (int i = 0; i < MAX_READERS && id < 0; i++)
@@ -606,6 +674,7 @@ static napi_value arm_js(napi_env env, napi_callback_info info) {
   atomic_store(&h->reader_fd, (uint32_t)r->f.fd);
   atomic_store(&h->reader_addr, addr);
   atomic_store(&h->timeout_ms, (uint32_t)(tmo > 600000 ? 600000 : tmo));
+  atomic_store(&h->chunk, (uint32_t)chunk);
   /* Generation 0 would match unset slots; skip it (and keep 24 bits for claims). */
   uint32_t gen = (atomic_load(&h->gen) + 1) & 0xffffff;
   if (gen == 0) gen = 1;

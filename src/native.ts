@@ -89,7 +89,7 @@ export interface Native {
   xprocJoin(dev: number, ino: number, size: number, mode: number): number;
   xprocLeave(id: number): void;
   /** Arms every participant for a snapshot mapped at address; returns the reader's id. */
-  xprocArm(dev: number, ino: number, size: number, mode: number, address: number, timeoutMs: number): number;
+  xprocArm(dev: number, ino: number, size: number, mode: number, address: number, timeoutMs: number, chunk: number): number;
   /** errno of a push that failed, or 0. */
   xprocBroken(id: number): number;
   xprocRelease(id: number): void;

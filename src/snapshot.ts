@@ -47,7 +47,9 @@ export interface SnapshotOptions {
    * the region (a RangeError names it). Default: the least the backend can
    * do, `snapshot.chunkSize` reports what was used. Live snapshots with
    * different chunk sizes each copy their own chunk; a write mapping becomes
-   * writable again only where every live snapshot has its copy.
+   * writable again only where every live snapshot has its copy. With
+   * `scope: 'processes'`, what each writer process pushes around its first
+   * write to a page (default: the page).
    */
   chunkSize?: number;
 }
@@ -125,6 +127,8 @@ export class Snapshot {
   readonly #id: number;
   readonly #mapping: { readonly id: number; open: boolean };
   readonly #taken = ++taken;
+  /** With scope 'processes': where the buffer, once made, is kept until the release drained (see `unreleased`). */
+  readonly #held: { buffer: ArrayBuffer | undefined } | undefined;
   /** With scope 'processes': the reader's id in native/xproc.c. */
   readonly #reader: number | undefined;
   #released = false;
@@ -155,7 +159,7 @@ export class Snapshot {
   /** @internal Snapshots are made by `Region.snapshot()`. */
   constructor(
     region: Region, id: number, byteOffset: number, byteLength: number, backend: SnapshotBackend, chunkSize: number,
-    reader?: number,
+    reader?: number, held?: { buffer: ArrayBuffer | undefined },
   ) {
     this.region = region;
     this.#reader = reader;
@@ -165,7 +169,10 @@ export class Snapshot {
     this.byteLength = byteLength;
     this.backend = backend;
     this.chunkSize = chunkSize;
-    this.#mapping = { id, open: true };
+    this.#held = held;
+    // A cross-process snapshot's mapping goes only by xproc.release (also when
+    // collected: see `unreleased`), once no writer may push into it.
+    this.#mapping = { id, open: held === undefined };
     mappings.register(this, this.#mapping);
   }
 
@@ -202,6 +209,7 @@ export class Snapshot {
       this.#buffer = native.viewBuffer(this.#id);
       // From now on the buffer owns the mapping (and releases it when collected).
       this.#mapping.open = false;
+      if (this.#held !== undefined) this.#held.buffer = this.#buffer;
     }
     return this.#buffer;
   }
@@ -265,7 +273,7 @@ export class Snapshot {
     this.#mapping.open = false;
     if (this.#reader !== undefined) {
       unreleased.unregister(this);
-      xproc.release(this.#reader, this.#id);
+      xproc.release(this.#reader, this.#id, this.#buffer);
     } else native.unmap(this.#id);
   }
 
@@ -329,7 +337,7 @@ export function takeSnapshot(region: Region, fd: number, owner: number, options:
   const [offset, length] = check.range(o, size, region, 'snapshot', region.pageSize);
   const chunkSize = o.chunkSize === undefined ? 0 : check.chunkSize(o.chunkSize, '"chunkSize" option', region.pageSize);
   const hugeShift = region.pageSize === native.pageSize ? 0 : Math.log2(region.pageSize);
-  if (scope === 'processes') return crossProcess(region, fd, o, offset, length);
+  if (scope === 'processes') return crossProcess(region, fd, o, offset, length, chunkSize);
 
   const label = `${region.toString()}, snapshot ${++labels}`;
   const [id, chunk, backend] = native.snapshotCreate(fd, offset, length, label, owner, region.dev, region.ino, size, chunkSize, hugeShift);
@@ -337,9 +345,11 @@ export function takeSnapshot(region: Region, fd: number, owner: number, options:
 }
 
 /** Releases cross-process snapshots whose object was collected without release(). */
-const unreleased = new FinalizationRegistry<[number, number]>(([reader, id]) => xproc.release(reader, id));
+const unreleased = new FinalizationRegistry<[number, number, { buffer: ArrayBuffer | undefined }]>(([reader, id, held]) =>
+  xproc.release(reader, id, held.buffer),
+);
 
-function crossProcess(region: Region, fd: number, o: SnapshotOptions, offset: number, length: number): Snapshot {
+function crossProcess(region: Region, fd: number, o: SnapshotOptions, offset: number, length: number, chunkSize: number): Snapshot {
   const size = region.size;
   if (offset !== 0 || length !== size)
     throw cowshmError('ERR_COWSHM_UNSUPPORTED', "A snapshot with scope 'processes' covers the whole region: omit offset and length");
@@ -347,9 +357,13 @@ function crossProcess(region: Region, fd: number, o: SnapshotOptions, offset: nu
   const label = `${region.toString()}, snapshot ${++labels} (processes)`;
   if (region.pageSize !== native.pageSize)
     throw cowshmError('ERR_COWSHM_UNSUPPORTED', "A snapshot with scope 'processes' of a hugetlb region is not supported yet");
-  const { id, reader } = xproc.arm(fd, size, region._mode, region.dev, region.ino, label, timeoutMs);
-  const s = new Snapshot(region, id, 0, size, info.backend, native.pageSize, reader);
-  unreleased.register(s, [reader, id], s);
+  // Every writer pushes this much around its first write to a page (a
+  // writer whose backend protects larger chunks pushes those).
+  const chunk = chunkSize || native.pageSize;
+  const { id, reader, held } = xproc.arm(fd, size, region._mode, region.dev, region.ino, label, timeoutMs, chunk);
+  const s = new Snapshot(region, id, 0, size, info.backend, chunk, reader, held);
+  // The held value keeps the buffer, once made (and so the mapping), until the release drained.
+  unreleased.register(s, [reader, id, held], s);
   return s;
 }
 
