@@ -43,7 +43,7 @@ function cpuSeconds() {
 function shuffled(n, seed = 12345) {
   const order = new Uint32Array(n);
   for (let i = 0; i < n; i++) order[i] = i;
-  let x = seed;
+  let x = seed | 0 || 1; // xorshift stays at 0 from 0
   for (let i = n - 1; i > 0; i--) {
     x ^= x << 13;
     x ^= x >>> 17;
