@@ -9,6 +9,7 @@
         "native/fd.c",
         "native/locks.c",
         "native/futex.c",
+        "native/uring.c",
         "native/registry.c",
         "native/mapping.c",
         "native/signals.c",

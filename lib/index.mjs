@@ -9,4 +9,4 @@ export const { listSegments, removeSegment } = cowshm;
 export const { writeCheckpoint, checkpointInfo } = cowshm;
 export const { iota } = cowshm;
 export const { hugePools, hugetlbfsMounts } = cowshm;
-export const { atomics, Mutex, OWNER_BASE } = cowshm;
+export const { atomics, Mutex, OWNER_BASE, RwLock, RWLOCK_WORDS } = cowshm;

@@ -9,14 +9,15 @@
  * `table_lock`), for three reasons the kernel cannot serve:
  *  - notify() from this process must reach a waitAsync() of this process that
  *    has returned but whose thread is not yet inside the kernel. Each waiter
- *    sleeps in futex_waitv() on two words: its own private `cancel` word
- *    (first) and the region's word. notify() first wakes, oldest first, the
- *    waiters of this process that are not in the kernel: it marks them and
- *    sets `cancel`, which they cannot miss (futex_waitv checks `cancel`
- *    before it queues on the region's word). The rest of `count` goes to the
- *    kernel, which wakes the waiters queued on the word, of this process and
- *    of others, in the order they queued; each is woken once and counted
- *    once, so the total is exact. (Marking a waiter that is in the kernel
+ *    thread sleeps in futex_waitv() on two words: its own private `cancel`
+ *    word (first) and the region's word (a blocking wait needs no cancel
+ *    word and sleeps on the region's alone, see sleep_once). notify() first
+ *    wakes, oldest first, the waiters of this process that are not in the
+ *    kernel: it marks them and sets `cancel`, which they cannot miss
+ *    (futex_waitv checks `cancel` before it queues on the region's word).
+ *    The rest of `count` goes to the kernel, which wakes the waiters queued
+ *    on the word, of this process and of others, in the order they queued;
+ *    each is woken once and counted once, so the total is exact. (Marking a waiter that is in the kernel
  *    instead would leave it on the word's queue for a moment, where the
  *    kernel's wake could count it a second time.)
  *  - close() of a view must end the waits on it (ERR_COWSHM_CLOSED) and must
@@ -28,18 +29,22 @@
  * A waiter that the kernel woke through the region's word after it was
  * already marked (its wake was meant for another waiter) passes the wake on.
  *
- * Async waits sleep on threads of their own, never on libuv's pool: a
- * process-wide set of waiter threads, one per pending wait, kept when idle so
- * a wait costs a condition-variable handoff, not a thread creation. The
- * result reaches JavaScript through one threadsafe function per environment,
- * referenced only while that environment has waits pending.
+ * Async waits are io_uring futex-wait requests on a ring of their
+ * environment, polled by its event loop (see "async waits as io_uring
+ * requests" below). Where io_uring is refused they sleep on threads of
+ * their own, never on libuv's pool: a process-wide set of waiter threads,
+ * one per pending wait, kept when idle so a wait costs a condition-variable
+ * handoff, not a thread creation. Their results reach JavaScript through one
+ * threadsafe function per environment, referenced only while that
+ * environment has waits pending on threads.
  *
  * The kernel compares the word again whenever a waiter (re)enters it: if the
  * word no longer holds the expected value by then, the wait ends with 'ok'
- * (the word changed, which is what waiters wait for). A notify from another
- * process that changes nothing and lands in the microseconds between a
- * waitAsync() call and its thread entering the kernel is not seen; notifiers
- * change the word before they notify, as every futex user does.
+ * (the word changed, which is what waiters wait for). On the waiter threads,
+ * a notify from another process that changes nothing and lands in the
+ * microseconds between a waitAsync() call and its thread entering the kernel
+ * is not seen (an io_uring request is queued before waitAsync() returns);
+ * notifiers change the word before they notify, as every futex user does.
  */
 #include "cowshm.h"
 
@@ -53,16 +58,20 @@
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
+#include <uv.h>
+
+#include "uring.h"
 
 #ifndef SYS_futex_waitv
 #define SYS_futex_waitv 449
 #endif
 
-enum { RES_WAITING = 0, RES_OK, RES_NOT_EQUAL, RES_TIMED_OUT, RES_CLOSED, RES_ABORTED };
+enum { RES_WAITING = 0, RES_OK, RES_NOT_EQUAL, RES_TIMED_OUT, RES_CLOSED, RES_ABORTED, RES_ERROR };
 /* What JS receives for each result, as an index into this list. */
-static const char *const result_names[] = {"waiting", "ok", "not-equal", "timed-out", "closed", "aborted"};
+static const char *const result_names[] = {"waiting", "ok", "not-equal", "timed-out", "closed", "aborted", "error"};
 
 struct fenv;
+struct fring;
 
 struct waiter {
   struct waiter *prev, *next; /* the table: every wait of the process, oldest first */
@@ -80,6 +89,9 @@ struct waiter {
   napi_deferred deferred;
   double id;
   struct waiter *queue_next;  /* jobs not yet taken by a thread; then the environment's done list */
+  struct fring *fr;           /* waits as an io_uring request of this ring (NULL: on a waiter thread) */
+  int err;                    /* RES_ERROR: the errno the kernel completed the request with */
+  int orphan;                 /* its view was closed before its completion came: never touch addr */
 };
 
 /* Per environment: its threadsafe function and the waits to settle. */
@@ -91,7 +103,14 @@ struct fenv {
   int closing;
   napi_ref noop;               /* a JS function: calling it tells whether the thread is being terminated */
   struct fenv *next;
+  /* How async waits wait: decided at the first one (see ring_start). */
+  int path;                    /* PATH_* */
+  char path_reason[128];
+  struct fring *fr;            /* PATH_RING: the environment's ring (JS thread only) */
+  size_t pending_threads;      /* of `pending`: on waiter threads (the tsfn is referenced while > 0) */
 };
+
+enum { PATH_UNKNOWN = 0, PATH_RING, PATH_THREADS };
 
 static pthread_mutex_t table_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t table_cond = PTHREAD_COND_INITIALIZER; /* a waiter stopped being busy */
@@ -143,6 +162,22 @@ static int before(const struct timespec *a, const struct timespec *b) {
 static int sleep_once(struct waiter *w, const struct timespec *slice_end) {
   const struct timespec *until = w->timed ? &w->deadline : NULL;
   if (slice_end != NULL && (until == NULL || before(slice_end, until))) until = slice_end;
+  if (w->fe == NULL) {
+    /* A blocking wait (atomics.wait) sleeps on the region's word alone, as
+     * a C program's FUTEX_WAIT does. Nothing needs its cancel word: a notify
+     * of this process marks only waiters not yet in the kernel (and this one
+     * looks at its mark under table_lock before it enters), an abort is for
+     * async waits, and its view can be closed only by its own thread, which
+     * is here; the environment's end is seen at the next slice. */
+    long r = syscall(SYS_futex, (void *)w->addr, FUTEX_WAIT_BITSET, w->expected, until, NULL,
+                     FUTEX_BITSET_MATCH_ANY);
+    if (r == 0) return S_WORD;
+    int err = errno;
+    if (err == EAGAIN) return S_CHANGED;
+    if (err == ETIMEDOUT) return until == &w->deadline ? S_DEADLINE : S_SLICE;
+    if (err == EFAULT) return S_FAULT;
+    return S_AGAIN; /* EINTR */
+  }
   if (atomic_load(&have_waitv) != 0) {
     /* cancel first: futex_waitv queues in order and gives up at the first
      * word that differs, so a set cancel keeps it off the region's queue. */
@@ -266,22 +301,22 @@ static void deadline_after(double ms, struct timespec *ts) {
 }
 
 /* Files a wait: returns WORD_OK and fills w, RES_NOT_EQUAL when the word holds
- * another value, or a negative WORD_* code. */
-static int begin_wait(napi_env env, napi_value ta, double index, uint32_t value, double timeout_ms,
-                      struct waiter *w) {
+ * another value, or a negative WORD_* code. Call with the registry lock held
+ * (it stays held): the mapping stays open until the caller lets go. A wait
+ * on `fr` is filed as in the kernel already: the caller submits it before it
+ * lets go of the registry lock, which notify() takes too. */
+static int begin_wait_locked(napi_env env, napi_value ta, double index, uint32_t value, double timeout_ms,
+                             struct waiter *w, struct fring *fr) {
   struct word wd;
-  cowshm_registry_lock();
   int rc = locate_locked(env, ta, index, &wd);
-  if (rc != WORD_OK) {
-    cowshm_registry_unlock();
-    return rc;
-  }
+  if (rc != WORD_OK) return rc;
   memset(w, 0, sizeof *w);
   w->addr = wd.addr;
   w->dev = wd.dev;
   w->ino = wd.ino;
   w->off = wd.off;
   w->expected = value;
+  w->fr = fr;
   /* Beyond ~31 years a deadline is no deadline. */
   if (timeout_ms < 1e12) {
     w->timed = 1;
@@ -292,15 +327,22 @@ static int begin_wait(napi_env env, napi_value ta, double index, uint32_t value,
   uint32_t now = atomic_load((_Atomic uint32_t *)wd.addr);
   if (now != value) {
     pthread_mutex_unlock(&table_lock);
-    cowshm_registry_unlock();
     return RES_NOT_EQUAL;
   }
   w->result = RES_WAITING;
   w->busy = 1;
+  w->in_kernel = fr != NULL;
   table_insert(w);
   pthread_mutex_unlock(&table_lock);
-  cowshm_registry_unlock();
   return WORD_OK;
+}
+
+static int begin_wait(napi_env env, napi_value ta, double index, uint32_t value, double timeout_ms,
+                      struct waiter *w) {
+  cowshm_registry_lock();
+  int rc = begin_wait_locked(env, ta, index, value, timeout_ms, w, NULL);
+  cowshm_registry_unlock();
+  return rc;
 }
 
 /* Under table_lock: the waiter no longer touches its address. */
@@ -333,7 +375,7 @@ static struct fenv *fenv_of(napi_env env);
 
 /* futexWait(ta, index, value, timeoutMs) -> result index (1 ok, 2 not-equal,
  * 3 timed-out), or a negative WORD_* code for TS to explain. Blocks the
- * calling thread; wakes every 200 ms to see whether its worker is being
+ * calling thread; in a worker, wakes every 200 ms to see whether it is being
  * terminated (a native call cannot be interrupted otherwise). */
 static napi_value futex_wait_js(napi_env env, napi_callback_info info) {
   napi_value argv[4];
@@ -345,11 +387,14 @@ static napi_value futex_wait_js(napi_env env, napi_callback_info info) {
   int rc = begin_wait(env, argv[0], index, (uint32_t)(int32_t)value_d, timeout_ms, &w);
   if (rc != WORD_OK) return cowshm_num(env, rc);
   struct fenv *fe = fenv_of(env);
+  /* Only a worker can be terminated under a wait: the process's main thread
+   * sleeps without slices (no timer to arm and cancel on every wait). */
+  int sliced = syscall(SYS_gettid) != getpid();
   int result;
   for (;;) {
     struct timespec slice;
-    deadline_after(200, &slice);
-    result = wait_in_kernel(&w, &slice);
+    if (sliced) deadline_after(200, &slice);
+    result = wait_in_kernel(&w, sliced ? &slice : NULL);
     if (result != RES_WAITING) break;
     if (!can_run_js(env, fe)) {
       result = RES_ABORTED;
@@ -434,9 +479,374 @@ static int queue_job_locked(struct waiter *w) {
   return 0;
 }
 
-static napi_value settle(napi_env env, struct waiter *w);
+/* ---- async waits as io_uring requests ----------------------------------
+ *
+ * Where io_uring has IORING_OP_FUTEX_WAIT (Linux 6.7), an async wait is a
+ * request on a ring of its environment: the kernel itself queues it on the
+ * word (comparing the word as FUTEX_WAIT does) while waitAsync() is still
+ * running, a FUTEX_WAKE from any process completes it, and the completion
+ * makes the ring's descriptor readable for the event loop (a uv_poll_t). One
+ * wake-up of the JS thread per wake, no thread in between. A timeout is a
+ * linked IORING_OP_LINK_TIMEOUT, which cancels the request (-ECANCELED).
+ *
+ * Counting stays exact: a request queued on the word is woken by FUTEX_WAKE
+ * and counted by it (the kernel counts io_uring waiters as it counts
+ * sleeping threads), so notify() leaves these waiters to the kernel (they
+ * are filed `in_kernel` from the start; the registry lock, which notify()
+ * takes too, is held from filing to submission). A request is either woken
+ * or cancelled, never both (the kernel unqueues it under the hash bucket
+ * lock in either case); one that was woken after it had been marked (abort,
+ * close) passes the wake on, as a waiter thread does.
+ *
+ * close(): the kernel reads the word's address only when the request is
+ * submitted; afterwards it holds the futex key, not the address. What still
+ * needs the address is passing a wake on, so close() cancels the requests on
+ * the view's range (IORING_OP_ASYNC_CANCEL) and reaps their completions
+ * before it returns. Both the cancellation's and a wake's completion are
+ * task work of the submitting thread, which runs before that thread returns
+ * from io_uring_enter(2): when close() runs on the ring's own thread (the
+ * view's environment, always so far), every completion is in the ring once
+ * the cancellation is submitted.
+ *
+ * Completions reach the ring through task work that interrupts the JS
+ * thread's epoll_wait (TWA_SIGNAL, the ring's default mode); libuv retries on
+ * EINTR, and restartable syscalls restart.
+ *
+ * When io_uring is refused (io_uring_disabled=2, seccomp, ENOSYS, a kernel
+ * without the op: EINVAL in the probe's completion), or COWSHM_NO_IO_URING=1
+ * asks for it, async waits use the waiter threads. */
 
-/* Settles every finished async wait of the environment (its JS thread). */
+struct fring {
+  struct uring ring;
+  uv_poll_t poll;
+  pthread_mutex_t lock;       /* every use of `ring`; taken before table_lock */
+  pthread_t owner;            /* the environment's JS thread: the task whose requests these are */
+  struct fenv *fe;            /* NULL once the environment is gone */
+  napi_env env;
+  size_t pending;             /* requests not yet settled: the poll handle is referenced while > 0 */
+  napi_async_context actx;    /* for settling from the poll callback */
+  napi_async_cleanup_hook_handle hook;
+};
+
+static void settle_list(napi_env env, struct fenv *fe, struct waiter *list, int own_scope);
+
+/* Under fr->lock: takes every completion in the ring. Ends the waits they
+ * belong to and puts them on *list (newest first). */
+static void ring_reap_locked(struct fring *fr, struct waiter **list) {
+  struct io_uring_cqe c;
+  for (;;) {
+    while (uring_cqe(&fr->ring, &c)) {
+      if (c.user_data == 0) continue; /* a cancellation's or a linked timeout's own completion */
+      struct waiter *w = (struct waiter *)(uintptr_t)c.user_data;
+      pthread_mutex_lock(&table_lock);
+      if (c.res == 0) {
+        if (w->result == RES_WAITING) w->result = RES_OK;
+        /* Woken after it was marked: the wake was meant for another waiter.
+         * The address is still mapped (close() reaps before it unmaps),
+         * unless the view was closed from another thread (orphan). */
+        else if (!w->orphan) sys_futex((void *)w->addr, FUTEX_WAKE, 1, NULL);
+      } else if (w->result == RES_WAITING) {
+        if (c.res == -EAGAIN) w->result = RES_OK; /* the word changed before the request queued */
+        else if (c.res == -ECANCELED) w->result = w->timed ? RES_TIMED_OUT : RES_CLOSED;
+        else if (c.res == -EFAULT) w->result = RES_CLOSED;
+        else {
+          w->result = RES_ERROR;
+          w->err = -c.res;
+        }
+      }
+      w->in_kernel = 0;
+      table_remove(w);
+      end_busy_locked(w);
+      pthread_mutex_unlock(&table_lock);
+      w->queue_next = *list;
+      *list = w;
+    }
+    if (!uring_overflowed(&fr->ring) || uring_submit(&fr->ring, 0) != 0) break; /* flushed: look again */
+  }
+}
+
+/* Under fr->lock: asks the kernel to cancel w's request (its completion then
+ * says -ECANCELED, or 0 if a wake got there first). */
+static int ring_cancel_locked(struct fring *fr, struct waiter *w) {
+  struct io_uring_sqe *sqe = uring_sqe(&fr->ring);
+  if (sqe == NULL) {
+    int err = uring_submit(&fr->ring, 0);
+    if (err != 0 || (sqe = uring_sqe(&fr->ring)) == NULL) return err ? err : EBUSY;
+  }
+  sqe->opcode = IORING_OP_ASYNC_CANCEL;
+  sqe->fd = -1;
+  sqe->addr = (uintptr_t)w;
+  sqe->user_data = 0;
+  return 0;
+}
+
+/* Under fr->lock, with the registry lock held: submits w's wait. */
+static int ring_submit_wait_locked(struct fring *fr, struct waiter *w) {
+  struct io_uring_sqe *sqe = uring_sqe(&fr->ring);
+  struct io_uring_sqe *timeout = sqe != NULL && w->timed ? uring_sqe(&fr->ring) : NULL;
+  if (sqe == NULL || (w->timed && timeout == NULL)) {
+    uring_withdraw(&fr->ring);
+    return EBUSY; /* cannot happen: nothing stays queued between calls */
+  }
+  sqe->opcode = COWSHM_IORING_OP_FUTEX_WAIT;
+  sqe->fd = COWSHM_FUTEX2_SIZE_U32; /* shared: the kernel keys the word by file and offset */
+  sqe->addr = w->addr;
+  sqe->off = w->expected;
+  sqe->addr3 = COWSHM_FUTEX_BITSET_MATCH_ANY;
+  sqe->user_data = (uintptr_t)w;
+  struct __kernel_timespec ts; /* read by the kernel while it takes the SQE */
+  if (timeout != NULL) {
+    sqe->flags |= IOSQE_IO_LINK;
+    ts.tv_sec = w->deadline.tv_sec;
+    ts.tv_nsec = w->deadline.tv_nsec;
+    timeout->opcode = IORING_OP_LINK_TIMEOUT;
+    timeout->fd = -1;
+    timeout->addr = (uintptr_t)&ts;
+    timeout->len = 1;
+    timeout->timeout_flags = IORING_TIMEOUT_ABS; /* CLOCK_MONOTONIC, as w->deadline */
+    timeout->user_data = 0;
+  }
+  return uring_submit(&fr->ring, 0);
+}
+
+static void ring_ready(uv_poll_t *h, int status, int events) {
+  struct fring *fr = h->data;
+  struct waiter *list = NULL;
+  pthread_mutex_lock(&fr->lock);
+  ring_reap_locked(fr, &list);
+  struct fenv *fe = fr->fe;
+  pthread_mutex_unlock(&fr->lock);
+  if (list != NULL && fe != NULL) settle_list(fe->env, fe, list, 1);
+}
+
+static void ring_closed(uv_handle_t *h) {
+  struct fring *fr = h->data;
+  uring_exit(&fr->ring); /* the kernel cancels what is still queued */
+  napi_remove_async_cleanup_hook(fr->hook);
+  pthread_mutex_destroy(&fr->lock);
+  free(fr);
+}
+
+/* A ring that never took a wait (the event loop refused it). */
+static void ring_closed_unused(uv_handle_t *h) {
+  struct fring *fr = h->data;
+  uring_exit(&fr->ring);
+  pthread_mutex_destroy(&fr->lock);
+  free(fr);
+}
+
+/* Environment teardown: its requests are dropped unsettled (no JS is left
+ * to settle them) and the ring goes once libuv has let go of the handle. */
+static void ring_teardown(napi_async_cleanup_hook_handle hook, void *arg) {
+  struct fring *fr = arg;
+  pthread_mutex_lock(&fr->lock);
+  pthread_mutex_lock(&table_lock);
+  for (struct waiter *w = table_head, *n; w != NULL; w = n) {
+    n = w->next;
+    if (w->fr != fr) continue;
+    table_remove(w);
+    free(w);
+  }
+  if (fr->fe != NULL) fr->fe->fr = NULL;
+  fr->fe = NULL;
+  pthread_mutex_unlock(&table_lock);
+  /* Off every word now, on this thread (closing the ring would cancel them
+   * too, but from a kernel worker, a moment later): a notify from now on
+   * counts none of them. */
+  struct io_uring_sqe *sqe = uring_sqe(&fr->ring);
+  if (sqe != NULL) {
+    sqe->opcode = IORING_OP_ASYNC_CANCEL;
+    sqe->fd = -1;
+    sqe->cancel_flags = IORING_ASYNC_CANCEL_ALL | IORING_ASYNC_CANCEL_ANY;
+    sqe->user_data = 0;
+    uring_submit(&fr->ring, 0);
+  }
+  pthread_mutex_unlock(&fr->lock);
+  if (fr->actx != NULL) napi_async_destroy(fr->env, fr->actx);
+  fr->actx = NULL;
+  uv_close((uv_handle_t *)&fr->poll, ring_closed);
+}
+
+/* "WHAT failed with ECODE" (or "errno N" for a code not named here). */
+static void say_failed(struct fenv *fe, const char *what, int err) {
+  static const struct { int err; const char *name; } names[] = {
+      {EPERM, "EPERM"},   {EACCES, "EACCES"}, {ENOSYS, "ENOSYS"}, {EINVAL, "EINVAL"},         {ENOMEM, "ENOMEM"},
+      {EMFILE, "EMFILE"}, {ENFILE, "ENFILE"}, {EAGAIN, "EAGAIN"}, {EOPNOTSUPP, "EOPNOTSUPP"},
+  };
+  for (size_t i = 0; i < sizeof names / sizeof *names; i++) {
+    if (names[i].err == err) {
+      snprintf(fe->path_reason, sizeof fe->path_reason, "%s failed with %s", what, names[i].name);
+      return;
+    }
+  }
+  snprintf(fe->path_reason, sizeof fe->path_reason, "%s failed with errno %d", what, err);
+}
+
+/* Decides, once per environment, how its async waits wait. */
+static int ring_start(napi_env env, struct fenv *fe) {
+  if (fe->path != PATH_UNKNOWN) return fe->path;
+  fe->path = PATH_THREADS;
+  const char *no = getenv("COWSHM_NO_IO_URING");
+  if (no != NULL && *no != '\0' && strcmp(no, "0") != 0) {
+    snprintf(fe->path_reason, sizeof fe->path_reason, "COWSHM_NO_IO_URING=%s", no);
+    return fe->path;
+  }
+  struct fring *fr = calloc(1, sizeof *fr);
+  if (fr == NULL) {
+    snprintf(fe->path_reason, sizeof fe->path_reason, "out of memory for a ring");
+    return fe->path;
+  }
+  int err = uring_init(&fr->ring, 16, 1024);
+  if (err != 0) {
+    free(fr);
+    say_failed(fe, "io_uring_setup(2)", err);
+    return fe->path;
+  }
+  /* The op exists when a wait on a word that differs completes with EAGAIN;
+   * kernels without it complete it with EINVAL. */
+  uint32_t probe = 1;
+  struct io_uring_sqe *sqe = uring_sqe(&fr->ring);
+  sqe->opcode = COWSHM_IORING_OP_FUTEX_WAIT;
+  sqe->fd = COWSHM_FUTEX2_SIZE_U32 | COWSHM_FUTEX2_PRIVATE;
+  sqe->addr = (uintptr_t)&probe;
+  sqe->off = 0;
+  sqe->addr3 = COWSHM_FUTEX_BITSET_MATCH_ANY;
+  sqe->user_data = 1;
+  struct io_uring_cqe c = {0};
+  err = uring_submit(&fr->ring, 1);
+  if (err == 0 && !uring_cqe(&fr->ring, &c)) err = EAGAIN;
+  if (err != 0 || c.res != -EAGAIN) {
+    uring_exit(&fr->ring);
+    free(fr);
+    if (err != 0) say_failed(fe, "io_uring_enter(2)", err);
+    else say_failed(fe, "IORING_OP_FUTEX_WAIT (Linux 6.7)", -c.res);
+    return fe->path;
+  }
+  uv_loop_t *loop;
+  napi_value name;
+  if (napi_get_uv_event_loop(env, &loop) != napi_ok ||
+      napi_create_string_utf8(env, "cowshm waitAsync", NAPI_AUTO_LENGTH, &name) != napi_ok ||
+      napi_async_init(env, NULL, name, &fr->actx) != napi_ok || uv_poll_init(loop, &fr->poll, fr->ring.fd) != 0) {
+    uring_exit(&fr->ring);
+    free(fr);
+    snprintf(fe->path_reason, sizeof fe->path_reason, "the event loop refused the ring");
+    return fe->path;
+  }
+  fr->poll.data = fr;
+  pthread_mutex_init(&fr->lock, NULL);
+  fr->owner = pthread_self();
+  fr->fe = fe;
+  fr->env = env;
+  if (uv_poll_start(&fr->poll, UV_READABLE, ring_ready) != 0) {
+    /* The handle is initialised: libuv must let go of it before the ring goes. */
+    uv_close((uv_handle_t *)&fr->poll, ring_closed_unused);
+    napi_async_destroy(env, fr->actx);
+    snprintf(fe->path_reason, sizeof fe->path_reason, "the event loop refused the ring");
+    return fe->path;
+  }
+  uv_unref((uv_handle_t *)&fr->poll);
+  napi_add_async_cleanup_hook(env, ring_teardown, fr, &fr->hook);
+  fe->fr = fr;
+  fe->path = PATH_RING;
+  snprintf(fe->path_reason, sizeof fe->path_reason, "io_uring (IORING_OP_FUTEX_WAIT)");
+  return fe->path;
+}
+
+/* Under the registry lock: ends (ERR_COWSHM_CLOSED) the requests of `fr` on
+ * the slot's range and, on the ring's own thread, reaps their completions
+ * (see above). Requests it could not reap are orphaned: they settle later
+ * but never touch the address again. */
+static void ring_close_range(struct fring *fr, struct cowshm_slot *s) {
+  pthread_mutex_lock(&fr->lock);
+  pthread_mutex_lock(&table_lock);
+  for (struct waiter *w = table_head; w != NULL; w = w->next) {
+    if (w->fr != fr || w->orphan || w->addr < s->start || w->addr - s->start >= s->len) continue;
+    finish_locked(w, RES_CLOSED);
+    ring_cancel_locked(fr, w); /* again if aborted already: the kernel says ENOENT */
+  }
+  pthread_mutex_unlock(&table_lock);
+  uring_submit(&fr->ring, 0);
+  struct waiter *list = NULL;
+  if (pthread_equal(fr->owner, pthread_self())) ring_reap_locked(fr, &list);
+  struct fenv *fe = fr->fe;
+  pthread_mutex_lock(&table_lock);
+  for (struct waiter *w = table_head; w != NULL; w = w->next)
+    if (w->fr == fr && w->addr >= s->start && w->addr - s->start < s->len) w->orphan = 1;
+  /* To settle from the JS thread, with the waiter threads' results. */
+  while (list != NULL) {
+    struct waiter *n = list->queue_next;
+    if (fe != NULL) {
+      list->queue_next = fe->done;
+      fe->done = list;
+    } else {
+      free(list);
+    }
+    list = n;
+  }
+  int call = fe != NULL && fe->done != NULL && !fe->closing;
+  pthread_mutex_unlock(&table_lock);
+  pthread_mutex_unlock(&fr->lock);
+  if (call) napi_call_threadsafe_function(fe->tsfn, NULL, napi_tsfn_nonblocking);
+}
+
+/* ---- settling ---------------------------------------------------------- */
+
+/* A settled wait no longer keeps the event loop alive. */
+static void settled_one(napi_env env, struct fenv *fe, struct waiter *w) {
+  if (w->fr != NULL) {
+    if (w->fr->pending > 0 && --w->fr->pending == 0) uv_unref((uv_handle_t *)&w->fr->poll);
+  } else if (fe->pending_threads > 0 && --fe->pending_threads == 0) {
+    napi_unref_threadsafe_function(env, fe->tsfn);
+  }
+  if (fe->pending > 0) fe->pending--;
+  free(w);
+}
+
+static void settle(napi_env env, struct waiter *w) {
+  napi_value v;
+  if (w->result == RES_ERROR) {
+    cowshm_throw_errno(env, w->err, "io_uring_enter", NULL);
+    if (napi_get_and_clear_last_exception(env, &v) == napi_ok) napi_reject_deferred(env, w->deferred, v);
+    return;
+  }
+  if (napi_create_string_utf8(env, result_names[w->result], NAPI_AUTO_LENGTH, &v) == napi_ok)
+    napi_resolve_deferred(env, w->deferred, v);
+}
+
+/* Settles `list` (newest first) oldest first, as the waits were filed. From
+ * a libuv callback (own_scope) it opens the scope that runs the promise
+ * reactions when it closes. */
+static void settle_list(napi_env env, struct fenv *fe, struct waiter *list, int own_scope) {
+  struct waiter *rev = NULL;
+  while (list != NULL) {
+    struct waiter *n = list->queue_next;
+    list->queue_next = rev;
+    rev = list;
+    list = n;
+  }
+  napi_handle_scope outer = NULL;
+  napi_callback_scope cb = NULL;
+  if (own_scope && napi_open_handle_scope(env, &outer) == napi_ok) {
+    napi_value resource;
+    if (fe->fr == NULL || napi_create_object(env, &resource) != napi_ok ||
+        napi_open_callback_scope(env, resource, fe->fr->actx, &cb) != napi_ok)
+      cb = NULL;
+  }
+  while (rev != NULL) {
+    struct waiter *n = rev->queue_next;
+    napi_handle_scope scope;
+    if (napi_open_handle_scope(env, &scope) == napi_ok) {
+      settle(env, rev);
+      napi_close_handle_scope(env, scope);
+    }
+    settled_one(env, fe, rev);
+    rev = n;
+  }
+  if (cb != NULL) napi_close_callback_scope(env, cb);
+  if (outer != NULL) napi_close_handle_scope(env, outer);
+}
+
+/* Settles every finished wait of the environment on its done list (its JS thread). */
 static void drain(napi_env env, struct fenv *fe) {
   pthread_mutex_lock(&table_lock);
   struct waiter *list = fe->done;
@@ -446,32 +856,7 @@ static void drain(napi_env env, struct fenv *fe) {
   for (struct waiter *w = list; w != NULL; w = w->queue_next)
     while (w->busy) pthread_cond_wait(&table_cond, &table_lock);
   pthread_mutex_unlock(&table_lock);
-  /* Oldest first, as they were filed (the list is newest first). */
-  struct waiter *rev = NULL;
-  while (list != NULL) {
-    struct waiter *n = list->queue_next;
-    list->queue_next = rev;
-    rev = list;
-    list = n;
-  }
-  while (rev != NULL) {
-    struct waiter *n = rev->queue_next;
-    napi_handle_scope scope;
-    if (napi_open_handle_scope(env, &scope) == napi_ok) {
-      settle(env, rev);
-      napi_close_handle_scope(env, scope);
-    }
-    free(rev);
-    if (fe->pending > 0 && --fe->pending == 0) napi_unref_threadsafe_function(env, fe->tsfn);
-    rev = n;
-  }
-}
-
-static napi_value settle(napi_env env, struct waiter *w) {
-  napi_value v;
-  if (napi_create_string_utf8(env, result_names[w->result], NAPI_AUTO_LENGTH, &v) == napi_ok)
-    napi_resolve_deferred(env, w->deferred, v);
-  return NULL;
+  settle_list(env, fe, list, 0);
 }
 
 static void call_js(napi_env env, napi_value js_cb, void *context, void *data) {
@@ -490,28 +875,50 @@ static napi_value futex_wait_async_js(napi_env env, napi_callback_info info) {
     return NULL;
   struct fenv *fe = fenv_of(env);
   if (fe == NULL || fe->closing) return cowshm_throw_type(env, "cowshm: this environment is shutting down");
+  struct fring *fr = ring_start(env, fe) == PATH_RING ? fe->fr : NULL;
   struct waiter *w = malloc(sizeof *w);
   if (w == NULL) return cowshm_throw_errno(env, ENOMEM, "futex", NULL);
-  int rc = begin_wait(env, argv[0], index, (uint32_t)(int32_t)value_d, timeout_ms, w);
+  napi_value promise, pair, idv;
+  cowshm_registry_lock();
+  int rc = begin_wait_locked(env, argv[0], index, (uint32_t)(int32_t)value_d, timeout_ms, w, fr);
   if (rc != WORD_OK) {
+    cowshm_registry_unlock();
     free(w);
     return cowshm_num(env, rc);
   }
-  napi_value promise, pair, idv;
   w->fe = fe;
   if (napi_create_promise(env, &w->deferred, &promise) != napi_ok) {
     pthread_mutex_lock(&table_lock);
     table_remove(w);
     pthread_mutex_unlock(&table_lock);
+    cowshm_registry_unlock();
     free(w);
     cowshm_throw_napi_failure(env, "napi_create_promise", __FILE__, __LINE__);
     return NULL;
   }
+  int err = 0;
   pthread_mutex_lock(&table_lock);
   w->id = next_id++;
-  int err = queue_job_locked(w);
-  if (err != 0) table_remove(w);
   pthread_mutex_unlock(&table_lock);
+  if (fr != NULL) {
+    pthread_mutex_lock(&fr->lock);
+    err = ring_submit_wait_locked(fr, w);
+    pthread_mutex_unlock(&fr->lock);
+    if (err != 0) {
+      /* The ring refused this one (out of memory in the kernel, say): a thread waits for it. */
+      pthread_mutex_lock(&table_lock);
+      w->fr = NULL;
+      w->in_kernel = 0;
+      pthread_mutex_unlock(&table_lock);
+    }
+  }
+  if (w->fr == NULL) {
+    pthread_mutex_lock(&table_lock);
+    err = queue_job_locked(w);
+    if (err != 0) table_remove(w);
+    pthread_mutex_unlock(&table_lock);
+  }
+  cowshm_registry_unlock();
   if (err != 0) {
     napi_value e = NULL;
     cowshm_throw_errno(env, err, "pthread_create", NULL);
@@ -520,7 +927,12 @@ static napi_value futex_wait_async_js(napi_env env, napi_callback_info info) {
     free(w);
     return promise; /* rejected: TS passes it on as it is */
   }
-  if (fe->pending++ == 0) napi_ref_threadsafe_function(env, fe->tsfn);
+  fe->pending++;
+  if (w->fr != NULL) {
+    if (fr->pending++ == 0) uv_ref((uv_handle_t *)&fr->poll);
+  } else if (fe->pending_threads++ == 0) {
+    napi_ref_threadsafe_function(env, fe->tsfn);
+  }
   NAPI_OK(env, napi_create_array_with_length(env, 2, &pair));
   NAPI_OK(env, napi_create_double(env, w->id, &idv));
   NAPI_OK(env, napi_set_element(env, pair, 0, promise));
@@ -534,10 +946,21 @@ static napi_value futex_cancel_js(napi_env env, napi_callback_info info) {
   double id;
   if (!cowshm_args(env, info, 1, argv) || !get_double(env, argv[0], &id)) return NULL;
   struct fenv *fe = fenv_of(env);
+  struct fring *fr = fe != NULL ? fe->fr : NULL;
+  if (fr != NULL) pthread_mutex_lock(&fr->lock);
   pthread_mutex_lock(&table_lock);
-  for (struct waiter *w = table_head; w != NULL; w = w->next)
-    if (w->fe == fe && w->id == id) finish_locked(w, RES_ABORTED);
+  struct waiter *request = NULL;
+  for (struct waiter *w = table_head; w != NULL; w = w->next) {
+    if (w->fe != fe || w->id != id || w->result != RES_WAITING) continue;
+    finish_locked(w, RES_ABORTED);
+    if (w->fr != NULL) request = w;
+  }
   pthread_mutex_unlock(&table_lock);
+  /* Its completion (-ECANCELED, or 0 if a wake came first) makes the ring
+   * readable: the promise settles from the poll callback. If even the
+   * cancellation cannot be submitted, the wait ends at its wake or timeout. */
+  if (request != NULL && ring_cancel_locked(fr, request) == 0) uring_submit(&fr->ring, 0);
+  if (fr != NULL) pthread_mutex_unlock(&fr->lock);
   return cowshm_undefined(env);
 }
 
@@ -591,6 +1014,21 @@ static napi_value futex_word_js(napi_env env, napi_callback_info info) {
   return cowshm_num(env, rc == WORD_OK ? wd.access : rc);
 }
 
+/* futexPath() -> [how this environment's async waits wait: 'io_uring' or
+ * 'threads', why]. Decides it if no wait has yet. */
+static napi_value futex_path_js(napi_env env, napi_callback_info info) {
+  struct fenv *fe = fenv_of(env);
+  if (fe == NULL) return cowshm_throw_type(env, "cowshm: this environment is shutting down");
+  int path = ring_start(env, fe);
+  napi_value pair, a, b;
+  NAPI_OK(env, napi_create_array_with_length(env, 2, &pair));
+  NAPI_OK(env, napi_create_string_utf8(env, path == PATH_RING ? "io_uring" : "threads", NAPI_AUTO_LENGTH, &a));
+  NAPI_OK(env, napi_create_string_utf8(env, fe->path_reason, NAPI_AUTO_LENGTH, &b));
+  NAPI_OK(env, napi_set_element(env, pair, 0, a));
+  NAPI_OK(env, napi_set_element(env, pair, 1, b));
+  return pair;
+}
+
 /* futexPending() -> waits of this environment not settled yet (for tests). */
 static napi_value futex_pending_js(napi_env env, napi_callback_info info) {
   struct fenv *fe = fenv_of(env);
@@ -600,11 +1038,21 @@ static napi_value futex_pending_js(napi_env env, napi_callback_info info) {
 /* Under the registry lock, before a mapping goes: end the waits on it and
  * wait until no thread passes its addresses to the kernel any more. */
 void cowshm_futex_on_unmap(struct cowshm_slot *s) {
+  /* Requests of a ring: cancelled and reaped (or orphaned) by it. */
+  for (;;) {
+    struct fring *fr = NULL;
+    pthread_mutex_lock(&table_lock);
+    for (struct waiter *w = table_head; w != NULL && fr == NULL; w = w->next)
+      if (w->fr != NULL && !w->orphan && w->addr >= s->start && w->addr - s->start < s->len) fr = w->fr;
+    pthread_mutex_unlock(&table_lock);
+    if (fr == NULL) break;
+    ring_close_range(fr, s);
+  }
   pthread_mutex_lock(&table_lock);
   for (;;) {
     int busy = 0;
     for (struct waiter *w = table_head; w != NULL; w = w->next) {
-      if (w->addr < s->start || w->addr - s->start >= s->len) continue;
+      if (w->fr != NULL || w->addr < s->start || w->addr - s->start >= s->len) continue;
       finish_locked(w, RES_CLOSED);
       busy |= w->busy;
     }
@@ -630,6 +1078,14 @@ static struct fenv *fenv_of(napi_env env) {
  * holds one, and drop them unsettled (there is no JS left to settle them). */
 static void fenv_cleanup(void *arg) {
   struct fenv *fe = arg;
+  /* The ring's own hook (registered later, so run earlier) drops its
+   * requests; should it not have run yet, it must not reach back here. */
+  struct fring *fr = fe->fr;
+  if (fr != NULL) {
+    pthread_mutex_lock(&fr->lock);
+    fr->fe = NULL;
+    pthread_mutex_unlock(&fr->lock);
+  }
   pthread_mutex_lock(&table_lock);
   fe->closing = 1;
   for (struct fenv **p = &fenvs; *p != NULL; p = &(*p)->next) {
@@ -655,7 +1111,7 @@ static void fenv_cleanup(void *arg) {
   for (;;) {
     int busy = 0;
     for (struct waiter *w = table_head; w != NULL; w = w->next) {
-      if (w->fe != fe) continue;
+      if (w->fe != fe || w->fr != NULL) continue;
       finish_locked(w, RES_CLOSED);
       busy |= w->busy;
     }
@@ -706,6 +1162,7 @@ napi_value cowshm_init_futex(napi_env env, napi_value exports) {
       {"futexWake", NULL, futex_wake_js, NULL, NULL, NULL, napi_enumerable, NULL},
       {"futexWord", NULL, futex_word_js, NULL, NULL, NULL, napi_enumerable, NULL},
       {"futexPending", NULL, futex_pending_js, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"futexPath", NULL, futex_path_js, NULL, NULL, NULL, napi_enumerable, NULL},
   };
   NAPI_OK(env, napi_define_properties(env, exports, sizeof props / sizeof *props, props));
   return exports;

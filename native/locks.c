@@ -58,6 +58,24 @@ static napi_value ofd_lock_js(napi_env env, napi_callback_info info) {
   return cowshm_throw_errno(env, errno, "fcntl", NULL);
 }
 
+/* ofdHeld(fd, start, length) -> whether another open file description holds
+ * a lock on any byte of the range (F_OFD_GETLK: tests without taking one, so
+ * a probe never makes a free slot look taken to someone scanning it). Works
+ * on a descriptor opened read-only. */
+static napi_value ofd_held_js(napi_env env, napi_callback_info info) {
+  napi_value argv[3];
+  int32_t fd;
+  uint64_t start, length;
+  if (!cowshm_args(env, info, 3, argv) || !cowshm_get_i32(env, argv[0], &fd) ||
+      !cowshm_get_u64(env, argv[1], &start) || !cowshm_get_u64(env, argv[2], &length))
+    return NULL;
+  if (start > INT64_MAX || length > INT64_MAX)
+    return cowshm_throw_range(env, "cowshm internal error: ofdHeld arguments out of range");
+  struct flock fl = {.l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = (off_t)start, .l_len = (off_t)length};
+  if (fcntl(fd, F_OFD_GETLK, &fl) != 0) return cowshm_throw_errno(env, errno, "fcntl", NULL);
+  return granted(env, fl.l_type != F_UNLCK);
+}
+
 /* flock(fd, kind, wait) -> boolean, with the same kinds as ofdLock. */
 static napi_value flock_js(napi_env env, napi_callback_info info) {
   napi_value argv[3];
@@ -77,6 +95,7 @@ static napi_value flock_js(napi_env env, napi_callback_info info) {
 napi_value cowshm_init_locks(napi_env env, napi_value exports) {
   napi_property_descriptor props[] = {
       {"ofdLock", NULL, ofd_lock_js, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"ofdHeld", NULL, ofd_held_js, NULL, NULL, NULL, napi_enumerable, NULL},
       {"flock", NULL, flock_js, NULL, NULL, NULL, napi_enumerable, NULL},
   };
   NAPI_OK(env, napi_define_properties(env, exports, sizeof props / sizeof *props, props));

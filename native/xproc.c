@@ -46,6 +46,23 @@
  * the push then uses only the values it checked, kept in this process. No
  * value read from the file is used as an index without a bound.
  *
+ * Two push paths, chosen per pair of processes when a participant arms:
+ * "direct" (process_vm_writev, above) where this process may write into the
+ * reader, "handshake" where it may not or must not: the reader is another
+ * user (pushes never cross users), the kernel refuses (EPERM: Yama
+ * ptrace_scope >= 1, an LSM; probed with a 1-byte process_vm_readv, which
+ * the kernel checks exactly as it checks a write), or COWSHM_XPROC_HANDSHAKE=1
+ * in either process's environment asks for it. The reader runs one helper
+ * thread per snapshot; a writer posts the page in its slot's mailbox (page 0,
+ * from HS_AT) and waits until the helper has run MADV_POPULATE_WRITE on its
+ * own private mapping and answered. The claims protocol is the same for both
+ * paths. A reader that does not answer (stopped, a debugger) is waited for
+ * at most the writer's handshake timeout, then its snapshot is broken
+ * (ETIMEDOUT) and the write goes on: a stopped reader never freezes a writer
+ * of another user. The helper copies only inside its own mapping, within
+ * bounds, whatever the mailbox says; a writer accepts an answer only for the
+ * sequence number and the page it asked for.
+ *
  * Release. The reader sets IDLE and keeps its mapping until every live
  * participant has acknowledged (a participant acknowledges after the engine
  * has waited out its running handlers): only then can no push still land in
@@ -69,6 +86,10 @@
 #include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
+
+#ifndef MADV_POPULATE_WRITE
+#define MADV_POPULATE_WRITE 23
+#endif
 
 #define XMAGIC 0x43575850u /* "PXWC" */
 #define XVERSION 2
@@ -128,6 +149,11 @@ struct pushctx {
   uint32_t timeout_ms;
   int fd;    /* the participant's descriptor of the file: liveness of claimants */
   int slot;  /* ours, recorded in our claims */
+  /* The handshake path (see the top of the file). */
+  _Atomic int handshake;  /* 1: post pages to the reader's helper (also set on EPERM) */
+  uint32_t hs_wait_ms;    /* how long to wait for the helper's answer; HS_FOREVER: as long as the reader lives */
+  _Atomic int hs_busy;    /* one request at a time from this process: threads take turns */
+  int refuse_direct;      /* COWSHM_XPROC_REFUSE_DIRECT: process_vm_writev fails with EPERM */
 };
 
 /* A participant: a region open for writing in this process. */
@@ -141,6 +167,9 @@ struct part {
   void *remote;          /* the engine's snapshot while armed */
   struct pushctx push;   /* fixed while remote != NULL */
   uint32_t tried_gen;
+  uint32_t hs_wait_ms;   /* the region's handshakeTimeoutMs */
+  int hs_forced;         /* COWSHM_XPROC_HANDSHAKE=1 in this process */
+  int refuse;            /* COWSHM_XPROC_REFUSE_DIRECT: 1 probe and pushes, 2 pushes only */
 };
 
 /* A reader: one snapshot of scope 'processes', from arming to drained. */
@@ -149,6 +178,11 @@ struct reader {
   int disarmed;
   struct xfile f;
   uint32_t gen;
+  /* The handshake helper: runs from before arming until disarmed. */
+  int helper_on;
+  pthread_t helper;
+  _Atomic int helper_stop;
+  uintptr_t addr;
 };
 
 static struct part parts[MAX_CTX];
@@ -195,6 +229,17 @@ static void xfile_unlink_if_last(struct xfile *f) {
   if (stat(f->path, &st) == 0 && st.st_dev == f->fdev && st.st_ino == f->fino) unlink(f->path);
 }
 
+/* Whether no other open file description holds a lock on any byte of the
+ * file but INIT_LOCK: taken and dropped at once, so call with INIT_LOCK held
+ * (nobody can take one meanwhile). cowshm rm --orphans applies the same rule. */
+static int unheld(int fd) {
+  if (lock_byte(fd, 0, INIT_LOCK, F_WRLCK, 0) != 0) return 0;
+  int free_above = lock_byte(fd, INIT_LOCK + 1, 0, F_WRLCK, 0) == 0;
+  lock_byte(fd, 0, INIT_LOCK, F_UNLCK, 0);
+  if (free_above) lock_byte(fd, INIT_LOCK + 1, 0, F_UNLCK, 0);
+  return free_above;
+}
+
 /* Opens (or creates) the coordination file of (dev, ino) and maps it, with
  * INIT_LOCK held on return. Returns 0 or an errno, with *call and why. */
 static int xfile_open(struct xfile *f, uint64_t dev, uint64_t ino, uint64_t size, uint32_t mode, const char **call,
@@ -210,7 +255,10 @@ static int xfile_open(struct xfile *f, uint64_t dev, uint64_t ino, uint64_t size
   snprintf(why, whysize, "%s", f->path);
   size_t want = cowshm_page_size + ((f->npages * 4 + cowshm_page_size - 1) & ~(cowshm_page_size - 1));
   for (int attempt = 0; attempt < 8; attempt++) {
-    int fd = RETRY(open(f->path, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, mode & 0666));
+    /* Without O_CREAT first: fs.protected_regular refuses O_CREAT on another
+     * user's file in /dev/shm (world-writable, sticky), root's opens included. */
+    int fd = RETRY(open(f->path, O_RDWR | O_NOFOLLOW | O_CLOEXEC));
+    if (fd < 0 && errno == ENOENT) fd = RETRY(open(f->path, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, mode & 0666));
     if (fd < 0) {
       int e = errno;
       *call = "open";
@@ -242,6 +290,19 @@ static int xfile_open(struct xfile *f, uint64_t dev, uint64_t ino, uint64_t size
     f->fdev = st.st_dev;
     f->fino = st.st_ino;
     int fresh = st.st_size == 0;
+    /* No reader or participant holds a lock, and INIT_LOCK keeps anyone
+     * from taking one meanwhile: whatever the file holds was left by
+     * processes that died. Start it over (reclaimed at the next open), so a
+     * stale size or header is never refused. */
+    if (!fresh && unheld(fd)) {
+      if (ftruncate(fd, 0) != 0) {
+        e = errno;
+        *call = "ftruncate";
+        xfile_close(f);
+        return e;
+      }
+      fresh = 1;
+    }
     if (fresh) {
       /* shm files get the umask: the region's mode is meant exactly. */
       if (fchmod(fd, mode & 0666) != 0 || ftruncate(fd, (off_t)want) != 0) {
@@ -293,6 +354,11 @@ static void mark_broken(struct pushctx *c, int err) {
   atomic_store(&c->h->broken_gen, c->gen);
 }
 
+/* Test hook, read when a region joins: COWSHM_TEST_XPROC_PUSH_DELAY_US makes
+ * a writer sleep that long holding a page's claim before pushing it, so the
+ * tests can kill or stop a writer mid-push. Unset (0) in normal use. */
+static _Atomic long test_push_delay_us;
+
 static void nap_us(long us) {
   struct timespec t = {0, us * 1000};
   syscall(SYS_nanosleep, &t, NULL);
@@ -316,19 +382,211 @@ static uintptr_t local_page(const struct pushctx *c, uint64_t p) {
   return 0;
 }
 
+/* ---- the handshake push (signal context) ---------------------------------- */
+
+/* Page 0 of the file, from HS_AT: one mailbox per slot. Everything in it may
+ * be garbage written by another process; see Trust. */
+#define HS_AT 1408
+#define HS_FOREVER UINT32_MAX
+/* A request asks for at most this many pages: a chunk of 1 GiB (a 64 KiB chunk is 16). */
+#define HS_MAX_PAGES (1u << 18)
+enum { PATH_DIRECT = 1, PATH_HANDSHAKE = 2 };
+
+struct xmail {
+  _Atomic uint32_t req;        /* sequence number of the participant's latest request */
+  _Atomic uint32_t ack;        /* futex: the sequence number the helper answered last */
+  _Atomic uint32_t err;        /* that answer's errno (0: copied) */
+  _Atomic uint32_t count;      /* the request: pages first .. first + count */
+  _Atomic uint64_t first;
+  _Atomic uint64_t done_first; /* what the answer copied: first, count */
+  _Atomic uint32_t done_count;
+  _Atomic uint32_t path;       /* (gen << 8) | PATH_*: the path this slot pushes on, for reports */
+};
+
+struct xhs {
+  _Atomic uint32_t bell;       /* futex: a request was posted */
+  _Atomic uint32_t force_gen;  /* the reader's COWSHM_XPROC_HANDSHAKE=1: every push of this gen by handshake */
+  uint32_t spare[6];
+  struct xmail mail[MAX_PARTS];
+};
+
+_Static_assert(sizeof(struct xhdr) <= HS_AT, "the header runs into the mailboxes");
+_Static_assert(HS_AT + sizeof(struct xhs) <= 4096, "the mailboxes must fit in page 0");
+
+static struct xhs *hs_of(struct xhdr *h) { return (struct xhs *)((char *)h + HS_AT); }
+
+static void hs_report(struct xhdr *h, int slot, uint32_t gen, int path) {
+  atomic_store(&hs_of(h)->mail[slot].path, ((gen & 0xffffff) << 8) | (uint32_t)path);
+}
+
+/* Whether a waiting writer should stop waiting for the helper: -1 to go on,
+ * else what to return. ESRCH: nobody holds this snapshot any more (released,
+ * replaced, or its reader died: its lock is gone), nothing to push into. */
+static int hs_stop_waiting(struct pushctx *c, uint64_t start, int check_lock) {
+  if (atomic_load(&c->h->state) != ST_ARMED || atomic_load(&c->h->gen) != c->gen) return ESRCH;
+  if (atomic_load(&c->h->broken_gen) == c->gen) return 0; /* broken already: no copy helps */
+  if (check_lock && !held(c->fd, READER_LOCK)) return ESRCH;
+  if (c->hs_wait_ms != HS_FOREVER && now_ms() - start >= c->hs_wait_ms) return ETIMEDOUT;
+  return -1;
+}
+
+/* Asks the reader's helper to copy pages [p, p + n) into its snapshot, and
+ * waits for its answer. Returns 0 (copied, or nothing to copy into any more: ESRCH) or
+ * an errno: ETIMEDOUT when the helper did not answer within hs_wait_ms.
+ * SAFETY (signal context): atomics on the file's mapping (live while the
+ * remote snapshot is), futex, nanosleep, clock_gettime and fcntl are system
+ * calls; hs_busy is this process's own memory. Every wait is bounded, or
+ * (HS_FOREVER) ends when the reader releases the snapshot or dies. */
+static int hs_push(struct pushctx *c, uint64_t p, uint32_t n) {
+  struct xhs *hs = hs_of(c->h);
+  struct xmail *m = &hs->mail[c->slot];
+  uint64_t start = now_ms();
+  int stop, zero = 0;
+  /* Broken already (a stalled reader, say): no copy helps, and no wait. */
+  if (atomic_load(&c->h->broken_gen) == c->gen) return 0;
+  while (!atomic_compare_exchange_weak(&c->hs_busy, &zero, 1)) {
+    zero = 0;
+    if ((stop = hs_stop_waiting(c, start, 1)) >= 0) return stop;
+    nap_us(20);
+  }
+  int result = -1;
+  for (int attempt = 0; result < 0; attempt++) {
+    /* A sequence number the mailbox has not answered yet (a helper serving a
+     * stale request answers with its own first page, which we reject). */
+    uint32_t q = atomic_load(&m->ack) + 1;
+    if (q == 0) q = 1;
+    atomic_store(&m->first, p);
+    atomic_store(&m->count, n);
+    atomic_store_explicit(&m->req, q, memory_order_release);
+    atomic_fetch_add(&hs->bell, 1);
+    futex(&hs->bell, FUTEX_WAKE, 1, NULL);
+    for (int spin = 0;; spin++) {
+      uint32_t a = atomic_load_explicit(&m->ack, memory_order_acquire);
+      if (a == q) {
+        if (atomic_load(&m->done_first) == p && atomic_load(&m->done_count) == n)
+          result = (int)atomic_load(&m->err);
+        else if (attempt >= 8)
+          result = EPROTO; /* answers that keep not being ours: garbage */
+        break;             /* someone else's answer under our number: ask again */
+      }
+      if (spin < 200) continue; /* the helper usually answers within microseconds */
+      if ((stop = hs_stop_waiting(c, start, (spin & 15) == 0)) >= 0) {
+        result = stop;
+        break;
+      }
+      struct timespec t = {0, 1000000};
+      futex(&m->ack, FUTEX_WAIT, a, &t);
+    }
+  }
+  atomic_store(&c->hs_busy, 0);
+  /* ECANCELED: the helper saw the snapshot released meanwhile. */
+  if (result == ECANCELED && hs_stop_waiting(c, start, 0) == ESRCH) result = ESRCH;
+  if (result < 0 || result > 4095) result = EPROTO;
+  return result;
+}
+
+/* The direct push was refused (EPERM: Yama, an LSM): this pair uses the
+ * handshake from now on. */
+static int hs_fallback(struct pushctx *c, uint64_t p, uint32_t n) {
+  atomic_store(&c->handshake, 1);
+  hs_report(c->h, c->slot, c->gen, PATH_HANDSHAKE);
+  return hs_push(c, p, n);
+}
+
+/* ---- the reader's helper thread -------------------------------------------- */
+
+/* Answers the mailboxes: copies the requested pages into this reader's own
+ * private mapping. What a mailbox asks is checked against the snapshot's
+ * bounds; a request while the header does not say this snapshot is armed is
+ * answered ECANCELED without copying (a copy made before the snapshot's
+ * instant could hold bytes older than a write that came before it). */
+static void *helper_thread(void *arg) {
+  struct reader *r = arg;
+  struct xhs *hs = hs_of(r->f.h);
+  uint64_t npages = r->f.npages;
+  sigset_t all;
+  sigfillset(&all);
+  pthread_sigmask(SIG_BLOCK, &all, NULL);
+  while (!atomic_load(&r->helper_stop)) {
+    uint32_t bell = atomic_load(&hs->bell);
+    int served = 0;
+    for (int i = 0; i < MAX_PARTS; i++) {
+      struct xmail *m = &hs->mail[i];
+      uint32_t q = atomic_load_explicit(&m->req, memory_order_acquire);
+      if (q == atomic_load(&m->ack)) continue;
+      uint64_t first = atomic_load(&m->first);
+      uint32_t n = atomic_load(&m->count);
+      int err = 0;
+      if (atomic_load(&r->f.h->state) != ST_ARMED || atomic_load(&r->f.h->gen) != r->gen)
+        err = ECANCELED;
+      else if (n == 0 || n > HS_MAX_PAGES || first >= npages || n > npages - first)
+        err = EINVAL;
+      else if (madvise((void *)(r->addr + first * cowshm_page_size), (size_t)n * cowshm_page_size,
+                       MADV_POPULATE_WRITE) != 0)
+        err = errno;
+      atomic_store(&m->err, (uint32_t)err);
+      atomic_store(&m->done_first, first);
+      atomic_store(&m->done_count, n);
+      atomic_store_explicit(&m->ack, q, memory_order_release);
+      futex(&m->ack, FUTEX_WAKE, INT_MAX, NULL);
+      served++;
+    }
+    if (served) continue;
+    /* Spin a little before sleeping: a writer is often about to post again. */
+    int spin = 0;
+    while (spin++ < 2000 && atomic_load(&hs->bell) == bell && !atomic_load(&r->helper_stop)) {
+    }
+    if (atomic_load(&hs->bell) != bell) continue;
+    struct timespec t = {0, 50000000};
+    futex(&hs->bell, FUTEX_WAIT, bell, &t);
+  }
+  return NULL;
+}
+
+/* Starts the helper before arming: a participant may choose the handshake
+ * (or fall back to it) at any moment while the snapshot lives. */
+static int helper_start(struct reader *r, uintptr_t addr) {
+  struct xhs *hs = hs_of(r->f.h);
+  /* Requests nobody waits for any more (a reader that died, garbage). */
+  for (int i = 0; i < MAX_PARTS; i++) atomic_store(&hs->mail[i].ack, atomic_load(&hs->mail[i].req));
+  r->addr = addr;
+  atomic_store(&r->helper_stop, 0);
+  pthread_attr_t at;
+  int err = pthread_attr_init(&at);
+  if (err != 0) return err;
+  pthread_attr_setstacksize(&at, 64 << 10);
+  err = pthread_create(&r->helper, &at, helper_thread, r);
+  pthread_attr_destroy(&at);
+  if (err == 0) r->helper_on = 1;
+  return err;
+}
+
+static void helper_stop(struct reader *r) {
+  if (!r->helper_on) return;
+  atomic_store(&r->helper_stop, 1);
+  struct xhs *hs = hs_of(r->f.h);
+  atomic_fetch_add(&hs->bell, 1);
+  futex(&hs->bell, FUTEX_WAKE, INT_MAX, NULL);
+  pthread_join(r->helper, NULL);
+  r->helper_on = 0;
+}
+
 /* Pushes pages [first, first + n) of the region (claimed by us, contiguous in
  * this process's mapping from src) into the reader with one
- * process_vm_writev, then marks them copied. Returns 0 or the errno. */
+ * process_vm_writev (or one handshake request), then marks them copied. Returns 0 or the errno. */
 static int push_run(struct pushctx *c, uint64_t first, uint64_t n, uintptr_t src, uint32_t done) {
   int err = 0;
-  if (src == 0)
+  if (atomic_load(&c->handshake))
+    err = hs_push(c, first, (uint32_t)n); /* the reader copies from the file: src not needed */
+  else if (src == 0)
     err = EFAULT;
   else {
     size_t len = (size_t)(n * cowshm_page_size);
     struct iovec l = {(void *)src, len};
     struct iovec r = {(void *)(uintptr_t)(c->addr + first * cowshm_page_size), len};
-    ssize_t got = syscall(SYS_process_vm_writev, c->pid, &l, 1, &r, 1, 0);
+    ssize_t got = c->refuse_direct ? (errno = EPERM, -1) : syscall(SYS_process_vm_writev, c->pid, &l, 1, &r, 1, 0);
     if (got != (ssize_t)len) err = got < 0 ? errno : EIO;
+    if (err == EPERM) err = hs_fallback(c, first, (uint32_t)n);
   }
   /* The reader died (ESRCH): nobody can read the snapshot, nothing breaks. */
   if (err == ESRCH) err = 0;
@@ -401,6 +659,9 @@ static int push(void *ctxp, uint64_t lo, uint64_t hi) {
       runlen = 0;
     }
     if (!ours) continue;
+    /* Ours: we moved it from untouched to COPYING. (Tests: hold the claim a while.) */
+    if (atomic_load_explicit(&test_push_delay_us, memory_order_relaxed) > 0)
+      nap_us(atomic_load_explicit(&test_push_delay_us, memory_order_relaxed));
     if (src == 0) {
       int err = push_run(c, p, 1, 0, done); /* no mapping of ours holds it: breaks the snapshot */
       if (err != 0) result = err;
@@ -470,6 +731,45 @@ static int verify_reader(struct xfile *f, pid_t pid, int rfd, uint64_t addr) {
   return ok ? 0 : EPROTO;
 }
 
+/* The push path for this pair (see the top of the file), given what
+ * verify_reader said: a reader of another user (EPERM) gets the handshake,
+ * which needs no trust in it, and so does one the kernel will not let us
+ * write into. */
+static int choose_path(struct part *p, int *err, pid_t pid, int rfd, uint64_t addr, uint32_t gen) {
+  if (*err == EPERM) {
+    *err = 0;
+    return PATH_HANDSHAKE;
+  }
+  if (*err != 0) return 0;
+  if (p->hs_forced || atomic_load(&hs_of(p->f.h)->force_gen) == gen) return PATH_HANDSHAKE;
+  if (p->refuse == 1) return PATH_HANDSHAKE; /* the probe, refused as under Yama */
+  /* The probe: pidfd_getfd(2) of the reader's descriptor of the coordination
+   * file (verify_reader checked it is that file) asks the kernel exactly what
+   * process_vm_writev will (PTRACE_MODE_ATTACH_REALCREDS, Yama and LSMs
+   * included) and touches nothing in the reader. A 1-byte process_vm_readv of
+   * the snapshot would ask the same, but its fault maps the pages around the
+   * address into the snapshot (fault-around), which smaps then counts as the
+   * snapshot's private memory. The duplicate is closed at once: the reader's
+   * OFD locks belong to its open file description, not to descriptors. */
+  int pfd = (int)syscall(SYS_pidfd_open, pid, 0);
+  if (pfd >= 0) {
+    int dup = (int)syscall(SYS_pidfd_getfd, pfd, rfd, 0);
+    int e = errno;
+    close(pfd);
+    if (dup >= 0) {
+      close(dup);
+      return PATH_DIRECT;
+    }
+    if (e == EPERM) return PATH_HANDSHAKE;
+    if (e != ENOSYS) return PATH_DIRECT; /* EBADF and the like: the push itself will tell */
+  }
+  /* Before Linux 5.6 (no pidfd_getfd): the read probe. */
+  char b;
+  struct iovec l = {&b, 1}, r = {(void *)(uintptr_t)addr, 1};
+  if (syscall(SYS_process_vm_readv, pid, &l, 1, &r, 1, 0) < 0 && errno == EPERM) return PATH_HANDSHAKE;
+  return PATH_DIRECT;
+}
+
 /* Arms for, or disarms from, what the header asks. Under p->mu. */
 static void part_step(struct part *p) {
   struct xhdr *h = p->f.h;
@@ -488,9 +788,13 @@ static void part_step(struct part *p) {
     uint32_t tmo = atomic_load(&h->timeout_ms), chunk = atomic_load(&h->chunk);
     int err = verify_reader(&p->f, pid, rfd, addr);
     if (err == 0 && (chunk < cowshm_page_size || chunk > MAX_CHUNK || (chunk & (chunk - 1)) != 0)) err = EPROTO;
+    int path = choose_path(p, &err, pid, rfd, addr, gen);
     if (err == 0) {
       p->push = (struct pushctx){h, p->f.claims, p->f.dev, p->f.ino, p->f.npages, pid, addr, gen,
-                                 tmo > 600000 ? 600000 : tmo, p->f.fd, p->slot};
+                                 tmo > 600000 ? 600000 : tmo, p->f.fd, p->slot,
+                                 .handshake = path == PATH_HANDSHAKE, .hs_wait_ms = p->hs_wait_ms,
+                                 .refuse_direct = p->refuse != 0};
+      hs_report(h, p->slot, gen, path);
       const char *call;
       p->remote = cowshm_snapshot_remote_create(p->f.dev, p->f.ino, p->f.size, chunk, push, &p->push, &err, &call);
     }
@@ -530,13 +834,16 @@ static void *part_thread(void *arg) {
   return NULL;
 }
 
-/* xprocJoin(dev, ino, size, mode) -> participant id */
+/* xprocJoin(dev, ino, size, mode, handshakeWaitMs, forceHandshake) -> participant id
+ * handshakeWaitMs: -1 waits for a stalled reader as long as it lives. */
 static napi_value join_js(napi_env env, napi_callback_info info) {
-  napi_value argv[4];
+  napi_value argv[6];
   uint64_t dev, ino, size, mode;
-  if (!cowshm_args(env, info, 4, argv) || !cowshm_get_u64(env, argv[0], &dev) ||
+  int32_t hs_wait, hs_forced;
+  if (!cowshm_args(env, info, 6, argv) || !cowshm_get_u64(env, argv[0], &dev) ||
       !cowshm_get_u64(env, argv[1], &ino) || !cowshm_get_u64(env, argv[2], &size) ||
-      !cowshm_get_u64(env, argv[3], &mode))
+      !cowshm_get_u64(env, argv[3], &mode) || !cowshm_get_i32(env, argv[4], &hs_wait) ||
+      !cowshm_get_i32(env, argv[5], &hs_forced))
     return NULL;
   pthread_mutex_lock(&table_mu);
   int id = -1;
@@ -548,6 +855,17 @@ static napi_value join_js(napi_env env, napi_callback_info info) {
   }
   struct part *p = &parts[id];
   memset(p, 0, sizeof *p);
+  p->hs_wait_ms = hs_wait < 0 ? HS_FOREVER : (uint32_t)hs_wait;
+  p->hs_forced = hs_forced != 0;
+  /* Tests: COWSHM_XPROC_REFUSE_DIRECT=1 refuses process_vm_readv/writev into
+   * readers as Yama ptrace_scope >= 1 does (EPERM), =push only the pushes
+   * (so a refusal while a snapshot is live is seen), as a machine without
+   * Yama cannot. */
+  const char *refuse = getenv("COWSHM_XPROC_REFUSE_DIRECT");
+  p->refuse = refuse == NULL ? 0 : strcmp(refuse, "1") == 0 ? 1 : strcmp(refuse, "push") == 0 ? 2 : 0;
+  const char *delay = getenv("COWSHM_TEST_XPROC_PUSH_DELAY_US");
+  long us = delay == NULL ? 0 : strtol(delay, NULL, 10);
+  atomic_store(&test_push_delay_us, us < 0 ? 0 : us > 999999 ? 999999 : us);
   const char *call = "open";
   char why[320];
   int err = xfile_open(&p->f, dev, ino, size, (uint32_t)mode, &call, why, sizeof why);
@@ -626,18 +944,23 @@ static void reader_disarm(struct reader *r) {
   atomic_fetch_add(&h->seq, 1);
   futex(&h->state, FUTEX_WAKE, INT_MAX, NULL);
   futex(&h->seq, FUTEX_WAKE, INT_MAX, NULL);
+  /* Writers waiting for an answer see IDLE and go on; nothing copies into
+   * the mapping once the helper is joined. */
+  helper_stop(r);
   lock_byte(r->f.fd, READER_LOCK, 1, F_UNLCK, 0);
 }
 
-/* xprocArm(dev, ino, size, mode, address, timeoutMs, chunk) -> reader id
+/* xprocArm(dev, ino, size, mode, address, timeoutMs, chunk, forceHandshake) -> reader id
  * Throws ETIMEDOUT naming the pid of a participant that did not answer. */
 static napi_value arm_js(napi_env env, napi_callback_info info) {
-  napi_value argv[7];
+  napi_value argv[8];
   uint64_t dev, ino, size, mode, addr, tmo, chunk;
-  if (!cowshm_args(env, info, 7, argv) || !cowshm_get_u64(env, argv[0], &dev) ||
+  int32_t hs_forced;
+  if (!cowshm_args(env, info, 8, argv) || !cowshm_get_u64(env, argv[0], &dev) ||
       !cowshm_get_u64(env, argv[1], &ino) || !cowshm_get_u64(env, argv[2], &size) ||
       !cowshm_get_u64(env, argv[3], &mode) || !cowshm_get_u64(env, argv[4], &addr) ||
-      !cowshm_get_u64(env, argv[5], &tmo) || !cowshm_get_u64(env, argv[6], &chunk))
+      !cowshm_get_u64(env, argv[5], &tmo) || !cowshm_get_u64(env, argv[6], &chunk) ||
+      !cowshm_get_i32(env, argv[7], &hs_forced))
     return NULL;
   /* Checked in TypeScript; here what the participants will check. */
   if (chunk < cowshm_page_size || chunk > MAX_CHUNK || (chunk & (chunk - 1)) != 0)
@@ -679,6 +1002,13 @@ static napi_value arm_js(napi_env env, napi_callback_info info) {
   uint32_t gen = (atomic_load(&h->gen) + 1) & 0xffffff;
   if (gen == 0) gen = 1;
   r->gen = gen;
+  if ((err = helper_start(r, (uintptr_t)addr)) != 0) {
+    lock_byte(r->f.fd, READER_LOCK, 1, F_UNLCK, 0);
+    xfile_close(&r->f);
+    r->used = 0;
+    return cowshm_throw_errno(env, err, "pthread_create", "the helper thread of a cross-process snapshot");
+  }
+  atomic_store(&hs_of(h)->force_gen, hs_forced ? gen : 0);
   atomic_store(&h->gen, gen);
   atomic_store(&h->state, ST_ARMING);
   atomic_fetch_add(&h->seq, 1);
@@ -755,6 +1085,29 @@ static napi_value broken_js(napi_env env, napi_callback_info info) {
   return cowshm_num(env, err);
 }
 
+/* xprocWriters(id) -> [pid, path, pid, path, ...]: the live participants
+ * armed for this snapshot and the push path each uses (1 direct, 2
+ * handshake), as their slots say (a report: nothing here is trusted). */
+static napi_value writers_js(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  if (!cowshm_args(env, info, 1, argv)) return NULL;
+  struct reader *r = reader_of(env, argv[0]);
+  if (r == NULL) return NULL;
+  struct xhdr *h = r->f.h;
+  napi_value out;
+  NAPI_OK(env, napi_create_array(env, &out));
+  uint32_t n = 0;
+  for (int i = 0; i < MAX_PARTS; i++) {
+    struct xslot *sl = &h->slot[i];
+    if (atomic_load(&sl->armed) != r->gen || atomic_load(&sl->err) != 0 || !held(r->f.fd, SLOT_LOCK + i)) continue;
+    uint32_t path = atomic_load(&hs_of(h)->mail[i].path);
+    if (path >> 8 != (r->gen & 0xffffff) || ((path & 0xff) != PATH_DIRECT && (path & 0xff) != PATH_HANDSHAKE)) continue;
+    NAPI_OK(env, napi_set_element(env, out, n++, cowshm_num(env, atomic_load(&sl->pid))));
+    NAPI_OK(env, napi_set_element(env, out, n++, cowshm_num(env, path & 0xff)));
+  }
+  return out;
+}
+
 /* xprocRelease(id): no participant arms for this snapshot any more. */
 static napi_value release_js(napi_env env, napi_callback_info info) {
   napi_value argv[1];
@@ -798,9 +1151,20 @@ napi_value cowshm_init_xproc(napi_env env, napi_value exports) {
       {"xprocLeave", NULL, leave_js, NULL, NULL, NULL, napi_enumerable, NULL},
       {"xprocArm", NULL, arm_js, NULL, NULL, NULL, napi_enumerable, NULL},
       {"xprocBroken", NULL, broken_js, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"xprocWriters", NULL, writers_js, NULL, NULL, NULL, napi_enumerable, NULL},
       {"xprocRelease", NULL, release_js, NULL, NULL, NULL, napi_enumerable, NULL},
       {"xprocDrained", NULL, drained_js, NULL, NULL, NULL, napi_enumerable, NULL},
   };
   NAPI_OK(env, napi_define_properties(env, exports, sizeof props / sizeof *props, props));
+  /* The file's layout, for cowshm ls / rm --orphans (src/coordination.ts). */
+  napi_value layout;
+  NAPI_OK(env, napi_create_object(env, &layout));
+  const struct { const char *name; double v; } fields[] = {
+      {"readerLock", READER_LOCK}, {"slotLock", SLOT_LOCK}, {"maxParticipants", MAX_PARTS},
+      {"initLock", INIT_LOCK},     {"magic", XMAGIC},       {"version", XVERSION},
+  };
+  for (size_t i = 0; i < sizeof fields / sizeof *fields; i++)
+    NAPI_OK(env, napi_set_named_property(env, layout, fields[i].name, cowshm_num(env, fields[i].v)));
+  NAPI_OK(env, napi_set_named_property(env, exports, "xprocLayout", layout));
   return exports;
 }

@@ -14,10 +14,10 @@ const path = require('node:path');
 
 /** Layers, lowest first: a module may import from its own layer and the ones below. */
 const LAYERS = [
-  ['base', /^(errors|constants|native|validate|reserve|hugetlb|kernels|segments|locks|signals|file|atomics|xproc)\.ts$|^memory\//],
+  ['base', /^(errors|constants|native|validate|reserve|hugetlb|kernels|segments|locks|signals|file|atomics|xproc|coordination)\.ts$|^memory\//],
   ['checkpoint', /^checkpoint\//],
   ['view/snapshot', /^(view|snapshot)\.ts$/],
-  ['region', /^(region|mutex)\.ts$/],
+  ['region', /^(region|mutex|rwlock)\.ts$/],
   ['package', /^(index|doctor)\.ts$/],
   ['cli', /^cli\//],
 ];

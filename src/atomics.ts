@@ -142,23 +142,42 @@ export function waitAsync(
   // Held until the wait settles, as Atomics.waitAsync holds its buffer: a
   // wait on an array nothing else references must not have its view
   // collected (and closed) under it.
+  // One reaction per wait: it is on the path of every wake-up.
   pending.set(id, array);
-  const done = (): void => void pending.delete(id);
-  if (signal === undefined) {
-    const settledValue = promise.then(settled);
-    void settledValue.then(done, done);
-    return { async: true, value: settledValue };
-  }
+  const failed = (err: unknown): never => {
+    pending.delete(id);
+    throw err;
+  };
+  if (signal === undefined)
+    return {
+      async: true,
+      value: promise.then((result) => {
+        pending.delete(id);
+        return settled(result);
+      }, failed),
+    };
   const abort = (): void => native.futexCancel(id);
   signal.addEventListener('abort', abort, { once: true });
   const s = signal;
   const settledValue = promise.then((result) => {
+    pending.delete(id);
     s.removeEventListener('abort', abort);
     if (result === 'aborted') throw s.reason;
     return settled(result);
-  });
-  void settledValue.then(done, done);
+  }, failed);
   return { async: true, value: settledValue };
+}
+
+/**
+ * How `waitAsync` waits in this thread: `'io_uring'` (each wait is a
+ * futex-wait request on a ring of this thread's, whose completions the event
+ * loop polls: no thread in between) or `'threads'` (each pending wait sleeps
+ * on a waiter thread of cowshm's own; where io_uring or its futex op is
+ * refused, or COWSHM_NO_IO_URING=1), and why.
+ */
+export function waitAsyncPath(): { path: 'io_uring' | 'threads'; reason: string } {
+  const [path, reason] = native.futexPath();
+  return { path: path as 'io_uring' | 'threads', reason };
 }
 
 /** The arrays of pending async waits, by wait id. */

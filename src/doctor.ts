@@ -8,6 +8,8 @@ import { Region } from './region';
 import { native } from './native';
 import { snapshotProbe } from './snapshot';
 import { hugePools, hugetlbfsMounts, type HugePool, type HugetlbfsMount } from './hugetlb';
+import { waitAsyncPath } from './atomics';
+import { listCoordination, type CoordinationFile } from './coordination';
 
 export interface DoctorReport {
   kernel: string;
@@ -25,6 +27,8 @@ export interface DoctorReport {
     seccomp: number | null;
     seccompFilters: number | null;
   };
+  /** How `atomics.waitAsync` waits in this thread (see docs/api.md, atomics). */
+  waitAsync: { path: 'io_uring' | 'threads'; reason: string };
   devShm: { path: string; size: number; free: number } | { path: string; error: string };
   maxMapCount: number | null;
   mappingsInUse: number;
@@ -40,7 +44,19 @@ export interface DoctorReport {
   };
   /** The largest single view (and snapshot) this Node.js allows. */
   maxViewLength: number;
+  /** Snapshots with scope 'processes': what they are frozen against, and the coordination files in /dev/shm. */
+  crossProcess: {
+    covered: string;
+    notCovered: string;
+    /** One per region that has (or had: `orphan`) processes taking part. */
+    coordinationFiles: CoordinationFile[];
+  };
 }
+
+const COVERED =
+  "writes through cowshm write views, from any thread, in every process that opened the region for writing with crossProcess: true (also those that open it while a snapshot is live)";
+const NOT_COVERED =
+  'writers that are not such processes: other languages (Python, C), pwrite(2) and fs.writeSync on a descriptor, cowshm regions opened without crossProcess; a snapshot lists the ones /proc shows in unregisteredHolders';
 
 function readText(file: string): string | null {
   try {
@@ -140,11 +156,13 @@ export function doctor(): DoctorReport {
       seccomp: statusField('Seccomp'),
       seccompFilters: statusField('Seccomp_filters'),
     },
+    waitAsync: waitAsyncPath(),
     devShm,
     maxMapCount: readNumber('/proc/sys/vm/max_map_count'),
     mappingsInUse: maps.split('\n').filter((l) => l.length > 0).length,
     pageFrames: pageFrames(),
     hugePages: hugePages(),
     maxViewLength: Region.maxViewLength,
+    crossProcess: { covered: COVERED, notCovered: NOT_COVERED, coordinationFiles: listCoordination() },
   };
 }

@@ -3,14 +3,15 @@
  *
  * - `Region`: named POSIX shm, anonymous memfd or file-backed memory.
  * - `View`: a mapping of a region as an ArrayBuffer (read, write or copy-on-write).
- * - `atomics`, `Mutex`: waiting, waking and locking on words of a region, across processes.
+ * - `atomics`, `Mutex`, `RwLock`: waiting, waking and locking on words of a region, across processes.
  */
 export { Region } from './region';
 export type { RegionKind, CreateOptions, OpenOptions, OpenFileOptions, FromHandleOptions, MapOptions, RegionHandle } from './region';
 export { View, writeCheckpoint } from './view';
 export type { Access } from './view';
 export { Snapshot, snapshotBackend, snapshotBackendReason } from './snapshot';
-export type { SnapshotOptions, SnapshotBackend } from './snapshot';
+export type { SnapshotOptions, SnapshotBackend, SnapshotWriter } from './snapshot';
+export type { PushPath } from './xproc';
 export { doctor } from './doctor';
 export type { DoctorReport } from './doctor';
 export { sum, iota } from './kernels';
@@ -29,6 +30,7 @@ export { hugePools, hugetlbfsMounts } from './hugetlb';
 export type { HugePool, HugetlbfsMount } from './hugetlb';
 export { listSegments, removeSegment } from './segments';
 export type { Segment, SegmentHolder, ListSegmentsOptions } from './segments';
+export type { Coordination, CoordinationFile } from './coordination';
 export * as memory from './memory';
 import { wait, waitAsync, notify } from './atomics';
 /** Atomics.wait / waitAsync / notify for words of a region, across processes (see docs/api.md). */
@@ -40,3 +42,5 @@ export const atomics: {
 export type { WaitResult, WaitAsyncResult, WaitAsyncOptions } from './atomics';
 export { Mutex, OWNER_BASE } from './mutex';
 export type { MutexGuard, AcquireOptions } from './mutex';
+export { RwLock, RWLOCK_WORDS } from './rwlock';
+export type { RwLockGuard } from './rwlock';

@@ -36,6 +36,15 @@ export function unlockRange(fd: number, start: number, length: number): void {
   native.ofdLock(fd, start, length, 0, 0);
 }
 
+/**
+ * Whether another open file description holds a lock on some byte of the
+ * range: a test that takes nothing (F_OFD_GETLK), so probing never makes a
+ * free range look held to anyone else. Works on a read-only descriptor.
+ */
+export function rangeHeld(fd: number, start: number, length: number): boolean {
+  return native.ofdHeld(fd, start, length);
+}
+
 /** flock(2) on the whole file: false at once when held elsewhere, unless `wait`. */
 export function lockFile(fd: number, kind: LockKind, wait = false): boolean {
   return native.flock(fd, KIND[kind], wait ? 1 : 0);

@@ -38,19 +38,27 @@ import { int32Array, atomicIndex, wordError } from './atomics';
 import * as check from './validate';
 import * as c from './constants';
 
+// The constants are module-local and exported under other names: the
+// CommonJS output reads an exported const as a property of `exports` at
+// every use, which costs in the lock paths.
+const BASE = 2 ** 52;
+const SLEEPERS = 0x80000000 | 0;
+const TOKEN_BITS = 0x7fffffff;
+const SLICE = 50;
 /** Where the owners' bytes start in the region's file: 2^52, beyond any region and exact in a double. */
-export const OWNER_BASE = 2 ** 52;
-/** Bit 31 of the word: waiters may be asleep. */
-const WAITERS = 0x80000000 | 0;
-const TOKEN = 0x7fffffff;
-/** How long a waiter sleeps before it checks whether the owner is still alive. */
-const SLICE_MS = 50;
-/**
- * How many times a contended acquire reads the word before it sleeps: a
- * critical section of a few hundred nanoseconds on another core ends sooner
- * than a futex sleep and wake (a few microseconds) would.
- */
-const SPINS = 200;
+export const OWNER_BASE = BASE;
+/** Bit 31 of the word: waiters may be asleep. @internal */
+export const WAITERS = SLEEPERS;
+/** @internal */
+export const TOKEN = TOKEN_BITS;
+/** The tokens this module draws: 1 to 2^30 - 1. */
+const SMI_TOKENS = 2 ** 30;
+/** How long a waiter sleeps before it checks whether the owner is still alive. @internal */
+export const SLICE_MS = SLICE;
+// A contended acquire does not spin before it sleeps (nor does glibc's robust
+// mutex): measured with 2 and 8 processes on 2 cores (bench/mutex.bench.js),
+// reading the word 100 times first (1.6 µs: Atomics.load costs 16 ns on a
+// region's buffer) lowered throughput by a quarter, and 20 times did no better.
 
 export interface AcquireOptions {
   /** Give up after this many milliseconds (an error with code 'ETIMEDOUT'). Default: wait as long as it takes. */
@@ -69,8 +77,8 @@ export interface MutexGuard {
   [Symbol.dispose](): void;
 }
 
-/** This thread's identity for one region file: a descriptor and the token it holds a lock for. */
-interface Participant {
+/** This thread's identity for one region file: a descriptor and the token it holds a lock for. @internal */
+export interface Participant {
   readonly key: string;
   readonly fd: number;
   readonly token: number;
@@ -92,6 +100,49 @@ const users = new FinalizationRegistry<Participant>((p) => {
   }
 });
 
+/**
+ * This thread's participant for the region of `ta` (a checked 'write' view),
+ * kept as long as `owner` (a Mutex or an RwLock) lives. @internal
+ */
+export function participantOf(owner: object, ta: Int32Array): Participant {
+  const region = regionOfBuffer(ta.buffer);
+  if (region === undefined || region.closed)
+    throw closedError("The region of this buffer (keep the Region open while its locks are in use): it");
+  const p = participantFor(region.fd, region.dev, region.ino);
+  users.register(owner, p);
+  return p;
+}
+
+/**
+ * Whether no live participant holds `token` (0, garbage, names nobody).
+ * Never true of our own token: our own description's test lock would be
+ * granted, and replace the lock that makes us the owner. @internal
+ */
+export function ownerGone(p: Participant, token: number): boolean {
+  if (token === 0) return true;
+  if (token === p.token) return false;
+  if (!lockRange(p.fd, BASE + token, 1, 'shared')) return false;
+  unlockRange(p.fd, BASE + token, 1);
+  return true;
+}
+
+/** A 'write' view's Int32Array checked as a lock's home: TypeError / RangeError otherwise. @internal */
+export function lockWords(int32ArrayArg: Int32Array, index: number, words: number): { ta: Int32Array; i: number } {
+  const ta = int32Array(int32ArrayArg, '"int32Array" argument');
+  const i = atomicIndex(ta, index);
+  if (i + words > ta.length)
+    throw outOfRange('"index" argument', `at most ${ta.length - words} (the lock takes ${words} words)`, index);
+  const access = native.futexWord(ta, i);
+  if (access < 0) throw wordError(access, ta);
+  if (access !== c.ACCESS.write)
+    throw invalidType(
+      '"int32Array" argument',
+      "an Int32Array over a 'write' view: a lock writes its word, and this view is 'read'",
+      ta,
+    );
+  return { ta, i };
+}
+
 function participantFor(fd: number, dev: number, ino: number): Participant {
   const key = `${dev}:${ino}`;
   let p = participants.get(key);
@@ -104,8 +155,11 @@ function participantFor(fd: number, dev: number, ino: number): Participant {
       let token = 0;
       for (let tries = 0; token === 0; tries++) {
         if (tries === 64) throw cowshmError('EAGAIN', 'could not find a free mutex owner token in 64 tries');
-        const t = randomInt(1, TOKEN + 1);
-        if (lockRange(own, OWNER_BASE + t, 1, 'exclusive')) token = t;
+        // Below 2^30: a V8 small integer, which keeps the fast paths' compare
+        // and swap free of number boxing (a larger token makes them ~40% slower).
+        // Tokens of other programs may use all 31 bits.
+        const t = randomInt(1, SMI_TOKENS) | 0; // `| 0`: stored as an integer, not as a double
+        if (lockRange(own, BASE + t, 1, 'exclusive')) token = t;
       }
       p = { key, fd: own, token, users: 0 };
       participants.set(key, p);
@@ -118,29 +172,35 @@ function participantFor(fd: number, dev: number, ino: number): Participant {
   return p;
 }
 
+// A guard names one hold of its Mutex by number, and holds nothing mutable:
+// the Mutex knows which hold is current, so a stale guard (released, or of
+// an earlier hold) can never release a later one. Guards do not escape into
+// the Mutex, so V8 can keep `lock.tryAcquire()...release()` free of
+// allocation and of any call once it inlines both.
 class Guard implements MutexGuard {
-  #mutex: Mutex | null;
+  readonly #mutex: Mutex;
+  readonly #hold: number;
   readonly ownerDied: boolean;
-  constructor(mutex: Mutex, ownerDied: boolean) {
+  constructor(mutex: Mutex, hold: number, ownerDied: boolean) {
     this.#mutex = mutex;
+    this.#hold = hold;
     this.ownerDied = ownerDied;
   }
   release(): void {
-    const m = this.#mutex;
-    if (m === null) throw notHeld('This guard was released already');
-    this.#mutex = null;
-    m._unlock(this);
+    this.#mutex._unlock(this.#hold);
   }
   [Symbol.dispose](): void {
-    if (this.#mutex !== null) this.release();
+    this.#mutex._dispose(this.#hold);
   }
 }
 
-function notHeld(message: string): Error {
+/** @internal */
+export function notHeld(message: string): Error {
   return cowshmError('ERR_COWSHM_LOCK_NOT_HELD', message);
 }
 
-function timeoutOption(value: unknown): number {
+/** @internal */
+export function timeoutOption(value: unknown): number {
   if (value === undefined) return Number.POSITIVE_INFINITY;
   if (typeof value !== 'number' || Number.isNaN(value)) throw invalidType('"timeoutMs" option', 'a number', value);
   if (value < 0) throw outOfRange('"timeoutMs" option', 'a non-negative number', value);
@@ -156,7 +216,10 @@ export class Mutex {
   readonly #index: number;
   readonly #participant: Participant;
   readonly #token: number;
-  #guard: Guard | null = null;
+  /** The current hold's number, 0 when this Mutex holds nothing. */
+  #hold = 0;
+  /** Holds so far: numbers every hold, so a guard names one and only one. */
+  #holds = 0;
 
   /**
    * A mutex in the word `int32Array[index]` of a shared writable (`'write'`)
@@ -164,36 +227,30 @@ export class Mutex {
    * the same region shares the lock. A new region's words are 0: unlocked.
    */
   constructor(int32ArrayArg: Int32Array, index: number) {
-    const ta = int32Array(int32ArrayArg, '"int32Array" argument');
-    const i = atomicIndex(ta, index);
-    const access = native.futexWord(ta, i);
-    if (access < 0) throw wordError(access, ta);
-    if (access !== c.ACCESS.write)
-      throw invalidType(
-        '"int32Array" argument',
-        "an Int32Array over a 'write' view: a lock writes its word, and this view is 'read'",
-        ta,
-      );
-    const region = regionOfBuffer(ta.buffer);
-    if (region === undefined || region.closed)
-      throw closedError("The region of this buffer (keep the Region open while its locks are in use): it");
+    const { ta, i } = lockWords(int32ArrayArg, index, 1);
     this.#ta = ta;
     this.#index = i;
-    this.#participant = participantFor(region.fd, region.dev, region.ino);
+    this.#participant = participantOf(this, ta);
     this.#token = this.#participant.token;
-    users.register(this, this.#participant);
   }
 
   /** Whether this Mutex object holds the lock now. */
   get held(): boolean {
-    return this.#guard !== null;
+    return this.#hold !== 0;
   }
 
   /** Takes the lock if it is free (or its owner died) and returns a guard; null when it is held. Never sleeps. */
   tryAcquire(): MutexGuard | null {
+    // The fast paths are kept small, so that V8 inlines them into the caller;
+    // anything else is out of line.
+    const ta = this.#ta;
+    if (ta.length !== 0 && Atomics.compareExchange(ta, this.#index, 0, this.#token) === 0) return this.#took(false);
+    return this.#tryAcquireSlow();
+  }
+
+  #tryAcquireSlow(): MutexGuard | null {
     const ta = this.#ta;
     const i = this.#index;
-    if (Atomics.compareExchange(ta, i, 0, this.#token) === 0) return this.#took(false);
     this.#live();
     const w = Atomics.load(ta, i);
     if (w === 0) return Atomics.compareExchange(ta, i, 0, this.#token) === 0 ? this.#took(false) : null;
@@ -207,24 +264,27 @@ export class Mutex {
    * the word), ETIMEDOUT after `timeoutMs`.
    */
   acquireSync(options?: Omit<AcquireOptions, 'signal'>): MutexGuard {
-    const o = check.options<AcquireOptions>(options);
-    const timeout = timeoutOption(o.timeoutMs);
+    const timeout = options === undefined ? Number.POSITIVE_INFINITY : timeoutOption(check.options<AcquireOptions>(options).timeoutMs);
+    const ta = this.#ta;
+    if (ta.length !== 0 && Atomics.compareExchange(ta, this.#index, 0, this.#token) === 0) return this.#took(false);
+    return this.#acquireSlow(timeout);
+  }
+
+  #acquireSlow(timeout: number): MutexGuard {
     const ta = this.#ta;
     const i = this.#index;
-    if (Atomics.compareExchange(ta, i, 0, this.#token) === 0) return this.#took(false);
-    const spun = this.#spin();
-    if (spun !== null) return spun;
+    this.#live();
     const deadline = performance.now() + timeout;
     for (;;) {
       this.#live();
       const step = this.#step();
       if (step instanceof Guard) return step;
       if (step === 0) continue;
-      if ((step & TOKEN) === this.#token)
+      if ((step & TOKEN_BITS) === this.#token)
         throw cowshmError('EDEADLK', 'this thread holds the mutex already: acquireSync would wait forever');
       const left = deadline - performance.now();
       if (left <= 0) throw timedOut(timeout);
-      const r = native.futexWait(ta, i, step, Math.min(SLICE_MS, left));
+      const r = native.futexWait(ta, i, step, Math.min(SLICE, left));
       if (r < 0) throw wordError(r, ta);
       if (r === 3) {
         const g = this.#recover(step);
@@ -247,9 +307,8 @@ export class Mutex {
     signal?.throwIfAborted();
     const ta = this.#ta;
     const i = this.#index;
+    this.#live();
     if (Atomics.compareExchange(ta, i, 0, this.#token) === 0) return this.#took(false);
-    const spun = this.#spin();
-    if (spun !== null) return spun;
     const deadline = performance.now() + timeout;
     for (;;) {
       this.#live();
@@ -258,7 +317,7 @@ export class Mutex {
       if (step === 0) continue;
       const left = deadline - performance.now();
       if (left <= 0) throw timedOut(timeout);
-      const r = native.futexWaitAsync(ta, i, step, Math.min(SLICE_MS, left));
+      const r = native.futexWaitAsync(ta, i, step, Math.min(SLICE, left));
       if (typeof r === 'number') {
         if (r < 0) throw wordError(r, ta);
         continue; // the word changed
@@ -284,40 +343,36 @@ export class Mutex {
 
   /** Releases the lock this Mutex holds; throws when it holds none. */
   release(): void {
-    const g = this.#guard;
-    if (g === null) throw notHeld('This Mutex does not hold the lock');
-    g.release();
+    if (this.#hold === 0) throw notHeld('This Mutex does not hold the lock');
+    this._unlock(this.#hold);
   }
 
-  /** @internal Called by the guard. */
-  _unlock(guard: Guard): void {
-    if (this.#guard !== guard) throw notHeld('This guard does not hold the lock');
-    this.#guard = null;
+  /** @internal Called by the guard of hold number `hold`. */
+  _unlock(hold: number): void {
+    if (this.#hold !== hold) throw notHeld('This guard does not hold the lock (released already)');
+    this.#hold = 0;
+    const ta = this.#ta;
+    if (ta.length === 0 || Atomics.compareExchange(ta, this.#index, this.#token, 0) !== this.#token) this.#unlockSlow();
+  }
+
+  /** @internal `[Symbol.dispose]` of the guard of hold number `hold`: releases it unless released already. */
+  _dispose(hold: number): void {
+    if (this.#hold === hold) this._unlock(hold);
+  }
+
+  #unlockSlow(): void {
     const ta = this.#ta;
     const i = this.#index;
     if (ta.length === 0) throw closedError('The view this mutex is in');
-    if (Atomics.compareExchange(ta, i, this.#token, 0) === this.#token) return;
     for (;;) {
       const w = Atomics.load(ta, i);
-      if ((w & TOKEN) !== this.#token)
+      if ((w & TOKEN_BITS) !== this.#token)
         throw notHeld('The mutex word no longer names this thread as its owner (another process overwrote it)');
       if (Atomics.compareExchange(ta, i, w, 0) === w) {
-        if ((w & WAITERS) !== 0) native.futexWake(ta, i, 1);
+        if ((w & SLEEPERS) !== 0) native.futexWake(ta, i, 1);
         return;
       }
     }
-  }
-
-  /** Reads the word a while, taking the lock if it frees up (as the uncontended path does: nobody sleeps yet). */
-  #spin(): Guard | null {
-    const ta = this.#ta;
-    const i = this.#index;
-    for (let n = 0; n < SPINS; n++) {
-      const w = Atomics.load(ta, i);
-      if ((w & WAITERS) !== 0 || (w & TOKEN) === this.#token) return null; // others sleep already, or it is ours
-      if (w === 0 && Atomics.compareExchange(ta, i, 0, this.#token) === 0) return this.#took(false);
-    }
-    return null;
   }
 
   /** One attempt on the contended path: a guard, 0 to try again, or the word to sleep on (bit 31 set). */
@@ -327,30 +382,25 @@ export class Mutex {
     const w = Atomics.load(ta, i);
     if (w === 0) {
       // Taken after contention: others may be asleep, so the unlock must wake one.
-      return Atomics.compareExchange(ta, i, 0, this.#token | WAITERS) === 0 ? this.#took(false) : 0;
+      return Atomics.compareExchange(ta, i, 0, this.#token | SLEEPERS) === 0 ? this.#took(false) : 0;
     }
-    if ((w & TOKEN) === 0) return this.#recover(w) ?? 0; // bit 31 alone: garbage, no owner
-    if ((w & WAITERS) !== 0) return w;
-    return Atomics.compareExchange(ta, i, w, w | WAITERS) === w ? w | WAITERS : 0;
+    if ((w & TOKEN_BITS) === 0) return this.#recover(w) ?? 0; // bit 31 alone: garbage, no owner
+    if ((w & SLEEPERS) !== 0) return w;
+    return Atomics.compareExchange(ta, i, w, w | SLEEPERS) === w ? w | SLEEPERS : 0;
   }
 
   /** Takes the lock from the owner named in `w` if that owner is gone. */
   #recover(w: number): Guard | null {
-    const owner = w & TOKEN;
-    if (owner === this.#token) return null;
-    const fd = this.#participant.fd;
-    if (owner !== 0) {
-      if (!lockRange(fd, OWNER_BASE + owner, 1, 'shared')) return null; // alive
-      unlockRange(fd, OWNER_BASE + owner, 1);
-    }
-    const mine = this.#token | (w & WAITERS);
+    const owner = w & TOKEN_BITS;
+    if (!ownerGone(this.#participant, owner)) return null;
+    const mine = this.#token | (w & SLEEPERS);
     return Atomics.compareExchange(this.#ta, this.#index, w, mine) === w ? this.#took(true) : null;
   }
 
   #took(ownerDied: boolean): Guard {
-    const g = new Guard(this, ownerDied);
-    this.#guard = g;
-    return g;
+    const hold = ++this.#holds;
+    this.#hold = hold;
+    return new Guard(this, hold, ownerDied);
   }
 
   #live(): void {

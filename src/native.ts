@@ -41,6 +41,8 @@ export interface Native {
   fsync(fd: number, target?: string): void;
   /** fcntl(F_OFD_SETLK[W]): kind 0 unlock, 1 shared, 2 exclusive; length 0 = to the end. False when not waiting and held elsewhere. */
   ofdLock(fd: number, start: number, length: number, kind: 0 | 1 | 2, wait: 0 | 1): boolean;
+  /** Whether another open file description holds a lock on a byte of the range (F_OFD_GETLK). */
+  ofdHeld(fd: number, start: number, length: number): boolean;
   /** flock(2) with the same kinds: false when not waiting and held elsewhere. */
   flock(fd: number, kind: 0 | 1 | 2, wait: 0 | 1): boolean;
   /** Maps without making the ArrayBuffer yet; returns the mapping's id. */
@@ -86,15 +88,19 @@ export interface Native {
   /** lseek SEEK_HOLE (hole 1) or SEEK_DATA (hole 0) from offset; -1 for ENXIO (no data from offset on, or offset past the end). */
   seekData(fd: number, offset: number, hole: 0 | 1): number;
   /** Takes part in cross-process snapshots of (dev, ino): returns the participant's id. */
-  xprocJoin(dev: number, ino: number, size: number, mode: number): number;
+  xprocJoin(dev: number, ino: number, size: number, mode: number, handshakeWaitMs: number, forceHandshake: number): number;
   xprocLeave(id: number): void;
   /** Arms every participant for a snapshot mapped at address; returns the reader's id. */
-  xprocArm(dev: number, ino: number, size: number, mode: number, address: number, timeoutMs: number, chunk: number): number;
+  xprocArm(dev: number, ino: number, size: number, mode: number, address: number, timeoutMs: number, chunk: number, forceHandshake: number): number;
+  /** The participants armed for a reader's snapshot: [pid, path (1 direct, 2 handshake), ...]. */
+  xprocWriters(id: number): number[];
   /** errno of a push that failed, or 0. */
   xprocBroken(id: number): number;
   xprocRelease(id: number): void;
   /** Whether no participant may still push into the snapshot's mapping (the reader's id is then freed). */
   xprocDrained(id: number): boolean;
+  /** The coordination file's lock bytes and header identity (native/xproc.c). */
+  xprocLayout: { readerLock: number; slotLock: number; maxParticipants: number; initLock: number; magic: number; version: number };
   /** [id, chunkSize, backend]; the ArrayBuffer comes from viewBuffer(id) when first asked for. hugeShift: log2 of a hugetlb page size, or 0. */
   snapshotCreate(
     fd: number, offset: number, length: number, label: string, owner: number, dev: number, ino: number, regionSize: number,
@@ -119,6 +125,8 @@ export interface Native {
   futexWord(ta: Int32Array, index: number): number;
   /** Async waits of this thread not settled yet. */
   futexPending(): number;
+  /** How this thread's async waits wait ('io_uring' or 'threads'), and why. */
+  futexPath(): [string, string];
 }
 
 /** What the addon found out about write protection when it loaded. */

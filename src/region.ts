@@ -51,6 +51,16 @@ export interface CreateOptions {
    */
   crossProcess?: boolean;
   /**
+   * With `crossProcess`: how long a write of this process waits, on the
+   * handshake push path (a reader of another user, or one the kernel does not
+   * let this process write into), for the reader's answer, in milliseconds.
+   * A reader that does not answer in time (stopped, or a debugger holds it)
+   * gets its snapshot broken (`exact` false, `ERR_COWSHM_SNAPSHOT_BROKEN`)
+   * and the write goes on: once per snapshot. `Infinity`: the write waits for
+   * as long as the reader's process lives and holds the snapshot. Default 1000.
+   */
+  handshakeTimeoutMs?: number;
+  /**
    * The page size in bytes. Default: the system page (`pageSize`, 4096 on
    * x86-64). A hugetlb page size (`2 << 20`, `1 << 30`; see `cowshm doctor`)
    * puts the region on huge pages from the pool the administrator reserved
@@ -73,6 +83,16 @@ export interface OpenOptions {
    * thread that arms its views when such a snapshot is taken. Default false.
    */
   crossProcess?: boolean;
+  /**
+   * With `crossProcess`: how long a write of this process waits, on the
+   * handshake push path (a reader of another user, or one the kernel does not
+   * let this process write into), for the reader's answer, in milliseconds.
+   * A reader that does not answer in time (stopped, or a debugger holds it)
+   * gets its snapshot broken (`exact` false, `ERR_COWSHM_SNAPSHOT_BROKEN`)
+   * and the write goes on: once per snapshot. `Infinity`: the write waits for
+   * as long as the reader's process lives and holds the snapshot. Default 1000.
+   */
+  handshakeTimeoutMs?: number;
 }
 
 export interface OpenFileOptions {
@@ -214,6 +234,12 @@ function explainNoSpace(err: SystemError, where: string, wanted: number): System
 /** What a hugetlb region's size must be. */
 function hugeMultiple(pageSize: number): string {
   return `a multiple of the huge page size (${pageSize}, ${hugetlb.pageSizeText(pageSize)})`;
+}
+
+/** The "handshakeTimeoutMs" option: milliseconds from 0 to 600000, or Infinity. Default 1000. */
+function handshakeTimeout(value: unknown): number {
+  if (value === Number.POSITIVE_INFINITY) return value;
+  return check.integer(value ?? 1000, '"handshakeTimeoutMs" option', 0, 600_000);
 }
 
 /** Region.open's checks of what it opened: a regular file, owned by this user unless allowed otherwise. */
@@ -410,10 +436,10 @@ export class Region {
   }
 
   /** Joins cross-process snapshots when asked; a region that cannot is closed again, and the error thrown. */
-  static #taking(region: Region, crossProcess: boolean): Region {
+  static #taking(region: Region, crossProcess: boolean, handshakeTimeoutMs: number): Region {
     if (!crossProcess || region.readOnly) return region;
     try {
-      region.#participant = xproc.join(region.dev, region.ino, region.#size, region.#mode);
+      region.#participant = xproc.join(region.dev, region.ino, region.#size, region.#mode, handshakeTimeoutMs);
     } catch (err) {
       region.close();
       throw err;
@@ -441,6 +467,7 @@ export class Region {
     const reserve = check.boolean(o.reserve, '"reserve" option', true);
     const hugePages = check.boolean(o.hugePages, '"hugePages" option', false);
     const crossProcess = check.boolean(o.crossProcess, '"crossProcess" option', false);
+    const handshakeTimeoutMs = handshakeTimeout(o.handshakeTimeoutMs);
     const pageSize =
       o.pageSize === undefined ? native.pageSize : hugetlb.checkPageSize(check.integer(o.pageSize, '"pageSize" option', 1), '"pageSize" option');
     const huge = pageSize !== native.pageSize;
@@ -512,7 +539,7 @@ export class Region {
       throw err;
     }
     try {
-      return Region.#taking(region, crossProcess);
+      return Region.#taking(region, crossProcess, handshakeTimeoutMs);
     } catch (err) {
       region.unlink();
       throw err;
@@ -530,6 +557,7 @@ export class Region {
     const readOnly = check.boolean(o.readOnly, '"readOnly" option', false);
     const allowForeignOwner = check.boolean(o.allowForeignOwner, '"allowForeignOwner" option', false);
     const crossProcess = check.boolean(o.crossProcess, '"crossProcess" option', false);
+    const handshakeTimeoutMs = handshakeTimeout(o.handshakeTimeoutMs);
     let region: Region;
     // O_NONBLOCK: a FIFO planted under the name must not make a read-only open wait.
     // One native call opens, stats and reads the effective uid: each call
@@ -561,7 +589,7 @@ export class Region {
       native.close(fd);
       throw err;
     }
-    return Region.#taking(region, crossProcess);
+    return Region.#taking(region, crossProcess, handshakeTimeoutMs);
   }
 
   /** Opens (or with `create`, creates) a file and uses it as a persistent region. */

@@ -20,6 +20,7 @@ import { lockFile, unlockFile } from './locks';
 import { mapsDevice } from './memory/procfs';
 import * as check from './validate';
 import { hugetlbfsMounts } from './hugetlb';
+import { coordinationOf, inspectCoordination, reclaimCoordination, type Coordination } from './coordination';
 
 const SHM_DIR = '/dev/shm';
 
@@ -76,6 +77,14 @@ export interface Segment {
    * undumpable): they might hold the segment without it showing here.
    */
   uninspected: number[];
+  /**
+   * For a coordination file of cross-process snapshots
+   * (`cowshm-xproc-<dev>-<ino>`): its region's identity and who takes part,
+   * from the file's locks. Such a file is `locked` while any process holds a
+   * lock on it and `orphan` when none does, whatever /proc shows. null for
+   * every other segment.
+   */
+  coordination: Coordination | null;
 }
 
 export interface ListSegmentsOptions {
@@ -383,12 +392,23 @@ export function listSegments(options?: ListSegmentsOptions): Segment[] {
       dev: st.dev,
       ino: st.ino,
       holders: list,
-      locked: withHolders && !deleted ? lockedByCowshm(path.join(dir.path, name), st) : null,
+      locked: null as boolean | null,
       orphan: false,
       uninspected,
+      coordination: !deleted && dir.path === SHM_DIR ? inspectCoordination(path.join(dir.path, name), name, st) : null,
     };
   });
-  for (const seg of segments) seg.orphan = withHolders && seg.holders.length === 0 && seg.locked === false;
+  for (const seg of segments) {
+    const c = seg.coordination;
+    if (c !== null) {
+      // Its liveness is its locks: a reader's, a participant's, an opener's.
+      seg.locked = c.participants === null ? null : !c.orphan;
+      seg.orphan = withHolders && c.orphan;
+      continue;
+    }
+    seg.locked = withHolders && !seg.deleted ? lockedByCowshm(seg.path, found.get(key(seg.dev, seg.ino))?.st as fs.Stats) : null;
+    seg.orphan = withHolders && seg.holders.length === 0 && seg.locked === false;
+  }
   return segments.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : Number(a.deleted) - Number(b.deleted)));
 }
 
@@ -402,6 +422,8 @@ export interface RemoveSegmentOptions {
    * exclusive lock taken for the check keeps cowshm processes from opening
    * the segment until the name is gone. Other programs' holders are seen only
    * through /proc: in this pid namespace, and only if they can be inspected.
+   * A coordination file of cross-process snapshots (`cowshm-xproc-<dev>-<ino>`)
+   * is removed only when no process holds a lock on it (see `Segment.coordination`).
    * Default false.
    */
   ifOrphan?: boolean;
@@ -474,6 +496,9 @@ export function removeSegment(name: string, expected?: { dev: number; ino: numbe
     unlinkSegment(name, file);
     return true;
   }
+
+  // A coordination file's liveness is its locks: the same rule as native/xproc.c's.
+  if (coordinationOf(name) !== null && file === path.join(SHM_DIR, name)) return reclaimCoordination(name, want);
 
   let fd: number | null;
   try {

@@ -13,6 +13,14 @@ import { createCheckpointStream, type ReadStreamOptions } from './checkpoint/str
 import type { Readable } from 'node:stream';
 import { keepSignalHandlers } from './signals';
 import * as xproc from './xproc';
+import type { PushPath } from './xproc';
+
+/** A writer process armed for a snapshot with scope 'processes', and how it pushes pages into it. */
+export interface SnapshotWriter {
+  readonly pid: number;
+  readonly push: PushPath;
+}
+import { unregisteredWriters, type UnregisteredWriters } from './coordination';
 
 /** How write protection is done: see `snapshotBackend`. */
 export type SnapshotBackend = 'userfaultfd' | 'mprotect';
@@ -93,11 +101,16 @@ function live(s: Snapshot): boolean {
 
 function brokenError(snapshot: Snapshot, errno: number): Error {
   const cause = systemError(errno, 'madvise', snapshot.region.toString());
-  const err = cowshmError(
-    'ERR_COWSHM_SNAPSHOT_BROKEN',
-    `This snapshot of ${snapshot.region.toString()} is no longer exact: a page could not be copied into it ` +
-      `before a write went through (${cause.code}). Release it and take another once memory is available.`,
-  );
+  // Across processes, ETIMEDOUT: a writer waited for this process's answer (or
+  // for another writer) longer than it agreed to, and went on.
+  const why =
+    snapshot.scope === 'processes' && cause.code === 'ETIMEDOUT'
+      ? 'a writer process waited longer than its handshakeTimeoutMs for this process to copy a page ' +
+        '(this process was stopped, or a debugger held it) and let its write go through (ETIMEDOUT). ' +
+        'Release it and take another.'
+      : `a page could not be copied into it before a write went through (${cause.code}). ` +
+        'Release it and take another once memory is available.';
+  const err = cowshmError('ERR_COWSHM_SNAPSHOT_BROKEN', `This snapshot of ${snapshot.region.toString()} is no longer exact: ${why}`);
   (err as Error & { cause: unknown }).cause = cause;
   return err;
 }
@@ -132,6 +145,7 @@ export class Snapshot {
   /** With scope 'processes': the reader's id in native/xproc.c. */
   readonly #reader: number | undefined;
   #released = false;
+  #holders: Readonly<UnregisteredWriters> | undefined;
 
   /** The region this is a snapshot of. */
   readonly region: Region;
@@ -151,8 +165,8 @@ export class Snapshot {
   readonly chunkSize: number;
   /**
    * `'process'`: frozen against this process's writes; `'processes'`: against
-   * every participating writer process's (pages are pushed into it directly,
-   * process_vm_writev, before a write lands).
+   * every participating writer process's (each writer pushes a page's old
+   * bytes into it before its first write to the page lands: see `writers`).
    */
   readonly scope: 'process' | 'processes';
 
@@ -225,6 +239,61 @@ export class Snapshot {
   get exact(): boolean {
     this.#check();
     return this.#stats()[1] === 0;
+  }
+
+  /**
+   * With scope `'processes'`: the writer processes armed for this snapshot
+   * right now (those that joined after it was taken included, those that
+   * left or died not), each with the push path it uses for it: `'direct'`
+   * (process_vm_writev into this process) or `'handshake'` (it posts the page
+   * and this process's helper thread copies it; used for a writer of another
+   * user, where the kernel refuses the direct path, e.g. Yama ptrace_scope
+   * >= 1, and everywhere under COWSHM_XPROC_HANDSHAKE=1). A fresh array on
+   * every read, as the writers reported themselves in the coordination file.
+   * With scope `'process'`: empty.
+   */
+  get writers(): SnapshotWriter[] {
+    this.#check();
+    return this.#reader === undefined ? [] : xproc.writers(this.#reader);
+  }
+
+  /**
+   * With scope `'processes'`: the pids of processes that can write the region
+   * but do not take part, so this snapshot is not frozen against them (see
+   * docs/api.md, Snapshots across processes): a shared writable mapping of
+   * the region (or one that may be made writable), or a descriptor of it open
+   * for writing, in a process whose descriptors hold no participant's lock
+   * on the coordination file. Another language's writer, `pwrite`, or a
+   * cowshm process that opened the region without `crossProcess` (this one
+   * included). Read-only holders and copy-on-write mappings cannot write the
+   * region and are not listed. Found through /proc when first read (this or
+   * `uninspectedProcesses`; milliseconds: every process's maps and
+   * descriptors), then kept: only processes of this pid namespace, and only
+   * those this user may inspect (see `uninspectedProcesses`). Empty does not
+   * prove the snapshot exact; non-empty says it may not be. null with scope
+   * `'process'` (every other process is outside it).
+   */
+  get unregisteredHolders(): readonly number[] | null {
+    return this.#holderScan()?.pids ?? null;
+  }
+
+  /**
+   * With scope `'processes'`: the pids whose /proc files could not be read
+   * when `unregisteredHolders` was found (other users' processes unless root,
+   * undumpable ones): any of them might write the region unseen. null with
+   * scope `'process'`.
+   */
+  get uninspectedProcesses(): readonly number[] | null {
+    return this.#holderScan()?.uninspected ?? null;
+  }
+
+  #holderScan(): Readonly<UnregisteredWriters> | null {
+    if (this.#reader === undefined) return null;
+    if (this.#holders === undefined) {
+      const found = unregisteredWriters(this.region.dev, this.region.ino);
+      this.#holders = Object.freeze({ pids: Object.freeze(found.pids) as number[], uninspected: Object.freeze(found.uninspected) as number[] });
+    }
+    return this.#holders;
   }
 
   /** The mapping's start address in this process (for /proc lookups and the memory API). */

@@ -5,13 +5,44 @@
  */
 import { native } from './native';
 import { ACCESS } from './constants';
+import { outOfRange } from './errors';
 
 /** Mapping owners that no Region has: Region.close() must not unmap a snapshot a stopped writer may still push into. */
 let nextOwner = 2 ** 52;
 
-/** Takes part in cross-process snapshots of a writable region; returns the participant id. */
-export function join(dev: number, ino: number, size: number, mode: number): number {
-  return native.xprocJoin(dev, ino, size, mode & 0o666);
+/** How a writer's first write after a snapshot gets the page's old bytes into the reader's snapshot: see `Snapshot.writers`. */
+export type PushPath = 'direct' | 'handshake';
+
+/**
+ * COWSHM_XPROC_HANDSHAKE=1 in a writer's environment: its pushes use the
+ * handshake; in a reader's: every writer's pushes into its snapshots do.
+ * Unset, empty or '0': each pair of processes uses what the kernel allows.
+ */
+function handshakeForced(): number {
+  const v = process.env['COWSHM_XPROC_HANDSHAKE'];
+  if (v === undefined || v === '' || v === '0') return 0;
+  if (v === '1') return 1;
+  throw outOfRange('COWSHM_XPROC_HANDSHAKE environment variable', "'1' or '0'", v);
+}
+
+/**
+ * Takes part in cross-process snapshots of a writable region; returns the
+ * participant id. handshakeTimeoutMs: how long a write waits for a reader's
+ * handshake answer before breaking that reader's snapshot (Infinity: as long
+ * as the reader lives).
+ */
+export function join(dev: number, ino: number, size: number, mode: number, handshakeTimeoutMs: number): number {
+  const wait = handshakeTimeoutMs === Number.POSITIVE_INFINITY ? -1 : handshakeTimeoutMs;
+  return native.xprocJoin(dev, ino, size, mode & 0o666, wait, handshakeForced());
+}
+
+/** The participants armed for a reader's snapshot, with the push path each uses. */
+export function writers(reader: number): { pid: number; push: PushPath }[] {
+  const flat = native.xprocWriters(reader);
+  const out: { pid: number; push: PushPath }[] = [];
+  for (let i = 0; i + 1 < flat.length; i += 2)
+    out.push({ pid: flat[i] as number, push: flat[i + 1] === 2 ? 'handshake' : 'direct' });
+  return out;
 }
 
 export function leave(id: number): void {
@@ -74,8 +105,9 @@ export function arm(
 ): Armed {
   const id = native.mapView(fd, 0, size, ACCESS.cow, label, nextOwner++, dev, ino, 0);
   let reader: number;
+  let buffer: ArrayBuffer | undefined;
   try {
-    reader = native.xprocArm(dev, ino, size, mode & 0o666, native.address(id), timeoutMs, chunk);
+    reader = native.xprocArm(dev, ino, size, mode & 0o666, native.address(id), timeoutMs, chunk, handshakeForced());
     return { id, reader, held: { buffer: undefined } };
   } catch (err) {
     const r = (err as { readerId?: unknown }).readerId;

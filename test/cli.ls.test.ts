@@ -32,7 +32,7 @@ test('ls --json: size, memory, owner, mode, and this process as the holder (map 
       {
         name: held.name, path: held.path, pageSize: held.pageSize, deleted: false, size: 3 * 4096 + 5, allocated: 4 * 4096,
         uid: process.getuid?.(), owner: userName(process.getuid?.() ?? 0), gid: process.getgid?.(),
-        mode: 0o640, dev: held.dev, ino: held.ino, locked: true, orphan: false, holders: undefined, uninspected: undefined,
+        mode: 0o640, dev: held.dev, ino: held.ino, locked: true, orphan: false, holders: undefined, uninspected: undefined, coordination: null,
       },
     );
     assert.deepEqual(s.holders, [{ pid: process.pid, command: 'node', mappings: 2, fds: [held.fd] }]);
@@ -187,7 +187,7 @@ test('the note on unreadable /proc appears only when a segment listed as orphan 
   const { uninspectedNote } = require('../../dist/cli/commands/ls') as { uninspectedNote(s: Segment[]): string | null };
   const segment = (orphan: boolean): Segment => ({
     name: 'x', path: '/dev/shm/x', pageSize: 4096, deleted: false, size: 4096, allocated: 4096, uid: 0, owner: 'root', gid: 0, mode: 0o600,
-    dev: 1, ino: 2, holders: orphan ? [] : [{ pid: 2, command: 'node', mappings: 1, fds: [] }], locked: false, orphan, uninspected: [1],
+    dev: 1, ino: 2, holders: orphan ? [] : [{ pid: 2, command: 'node', mappings: 1, fds: [] }], locked: false, orphan, uninspected: [1], coordination: null,
   });
   assert.equal(uninspectedNote([segment(false), segment(false)]), null, 'every segment is held: pid 1 changes nothing');
   assert.match(uninspectedNote([segment(false), segment(true)]) ?? '', /^note: \/proc of 1 process could not be read \(pid 1\); a segment another program holds only there would show as orphan\./);

@@ -137,7 +137,7 @@ function runtimeModules(names: string[], seen = new Set<string>()): Set<string> 
 function stagePackage(uid: number, gid: number): { root: string; node: string } {
   const root = fs.mkdtempSync(path.join(os.tmpdir(), 'cowshm-as-other-user-'));
   const copy = (from: string, to: string): void => fs.cpSync(from, to, { recursive: true, dereference: true });
-  for (const part of ['package.json', 'dist', 'lib', 'bin', 'examples', path.join('test', 'build')])
+  for (const part of ['package.json', 'dist', 'lib', 'bin', 'examples', path.join('test', 'build'), path.join('test', 'fixtures', 'c')])
     if (fs.existsSync(path.join(packageRoot, part))) copy(path.join(packageRoot, part), path.join(root, part));
   fs.mkdirSync(path.join(root, 'build', 'Release'), { recursive: true });
   copy(path.join(packageRoot, 'build', 'Release', 'cowshm.node'), path.join(root, 'build', 'Release', 'cowshm.node'));

@@ -213,3 +213,28 @@ test('an owner is a lock the kernel holds, not a pid: a token nobody holds is de
   assert.equal(g3.ownerDied, true);
   g3.release();
 }));
+
+test('a guard names one hold: a stale guard cannot release a later hold of the same Mutex', withSegment((name, cells) => {
+  const m = new Mutex(cells, 24);
+  const first = m.acquireSync();
+  first.release();
+  const second = m.tryAcquire();
+  assert.ok(second);
+  assert.throws(() => first.release(), { code: 'ERR_COWSHM_LOCK_NOT_HELD' });
+  first[Symbol.dispose]();
+  assert.equal(m.held, true, 'the later hold is still held');
+  assert.notEqual(cells[24], 0);
+  second.release();
+  assert.equal(cells[24], 0);
+}));
+
+test('a closed region: acquiring and releasing throw ERR_COWSHM_CLOSED instead of touching unmapped memory', async () => {
+  const r = Region.create({ size: pageSize });
+  const m = new Mutex(new Int32Array(r.map().buffer), 0);
+  const g = m.acquireSync();
+  r.close();
+  assert.throws(() => g.release(), { code: 'ERR_COWSHM_CLOSED' });
+  assert.throws(() => m.tryAcquire(), { code: 'ERR_COWSHM_CLOSED' });
+  assert.throws(() => m.acquireSync(), { code: 'ERR_COWSHM_CLOSED' });
+  await assert.rejects(m.acquire(), { code: 'ERR_COWSHM_CLOSED' });
+});

@@ -10,6 +10,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { Region, pageSize } from 'cowshm';
 import { uniqueName } from './helpers';
 import { WRITERS, RECORD, FIRST_RECORD_PAGE } from './snapshot.xproc.child';
+import { stopped } from './xproc-helpers';
 
 const child = path.join(__dirname, 'snapshot.xproc.child.js');
 const PAGES = 256;
@@ -20,6 +21,16 @@ function coordinationFile(r: Region): string {
 }
 
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
+
+/** The push path writers of this user get: the handshake when forced or when Yama refuses siblings, else direct. */
+function yamaScope(): number {
+  try {
+    return Number(fs.readFileSync('/proc/sys/kernel/yama/ptrace_scope', 'utf8'));
+  } catch {
+    return 0; // no Yama
+  }
+}
+const pushPath = process.env['COWSHM_XPROC_HANDSHAKE'] === '1' || yamaScope() >= 1 ? 'handshake' : 'direct';
 
 interface Writer {
   proc: ChildProcess;
@@ -82,6 +93,7 @@ test("scope 'processes': every snapshot is a consistent cut of 3 writer processe
     for (let round = 0; round < 30; round++) {
       const s = r.snapshot({ scope: 'processes', timeoutMs: 5000 });
       assert.equal(s.scope, 'processes');
+      assert.deepEqual(s.writers.map((w) => w.push), [pushPath, pushPath, pushPath], 'every writer armed, on the expected push path');
       const frozen = new Uint32Array(s.buffer);
       const first = Uint32Array.from(frozen);
       await sleep(5 + (round % 4) * 10); // the writers go on meanwhile
@@ -117,7 +129,7 @@ test("a stopped writer makes snapshot() fail after timeoutMs naming its pid; nev
   await withWriters('stop', async (r, _stop, writers) => {
     const victim = writers[1] as Writer;
     victim.proc.kill('SIGSTOP');
-    await sleep(100);
+    await stopped(victim.pid); // every thread: on a loaded machine that takes a while, and a running one still arms
     const t0 = Date.now();
     assert.throws(
       () => r.snapshot({ scope: 'processes', timeoutMs: 300 }),

@@ -17,11 +17,11 @@ const NOBODY = 65534;
 const notRoot = process.getuid?.() !== 0 ? 'runs only as root (it switches to uid 65534)' : undefined;
 if (notRoot) console.log(`unprivileged tests skipped: ${notRoot}`);
 
-/** The compiled test files to run again, by name: region.*, view.*, cow.*, memory.*, proof.*, snapshot.*, misuse.*, atomics.*, mutex.*, cli.demo.*, cli.inspect.* */
+/** The compiled test files to run again, by name: region.*, view.*, cow.*, memory.*, proof.*, snapshot.*, misuse.*, atomics.*, mutex.*, rwlock.*, cli.demo.*, cli.inspect.* */
 // Files that themselves run the snapshot tests again (under the mprotect backend): left out
 // of nested runs, which would otherwise run every snapshot test three times.
 const RERUNS = /^snapshot\.backends\./;
-const FILES = /^(region|view|cow|memory|proof|snapshot|misuse|atomics|mutex|cli\.(demo|inspect))[\w.-]*\.test\.js$/;
+const FILES = /^(region|view|cow|memory|proof|snapshot|misuse|atomics|mutex|rwlock|cli\.(demo|inspect))[\w.-]*\.test\.js$/;
 
 function ownedByNobody(file: string): boolean {
   try {

@@ -7,7 +7,7 @@ import cowshm, {
   Region, View, Snapshot, sum, pageSize, memory, snapshotBackend, snapshotBackendReason, doctor, listSegments, removeSegment,
 } from 'cowshm';
 import type {
-  Access, CreateOptions, SnapshotBackend, SnapshotOptions, DoctorReport, Segment, ListSegmentsOptions, MapOptions, OpenFileOptions, OpenOptions, RegionHandle, RegionKind, SystemError, TypedArray,
+  Access, Coordination, CoordinationFile, CreateOptions, SnapshotBackend, SnapshotOptions, DoctorReport, Segment, ListSegmentsOptions, MapOptions, OpenFileOptions, OpenOptions, RegionHandle, RegionKind, SystemError, TypedArray,
 } from 'cowshm';
 
 type Equal<A, B> = (<T>() => T extends A ? 1 : 2) extends <T>() => T extends B ? 1 : 2 ? true : false;
@@ -114,6 +114,10 @@ expectType<number>(snap.copiedPages);
 expectType<Uint32Array>(snap.changedPages());
 expectType<SnapshotBackend>(snap.backend);
 expectType<number>(snap.chunkSize);
+expectType<readonly number[] | null>(snap.unregisteredHolders);
+expectType<readonly number[] | null>(snap.uninspectedProcesses);
+// @ts-expect-error the list is read-only
+snap.unregisteredHolders?.push(1);
 expectType<boolean>(snap.released);
 expectType<void>(snap.release());
 expectType<void>(snap[Symbol.dispose]());
@@ -160,6 +164,9 @@ expectType<number>(report2.maxViewLength);
 doctor({ json: true });
 const segments: Segment[] = listSegments({ holders: false });
 expectType<boolean>(segments[0]!.orphan);
+const coordination: Coordination | null = segments[0]!.coordination;
+expectType<number | null | undefined>(coordination?.participants);
+expectType<CoordinationFile[]>(report2.crossProcess.coordinationFiles);
 const lo: ListSegmentsOptions = {};
 listSegments(lo);
 expectType<boolean>(removeSegment('x'));
@@ -219,6 +226,23 @@ lock.acquireSync({ signal: AbortSignal.timeout(5) });
 // @ts-expect-error ownerDied is read-only
 lock.tryAcquire()!.ownerDied = false;
 lock.release();
+// RwLock
+import { RwLock, RWLOCK_WORDS } from 'cowshm';
+import type { RwLockGuard } from 'cowshm';
+const rw = new RwLock(words, 32);
+expectType<number>(RWLOCK_WORDS);
+expectType<RwLockGuard | null>(rw.tryRead());
+expectType<RwLockGuard | null>(rw.tryWrite());
+expectType<RwLockGuard>(rw.readSync({ timeoutMs: 5 }));
+expectType<RwLockGuard>(rw.writeSync());
+expectType<Promise<RwLockGuard>>(rw.read({ signal: AbortSignal.timeout(5) }));
+expectType<Promise<RwLockGuard>>(rw.write({ timeoutMs: 5 }));
+expectType<number>(rw.reading);
+expectType<boolean>(rw.writing);
+// @ts-expect-error writeSync takes no signal
+rw.writeSync({ signal: AbortSignal.timeout(5) });
+// @ts-expect-error ownerDied is read-only
+rw.tryRead()!.ownerDied = false;
 // Checkpoint streams
 import type { ReadStreamOptions } from 'cowshm';
 import type { Readable } from 'node:stream';

@@ -15,7 +15,25 @@ function size(n: number): string {
   return i === 0 ? `${v} B` : `${v.toFixed(v < 10 ? 2 : 1)} ${units[i]}`;
 }
 
-function heldBy(s: Segment): string {
+/** 'prices', or the region's identity when no segment listed has it (a memfd, a file region, or gone). */
+function regionOf(s: Segment, segments: Segment[]): string {
+  const c = s.coordination as NonNullable<Segment['coordination']>;
+  const region = segments.find((x) => x.coordination === null && x.dev === c.dev && x.ino === c.ino);
+  return region !== undefined ? region.name : `a region not in /dev/shm (dev ${c.dev.toString(16)}, inode ${c.ino})`;
+}
+
+/** What a coordination file of cross-process snapshots is for, and who takes part. */
+function coordinationText(s: Segment, segments: Segment[]): string {
+  const c = s.coordination as NonNullable<Segment['coordination']>;
+  const of = `coordination file of ${regionOf(s, segments)}`;
+  if (c.participants === null) return `${of}: unknown (may not open it)`;
+  if (c.orphan) return `orphan (${of}, nobody takes part)`;
+  const parts = `${c.participants} participant${c.participants === 1 ? '' : 's'}`;
+  return `${of}: ${parts}${c.snapshot ? ', a snapshot live' : ''}${c.valid === false ? ', header not valid' : ''}`;
+}
+
+function heldBy(s: Segment, segments: Segment[]): string {
+  if (s.coordination !== null) return coordinationText(s, segments);
   if (s.orphan) return 'orphan';
   if (s.holders.length === 0) return s.locked ? 'a cowshm process not visible here (its lock)' : 'unknown (may not open it)';
   return s.holders
@@ -35,7 +53,8 @@ function heldBy(s: Segment): string {
  */
 export function uninspectedNote(segments: Segment[]): string | null {
   const pids = segments[0]?.uninspected ?? [];
-  if (pids.length === 0 || !segments.some((s) => s.orphan)) return null;
+  // A coordination file's liveness is its locks, which /proc does not change.
+  if (pids.length === 0 || !segments.some((s) => s.orphan && s.coordination === null)) return null;
   const shown = pids.slice(0, 10).join(', ') + (pids.length > 10 ? ', ...' : '');
   const hint = process.geteuid?.() === 0 ? '' : " Run as root to read other users' processes.";
   return (
@@ -56,6 +75,11 @@ export const ls: Command = {
     'open (/proc/PID/fd), matched by device and inode. A segment nobody holds is',
     "an orphan: its memory stays in use until it is removed (cowshm rm). Segments",
     'whose name was removed but that a process still holds are listed as (deleted).',
+    '',
+    'cowshm-xproc-<dev>-<ino> files are the coordination files of snapshots with',
+    "scope 'processes': HELD BY names their region and how many processes take part",
+    '(from the file\'s locks, which the kernel drops when a process dies); one nobody',
+    'takes part in is an orphan, left by processes that were killed.',
     '',
     'Options:',
     '  --json  print the segments as JSON (the listSegments() result)',
@@ -78,7 +102,7 @@ export const ls: Command = {
       size(s.allocated),
       s.owner,
       `0${s.mode.toString(8)}`,
-      heldBy(s),
+      heldBy(s, segments),
     ]);
     console.log(table(['NAME', 'SIZE', 'IN MEMORY', 'OWNER', 'MODE', 'HELD BY'], rows, ['NAME', 'OWNER', 'MODE']));
     const note = uninspectedNote(segments);

@@ -1,5 +1,6 @@
 /** `cowshm rm`: remove segments by name, or every orphan. */
 import { describeHolders, listSegments, removeSegment, type Segment } from '../../segments';
+import { coordinationOf, reclaimCoordination } from '../../coordination';
 import { parseArgs, UsageError, type Command } from '../command';
 
 export const rm: Command = {
@@ -28,6 +29,13 @@ export const rm: Command = {
     'process cannot be inspected, a segment no cowshm process holds is not removed',
     '(it might be held there): run as root, or remove it by name.',
     '',
+    'Coordination files of cross-process snapshots (cowshm-xproc-<dev>-<ino>) are',
+    'removed only when no process holds a lock on them, by name too: every reader',
+    'and participant holds one for as long as it takes part, and the kernel drops it',
+    'when the process dies. The check and the removal happen under the lock that',
+    'processes take to join, so none can join in between; the next open of a region',
+    'also starts its orphaned coordination file over.',
+    '',
     'Exit status: 0 when everything asked for was removed, 1 when some name could',
     'not be (each is reported), 2 for a usage error.',
   ].join('\n'),
@@ -48,7 +56,15 @@ export const rm: Command = {
       if (positional.length === 0) throw new UsageError('name the segments to remove, or use --orphans');
       for (const name of positional) {
         try {
-          if (!dryRun) removeSegment(name);
+          // Removing a live one would split its participants from the next ones: never.
+          if (coordinationOf(name) !== null) {
+            if (!dryRun && !reclaimCoordination(name)) throw new Error(`${name} was replaced meanwhile: not removed`);
+            if (dryRun) {
+              const s = listSegments().find((x) => x.name === name);
+              if (s === undefined) throw new Error(`ENOENT: no such file or directory, unlink '/dev/shm/${name}'`);
+              if (!s.orphan) throw new Error(`/dev/shm/${name} is in use by processes taking part in cross-process snapshots: it would not be removed`);
+            }
+          } else if (!dryRun) removeSegment(name);
           else if (!listSegments({ holders: false }).some((s) => s.name === name))
             throw new Error(`ENOENT: no such file or directory, shm_unlink '${name}'`);
           console.log(`${verb} /dev/shm/${name}`);
@@ -62,7 +78,9 @@ export const rm: Command = {
     const segments = listSegments().filter((s) => !s.deleted);
     const wanted = positional.length > 0 ? new Set(positional) : null;
     const held = (s: Segment): string =>
-      s.holders.length > 0
+      s.coordination !== null
+        ? `${s.coordination.participants ?? 'some'} process(es) taking part in cross-process snapshots${s.coordination.snapshot ? ' and a live snapshot' : ''} (their locks)`
+        : s.holders.length > 0
         ? describeHolders(s.holders)
         : s.locked === true
           ? "a cowshm process not visible in /proc here (it holds the segment's lock)"
@@ -80,7 +98,12 @@ export const rm: Command = {
     for (const s of segments) {
       if (!s.orphan || (wanted !== null && !wanted.has(s.name))) continue;
       try {
-        if (dryRun) {
+        if (s.coordination !== null) {
+          if (!dryRun && !reclaimCoordination(s.name, s)) {
+            fail(`${s.name} was replaced by another file meanwhile: not removed`);
+            continue;
+          }
+        } else if (dryRun) {
           if (s.uninspected.length > 0) throw new Error(`${s.path} might be held by a process that could not be inspected: it would not be removed`);
         } else if (!removeSegment(s.name, s, { ifOrphan: true })) {
           // Checked again under the segment's exclusive lock, and only if the
