@@ -4,22 +4,22 @@
 // checksum against memcpy. Usage: node --expose-gc bench/checkpoint.bench.js [GiB]
 //
 // Against another build of cowshm (same speed, old build vs this one):
-//   node bench/checkpoint.bench.js --against ROOT [GiB] [rounds]
-// ROOT is a built checkout (its dist/, and its addon at build/Release/cowshm.node
-// or ROOT/cowshm.node, loaded with COWSHM_NATIVE_PATH). Each round runs both
-// builds, in alternating order, in child processes of their own: a full
-// snapshot.writeTo, a delta (1% of pages changed, compared with its base) and
-// Region.restore with verify: 'full'; the figure is the median over rounds of
-// the per-round ratio this build / ROOT's (seconds, each the best of 3 in its
-// child: below 1 is faster).
+//   node bench/checkpoint.bench.js --against ROOT|REV [GiB] [rounds]
+// is `node bench/compare.js --base ROOT --suite checkpoint`: each round runs
+// both builds, in alternating order, in child processes of their own
+// (`--one ROOT GiB`, this script with ROOT's dist/): a full snapshot.writeTo,
+// a delta (1% of pages changed, compared with its base) and Region.restore
+// with verify: 'full'; the figure is the median over rounds of the per-round
+// ratio this build / ROOT's (seconds, each the best of 3 in its child: below
+// 1 is faster).
 'use strict';
 const fs = require('node:fs');
 const os = require('node:os');
 const path = require('node:path');
-const { execFileSync } = require('node:child_process');
+const { execFileSync, spawnSync } = require('node:child_process');
 const { Worker } = require('node:worker_threads');
 const { monitorEventLoopDelay, performance } = require('node:perf_hooks');
-const { time, median, report, fmtSeconds } = require('./lib');
+const { time, median, report, fmtSeconds, fillRandom: fill } = require('./lib');
 
 const mode = process.argv[2] === '--against' || process.argv[2] === '--one' ? process.argv[2] : null;
 const pkgRoot = mode === '--one' ? path.resolve(process.argv[3]) : path.join(__dirname, '..');
@@ -31,17 +31,6 @@ const size = Math.round(Number(process.argv[mode ? 4 : 2] ?? (mode ? 0.25 : 1)) 
 const dir = fs.mkdtempSync(path.join(process.env.COWSHM_BENCH_DIR ?? os.tmpdir(), 'cowshm-ck-bench-'));
 const rate = (bytes) => (s) => `${(bytes / s / 1e6).toFixed(0)} MB/s`;
 const fmtRate = (x) => `${(x / 1e6).toFixed(0)} MB/s`;
-
-function fill(bytes) {
-  const words = new Uint32Array(bytes.buffer, bytes.byteOffset, bytes.byteLength >>> 2);
-  let x = 88172645;
-  for (let i = 0; i < words.length; i++) {
-    x ^= x << 13;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    words[i] = x;
-  }
-}
 
 /** A worker writing 8-byte words at random offsets in [0, span) until stopped; counts in shared memory. */
 function startWriter(region, span) {
@@ -301,42 +290,12 @@ async function one() {
   console.log(JSON.stringify(t));
 }
 
-function runBuild(root, native) {
-  const env = { ...process.env };
-  if (native) env.COWSHM_NATIVE_PATH = native;
-  else delete env.COWSHM_NATIVE_PATH;
-  const out = execFileSync(process.execPath, [__filename, '--one', root, String(size / GiB)], { encoding: 'utf8', env });
-  return JSON.parse(out.trim().split('\n').pop());
-}
-
-async function against() {
+/** --against ROOT [GiB] [rounds]: bench/compare.js --suite checkpoint does it (the same --one runs, alternating). */
+function against() {
   fs.rmSync(dir, { recursive: true, force: true });
-  const oldRoot = path.resolve(process.argv[3]);
-  const oldNative = [path.join(oldRoot, 'build', 'Release', 'cowshm.node'), path.join(oldRoot, 'cowshm.node')].find((f) => fs.existsSync(f));
-  if (!oldNative) throw new Error(`no cowshm.node under ${oldRoot}`);
-  const rounds = Number(process.argv[5] ?? 9);
-  const names = ['full writeTo', 'delta writeTo (1% changed)', "restore verify: 'full' (chain of 2)"];
-  const ratios = names.map(() => []);
-  const secs = names.map(() => ({ old: [], new: [] }));
-  console.log(`region ${size / GiB} GiB, ${os.cpus().length} CPUs; this build vs ${oldRoot} (${oldNative}), ${rounds} rounds`);
-  for (let r = 0; r < rounds; r++) {
-    const order = r % 2 === 0 ? ['old', 'new'] : ['new', 'old'];
-    const got = {};
-    for (const which of order) got[which] = which === 'old' ? runBuild(oldRoot, oldNative) : runBuild(path.join(__dirname, '..'), null);
-    names.forEach((_, i) => {
-      ratios[i].push(got.new[i] / got.old[i]);
-      secs[i].old.push(got.old[i]);
-      secs[i].new.push(got.new[i]);
-    });
-    console.log(`  round ${r + 1} (${order.join(' then ')}): ` + names.map((n, i) => `${n} ${(got.new[i] / got.old[i]).toFixed(3)}`).join(', '));
-  }
-  let ok = true;
-  for (let i = 0; i < names.length; i++) {
-    const m = median(ratios[i]);
-    ok = ok && m <= 1.05;
-    console.log(`${names[i]}: median ratio new/old ${m.toFixed(3)} (new ${fmtSeconds(median(secs[i].new))}, old ${fmtSeconds(median(secs[i].old))}) ${m <= 1.05 ? 'ok' : 'MISSED'} (≤ 1.05)`);
-  }
-  return ok;
+  const args = ['--base', process.argv[3], '--suite', 'checkpoint', '--checkpoint-gib', String(size / GiB), '--rounds', String(Number(process.argv[5] ?? 9))];
+  const r = spawnSync(process.execPath, [path.join(__dirname, 'compare.js'), ...args], { stdio: 'inherit' });
+  return Promise.resolve(r.status === 0);
 }
 
 (mode === '--one' ? one().then(() => true) : mode === '--against' ? against() : main()).then(

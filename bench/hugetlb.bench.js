@@ -13,41 +13,13 @@
 // pool of about 1100 free 2 MiB pages.
 // Usage: node bench/hugetlb.bench.js [--rounds 5] [--mib 1024] [--chunk-mib 256]
 'use strict';
-const { compileC, runC, median, pairedRatio, report, fmtSeconds, intOption, reservePool } = require('./lib');
+const { compileC, runC, median, pairedRatio, report, fmtSeconds, intOption, reservePool, cpuSeconds: cpu, shuffled, writePages: writeAt } = require('./lib');
 const { Region, snapshotBackend, pageSize } = require('..');
 
 const HUGE = 2 << 20;
 const rounds = intOption('rounds', 5);
 const mib = intOption('mib', 1024);
 const chunkMib = intOption('chunk-mib', 256);
-const cpu = () => {
-  const { user, system } = process.cpuUsage();
-  return (user + system) / 1e6;
-};
-
-function shuffled(n, seed = 12345) {
-  const order = new Uint32Array(n);
-  for (let i = 0; i < n; i++) order[i] = i;
-  let x = seed;
-  for (let i = n - 1; i > 0; i--) {
-    x ^= x << 13;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    const j = (x >>> 0) % (i + 1);
-    const t = order[i];
-    order[i] = order[j];
-    order[j] = t;
-  }
-  return order;
-}
-
-function writeAt(bytes, order, unit, value) {
-  for (let i = 0; i < order.length; i++) {
-    const p = order[i];
-    bytes[p * unit + (p & 4095)] = value;
-  }
-}
-
 const snapBin = compileC('snapshot');
 const hugeBin = compileC('hugetlb');
 console.log(`snapshot backend: ${snapshotBackend}; page size ${pageSize}`);

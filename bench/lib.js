@@ -29,6 +29,59 @@ async function time(fn) {
   return Number(process.hrtime.bigint() - t0) / 1e9;
 }
 
+/**
+ * CPU seconds of this process so far, all its threads (user + system): on a
+ * shared machine wall time would also measure the neighbours. The C
+ * baselines use CLOCK_PROCESS_CPUTIME_ID, the same clock.
+ */
+function cpuSeconds() {
+  const { user, system } = process.cpuUsage();
+  return (user + system) / 1e6;
+}
+
+/** 0 .. n-1 in an order shuffled by a fixed xorshift seed: the same order in every run and every build. */
+function shuffled(n, seed = 12345) {
+  const order = new Uint32Array(n);
+  for (let i = 0; i < n; i++) order[i] = i;
+  let x = seed | 0 || 1; // xorshift stays at 0 from 0
+  for (let i = n - 1; i > 0; i--) {
+    x ^= x << 13;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    const j = (x >>> 0) % (i + 1);
+    const t = order[i];
+    order[i] = order[j];
+    order[j] = t;
+  }
+  return order;
+}
+
+/** Writes `value` to one byte of each page in `order` (page p of `unit` bytes, at an offset within it that varies with p). */
+function writePages(bytes, order, unit, value) {
+  for (let i = 0; i < order.length; i++) {
+    const p = order[i];
+    bytes[p * unit + (p & 4095)] = value;
+  }
+}
+
+/** Fills `bytes` with xorshift words (no page alike, nothing a sparse file or compression could skip). */
+function fillRandom(bytes) {
+  const words = new Uint32Array(bytes.buffer, bytes.byteOffset, bytes.byteLength >>> 2);
+  let x = 88172645;
+  for (let i = 0; i < words.length; i++) {
+    x ^= x << 13;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    words[i] = x;
+  }
+}
+
+/** Prints rows of cells (the first row the header) as aligned columns, indented by two spaces. */
+function printTable(lines) {
+  const widths = lines[0].map((_, i) => Math.max(...lines.map((l) => String(l[i]).length)));
+  for (const l of lines) console.log('  ' + l.map((c, i) => String(c).padEnd(widths[i])).join('  ').trimEnd());
+}
+
 /** The median of an array of numbers. */
 function median(xs) {
   const s = [...xs].sort((a, b) => a - b);
@@ -81,9 +134,8 @@ function report(title, rows) {
       r.target === undefined ? '' : pass ? 'ok' : 'MISSED',
     ]);
   }
-  const widths = lines[0].map((_, i) => Math.max(...lines.map((l) => String(l[i]).length)));
-  for (const l of lines) console.log('  ' + l.map((c, i) => String(c).padEnd(widths[i])).join('  ').trimEnd());
-  // bench/ab.js reads the figures from here.
+  printTable(lines);
+  // bench/compare.js (suite bench:NAME) reads the figures from here.
   if (process.env.COWSHM_BENCH_JSON)
     console.log(`COWSHM_BENCH_JSON ${JSON.stringify({ title, rows: rows.map((r) => ({ name: r.name, value: r.cowshm, higherIsBetter: !!r.higherIsBetter })) })}`);
   return ok;
@@ -162,4 +214,7 @@ function reservePool(pages, pageSize = 2 << 20) {
   if (added < missing) throw new Error(`the kernel added only ${added} of ${missing} pages of ${pageSize} bytes to the pool`);
 }
 
-module.exports = { compileC, runC, time, measure, median, pairedRatio, fmtSeconds, report, buildDir, benchName, option, intOption, gbps, reservePool };
+module.exports = {
+  compileC, runC, time, measure, median, pairedRatio, fmtSeconds, report, printTable, buildDir, benchName, option, intOption, gbps,
+  reservePool, cpuSeconds, shuffled, writePages, fillRandom,
+};

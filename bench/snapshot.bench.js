@@ -10,7 +10,7 @@
 // child with COWSHM_SNAPSHOT_BACKEND=mprotect and 1 GiB only.
 'use strict';
 const { spawnSync } = require('node:child_process');
-const { compileC, runC, median, report, fmtSeconds } = require('./lib');
+const { compileC, runC, median, report, fmtSeconds, cpuSeconds: now, shuffled, writePages: writeAt } = require('./lib');
 const { Region, snapshotBackend, pageSize } = require('..');
 
 const argv = process.argv.slice(2);
@@ -21,35 +21,7 @@ const arg = (name, fallback) => {
 const sizes = arg('sizes', '1,4').split(',').map(Number);
 const mib = Number(arg('mib', '256'));
 const GiB = 2 ** 30;
-// CPU time of this process (the C baselines use CLOCK_PROCESS_CPUTIME_ID):
-// the machine is shared, and wall time would also measure the neighbours.
-const now = () => {
-  const { user, system } = process.cpuUsage();
-  return (user + system) / 1e6;
-};
-
-function shuffled(n, seed = 12345) {
-  const order = new Uint32Array(n);
-  for (let i = 0; i < n; i++) order[i] = i;
-  let x = seed;
-  for (let i = n - 1; i > 0; i--) {
-    x ^= x << 13;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    const j = (x >>> 0) % (i + 1);
-    const t = order[i];
-    order[i] = order[j];
-    order[j] = t;
-  }
-  return order;
-}
-
-function writePages(bytes, order, value) {
-  for (let i = 0; i < order.length; i++) {
-    const p = order[i];
-    bytes[p * pageSize + (p & 4095)] = value;
-  }
-}
+const writePages = (bytes, order, value) => writeAt(bytes, order, pageSize, value);
 
 const bin = compileC('snapshot');
 console.log(`snapshot backend: ${snapshotBackend}; page size ${pageSize}`);

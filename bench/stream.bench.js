@@ -14,7 +14,7 @@ const net = require('node:net');
 const path = require('node:path');
 const { execFileSync } = require('node:child_process');
 const { pipeline } = require('node:stream/promises');
-const { time, median, pairedRatio, report, fmtSeconds } = require('./lib');
+const { time, median, pairedRatio, report, fmtSeconds, fillRandom: fill } = require('./lib');
 const { Region } = require(path.join(__dirname, '..', 'dist', 'index.js'));
 
 const GiB = 1 << 30;
@@ -22,17 +22,6 @@ const size = Math.round(Number(process.argv[2] ?? 0.5) * GiB);
 const rounds = Number(process.argv[3] ?? 5);
 const dir = fs.mkdtempSync(path.join(process.env.COWSHM_BENCH_DIR ?? os.tmpdir(), 'cowshm-stream-bench-'));
 const mbps = (s) => `${(size / s / 1e6).toFixed(0)} MB/s`;
-
-function fill(bytes) {
-  const words = new Uint32Array(bytes.buffer, bytes.byteOffset, bytes.byteLength >>> 2);
-  let x = 88172645;
-  for (let i = 0; i < words.length; i++) {
-    x ^= x << 13;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    words[i] = x;
-  }
-}
 
 async function toSocket(snap, sock) {
   const server = net.createServer();

@@ -13,32 +13,12 @@
 'use strict';
 const readline = require('node:readline');
 const { Region, pageSize } = require('..');
+const { cpuSeconds, shuffled } = require('./lib');
 
 const regions = [];
 const views = [];
 
-function shuffled(n, seed) {
-  const order = new Uint32Array(n);
-  for (let i = 0; i < n; i++) order[i] = i;
-  let x = seed | 0 || 1;
-  for (let i = n - 1; i > 0; i--) {
-    x ^= x << 13;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    const j = (x >>> 0) % (i + 1);
-    const t = order[i];
-    order[i] = order[j];
-    order[j] = t;
-  }
-  return order;
-}
-
 const seconds = (t0) => Number(process.hrtime.bigint() - t0) / 1e9;
-
-const cpuSeconds = () => {
-  const { user, system } = process.cpuUsage();
-  return (user + system) / 1e6;
-};
 
 /**
  * One 8-byte store per step, at pseudo-random places of the view or one after

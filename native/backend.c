@@ -77,19 +77,19 @@ static int mp_is_write_fault(const siginfo_t *si, void *uctx) {
 
 static int mp_arm(uintptr_t start, size_t len) { return 0; }
 
+/* mprotect(2) of the range: 0 or an errno. Signal context: a plain system
+ * call, and errno is read at once. */
+static int mp_set(uintptr_t start, size_t len, int prot) { return mprotect((void *)start, len, prot) == 0 ? 0 : errno; }
+
 /* One call over the whole mapping re-merges the VMAs that chunks split. */
-static void mp_disarm(uintptr_t start, size_t len) { mprotect((void *)start, len, PROT_READ | PROT_WRITE); }
+static void mp_disarm(uintptr_t start, size_t len) { mp_set(start, len, PROT_READ | PROT_WRITE); }
 
-static int mp_protect(uintptr_t start, size_t len) {
-  return mprotect((void *)start, len, PROT_READ) == 0 ? 0 : errno;
-}
+static int mp_protect(uintptr_t start, size_t len) { return mp_set(start, len, PROT_READ); }
 
-/* SAFETY (signal context): mprotect(2) is a plain system call. It fails with
- * ENOMEM once the split would pass vm.max_map_count; the engine then
- * unprotects the whole mapping, which merges instead of splitting. */
-static int mp_unprotect(uintptr_t start, size_t len) {
-  return mprotect((void *)start, len, PROT_READ | PROT_WRITE) == 0 ? 0 : errno;
-}
+/* SAFETY (signal context): see mp_set. It fails with ENOMEM once the split
+ * would pass vm.max_map_count; the engine then unprotects the whole mapping,
+ * which merges instead of splitting. */
+static int mp_unprotect(uintptr_t start, size_t len) { return mp_set(start, len, PROT_READ | PROT_WRITE); }
 
 const struct cowshm_backend cowshm_mprotect_backend = {
     .name = "mprotect",

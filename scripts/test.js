@@ -33,31 +33,29 @@ if (files.length === 0) {
 // exactly those away again, so a run that ends never shrinks another's pool.
 // A record per run (its pid and pages) lets the next run give back the pages
 // of one that was killed before it could.
-const POOL_STATE = fs.existsSync('/run') ? '/run/cowshm-test-hugetlb' : '/tmp/cowshm-test-hugetlb';
+const { STATE: POOL_STATE, LOCK, alive, tryLock, unlock } = require('./hugetlb-lock');
 const POOL_PAGES = { 2097152: 64, 1073741824: 1 };
 const poolFile = (size) => `/sys/kernel/mm/hugepages/hugepages-${size / 1024}kB/nr_hugepages`;
 
+/**
+ * Runs fn() holding the machine-wide hugetlb test lock (scripts/hugetlb-lock.js),
+ * the one the tests hold while they count or use the pool's pages: changing
+ * the pool under it would change the free and total counts a test of another
+ * run is comparing.
+ */
 function withPoolLock(fn) {
-  fs.mkdirSync(POOL_STATE, { recursive: true, mode: 0o700 });
-  const lock = path.join(POOL_STATE, 'lock');
-  const deadline = Date.now() + 10_000;
-  for (;;) {
-    try {
-      fs.mkdirSync(lock);
-      break;
-    } catch (err) {
-      if (err.code !== 'EEXIST') throw err;
-      // A lock older than a few seconds belongs to a run that died holding it.
-      try {
-        if (Date.now() - fs.statSync(lock).mtimeMs > 5_000 || Date.now() > deadline) fs.rmdirSync(lock);
-      } catch {}
-      Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 20);
+  let said = 0;
+  for (let r = tryLock(); !r.taken; r = tryLock()) {
+    if (Number.isSafeInteger(r.holder) && Date.now() - said > 30_000) {
+      said = Date.now();
+      console.error(`scripts/test.js: waiting for the hugetlb test lock (${LOCK}), held by pid ${r.holder}, to change the pool`);
     }
+    Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 10);
   }
   try {
     return fn();
   } finally {
-    fs.rmdirSync(lock);
+    unlock();
   }
 }
 
@@ -67,15 +65,6 @@ function addPages(size, delta) {
   fs.writeFileSync(file, String(Math.max(0, now + delta)));
   return Number(fs.readFileSync(file, 'utf8')) - now;
 }
-
-const alive = (pid) => {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return err.code === 'EPERM';
-  }
-};
 
 /** Reserves the pool for this run; returns what each page size got (and why not), for COWSHM_TEST_HUGETLB. */
 function reservePool() {

@@ -2,16 +2,28 @@
  * The hugetlb pool for tests. scripts/test.js reserves it for the run (as
  * root) and says in COWSHM_TEST_HUGETLB what each page size got; tests that
  * use it take `hugeLock()` for their duration, a lock shared by every run of
- * the suite on the machine, so a test may count (or use up) the free pages
- * without another test taking some meanwhile.
+ * the suite on the machine (and taken by scripts/test.js to change the pool),
+ * so a test may count (or use up) the free pages without another test taking
+ * some, or another run adding or removing some, meanwhile.
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import { packageRoot } from './helpers';
 
 export const MiB2 = 2 << 20;
 export const GiB1 = 1 << 30;
 
-const STATE = fs.existsSync('/run') ? '/run/cowshm-test-hugetlb' : '/tmp/cowshm-test-hugetlb';
+interface PoolLock {
+  /** Where scripts/test.js keeps its per-run pool records, and the lock. */
+  STATE: string;
+  tryLock(): { taken: boolean; holder?: number };
+  unlock(): void;
+}
+
+/** scripts/hugetlb-lock.js, loaded when first used: a copy of the package staged for another user has no scripts/ (nor a pool to lock). */
+export function poolLock(): PoolLock {
+  return require(path.join(packageRoot, 'scripts', 'hugetlb-lock.js')) as PoolLock;
+}
 
 /** Pages of `pageSize` this run reserved, or the reason the tests that need them skip (printed by node:test). */
 export function hugePool(pageSize = MiB2): { pages: number; skip: string | false } {
@@ -28,40 +40,21 @@ export function freePages(pageSize = MiB2): number {
   return Number(fs.readFileSync(`/sys/kernel/mm/hugepages/hugepages-${pageSize / 1024}kB/free_hugepages`, 'utf8'));
 }
 
-const alive = (pid: number): boolean => {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
-};
-
-/** Waits for the machine-wide hugetlb test lock; release it with `using`. */
+/**
+ * Waits for the machine-wide hugetlb test lock; release it with `using` (or
+ * call the disposer: once releases it, again does nothing). scripts/test.js
+ * takes the same lock to change the pool, so while a test holds it no run of
+ * the suite adds pages to or takes pages from the pool.
+ */
 export async function hugeLock(): Promise<{ [Symbol.dispose](): void }> {
-  const lock = path.join(STATE, 'tests');
-  const owner = path.join(lock, 'pid');
-  for (;;) {
-    try {
-      fs.mkdirSync(lock);
-      fs.writeFileSync(owner, String(process.pid));
-      break;
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
-      // A holder that died (kill -9) leaves the lock behind: take it over.
-      let pid = NaN;
-      try {
-        pid = Number(fs.readFileSync(owner, 'utf8'));
-      } catch {
-        // Being written or removed: look again.
-      }
-      if (Number.isSafeInteger(pid) && pid > 0 && !alive(pid)) fs.rmSync(lock, { recursive: true, force: true });
-      await new Promise((resolve) => setTimeout(resolve, 10));
-    }
-  }
+  const lock = poolLock();
+  while (!lock.tryLock().taken) await new Promise((resolve) => setTimeout(resolve, 10));
+  let held = true;
   return {
     [Symbol.dispose]() {
-      fs.rmSync(lock, { recursive: true, force: true });
+      if (!held) return;
+      held = false;
+      lock.unlock();
     },
   };
 }

@@ -9,7 +9,8 @@ import * as assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { packageRoot } from './helpers';
 
-function child(body: string): { status: number | null; signal: string | null; stdout: string; stderr: string } {
+/** Runs `body` in a child with a snapshot-ready region; returns what it pushed to `out`, after checking it was neither killed nor failed. */
+function childOut(body: string): unknown[] {
   const code = `
     const { Region, pageSize } = require(${JSON.stringify(packageRoot)});
     const region = Region.create({ size: 8 * pageSize });
@@ -33,12 +34,14 @@ function child(body: string): { status: number | null; signal: string | null; st
   `;
   // A handler that does not resolve the fault makes the write spin forever: the timeout catches it.
   const r = spawnSync(process.execPath, ['-e', code], { encoding: 'utf8', timeout: 20_000, killSignal: 'SIGKILL' });
-  return { status: r.status, signal: r.signal, stdout: r.stdout, stderr: r.stderr };
+  assert.equal(r.signal, null, `the child was killed (${r.signal}): ${r.stderr}`);
+  assert.equal(r.status, 0, r.stderr);
+  return JSON.parse(r.stdout) as unknown[];
 }
 
 for (const sig of ['SIGBUS', 'SIGSEGV'] as const) {
   test(`process.on('${sig}') after cowshm loaded: snapshot writes still resolve, with the listener and after it is removed`, () => {
-    const r = child(`
+    const out = childOut(`
       const a = region.snapshot();            // protection armed before the listener exists
       process.on('${sig}', noop);
       out.push(exactAfterWrite(a));
@@ -52,16 +55,14 @@ for (const sig of ['SIGBUS', 'SIGSEGV'] as const) {
       out.push(exactAfterWrite(c));
       c.release();
     `);
-    assert.equal(r.signal, null, `the child was killed (${r.signal}): ${r.stderr}`);
-    assert.equal(r.status, 0, r.stderr);
-    assert.deepEqual(JSON.parse(r.stdout), [true, true, true, true]);
+    assert.deepEqual(out, [true, true, true, true]);
   });
 
   test(`a ${sig} handler installed behind cowshm's back is found again at the next snapshot()`, () => {
     // process.on() itself tells cowshm; a listener added before a 'newListener'
     // hook could see it (or a native addon's sigaction) is found by the check
     // snapshot() makes.
-    const r = child(`
+    const out = childOut(`
       const hooks = process.listeners('newListener').filter((l) => l.name === 'cowshmSignalListenerAdded');
       if (hooks.length !== 1) throw new Error('cowshm has no newListener hook');
       for (const l of hooks) process.off('newListener', l);
@@ -78,14 +79,12 @@ for (const sig of ['SIGBUS', 'SIGSEGV'] as const) {
       out.push(exactAfterWrite(b));
       b.release();
     `);
-    assert.equal(r.signal, null, `the child was killed (${r.signal}): ${r.stderr}`);
-    assert.equal(r.status, 0, r.stderr);
-    assert.deepEqual(JSON.parse(r.stdout), [true, true]);
+    assert.deepEqual(out, [true, true]);
   });
 }
 
 test('the application listener still hears a SIGBUS sent with kill(2) while cowshm handles the faults', () => {
-  const r = child(`
+  const out = childOut(`
     let heard = 0;
     process.on('SIGBUS', () => { heard++; });
     const s = region.snapshot();
@@ -96,7 +95,5 @@ test('the application listener still hears a SIGBUS sent with kill(2) while cows
     out.push(exactAfterWrite(s), heard);
     s.release();
   `);
-  assert.equal(r.signal, null, `the child was killed (${r.signal}): ${r.stderr}`);
-  assert.equal(r.status, 0, r.stderr);
-  assert.deepEqual(JSON.parse(r.stdout), [true, true, 1]);
+  assert.deepEqual(out, [true, true, 1]);
 });

@@ -31,6 +31,19 @@ function ownedByNobody(file: string): boolean {
   }
 }
 
+/**
+ * The segments in /dev/shm that are not in `before` and that this run's
+ * unprivileged tests may have left: owned by uid 65534, and not named by
+ * another run's uniqueName() (other runs of the suite on the machine re-run
+ * their tests as uid 65534 too, and their segments come and go meanwhile).
+ */
+function leftByNobody(before: Set<string>): string[] {
+  const ours = `cowshm-test-${process.env['COWSHM_TEST_RUN'] ?? 'manual'}-`;
+  return fs
+    .readdirSync('/dev/shm')
+    .filter((f) => !before.has(f) && ownedByNobody(path.join('/dev/shm', f)) && (f.startsWith(ours) || !f.startsWith('cowshm-test-')));
+}
+
 function asNobody(args: string[], options: SpawnSyncOptions = {}) {
   const { root: dir, node } = packageFor(NOBODY);
   return spawnSync(node, args, {
@@ -55,8 +68,8 @@ test('the region, view, cow, memory, snapshot, atomics and mutex tests pass as u
   console.log(`as uid ${NOBODY}: ${files.join(' ')}`);
   const before = new Set(fs.readdirSync('/dev/shm'));
   const r = asNobody(['--expose-gc', '--test', '--test-reporter=tap', ...files.map((f) => path.join('test', 'build', f))]);
-  // Other processes on the machine may create segments meanwhile: count only nobody's.
-  const left = fs.readdirSync('/dev/shm').filter((f) => !before.has(f) && ownedByNobody(path.join('/dev/shm', f)));
+  // Other processes on the machine may create segments meanwhile: count only this run's.
+  const left = leftByNobody(before);
   const summary = (key: string): number => Number(new RegExp(`^# ${key} (\\d+)$`, 'm').exec(r.stdout)?.[1] ?? NaN);
   const failed = summary('fail');
   const passed = summary('pass');
@@ -66,6 +79,22 @@ test('the region, view, cow, memory, snapshot, atomics and mutex tests pass as u
   const skipped = [...r.stdout.matchAll(/^\s*ok \d+ - (.*) # SKIP (.*)$/gm)].map((m) => `${m[1]} (${m[2]})`);
   console.log(`as uid ${NOBODY}: ${passed} passed, ${skipped.length} skipped${skipped.length ? `:\n  ${skipped.join('\n  ')}` : ''}`);
   assert.deepEqual(left, [], 'the unprivileged run left segments in /dev/shm');
+});
+
+test("the uid-65534 leak check counts this run's segments and unnamed ones, not another run's", { skip: notRoot }, () => {
+  const before = new Set(fs.readdirSync('/dev/shm'));
+  const other = `cowshm-test-${process.pid}other${Date.now().toString(36)}-1-demo-midway-1`;
+  const names = [uniqueName('left-ours'), other, `cowshm-bench-${process.pid}-left`];
+  try {
+    for (const name of names) {
+      fs.writeFileSync(path.join('/dev/shm', name), '');
+      fs.chownSync(path.join('/dev/shm', name), NOBODY, NOBODY);
+    }
+    fs.writeFileSync(path.join('/dev/shm', `${names[0]}-root`), ''); // root's: not the unprivileged run's
+    assert.deepEqual(leftByNobody(before).sort(), [names[0], names[2]].sort());
+  } finally {
+    for (const name of [...names, `${names[0]}-root`]) fs.rmSync(path.join('/dev/shm', name), { force: true });
+  }
 });
 
 // What an unprivileged process sees, checked directly.

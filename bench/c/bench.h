@@ -1,5 +1,6 @@
-/* What every C baseline in bench/c needs: failing loudly, clocks, and sorting
- * run times. Included by each program; compiled with it by bench/lib.js. */
+/* What every C baseline in bench/c needs: failing loudly, clocks, sorting run
+ * times, and a seeded random order. Included by each program; compiled with it
+ * by bench/lib.js. */
 #ifndef COWSHM_BENCH_H
 #define COWSHM_BENCH_H
 
@@ -7,6 +8,7 @@
 #define _GNU_SOURCE
 #endif
 #include <errno.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -30,6 +32,15 @@ static inline double cpu_now(void) {
   struct timespec ts;
   clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
   return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+/* xorshift64: the same pseudo-random page order in every run. */
+static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
+static inline uint64_t rng(void) {
+  rng_state ^= rng_state << 13;
+  rng_state ^= rng_state >> 7;
+  rng_state ^= rng_state << 17;
+  return rng_state;
 }
 
 static inline int cmp_double(const void *a, const void *b) {

@@ -45,14 +45,6 @@ static void on_sigbus(int sig, siginfo_t *si, void *uctx) {
   faults++;
 }
 
-static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
-static uint64_t rng(void) {
-  rng_state ^= rng_state << 13;
-  rng_state ^= rng_state >> 7;
-  rng_state ^= rng_state << 17;
-  return rng_state;
-}
-
 int main(int argc, char **argv) {
   if (argc != 4 || strcmp(argv[1], "snap") != 0) {
     fprintf(stderr, "usage: hugetlb snap MIB RUNS\n");

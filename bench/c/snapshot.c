@@ -45,14 +45,6 @@ static void *must_map(size_t len, int prot, int flags, int fd) {
   return p;
 }
 
-static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
-static uint64_t rng(void) {
-  rng_state ^= rng_state << 13;
-  rng_state ^= rng_state >> 7;
-  rng_state ^= rng_state << 17;
-  return rng_state;
-}
-
 static int uffd = -1;
 static char *uffd_view, *uffd_snap;
 static size_t uffd_chunk = 4096; /* bytes copied and un-protected per fault */
