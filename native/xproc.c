@@ -50,8 +50,8 @@
  * "direct" (process_vm_writev, above) where this process may write into the
  * reader, "handshake" where it may not or must not: the reader is another
  * user (pushes never cross users), the kernel refuses (EPERM: Yama
- * ptrace_scope >= 1, an LSM; probed with a 1-byte process_vm_readv, which
- * the kernel checks exactly as it checks a write), or COWSHM_XPROC_HANDSHAKE=1
+ * ptrace_scope >= 1, an LSM; probed with pidfd_getfd(2), which the kernel
+ * checks exactly as it checks process_vm_writev: see choose_path), or COWSHM_XPROC_HANDSHAKE=1
  * in either process's environment asks for it. The reader runs one helper
  * thread per snapshot; a writer posts the page in its slot's mailbox (page 0,
  * from HS_AT) and waits until the helper has run MADV_POPULATE_WRITE on its
@@ -304,8 +304,17 @@ static int xfile_open(struct xfile *f, uint64_t dev, uint64_t ino, uint64_t size
       fresh = 1;
     }
     if (fresh) {
-      /* shm files get the umask: the region's mode is meant exactly. */
-      if (fchmod(fd, mode & 0666) != 0 || ftruncate(fd, (off_t)want) != 0) {
+      /* shm files get the umask: the region's mode is meant exactly. Only
+       * the file's owner may change it; a file another user made (and left
+       * unheld) already lets us write, since we opened it read-write, and
+       * keeps its mode. */
+      if (st.st_uid == geteuid() && fchmod(fd, mode & 0666) != 0) {
+        e = errno;
+        *call = "fchmod";
+        xfile_close(f);
+        return e;
+      }
+      if (ftruncate(fd, (off_t)want) != 0) {
         e = errno;
         *call = "ftruncate";
         xfile_close(f);
@@ -1004,6 +1013,8 @@ static napi_value arm_js(napi_env env, napi_callback_info info) {
   r->gen = gen;
   if ((err = helper_start(r, (uintptr_t)addr)) != 0) {
     lock_byte(r->f.fd, READER_LOCK, 1, F_UNLCK, 0);
+    /* Nothing was armed: the file goes if nobody else is using it. */
+    if (lock_byte(r->f.fd, INIT_LOCK, 1, F_WRLCK, 1) == 0) xfile_unlink_if_last(&r->f);
     xfile_close(&r->f);
     r->used = 0;
     return cowshm_throw_errno(env, err, "pthread_create", "the helper thread of a cross-process snapshot");

@@ -9,7 +9,7 @@ import * as assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { Region, pageSize } from 'cowshm';
+import { Region, pageSize, removeSegment } from 'cowshm';
 import { packageFor, uniqueName } from './helpers';
 import { cutViolations } from './snapshot.xproc.handshake.child';
 import { WRITERS } from './snapshot.xproc.child';
@@ -362,6 +362,27 @@ test('a reader without write access to the coordination file: EACCES naming it, 
     await writer.ask({ cmd: 'write', page: 2, value: 5 });
     assert.equal(new Uint32Array(s.buffer)[2 * perPage], 1002);
     s.release();
+  });
+});
+
+test("a coordination file another user's killed processes left behind is reused by this user, not refused (it keeps its owner's mode)", { skip: needsRoot }, async () => {
+  await withRegion('foreign-orphan', 0o666, async (r, children) => {
+    // Root's writer makes the file (root's, mode 0666) and is killed: nobody holds it now.
+    const writer = await poke(r.name as string, 1000);
+    const file = coordinationFile(r);
+    assert.equal(fs.statSync(file).uid, 0);
+    writer.proc.kill('SIGKILL');
+    await writer.exited;
+    // uid 65534 may write it but not chmod it: starting it over must not need to.
+    const [rd, ready] = await reader(r.name as string, undefined, NOBODY);
+    children.push(rd);
+    assert.equal(ready['ready'], true, JSON.stringify(ready));
+    assert.deepEqual([fs.statSync(file).uid, fs.statSync(file).mode & 0o777], [0, 0o666]);
+    // The last to leave is not the file's owner: /dev/shm is sticky, so the file
+    // stays, unheld, for the next open or `cowshm rm --orphans` (as here).
+    await rd.end();
+    children.length = 0;
+    assert.equal(removeSegment(path.basename(file), undefined, { ifOrphan: true }), true);
   });
 });
 
