@@ -61,6 +61,8 @@ const WORDS = 16;
 export const RWLOCK_WORDS = WORDS;
 const SLOTS = WORDS - 1;
 const ALL = 0x7fffffff;
+/** See #noReaders: x86-64's read-modify-write is a full barrier. */
+const PLAIN_READS_AFTER_RMW = process.arch === 'x64';
 
 /**
  * A sequentially consistent read of word `i`: a compare-and-swap that
@@ -236,16 +238,24 @@ export class RwLock {
   }
 
   /**
-   * Whether every slot is free, read after our write of the writer word: the
-   * first read is sequentially consistent, so the plain reads of the other
-   * slots cannot be ordered before that write (they follow an acquire) and
-   * cost a nanosecond each, where 15 Atomics.load would cost 240.
+   * Whether every slot is free, read after our write of the writer word. The
+   * writer stores, then loads the slots; a reader stores its slot, then loads
+   * the writer word: that needs store-to-load order. The first read is a
+   * sequentially consistent read-modify-write; on x86-64 that is a locked
+   * instruction, a full barrier, so the plain reads of the other slots that
+   * follow cannot pass our write, and they cost a nanosecond each where 15
+   * Atomics.load cost 240. Elsewhere (arm64: an acquire/release pair, which a
+   * later plain load may overtake) every slot is read with Atomics.load.
    */
   #noReaders(): boolean {
     const ta = this.#ta;
     const w = this.#w;
     if (scLoad(ta, w + 1) !== 0) return false;
-    for (let s = 2; s < WORDS; s++) if (ta[w + s] !== 0) return false;
+    if (PLAIN_READS_AFTER_RMW) {
+      for (let s = 2; s < WORDS; s++) if (ta[w + s] !== 0) return false;
+    } else {
+      for (let s = 2; s < WORDS; s++) if (Atomics.load(ta, w + s) !== 0) return false;
+    }
     return true;
   }
 
