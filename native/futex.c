@@ -92,6 +92,9 @@ struct waiter {
   struct fring *fr;           /* waits as an io_uring request of this ring (NULL: on a waiter thread) */
   int err;                    /* RES_ERROR: the errno the kernel completed the request with */
   int orphan;                 /* its view was closed before its completion came: never touch addr */
+  /* The linked timeout's deadline. Here, not on the stack: a submit the
+   * kernel takes only in part leaves the rest queued for a later call. */
+  struct __kernel_timespec uring_ts;
 };
 
 /* Per environment: its threadsafe function and the waits to settle. */
@@ -594,14 +597,13 @@ static int ring_submit_wait_locked(struct fring *fr, struct waiter *w) {
   sqe->off = w->expected;
   sqe->addr3 = COWSHM_FUTEX_BITSET_MATCH_ANY;
   sqe->user_data = (uintptr_t)w;
-  struct __kernel_timespec ts; /* read by the kernel while it takes the SQE */
   if (timeout != NULL) {
     sqe->flags |= IOSQE_IO_LINK;
-    ts.tv_sec = w->deadline.tv_sec;
-    ts.tv_nsec = w->deadline.tv_nsec;
+    w->uring_ts.tv_sec = w->deadline.tv_sec;
+    w->uring_ts.tv_nsec = w->deadline.tv_nsec;
     timeout->opcode = IORING_OP_LINK_TIMEOUT;
     timeout->fd = -1;
-    timeout->addr = (uintptr_t)&ts;
+    timeout->addr = (uintptr_t)&w->uring_ts;
     timeout->len = 1;
     timeout->timeout_flags = IORING_TIMEOUT_ABS; /* CLOCK_MONOTONIC, as w->deadline */
     timeout->user_data = 0;
