@@ -1,5 +1,5 @@
 // The machine-wide hugetlb test lock, shared by every run of the suite on the
-// machine: a directory made with mkdir (atomic), holding its owner's pid.
+// machine: a directory holding its owner's pid, renamed into place (atomic).
 // Tests hold it while they count or use the pool's pages (hugeLock() in
 // test/hugetlb-helpers.ts); scripts/test.js holds it while it changes the
 // pool. A holder that died (kill -9) leaves it behind: it is taken over.
@@ -27,20 +27,30 @@ const alive = (pid) => {
  */
 function tryLock() {
   fs.mkdirSync(STATE, { recursive: true, mode: 0o700 });
+  // The lock appears with its owner's pid already in it: made aside, then
+  // renamed into place (rename onto an existing directory fails), so a holder
+  // killed at any moment never leaves a lock without a pid.
+  const aside = fs.mkdtempSync(path.join(STATE, 'new-'));
   try {
-    fs.mkdirSync(LOCK);
-    fs.writeFileSync(OWNER, String(process.pid));
+    fs.writeFileSync(path.join(aside, 'pid'), String(process.pid));
+    fs.renameSync(aside, LOCK);
     return { taken: true };
   } catch (err) {
-    if (err.code !== 'EEXIST') throw err;
+    fs.rmSync(aside, { recursive: true, force: true });
+    if (err.code !== 'EEXIST' && err.code !== 'ENOTEMPTY') throw err;
   }
-  let holder = NaN;
-  try {
-    holder = Number(fs.readFileSync(OWNER, 'utf8'));
-  } catch {
-    // Being written or removed: look again.
-  }
-  if (Number.isSafeInteger(holder) && holder > 0 && !alive(holder)) fs.rmSync(LOCK, { recursive: true, force: true });
+  const owner = () => {
+    try {
+      return Number(fs.readFileSync(OWNER, 'utf8'));
+    } catch {
+      return NaN; // being removed: look again
+    }
+  };
+  const holder = owner();
+  // A dead holder's lock is taken over; read the pid again just before, so a
+  // lock another waiter took over meanwhile (a new pid) is left alone.
+  if (Number.isSafeInteger(holder) && holder > 0 && !alive(holder) && owner() === holder)
+    fs.rmSync(LOCK, { recursive: true, force: true });
   return { taken: false, holder };
 }
 
