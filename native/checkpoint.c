@@ -83,11 +83,6 @@ static napi_value xxh64_js(napi_env env, napi_callback_info info) {
   return hex64(env, XXH64_digest(&h));
 }
 
-/* An incremental XXH64 for data that arrives in pieces (a checkpoint stream
- * being restored). xxh64Init() -> Uint8Array holding a fresh XXH64_state_t;
- * xxh64Update(state, typedArray | null) -> 16 hex digits: the digest of
- * everything given so far. The state is plain bytes: a state JS corrupted
- * only gives a wrong digest. */
 /* zeroPages(bytes: Uint8Array, pageSize, out: Uint8Array) -> count: out[i] = 1
  * where page i of bytes (whole pages only; a partial last page is never zero
  * here) holds only zero bytes. What restoring a stream leaves as a hole. */
@@ -116,6 +111,11 @@ static napi_value zero_pages_js(napi_env env, napi_callback_info info) {
   return cowshm_num(env, (double)count);
 }
 
+/* An incremental XXH64 for data that arrives in pieces (a checkpoint stream
+ * being restored). xxh64Init() -> Uint8Array holding a fresh XXH64_state_t;
+ * xxh64Update(state, typedArray | null) -> 16 hex digits: the digest of
+ * everything given so far. The state is plain bytes: a state JS corrupted
+ * only gives a wrong digest. */
 static napi_value xxh64_init_js(napi_env env, napi_callback_info info) {
   void *data = NULL;
   napi_value ab, arr;
