@@ -89,8 +89,8 @@ async function main() {
   // --- checkpoint throughput against cp ---
   // Interleaved rounds, each step starting from a clean page cache state
   // (sync first, untimed): otherwise whichever step runs after cp pays for
-  // the writeback of the gigabyte cp left dirty. cp alone is the issue's
-  // literal baseline, but it leaves its data in the page cache; a checkpoint
+  // the writeback of the gigabyte cp left dirty. cp alone is the usual
+  // baseline, but it leaves its data in the page cache; a checkpoint
   // fsyncs, so `cp && sync FILE` is the like-for-like one. Every round's
   // figures are printed, then the medians.
   const runs = 5;
