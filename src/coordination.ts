@@ -186,12 +186,48 @@ export interface UnregisteredWriters {
   uninspected: number[];
 }
 
-function readOrNull(file: string): string | null {
+/** A file's text, or null when it can't be read. */
+export function readOrNull(file: string): string | null {
   try {
     return fs.readFileSync(file, 'utf8');
   } catch {
     return null;
   }
+}
+
+/** A process as /proc shows it: its maps and descriptor numbers, each null when unreadable. */
+export interface ProcessEntry {
+  pid: number;
+  dir: string;
+  maps: string | null;
+  fds: string[] | null;
+  command?: string;
+}
+
+/**
+ * Every process in /proc with readable maps or descriptors, and the pids of
+ * those whose maps or descriptors could not be read (other users' processes
+ * unless root, undumpable ones): they might hold anything.
+ */
+export function listProcesses(): { processes: ProcessEntry[]; uninspected: number[] } {
+  const processes: ProcessEntry[] = [];
+  const uninspected: number[] = [];
+  for (const entry of fs.readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    const pid = Number(entry);
+    const dir = `/proc/${pid}`;
+    const maps = readOrNull(`${dir}/maps`);
+    let fds: string[] | null = null;
+    try {
+      fds = fs.readdirSync(`${dir}/fd`);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') continue; // exited meanwhile
+    }
+    // A process that exited after readdir has no maps either: count only those still there.
+    if ((maps === null || fds === null) && fs.existsSync(dir)) uninspected.push(pid);
+    if (maps !== null || fds !== null) processes.push({ pid, dir, maps, fds });
+  }
+  return { processes, uninspected };
 }
 
 const O_ACCMODE = 3;
@@ -234,19 +270,8 @@ export function unregisteredWriters(dev: number, ino: number): UnregisteredWrite
     // No coordination file: no process takes part.
   }
   const pids: number[] = [];
-  const uninspected: number[] = [];
-  for (const entry of fs.readdirSync('/proc')) {
-    if (!/^\d+$/.test(entry)) continue;
-    const pid = Number(entry);
-    const dir = `/proc/${pid}`;
-    const maps = readOrNull(`${dir}/maps`);
-    let fds: string[] | null = null;
-    try {
-      fds = fs.readdirSync(`${dir}/fd`);
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT') continue; // exited meanwhile
-    }
-    if ((maps === null || fds === null) && fs.existsSync(dir)) uninspected.push(pid);
+  const { processes, uninspected } = listProcesses();
+  for (const { pid, dir, maps, fds } of processes) {
     let writes = false;
     let takesPart = false;
     const mayWrite: string[] = []; // shared mappings without 'w' now: ask smaps whether they may get it

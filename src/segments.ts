@@ -20,7 +20,7 @@ import { lockFile, unlockFile } from './locks';
 import { mapsDevice } from './memory/procfs';
 import * as check from './validate';
 import { hugetlbfsMounts } from './hugetlb';
-import { coordinationOf, inspectCoordination, reclaimCoordination, type Coordination } from './coordination';
+import { coordinationOf, inspectCoordination, listProcesses, readOrNull, reclaimCoordination, type Coordination, type ProcessEntry } from './coordination';
 
 const SHM_DIR = '/dev/shm';
 
@@ -130,13 +130,6 @@ interface Found {
   holders: Map<number, SegmentHolder>;
 }
 
-function readOrNull(file: string): string | null {
-  try {
-    return fs.readFileSync(file, 'utf8');
-  } catch {
-    return null;
-  }
-}
 
 function statOrNull(file: string): fs.Stats | null {
   try {
@@ -162,8 +155,6 @@ function commandOf(dir: string): string {
   return (readOrNull(`${dir}/comm`) ?? '').trim();
 }
 
-type ProcessEntry = { pid: number; dir: string; maps: string | null; fds: string[] | null; command?: string };
-
 /**
  * Reads /proc/PID/fd and /proc/PID/maps of every process and files the
  * holders of each segment under `found` (adding segments whose name is gone
@@ -171,24 +162,8 @@ type ProcessEntry = { pid: number; dir: string; maps: string | null; fds: string
  * `skip` names one descriptor of this process not to count (a probe's own).
  */
 function findHolders(found: Map<string, Found>, dirs: Map<number, Dir>, skip?: number): number[] {
-  const uninspected: number[] = [];
   const byDevice = new Map([...dirs.values()].map((d) => [d.device, d]));
-  const processes: ProcessEntry[] = [];
-  for (const entry of fs.readdirSync('/proc')) {
-    if (!/^\d+$/.test(entry)) continue;
-    const pid = Number(entry);
-    const dir = `/proc/${pid}`;
-    const maps = readOrNull(`${dir}/maps`);
-    let fds: string[] | null = null;
-    try {
-      fds = fs.readdirSync(`${dir}/fd`);
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT') continue; // exited meanwhile
-    }
-    // A process that exited after readdir has no maps either: count only those still there.
-    if ((maps === null || fds === null) && fs.existsSync(dir)) uninspected.push(pid);
-    if (maps !== null || fds !== null) processes.push({ pid, dir, maps, fds });
-  }
+  const { processes, uninspected } = listProcesses();
   const holder = (f: Found, p: ProcessEntry): SegmentHolder => {
     let h = f.holders.get(p.pid);
     if (h === undefined) {
