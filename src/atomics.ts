@@ -15,8 +15,11 @@
  * closed. A pending `waitAsync` keeps the event loop alive, as a pending
  * socket read does.
  */
+import { constants as osConstants } from 'node:os';
 import { native } from './native';
-import { closedError, invalidType, outOfRange } from './errors';
+import { closedError, explain, invalidType, outOfRange, systemError } from './errors';
+
+const { EFAULT } = osConstants.errno;
 
 /** What a wait ends with. */
 export type WaitResult = 'ok' | 'not-equal' | 'timed-out';
@@ -94,6 +97,7 @@ export function wait(ta: Int32Array, index: number, value: number, timeout?: num
   const t = timeoutOf(timeout);
   const r = native.futexWait(array, i, v, t);
   if (r < 0) throw wordError(r, array);
+  if (r === 4) throw explain(systemError(EFAULT, 'futex'), "the word's page is no longer in the region's file: it was truncated");
   return RESULTS[r] as WaitResult;
 }
 
