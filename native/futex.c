@@ -5,13 +5,13 @@
  * region at different addresses wait on the same word. Only the shared ops
  * are used on region words (never FUTEX_PRIVATE_FLAG).
  *
- * Every wait of this process is also filed in one process-wide table (under
- * `table_lock`), for three reasons the kernel cannot serve:
+ * Every async wait of this process is also filed in one process-wide table
+ * (under `table_lock`), for three reasons the kernel cannot serve (a blocking
+ * wait needs none of them: see futex_wait_js):
  *  - notify() from this process must reach a waitAsync() of this process that
  *    has returned but whose thread is not yet inside the kernel. Each waiter
  *    thread sleeps in futex_waitv() on two words: its own private `cancel`
- *    word (first) and the region's word (a blocking wait needs no cancel
- *    word and sleeps on the region's alone, see sleep_once). notify() first
+ *    word (first) and the region's word. notify() first
  *    wakes, oldest first, the waiters of this process that are not in the
  *    kernel: it marks them and sets `cancel`, which they cannot miss
  *    (futex_waitv checks `cancel` before it queues on the region's word).
@@ -105,7 +105,7 @@ struct fenv {
   struct waiter *done;         /* finished, to settle on the JS thread (under table_lock) */
   int closing;
   napi_ref noop;               /* a JS function: calling it tells whether the thread is being terminated */
-  struct fenv *next;
+  int worker;                  /* not the process's main thread: blocking waits sleep in slices */
   /* How async waits wait: decided at the first one (see ring_start). */
   int path;                    /* PATH_* */
   char path_reason[128];
@@ -123,7 +123,6 @@ static struct waiter *jobs_head, *jobs_tail;
 static size_t idle_threads;
 static double next_id = 1;
 static _Atomic int have_waitv = -1; /* futex_waitv(2) (Linux 5.16): -1 not known yet */
-static struct fenv *fenvs; /* every environment's state, under table_lock */
 
 static long sys_futex(void *addr, int op, uint32_t val, const struct timespec *ts) {
   return syscall(SYS_futex, addr, op, val, ts, NULL, 0);
@@ -165,22 +164,6 @@ static int before(const struct timespec *a, const struct timespec *b) {
 static int sleep_once(struct waiter *w, const struct timespec *slice_end) {
   const struct timespec *until = w->timed ? &w->deadline : NULL;
   if (slice_end != NULL && (until == NULL || before(slice_end, until))) until = slice_end;
-  if (w->fe == NULL) {
-    /* A blocking wait (atomics.wait) sleeps on the region's word alone, as
-     * a C program's FUTEX_WAIT does. Nothing needs its cancel word: a notify
-     * of this process marks only waiters not yet in the kernel (and this one
-     * looks at its mark under table_lock before it enters), an abort is for
-     * async waits, and its view can be closed only by its own thread, which
-     * is here; the environment's end is seen at the next slice. */
-    long r = syscall(SYS_futex, (void *)w->addr, FUTEX_WAIT_BITSET, w->expected, until, NULL,
-                     FUTEX_BITSET_MATCH_ANY);
-    if (r == 0) return S_WORD;
-    int err = errno;
-    if (err == EAGAIN) return S_CHANGED;
-    if (err == ETIMEDOUT) return until == &w->deadline ? S_DEADLINE : S_SLICE;
-    if (err == EFAULT) return S_FAULT;
-    return S_AGAIN; /* EINTR */
-  }
   if (atomic_load(&have_waitv) != 0) {
     /* cancel first: futex_waitv queues in order and gives up at the first
      * word that differs, so a set cancel keeps it off the region's queue. */
@@ -340,14 +323,6 @@ static int begin_wait_locked(napi_env env, napi_value ta, double index, uint32_t
   return WORD_OK;
 }
 
-static int begin_wait(napi_env env, napi_value ta, double index, uint32_t value, double timeout_ms,
-                      struct waiter *w) {
-  cowshm_registry_lock();
-  int rc = begin_wait_locked(env, ta, index, value, timeout_ms, w, NULL);
-  cowshm_registry_unlock();
-  return rc;
-}
-
 /* Under table_lock: the waiter no longer touches its address. */
 static void end_busy_locked(struct waiter *w) {
   w->busy = 0;
@@ -374,41 +349,104 @@ static int can_run_js(napi_env env, struct fenv *fe) {
   return napi_call_function(env, global, fn, 0, NULL, &result) == napi_ok;
 }
 
-static struct fenv *fenv_of(napi_env env);
+/* The JS functions are made with their environment's state as their data:
+ * no lookup on the way to a wait or a wake. Also checks the argument count,
+ * as cowshm_args does. */
+static int futex_args(napi_env env, napi_callback_info info, size_t want, napi_value *argv, struct fenv **fe) {
+  size_t argc = want;
+  void *data = NULL;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, &data) != napi_ok) {
+    cowshm_throw_napi_failure(env, "napi_get_cb_info", __FILE__, __LINE__);
+    return 0;
+  }
+  if (argc < want) {
+    cowshm_throw_type(env, "cowshm internal error: too few arguments to a native function");
+    return 0;
+  }
+  *fe = data;
+  return 1;
+}
+
+/* How one blocking sleep in the kernel ended. */
+static int sleep_blocking(uintptr_t addr, uint32_t expected, const struct timespec *until) {
+  long r = syscall(SYS_futex, (void *)addr, FUTEX_WAIT_BITSET, expected, until, NULL, FUTEX_BITSET_MATCH_ANY);
+  if (r == 0) return S_WORD;
+  int err = errno;
+  if (err == EAGAIN) return S_CHANGED;
+  if (err == ETIMEDOUT) return S_DEADLINE;
+  if (err == EFAULT) return S_FAULT;
+  return S_AGAIN; /* EINTR */
+}
 
 /* futexWait(ta, index, value, timeoutMs) -> result index (1 ok, 2 not-equal,
- * 3 timed-out), or a negative WORD_* code for TS to explain. Blocks the
- * calling thread; in a worker, wakes every 200 ms to see whether it is being
- * terminated (a native call cannot be interrupted otherwise). */
+ * 3 timed-out, 4 the word's page is gone: the region was truncated), or a
+ * negative WORD_* code for TS to explain. Blocks the calling thread; in a
+ * worker, wakes every 200 ms to see whether it is being terminated (a native
+ * call cannot be interrupted otherwise).
+ *
+ * A blocking wait is not filed in the table, and sleeps on the region's word
+ * alone, as a C program's FUTEX_WAIT does. Nothing needs to find it there:
+ *  - a notify of this process leaves to the kernel every waiter that is in
+ *    it, and this one is in it from the moment the kernel compared the word.
+ *    Before that, no JS of this thread can run (the call has not returned),
+ *    and another thread's notify cannot tell this wait from one that has not
+ *    begun: the wait begins, as the standard's would, when the kernel
+ *    compares the word and queues it, atomically;
+ *  - its view can be unmapped only by this thread (views belong to their
+ *    environment: close(), the environment's end, and the finalizers of the
+ *    buffer, which this call's arguments keep alive), and this thread is
+ *    here; an environment's end asked for from another thread (terminate())
+ *    is seen at the next slice;
+ *  - an abort is for async waits.
+ * The address stays mapped for the whole call, so passing it to the kernel
+ * (which reads the word when it queues the wait) is safe; a page truncated
+ * away by another process makes that read EFAULT, which ends the wait. */
 static napi_value futex_wait_js(napi_env env, napi_callback_info info) {
   napi_value argv[4];
+  struct fenv *fe;
   double index, value_d, timeout_ms;
-  if (!cowshm_args(env, info, 4, argv) || !get_double(env, argv[1], &index) || !get_double(env, argv[2], &value_d) ||
-      !get_double(env, argv[3], &timeout_ms))
+  if (!futex_args(env, info, 4, argv, &fe) || !get_double(env, argv[1], &index) ||
+      !get_double(env, argv[2], &value_d) || !get_double(env, argv[3], &timeout_ms))
     return NULL;
-  struct waiter w;
-  int rc = begin_wait(env, argv[0], index, (uint32_t)(int32_t)value_d, timeout_ms, &w);
+  uint32_t expected = (uint32_t)(int32_t)value_d;
+  struct word wd;
+  cowshm_registry_lock();
+  int rc = locate_locked(env, argv[0], index, &wd);
+  /* The mapping is open and this is its environment's thread: the read is safe. */
+  if (rc == WORD_OK && atomic_load((_Atomic uint32_t *)wd.addr) != expected) rc = RES_NOT_EQUAL;
+  cowshm_registry_unlock();
   if (rc != WORD_OK) return cowshm_num(env, rc);
-  struct fenv *fe = fenv_of(env);
+  /* Beyond ~31 years a deadline is no deadline. */
+  struct timespec deadline;
+  int timed = timeout_ms < 1e12;
+  if (timed) deadline_after(timeout_ms, &deadline);
   /* Only a worker can be terminated under a wait: the process's main thread
    * sleeps without slices (no timer to arm and cancel on every wait). */
-  int sliced = syscall(SYS_gettid) != getpid();
+  int sliced = fe->worker;
   int result;
   for (;;) {
+    const struct timespec *until = timed ? &deadline : NULL;
     struct timespec slice;
-    if (sliced) deadline_after(200, &slice);
-    result = wait_in_kernel(&w, sliced ? &slice : NULL);
-    if (result != RES_WAITING) break;
-    if (!can_run_js(env, fe)) {
-      result = RES_ABORTED;
+    if (sliced) {
+      deadline_after(200, &slice);
+      if (until == NULL || before(&slice, until)) until = &slice;
+    }
+    int how = sleep_blocking(wd.addr, expected, until);
+    if (how == S_WORD || how == S_CHANGED) {
+      result = RES_OK;
       break;
     }
+    if (how == S_FAULT) {
+      result = RES_CLOSED;
+      break;
+    }
+    if (how == S_DEADLINE && until == &deadline) {
+      result = RES_TIMED_OUT;
+      break;
+    }
+    if (how == S_DEADLINE && !can_run_js(env, fe))
+      return NULL; /* the thread is being terminated: nothing to return to */
   }
-  pthread_mutex_lock(&table_lock);
-  table_remove(&w);
-  end_busy_locked(&w);
-  pthread_mutex_unlock(&table_lock);
-  if (result == RES_ABORTED) return NULL; /* the thread is being terminated: nothing to return to */
   return cowshm_num(env, result);
 }
 
@@ -871,12 +909,12 @@ static void call_js(napi_env env, napi_value js_cb, void *context, void *data) {
  * 'timed-out', 'closed' (the view was closed) or 'aborted'. */
 static napi_value futex_wait_async_js(napi_env env, napi_callback_info info) {
   napi_value argv[4];
+  struct fenv *fe;
   double index, value_d, timeout_ms;
-  if (!cowshm_args(env, info, 4, argv) || !get_double(env, argv[1], &index) || !get_double(env, argv[2], &value_d) ||
-      !get_double(env, argv[3], &timeout_ms))
+  if (!futex_args(env, info, 4, argv, &fe) || !get_double(env, argv[1], &index) ||
+      !get_double(env, argv[2], &value_d) || !get_double(env, argv[3], &timeout_ms))
     return NULL;
-  struct fenv *fe = fenv_of(env);
-  if (fe == NULL || fe->closing) return cowshm_throw_type(env, "cowshm: this environment is shutting down");
+  if (fe->closing) return cowshm_throw_type(env, "cowshm: this environment is shutting down");
   struct fring *fr = ring_start(env, fe) == PATH_RING ? fe->fr : NULL;
   struct waiter *w = malloc(sizeof *w);
   if (w == NULL) return cowshm_throw_errno(env, ENOMEM, "futex", NULL);
@@ -945,10 +983,10 @@ static napi_value futex_wait_async_js(napi_env env, napi_callback_info info) {
 /* futexCancel(id): an AbortSignal fired; the wait's promise resolves 'aborted'. */
 static napi_value futex_cancel_js(napi_env env, napi_callback_info info) {
   napi_value argv[1];
+  struct fenv *fe;
   double id;
-  if (!cowshm_args(env, info, 1, argv) || !get_double(env, argv[0], &id)) return NULL;
-  struct fenv *fe = fenv_of(env);
-  struct fring *fr = fe != NULL ? fe->fr : NULL;
+  if (!futex_args(env, info, 1, argv, &fe) || !get_double(env, argv[0], &id)) return NULL;
+  struct fring *fr = fe->fr;
   if (fr != NULL) pthread_mutex_lock(&fr->lock);
   pthread_mutex_lock(&table_lock);
   struct waiter *request = NULL;
@@ -1019,8 +1057,9 @@ static napi_value futex_word_js(napi_env env, napi_callback_info info) {
 /* futexPath() -> [how this environment's async waits wait: 'io_uring' or
  * 'threads', why]. Decides it if no wait has yet. */
 static napi_value futex_path_js(napi_env env, napi_callback_info info) {
-  struct fenv *fe = fenv_of(env);
-  if (fe == NULL) return cowshm_throw_type(env, "cowshm: this environment is shutting down");
+  struct fenv *fe;
+  if (!futex_args(env, info, 0, NULL, &fe)) return NULL;
+  if (fe->closing) return cowshm_throw_type(env, "cowshm: this environment is shutting down");
   int path = ring_start(env, fe);
   napi_value pair, a, b;
   NAPI_OK(env, napi_create_array_with_length(env, 2, &pair));
@@ -1033,8 +1072,9 @@ static napi_value futex_path_js(napi_env env, napi_callback_info info) {
 
 /* futexPending() -> waits of this environment not settled yet (for tests). */
 static napi_value futex_pending_js(napi_env env, napi_callback_info info) {
-  struct fenv *fe = fenv_of(env);
-  return cowshm_num(env, fe == NULL ? 0 : (double)fe->pending);
+  struct fenv *fe;
+  if (!futex_args(env, info, 0, NULL, &fe)) return NULL;
+  return cowshm_num(env, (double)fe->pending);
 }
 
 /* Under the registry lock, before a mapping goes: end the waits on it and
@@ -1068,14 +1108,6 @@ void cowshm_futex_on_unmap(struct cowshm_slot *s) {
 
 static void fenv_finalize(napi_env env, void *data, void *hint) { free(data); }
 
-static struct fenv *fenv_of(napi_env env) {
-  pthread_mutex_lock(&table_lock);
-  struct fenv *fe = fenvs;
-  while (fe != NULL && fe->env != env) fe = fe->next;
-  pthread_mutex_unlock(&table_lock);
-  return fe;
-}
-
 /* Environment teardown: end this environment's waits, wait until no thread
  * holds one, and drop them unsettled (there is no JS left to settle them). */
 static void fenv_cleanup(void *arg) {
@@ -1090,12 +1122,6 @@ static void fenv_cleanup(void *arg) {
   }
   pthread_mutex_lock(&table_lock);
   fe->closing = 1;
-  for (struct fenv **p = &fenvs; *p != NULL; p = &(*p)->next) {
-    if (*p == fe) {
-      *p = fe->next;
-      break;
-    }
-  }
   /* Jobs no thread has taken yet. */
   for (struct waiter **p = &jobs_head; *p != NULL;) {
     struct waiter *w = *p;
@@ -1151,20 +1177,18 @@ napi_value cowshm_init_futex(napi_env env, napi_value exports) {
   napi_unref_threadsafe_function(env, fe->tsfn);
   NAPI_OK(env, napi_create_function(env, "noop", NAPI_AUTO_LENGTH, noop_js, NULL, &noop));
   NAPI_OK(env, napi_create_reference(env, noop, 1, &fe->noop));
-  pthread_mutex_lock(&table_lock);
-  fe->next = fenvs;
-  fenvs = fe;
-  pthread_mutex_unlock(&table_lock);
+  /* This runs on the environment's own thread. */
+  fe->worker = syscall(SYS_gettid) != getpid();
   NAPI_OK(env, napi_add_env_cleanup_hook(env, fenv_cleanup, fe));
 
   napi_property_descriptor props[] = {
-      {"futexWait", NULL, futex_wait_js, NULL, NULL, NULL, napi_enumerable, NULL},
-      {"futexWaitAsync", NULL, futex_wait_async_js, NULL, NULL, NULL, napi_enumerable, NULL},
-      {"futexCancel", NULL, futex_cancel_js, NULL, NULL, NULL, napi_enumerable, NULL},
-      {"futexWake", NULL, futex_wake_js, NULL, NULL, NULL, napi_enumerable, NULL},
-      {"futexWord", NULL, futex_word_js, NULL, NULL, NULL, napi_enumerable, NULL},
-      {"futexPending", NULL, futex_pending_js, NULL, NULL, NULL, napi_enumerable, NULL},
-      {"futexPath", NULL, futex_path_js, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"futexWait", NULL, futex_wait_js, NULL, NULL, NULL, napi_enumerable, fe},
+      {"futexWaitAsync", NULL, futex_wait_async_js, NULL, NULL, NULL, napi_enumerable, fe},
+      {"futexCancel", NULL, futex_cancel_js, NULL, NULL, NULL, napi_enumerable, fe},
+      {"futexWake", NULL, futex_wake_js, NULL, NULL, NULL, napi_enumerable, fe},
+      {"futexWord", NULL, futex_word_js, NULL, NULL, NULL, napi_enumerable, fe},
+      {"futexPending", NULL, futex_pending_js, NULL, NULL, NULL, napi_enumerable, fe},
+      {"futexPath", NULL, futex_path_js, NULL, NULL, NULL, napi_enumerable, fe},
   };
   NAPI_OK(env, napi_define_properties(env, exports, sizeof props / sizeof *props, props));
   return exports;
