@@ -87,6 +87,10 @@ struct waiter {
   /* async waits only */
   struct fenv *fe;
   napi_deferred deferred;
+  napi_ref array;             /* the Int32Array waited on, held until the wait settles, as
+                               * Atomics.waitAsync holds its buffer: a view nothing else
+                               * references must not be collected (and closed) under it */
+  int final;                  /* settled as waitAsync's caller gets it (see settle) */
   double id;
   struct waiter *queue_next;  /* jobs not yet taken by a thread; then the environment's done list */
   struct fring *fr;           /* waits as an io_uring request of this ring (NULL: on a waiter thread) */
@@ -323,6 +327,13 @@ static int begin_wait_locked(napi_env env, napi_value ta, double index, uint32_t
   return WORD_OK;
 }
 
+/* An environment's teardown drops a wait unsettled (no JS is left to settle
+ * it); on its JS thread, in a cleanup hook, where references may still go. */
+static void drop_unsettled(napi_env env, struct waiter *w) {
+  if (w->array != NULL) napi_delete_reference(env, w->array);
+  free(w);
+}
+
 /* Under table_lock: the waiter no longer touches its address. */
 static void end_busy_locked(struct waiter *w) {
   w->busy = 0;
@@ -350,10 +361,11 @@ static int can_run_js(napi_env env, struct fenv *fe) {
 }
 
 /* The JS functions are made with their environment's state as their data:
- * no lookup on the way to a wait or a wake. Also checks the argument count,
- * as cowshm_args does. */
-static int futex_args(napi_env env, napi_callback_info info, size_t want, napi_value *argv, struct fenv **fe) {
-  size_t argc = want;
+ * no lookup on the way to a wait or a wake. Also checks that `want` of the
+ * `room` arguments were given, as cowshm_args does. */
+static int futex_args(napi_env env, napi_callback_info info, size_t want, size_t room, napi_value *argv,
+                      struct fenv **fe) {
+  size_t argc = room; /* napi fills the slots past those given with undefined */
   void *data = NULL;
   if (napi_get_cb_info(env, info, &argc, argv, NULL, &data) != napi_ok) {
     cowshm_throw_napi_failure(env, "napi_get_cb_info", __FILE__, __LINE__);
@@ -405,7 +417,7 @@ static napi_value futex_wait_js(napi_env env, napi_callback_info info) {
   napi_value argv[4];
   struct fenv *fe;
   double index, value_d, timeout_ms;
-  if (!futex_args(env, info, 4, argv, &fe) || !get_double(env, argv[1], &index) ||
+  if (!futex_args(env, info, 4, 4, argv, &fe) || !get_double(env, argv[1], &index) ||
       !get_double(env, argv[2], &value_d) || !get_double(env, argv[3], &timeout_ms))
     return NULL;
   uint32_t expected = (uint32_t)(int32_t)value_d;
@@ -685,7 +697,7 @@ static void ring_teardown(napi_async_cleanup_hook_handle hook, void *arg) {
     n = w->next;
     if (w->fr != fr) continue;
     table_remove(w);
-    free(w);
+    drop_unsettled(fr->env, w);
   }
   if (fr->fe != NULL) fr->fe->fr = NULL;
   fr->fe = NULL;
@@ -842,10 +854,19 @@ static void settled_one(napi_env env, struct fenv *fe, struct waiter *w) {
   free(w);
 }
 
+/* Settles the wait's promise. A `final` wait's with what waitAsync's caller
+ * gets: 'ok' or 'timed-out', or a rejection (ERR_COWSHM_CLOSED, the kernel's
+ * error), so that no reaction of cowshm's own runs between this and the
+ * caller's: one promise hop per wake. The others' (the locks', and waits
+ * with an AbortSignal) with the result's name ('closed', 'aborted' too) for
+ * their caller to turn into its own error; the kernel's error rejects. */
 static void settle(napi_env env, struct waiter *w) {
   napi_value v;
-  if (w->result == RES_ERROR) {
-    cowshm_throw_errno(env, w->err, "io_uring_enter", NULL);
+  if (w->array != NULL) napi_delete_reference(env, w->array);
+  w->array = NULL;
+  if (w->result == RES_ERROR || (w->final && w->result == RES_CLOSED)) {
+    if (w->result == RES_ERROR) cowshm_throw_errno(env, w->err, "io_uring_enter", NULL);
+    else cowshm_throw_code(env, "ERR_COWSHM_CLOSED", "The view this wait was on is closed");
     if (napi_get_and_clear_last_exception(env, &v) == napi_ok) napi_reject_deferred(env, w->deferred, v);
     return;
   }
@@ -904,34 +925,48 @@ static void call_js(napi_env env, napi_value js_cb, void *context, void *data) {
   drain(env, context);
 }
 
-/* futexWaitAsync(ta, index, value, timeoutMs) -> [promise, id] or a number
- * (2 not-equal, or a negative WORD_* code). The promise resolves with 'ok',
- * 'timed-out', 'closed' (the view was closed) or 'aborted'. */
+/* futexWaitAsync(ta, index, value, timeoutMs, final?) -> with final === true
+ * the promise, which resolves 'ok' or 'timed-out' and rejects with
+ * ERR_COWSHM_CLOSED when the view is closed; otherwise [promise, id], the
+ * promise resolving 'ok', 'timed-out', 'closed' or (after futexCancel(id))
+ * 'aborted'. Or a number: 2 not-equal, or a negative WORD_* code. */
 static napi_value futex_wait_async_js(napi_env env, napi_callback_info info) {
-  napi_value argv[4];
+  napi_value argv[5];
   struct fenv *fe;
   double index, value_d, timeout_ms;
-  if (!futex_args(env, info, 4, argv, &fe) || !get_double(env, argv[1], &index) ||
+  bool final = false;
+  if (!futex_args(env, info, 4, 5, argv, &fe) || !get_double(env, argv[1], &index) ||
       !get_double(env, argv[2], &value_d) || !get_double(env, argv[3], &timeout_ms))
     return NULL;
+  /* A fifth argument that is not `true` (none: undefined) asks for the [promise, id] form. */
+  if (napi_get_value_bool(env, argv[4], &final) != napi_ok) final = false;
   if (fe->closing) return cowshm_throw_type(env, "cowshm: this environment is shutting down");
   struct fring *fr = ring_start(env, fe) == PATH_RING ? fe->fr : NULL;
   struct waiter *w = malloc(sizeof *w);
   if (w == NULL) return cowshm_throw_errno(env, ENOMEM, "futex", NULL);
+  napi_ref array;
+  if (napi_create_reference(env, argv[0], 1, &array) != napi_ok) {
+    free(w);
+    return cowshm_num(env, WORD_TYPE); /* not an object: not an Int32Array */
+  }
   napi_value promise, pair, idv;
   cowshm_registry_lock();
   int rc = begin_wait_locked(env, argv[0], index, (uint32_t)(int32_t)value_d, timeout_ms, w, fr);
   if (rc != WORD_OK) {
     cowshm_registry_unlock();
+    napi_delete_reference(env, array);
     free(w);
     return cowshm_num(env, rc);
   }
   w->fe = fe;
+  w->array = array;
+  w->final = final;
   if (napi_create_promise(env, &w->deferred, &promise) != napi_ok) {
     pthread_mutex_lock(&table_lock);
     table_remove(w);
     pthread_mutex_unlock(&table_lock);
     cowshm_registry_unlock();
+    napi_delete_reference(env, array);
     free(w);
     cowshm_throw_napi_failure(env, "napi_create_promise", __FILE__, __LINE__);
     return NULL;
@@ -964,6 +999,7 @@ static napi_value futex_wait_async_js(napi_env env, napi_callback_info info) {
     cowshm_throw_errno(env, err, "pthread_create", NULL);
     napi_get_and_clear_last_exception(env, &e);
     napi_reject_deferred(env, w->deferred, e);
+    napi_delete_reference(env, array);
     free(w);
     return promise; /* rejected: TS passes it on as it is */
   }
@@ -973,6 +1009,8 @@ static napi_value futex_wait_async_js(napi_env env, napi_callback_info info) {
   } else if (fe->pending_threads++ == 0) {
     napi_ref_threadsafe_function(env, fe->tsfn);
   }
+  /* Only the others need the id (to cancel the wait). */
+  if (final) return promise;
   NAPI_OK(env, napi_create_array_with_length(env, 2, &pair));
   NAPI_OK(env, napi_create_double(env, w->id, &idv));
   NAPI_OK(env, napi_set_element(env, pair, 0, promise));
@@ -985,7 +1023,7 @@ static napi_value futex_cancel_js(napi_env env, napi_callback_info info) {
   napi_value argv[1];
   struct fenv *fe;
   double id;
-  if (!futex_args(env, info, 1, argv, &fe) || !get_double(env, argv[0], &id)) return NULL;
+  if (!futex_args(env, info, 1, 1, argv, &fe) || !get_double(env, argv[0], &id)) return NULL;
   struct fring *fr = fe->fr;
   if (fr != NULL) pthread_mutex_lock(&fr->lock);
   pthread_mutex_lock(&table_lock);
@@ -1058,7 +1096,7 @@ static napi_value futex_word_js(napi_env env, napi_callback_info info) {
  * 'threads', why]. Decides it if no wait has yet. */
 static napi_value futex_path_js(napi_env env, napi_callback_info info) {
   struct fenv *fe;
-  if (!futex_args(env, info, 0, NULL, &fe)) return NULL;
+  if (!futex_args(env, info, 0, 0, NULL, &fe)) return NULL;
   if (fe->closing) return cowshm_throw_type(env, "cowshm: this environment is shutting down");
   int path = ring_start(env, fe);
   napi_value pair, a, b;
@@ -1073,7 +1111,7 @@ static napi_value futex_path_js(napi_env env, napi_callback_info info) {
 /* futexPending() -> waits of this environment not settled yet (for tests). */
 static napi_value futex_pending_js(napi_env env, napi_callback_info info) {
   struct fenv *fe;
-  if (!futex_args(env, info, 0, NULL, &fe)) return NULL;
+  if (!futex_args(env, info, 0, 0, NULL, &fe)) return NULL;
   return cowshm_num(env, (double)fe->pending);
 }
 
@@ -1129,7 +1167,7 @@ static void fenv_cleanup(void *arg) {
       *p = w->queue_next;
       table_remove(w);
       w->busy = 0;
-      free(w);
+      drop_unsettled(fe->env, w);
     } else {
       p = &w->queue_next;
     }
@@ -1152,7 +1190,7 @@ static void fenv_cleanup(void *arg) {
   pthread_mutex_unlock(&table_lock);
   while (list != NULL) {
     struct waiter *n = list->queue_next;
-    free(list);
+    drop_unsettled(fe->env, list);
     list = n;
   }
   if (fe->noop != NULL) napi_delete_reference(fe->env, fe->noop);
