@@ -132,7 +132,12 @@ static long sys_futex(void *addr, int op, uint32_t val, const struct timespec *t
   return syscall(SYS_futex, addr, op, val, ts, NULL, 0);
 }
 
+/* Waits on waiter threads in the table (under table_lock; read without it by
+ * notify, which has nothing to look for in the table while there are none). */
+static _Atomic size_t thread_waits;
+
 static void table_insert(struct waiter *w) {
+  if (w->fr == NULL) atomic_fetch_add(&thread_waits, 1);
   w->prev = table_tail;
   w->next = NULL;
   if (table_tail != NULL) table_tail->next = w;
@@ -141,6 +146,7 @@ static void table_insert(struct waiter *w) {
 }
 
 static void table_remove(struct waiter *w) {
+  if (w->fr == NULL) atomic_fetch_sub(&thread_waits, 1);
   if (w->prev != NULL) w->prev->next = w->next;
   else table_head = w->next;
   if (w->next != NULL) w->next->prev = w->prev;
@@ -256,18 +262,53 @@ struct word {
   int access;
 };
 
-/* Finds the mapping that holds ta[index] and the word's identity in the
- * region. Call with the registry lock held. */
-static int locate_locked(napi_env env, napi_value ta, double index, struct word *out) {
+/* The address of ta[index]: WORD_OK, or WORD_TYPE / WORD_RANGE. */
+static int word_address(napi_env env, napi_value ta, double index, uintptr_t *addr) {
   napi_typedarray_type type;
   size_t length;
   void *data;
   if (napi_get_typedarray_info(env, ta, &type, &length, &data, NULL, NULL) != napi_ok || type != napi_int32_array)
     return WORD_TYPE;
   if (!(index >= 0) || index >= (double)length) return WORD_RANGE;
-  uintptr_t addr = (uintptr_t)data + (uintptr_t)index * 4;
-  if (addr % 4 != 0) return WORD_TYPE;
-  struct cowshm_slot *s = cowshm_slot_find(addr);
+  *addr = (uintptr_t)data + (uintptr_t)index * 4;
+  return *addr % 4 != 0 ? WORD_TYPE : WORD_OK;
+}
+
+static int word_in_slot(napi_env env, const struct cowshm_slot *s, uintptr_t addr, struct word *out);
+
+/* Finds the mapping that holds ta[index] and the word's identity in the
+ * region. Call with the registry lock held. */
+static int locate_locked(napi_env env, napi_value ta, double index, struct word *out) {
+  uintptr_t addr;
+  int rc = word_address(env, ta, index, &addr);
+  return rc != WORD_OK ? rc : word_in_slot(env, cowshm_slot_find(addr), addr, out);
+}
+
+/* locate_locked() without the registry lock when it can: a view of this
+ * environment's, which only this thread maps or unmaps, stays as it is for
+ * the whole call once found. Other threads may meanwhile rewrite other
+ * slots, so what the search finds is confirmed the way the fault handler
+ * confirms it (the same generation, still mapped, after the reads); anything
+ * else (another environment's view, no view, a slot rewritten meanwhile)
+ * takes the lock and looks again, so errors are the locked search's. */
+static int locate(napi_env env, napi_value ta, double index, struct word *out) {
+  uintptr_t addr;
+  int rc = word_address(env, ta, index, &addr);
+  if (rc != WORD_OK) return rc;
+  uint32_t gen;
+  struct cowshm_slot *s = cowshm_slot_find_gen(addr, &gen);
+  if (s != NULL && s->env == env) {
+    rc = word_in_slot(env, s, addr, out);
+    atomic_thread_fence(memory_order_acquire); /* the reads above before the confirmation */
+    if (rc == WORD_OK && cowshm_slot_holds(s, gen, addr)) return WORD_OK;
+  }
+  cowshm_registry_lock();
+  rc = word_in_slot(env, cowshm_slot_find(addr), addr, out);
+  cowshm_registry_unlock();
+  return rc;
+}
+
+static int word_in_slot(napi_env env, const struct cowshm_slot *s, uintptr_t addr, struct word *out) {
   if (s == NULL || atomic_load(&s->state) != SLOT_MAPPED || s->env != env || addr + 4 > s->start + s->byte_length)
     return WORD_NOT_COWSHM;
   if (s->access != ACCESS_READ && s->access != ACCESS_WRITE) return WORD_PRIVATE;
@@ -422,12 +463,10 @@ static napi_value futex_wait_js(napi_env env, napi_callback_info info) {
     return NULL;
   uint32_t expected = (uint32_t)(int32_t)value_d;
   struct word wd;
-  cowshm_registry_lock();
-  int rc = locate_locked(env, argv[0], index, &wd);
-  /* The mapping is open and this is its environment's thread: the read is safe. */
-  if (rc == WORD_OK && atomic_load((_Atomic uint32_t *)wd.addr) != expected) rc = RES_NOT_EQUAL;
-  cowshm_registry_unlock();
+  int rc = locate(env, argv[0], index, &wd);
   if (rc != WORD_OK) return cowshm_num(env, rc);
+  /* The mapping is open and this is its environment's thread: the read is safe. */
+  if (atomic_load((_Atomic uint32_t *)wd.addr) != expected) return cowshm_num(env, RES_NOT_EQUAL);
   /* Beyond ~31 years a deadline is no deadline. */
   struct timespec deadline;
   int timed = timeout_ms < 1e12;
@@ -983,6 +1022,7 @@ static napi_value futex_wait_async_js(napi_env env, napi_callback_info info) {
       /* The ring refused this one (out of memory in the kernel, say): a thread waits for it. */
       pthread_mutex_lock(&table_lock);
       w->fr = NULL;
+      atomic_fetch_add(&thread_waits, 1);
       w->in_kernel = 0;
       pthread_mutex_unlock(&table_lock);
     }
@@ -1051,32 +1091,30 @@ static napi_value futex_wake_js(napi_env env, napi_callback_info info) {
   if (!cowshm_args(env, info, 3, argv) || !get_double(env, argv[1], &index) || !get_double(env, argv[2], &count_d))
     return NULL;
   struct word wd;
-  cowshm_registry_lock();
-  int rc = locate_locked(env, argv[0], index, &wd);
-  if (rc != WORD_OK) {
-    cowshm_registry_unlock();
-    return cowshm_num(env, rc);
-  }
+  int rc = locate(env, argv[0], index, &wd);
+  if (rc != WORD_OK) return cowshm_num(env, rc);
   uint64_t count = count_d >= (double)INT_MAX ? INT_MAX : (uint64_t)count_d;
   uint64_t woken = 0;
-  pthread_mutex_lock(&table_lock);
-  for (struct waiter *w = table_head; w != NULL && woken < count; w = w->next) {
-    if (w->result == RES_WAITING && !w->in_kernel && w->off == wd.off && w->ino == wd.ino && w->dev == wd.dev) {
-      finish_locked(w, RES_OK);
-      woken++;
+  /* Only waits on waiter threads can be filed and not yet in the kernel.
+   * One filed before this call (in this thread, or in one that told this
+   * one so) is counted here; one filed concurrently may as well have begun
+   * after this notify, as on io_uring, whose requests the kernel queues. */
+  if (atomic_load(&thread_waits) > 0) {
+    pthread_mutex_lock(&table_lock);
+    for (struct waiter *w = table_head; w != NULL && woken < count; w = w->next) {
+      if (w->result == RES_WAITING && !w->in_kernel && w->off == wd.off && w->ino == wd.ino && w->dev == wd.dev) {
+        finish_locked(w, RES_OK);
+        woken++;
+      }
     }
+    pthread_mutex_unlock(&table_lock);
   }
-  pthread_mutex_unlock(&table_lock);
   if (woken < count) {
+    /* The view is this thread's: it stays mapped for the whole call. */
     long n = sys_futex((void *)wd.addr, FUTEX_WAKE, (uint32_t)(count - woken), NULL);
-    if (n < 0) {
-      int err = errno;
-      cowshm_registry_unlock();
-      return cowshm_throw_errno(env, err, "futex", NULL);
-    }
+    if (n < 0) return cowshm_throw_errno(env, errno, "futex", NULL);
     woken += (uint64_t)n;
   }
-  cowshm_registry_unlock();
   return cowshm_num(env, (double)woken);
 }
 
