@@ -14,10 +14,10 @@
 // depends on where the scheduler put the pair). One table per mode.
 // Each ping-pong first runs --warmup untimed trips, on both sides: a fresh
 // peer process compiles its loop meanwhile, which is a start-up cost, not a
-// round trip's (it was a fifth of a 5000-trip round).
+// round trip's: its optimising compiler runs in the first few thousand trips.
 // Options: --rounds N (default 5, per mode), --trips N (default 5000),
-// --warmup N (default 1000), --no-pin (unpinned rounds only);
-// --quick: 3 rounds, 1000 trips, 300 warm-up trips (a short run, noisier).
+// --warmup N (default 5000), --no-pin (unpinned rounds only);
+// --quick: 3 rounds, 1000 trips, 2000 warm-up trips (a short run, noisier).
 // The waitAsync rows use the path doctor() reports (io_uring, or waiter
 // threads where refused); COWSHM_NO_IO_URING=1 measures the waiter threads.
 'use strict';
@@ -33,7 +33,7 @@ const { compileC, runC, median, pairedRatio, report, benchName, intOption, fmtSe
 const quick = process.argv.includes('--quick');
 const rounds = intOption('rounds', quick ? 3 : 5);
 const trips = intOption('trips', quick ? 1000 : 5000);
-const warmup = intOption('warmup', quick ? 300 : 1000);
+const warmup = intOption('warmup', quick ? 2000 : 5000);
 const pin = !process.argv.includes('--no-pin');
 const defaultTrips = trips;
 
