@@ -34,24 +34,25 @@
  * next reader, and that one acquirer is told `ownerDied: true`.
  */
 import { native } from './native';
-import { closedError, cowshmError, invalidType } from './errors';
+import { closedError, cowshmError } from './errors';
 import { wordError } from './atomics';
-import * as check from './validate';
 import {
   type AcquireOptions,
-  type MutexGuard,
+  type LockGuard,
   type Participant,
-  SLICE_MS as SLICE_EXPORT,
   TOKEN as TOKEN_EXPORT,
   WAITERS as WAITERS_EXPORT,
+  Deadline,
+  asyncOptions,
   lockWords,
   notHeld,
   ownerGone,
   participantOf,
-  timeoutOption,
+  sleepAsync,
+  sleepSync,
+  syncTimeout,
 } from './mutex';
 
-const SLICE_MS = SLICE_EXPORT;
 const TOKEN = TOKEN_EXPORT;
 const WAITERS = WAITERS_EXPORT;
 // Module-local, as in mutex.ts: an exported const is a property load of
@@ -76,7 +77,7 @@ function scLoad(ta: Int32Array, i: number): number {
 }
 
 /** What holding a read or write lock looks like; the same shape as a Mutex's guard. */
-export type RwLockGuard = MutexGuard;
+export type RwLockGuard = LockGuard;
 
 // A guard names one hold by its slot (0: the write lock) and number; the
 // RwLock knows which holds are current (see Mutex's guard).
@@ -103,10 +104,6 @@ class Guard implements RwLockGuard {
 type Sleep = readonly [index: number, value: number];
 /** A slow path: yields sleeps, is told whether the sleep timed out, returns a guard. */
 type Steps = Generator<Sleep, Guard, boolean>;
-
-function timedOut(ms: number): Error {
-  return cowshmError('ETIMEDOUT', `the lock was not acquired within ${ms} ms`);
-}
 
 function deadlock(what: string): Error {
   return cowshmError('EDEADLK', `this thread holds the lock already: ${what} would wait forever`);
@@ -180,7 +177,7 @@ export class RwLock {
    * take more, even while a writer waits.
    */
   readSync(options?: Omit<AcquireOptions, 'signal'>): RwLockGuard {
-    const timeout = options === undefined ? Number.POSITIVE_INFINITY : timeoutOption(check.options<AcquireOptions>(options).timeoutMs);
+    const timeout = options === undefined ? Number.POSITIVE_INFINITY : syncTimeout(options);
     const ta = this.#ta;
     const s = this.#slot;
     if (ta.length !== 0 && Atomics.compareExchange(ta, this.#w + s, 0, this.#token) === 0) {
@@ -196,7 +193,7 @@ export class RwLock {
    * after `timeoutMs`.
    */
   writeSync(options?: Omit<AcquireOptions, 'signal'>): RwLockGuard {
-    const timeout = options === undefined ? Number.POSITIVE_INFINITY : timeoutOption(check.options<AcquireOptions>(options).timeoutMs);
+    const timeout = options === undefined ? Number.POSITIVE_INFINITY : syncTimeout(options);
     const ta = this.#ta;
     const w = this.#w;
     if (ta.length !== 0 && Atomics.compareExchange(ta, w, 0, this.#token) === 0) {
@@ -459,19 +456,13 @@ export class RwLock {
     }
   }
 
+  /** Runs a slow path, sleeping where it asks (see mutex.ts's sleepSync). */
   #runSync(steps: Steps, timeout: number): Guard {
     const ta = this.#ta;
-    const deadline = performance.now() + timeout;
+    const deadline = new Deadline(timeout);
     let r = steps.next(false);
     try {
-      while (!r.done) {
-        const [i, v] = r.value;
-        const left = deadline - performance.now();
-        if (left <= 0) throw timedOut(timeout);
-        const res = native.futexWait(ta, i, v, Math.min(SLICE_MS, left));
-        if (res < 0) throw wordError(res, ta);
-        r = steps.next(res === 3);
-      }
+      while (!r.done) r = steps.next(sleepSync(ta, r.value[0], r.value[1], deadline));
       return r.value;
     } finally {
       if (!r.done) steps.return(undefined as unknown as Guard);
@@ -479,40 +470,13 @@ export class RwLock {
   }
 
   async #runAsync(make: () => Steps, options: AcquireOptions | undefined): Promise<Guard> {
-    const o = check.options<AcquireOptions>(options);
-    const timeout = timeoutOption(o.timeoutMs);
-    const signal = o.signal;
-    if (signal !== undefined && !(signal instanceof AbortSignal)) throw invalidType('"signal" option', 'an AbortSignal', signal);
-    signal?.throwIfAborted();
+    const { timeout, signal } = asyncOptions(options);
     const ta = this.#ta;
     const steps = make();
-    const deadline = performance.now() + timeout;
+    const deadline = new Deadline(timeout);
     let r = steps.next(false);
     try {
-      while (!r.done) {
-        const [i, v] = r.value;
-        const left = deadline - performance.now();
-        if (left <= 0) throw timedOut(timeout);
-        const pending = native.futexWaitAsync(ta, i, v, Math.min(SLICE_MS, left));
-        if (typeof pending === 'number') {
-          if (pending < 0) throw wordError(pending, ta);
-          r = steps.next(pending === 3);
-          continue;
-        }
-        if (pending instanceof Promise) await pending;
-        const [promise, id] = pending as [Promise<string>, number];
-        const abort = (): void => native.futexCancel(id);
-        signal?.addEventListener('abort', abort, { once: true });
-        let result: string;
-        try {
-          result = await promise;
-        } finally {
-          signal?.removeEventListener('abort', abort);
-        }
-        if (result === 'aborted') throw signal?.reason;
-        if (result === 'closed') throw closedError('The view this lock is in');
-        r = steps.next(result === 'timed-out');
-      }
+      while (!r.done) r = steps.next(await sleepAsync(ta, r.value[0], r.value[1], deadline, signal));
       return r.value;
     } finally {
       if (!r.done) steps.return(undefined as unknown as Guard);
