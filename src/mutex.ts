@@ -71,9 +71,12 @@ const SMI_TOKENS = 2 ** 30;
 /** How long a waiter sleeps before it checks whether the owner is still alive. @internal */
 export const SLICE_MS = SLICE;
 // A contended acquire does not spin before it sleeps (nor does glibc's robust
-// mutex): measured with 2 and 8 processes on 2 cores (bench/mutex.bench.js),
-// reading the word 100 times first (1.6 µs: Atomics.load costs 16 ns on a
-// region's buffer) lowered throughput by a quarter, and 20 times did no better.
+// mutex): measured with 8 processes on 2 cores (bench/mutex.bench.js),
+// reading the word 30 or 100 times first (Atomics.load costs 7 ns) changed
+// throughput by less than the run-to-run noise (6 alternating runs each), and
+// an earlier measurement of 100 loads lowered it by a quarter. Since unlock
+// swaps the word out in one exchange, a contended hand-over makes at most one
+// native call on each side (FUTEX_WAKE, FUTEX_WAIT).
 
 export interface AcquireOptions {
   /** Give up after this many milliseconds (an error with code 'ETIMEDOUT'). Default: wait as long as it takes. */
