@@ -25,8 +25,8 @@
  * A reader writes its slot before it reads the writer word and a writer
  * writes the writer word before it reads the slots (both sequentially
  * consistent), so of a reader and a writer arriving together at least one
- * sees the other. Uncontended: three compare-and-swaps to read and unlock,
- * three and 14 plain loads to write and unlock.
+ * sees the other. Uncontended: two compare-and-swaps and an exchange to read
+ * and unlock, the same and 14 plain loads to write and unlock.
  *
  * Deaths: a slot whose token no live participant holds is cleared by the
  * writer waiting on it (a dead reader changed nothing, so nobody is told); a
@@ -219,8 +219,7 @@ export class RwLock {
     this.#holds[s] = 0;
     const ta = this.#ta;
     if (ta.length === 0) throw closedError('The view this lock is in');
-    if (s === 0) this.#unwrite();
-    else if (Atomics.compareExchange(ta, this.#w + s, this.#token, 0) !== this.#token) this.#unreadSlow(s);
+    this.#clear(this.#w + s, s === 0 ? 'writer word' : 'reader slot');
   }
 
   /** @internal `[Symbol.dispose]` of a guard: releases it unless released already. */
@@ -258,38 +257,29 @@ export class RwLock {
 
   /** Frees slot `s` (claimed with our token, maybe with bit 31 since) and wakes whoever sleeps on it. */
   #giveBack(s: number): void {
-    const ta = this.#ta;
-    if (Atomics.compareExchange(ta, this.#w + s, this.#token, 0) !== this.#token) this.#unreadSlow(s);
-  }
-
-  #unreadSlow(s: number): void {
-    const ta = this.#ta;
-    const i = this.#w + s;
-    for (;;) {
-      const v = Atomics.load(ta, i);
-      if ((v & TOKEN) !== this.#token)
-        throw notHeld('The lock\'s reader slot no longer names this thread (another process overwrote it)');
-      if (Atomics.compareExchange(ta, i, v, 0) === v) {
-        if ((v & WAITERS) !== 0) this.#wake(i);
-        return;
-      }
-    }
+    this.#clear(this.#w + s, 'reader slot');
   }
 
   /** Clears the writer word (ours) and wakes every sleeper on it: readers and writers alike. */
   #unwrite(): void {
+    this.#clear(this.#w, 'writer word');
+  }
+
+  /**
+   * Swaps word `i` (our token, maybe with bit 31 since) for 0, and wakes every
+   * sleeper on it if bit 31 was set. A word that no longer named us (another
+   * program overwrote it) is put back as it was, unless it has changed since,
+   * and reported.
+   */
+  #clear(i: number, what: string): void {
     const ta = this.#ta;
-    const w = this.#w;
-    if (Atomics.compareExchange(ta, w, this.#token, 0) === this.#token) return;
-    for (;;) {
-      const v = Atomics.load(ta, w);
-      if ((v & TOKEN) !== this.#token)
-        throw notHeld('The lock\'s writer word no longer names this thread (another process overwrote it)');
-      if (Atomics.compareExchange(ta, w, v, 0) === v) {
-        if ((v & WAITERS) !== 0) this.#wake(w);
-        return;
-      }
+    const v = Atomics.exchange(ta, i, 0);
+    if (v === this.#token) return;
+    if ((v & TOKEN) !== this.#token) {
+      Atomics.compareExchange(ta, i, 0, v);
+      throw notHeld(`The lock's ${what} no longer names this thread (another process overwrote it)`);
     }
+    this.#wake(i);
   }
 
   #wake(i: number): void {
