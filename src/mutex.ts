@@ -64,8 +64,6 @@ export const OWNER_BASE = BASE;
 export const WAITERS = SLEEPERS;
 /** @internal */
 export const TOKEN = TOKEN_BITS;
-/** The word of a lock that is not recoverable. @internal */
-export const UNRECOVERABLE = NOT_RECOVERABLE;
 /** The tokens this module draws: 1 to 2^30 - 1. */
 const SMI_TOKENS = 2 ** 30;
 /** How long a waiter sleeps before it checks whether the owner is still alive. @internal */
