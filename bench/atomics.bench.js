@@ -55,19 +55,42 @@ async function peer(kind, name, n) {
   const a = new Int32Array(r.map().buffer);
   // ping-pong: answer odd values with the next even one
   console.log('ready');
-  for (let i = 0; i < n; i++) {
-    const want = 2 * i + 1;
-    for (let v; (v = Atomics.load(a, 0)) !== want; ) {
-      if (kind === 'sync') atomics.wait(a, 0, v);
-      else {
+  if (kind === 'sync') answerSync(a, n);
+  else {
+    for (let i = 0; i < n; i++) {
+      const want = 2 * i + 1;
+      for (let v; (v = Atomics.load(a, 0)) !== want; ) {
         const w = atomics.waitAsync(a, 0, v);
         if (w.async) await w.value;
       }
+      Atomics.store(a, 0, want + 1);
+      atomics.notify(a, 0);
     }
+  }
+  r.close();
+}
+
+// The blocking ping-pong's two sides are plain functions, as blocking code
+// is, with no async function around their loops.
+function answerSync(a, n) {
+  for (let i = 0; i < n; i++) {
+    const want = 2 * i + 1;
+    for (let v; (v = Atomics.load(a, 0)) !== want; ) atomics.wait(a, 0, v);
     Atomics.store(a, 0, want + 1);
     atomics.notify(a, 0);
   }
-  r.close();
+}
+
+/** The timed side of the blocking ping-pong: seconds per round trip after the warm-up. */
+function askSync(a) {
+  let t0 = process.hrtime.bigint();
+  for (let i = 0; i < warmup + trips; i++) {
+    if (i === warmup) t0 = process.hrtime.bigint();
+    Atomics.store(a, 0, 2 * i + 1);
+    atomics.notify(a, 0);
+    for (let v; (v = Atomics.load(a, 0)) !== 2 * i + 2; ) atomics.wait(a, 0, v);
+  }
+  return Number(process.hrtime.bigint() - t0) / 1e9 / trips;
 }
 
 function startPeer(kind, name, n) {
@@ -90,17 +113,19 @@ async function pingPong(kind, trips = defaultTrips) {
     const a = new Int32Array(r.map().buffer);
     const { ready, exited } = startPeer(kind, name, trips);
     await ready;
+    if (kind === 'sync') {
+      const s = askSync(a);
+      await exited;
+      return s;
+    }
     let t0 = process.hrtime.bigint();
     for (let i = 0; i < warmup + trips; i++) {
       if (i === warmup) t0 = process.hrtime.bigint();
       Atomics.store(a, 0, 2 * i + 1);
       atomics.notify(a, 0);
       for (let v; (v = Atomics.load(a, 0)) !== 2 * i + 2; ) {
-        if (kind === 'sync') atomics.wait(a, 0, v);
-        else {
-          const w = atomics.waitAsync(a, 0, v);
-          if (w.async) await w.value;
-        }
+        const w = atomics.waitAsync(a, 0, v);
+        if (w.async) await w.value;
       }
     }
     const s = Number(process.hrtime.bigint() - t0) / 1e9 / trips;
@@ -197,15 +222,16 @@ function hasTaskset() {
   }
 }
 
-function table(label, rows, path) {
+/** One mode's table; `tag` ends each row's name (bench/compare.js tells rows apart by name). */
+function table(label, tag, rows, path) {
   const m = median;
   const ok = report(`wake round trips between two processes, ${label}: ${rows.cSync.length} rounds × ${trips} trips after ${warmup} (baseline as named; waitAsync on ${path.path}${path.path === 'threads' ? `: ${path.reason}` : ''})`, [
-    { name: 'atomics.wait/notify vs C futex pair', cowshm: m(rows.jsSync), baseline: m(rows.cSync), ratio: pairedRatio(rows.jsSync, rows.cSync), target: 1.5 },
-    { name: 'waitAsync both sides vs Unix socket (Node)', cowshm: m(rows.jsAsync), baseline: m(rows.sock), ratio: pairedRatio(rows.jsAsync, rows.sock), target: 0.5 },
-    { name: 'waitAsync both sides vs C futex pair', cowshm: m(rows.jsAsync), baseline: m(rows.cSync), ratio: pairedRatio(rows.jsAsync, rows.cSync) },
-    { name: 'waitAsync both sides vs MessagePort (threads)', cowshm: m(rows.jsAsync), baseline: m(rows.port), ratio: pairedRatio(rows.jsAsync, rows.port) },
+    { name: `atomics.wait/notify vs C futex pair${tag}`, cowshm: m(rows.jsSync), baseline: m(rows.cSync), ratio: pairedRatio(rows.jsSync, rows.cSync), target: 1.5 },
+    { name: `waitAsync both sides vs Unix socket (Node)${tag}`, cowshm: m(rows.jsAsync), baseline: m(rows.sock), ratio: pairedRatio(rows.jsAsync, rows.sock), target: 0.5 },
+    { name: `waitAsync both sides vs C futex pair${tag}`, cowshm: m(rows.jsAsync), baseline: m(rows.cSync), ratio: pairedRatio(rows.jsAsync, rows.cSync) },
+    { name: `waitAsync both sides vs MessagePort (threads)${tag}`, cowshm: m(rows.jsAsync), baseline: m(rows.port), ratio: pairedRatio(rows.jsAsync, rows.port) },
     ...(rows.jsAsyncThreads.length === 0 ? [] : [
-      { name: 'waitAsync on io_uring vs on waiter threads', cowshm: m(rows.jsAsync), baseline: m(rows.jsAsyncThreads), ratio: pairedRatio(rows.jsAsync, rows.jsAsyncThreads) },
+      { name: `waitAsync on io_uring vs on waiter threads${tag}`, cowshm: m(rows.jsAsync), baseline: m(rows.jsAsyncThreads), ratio: pairedRatio(rows.jsAsync, rows.jsAsyncThreads) },
     ]),
   ]);
   const us = (xs) => xs.map((x) => fmtSeconds(x)).join(' ');
@@ -216,8 +242,8 @@ function table(label, rows, path) {
 async function main() {
   const c = compileC('futex');
   const path = doctor().waitAsync;
-  const modes = [{ label: 'unpinned', pinned: false }];
-  if (pin && hasTaskset()) modes.push({ label: 'pinned to CPU 0 (taskset -c 0)', pinned: true });
+  const modes = [{ label: 'unpinned', tag: '', pinned: false }];
+  if (pin && hasTaskset()) modes.push({ label: 'pinned to CPU 0 (taskset -c 0)', tag: ', pinned', pinned: true });
   else if (pin) console.log('taskset not found: unpinned rounds only');
   const empty = () => ({ cSync: [], jsSync: [], jsAsync: [], jsAsyncThreads: [], sock: [], port: [] });
   const rows = modes.map(empty);
@@ -230,7 +256,7 @@ async function main() {
     }
   }
   let ok = true;
-  modes.forEach((mode, k) => { ok = table(mode.label, rows[k], path) && ok; });
+  modes.forEach((mode, k) => { ok = table(mode.label, mode.tag, rows[k], path) && ok; });
   return ok;
 }
 
