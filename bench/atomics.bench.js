@@ -6,8 +6,18 @@
 //    between two Node processes (and, for information, C and a MessagePort
 //    round trip between two threads, and the same on the waiter threads);
 // The locks (Mutex, RwLock) are measured by bench/mutex.bench.js.
-// Options: --rounds N (default 5), --trips N (default 5000);
-// --quick: 3 rounds, 1000 trips (a short run, noisier).
+// Every round runs in a child process of its own, and rounds alternate
+// between unpinned and pinned to one CPU (taskset -c 0, inherited by every
+// process of the round: both sides of each ping-pong then share that CPU, and
+// a wake-up is a switch between them rather than a wake of another CPU, which
+// on a virtual machine whose idle CPUs halt costs tens of microseconds and
+// depends on where the scheduler put the pair). One table per mode.
+// Each ping-pong first runs --warmup untimed trips, on both sides: a fresh
+// peer process compiles its loop meanwhile, which is a start-up cost, not a
+// round trip's: its optimising compiler runs in the first few thousand trips.
+// Options: --rounds N (default 5, per mode), --trips N (default 5000),
+// --warmup N (default 5000), --no-pin (unpinned rounds only);
+// --quick: 3 rounds, 1000 trips, 2000 warm-up trips (a short run, noisier).
 // The waitAsync rows use the path doctor() reports (io_uring, or waiter
 // threads where refused); COWSHM_NO_IO_URING=1 measures the waiter threads.
 'use strict';
@@ -15,7 +25,7 @@ const fs = require('node:fs');
 const net = require('node:net');
 const os = require('node:os');
 const path = require('node:path');
-const { spawn } = require('node:child_process');
+const { spawn, spawnSync, execFileSync } = require('node:child_process');
 const { Worker } = require('node:worker_threads');
 const { Region, atomics, doctor } = require('cowshm');
 const { compileC, runC, median, pairedRatio, report, benchName, intOption, fmtSeconds } = require('./lib');
@@ -23,6 +33,8 @@ const { compileC, runC, median, pairedRatio, report, benchName, intOption, fmtSe
 const quick = process.argv.includes('--quick');
 const rounds = intOption('rounds', quick ? 3 : 5);
 const trips = intOption('trips', quick ? 1000 : 5000);
+const warmup = intOption('warmup', quick ? 2000 : 5000);
+const pin = !process.argv.includes('--no-pin');
 const defaultTrips = trips;
 
 // ---- peers (this file run again as a child) ------------------------------
@@ -33,6 +45,7 @@ async function peer(kind, name, n) {
     console.log(JSON.stringify({ seconds: await pingPong('async', n) }));
     return;
   }
+  n += warmup; // the ping-pong's side counts the warm-up trips too
   if (kind === 'socket') {
     const server = net.createServer((s) => s.on('data', (d) => s.write(d)));
     server.listen(name, () => console.log('ready'));
@@ -42,23 +55,46 @@ async function peer(kind, name, n) {
   const a = new Int32Array(r.map().buffer);
   // ping-pong: answer odd values with the next even one
   console.log('ready');
-  for (let i = 0; i < n; i++) {
-    const want = 2 * i + 1;
-    for (let v; (v = Atomics.load(a, 0)) !== want; ) {
-      if (kind === 'sync') atomics.wait(a, 0, v);
-      else {
+  if (kind === 'sync') answerSync(a, n);
+  else {
+    for (let i = 0; i < n; i++) {
+      const want = 2 * i + 1;
+      for (let v; (v = Atomics.load(a, 0)) !== want; ) {
         const w = atomics.waitAsync(a, 0, v);
         if (w.async) await w.value;
       }
+      Atomics.store(a, 0, want + 1);
+      atomics.notify(a, 0);
     }
-    Atomics.store(a, 0, want + 1);
-    atomics.notify(a, 0);
   }
   r.close();
 }
 
+// The blocking ping-pong's two sides are plain functions, as blocking code
+// is, with no async function around their loops.
+function answerSync(a, n) {
+  for (let i = 0; i < n; i++) {
+    const want = 2 * i + 1;
+    for (let v; (v = Atomics.load(a, 0)) !== want; ) atomics.wait(a, 0, v);
+    Atomics.store(a, 0, want + 1);
+    atomics.notify(a, 0);
+  }
+}
+
+/** The timed side of the blocking ping-pong: seconds per round trip after the warm-up. */
+function askSync(a) {
+  let t0 = process.hrtime.bigint();
+  for (let i = 0; i < warmup + trips; i++) {
+    if (i === warmup) t0 = process.hrtime.bigint();
+    Atomics.store(a, 0, 2 * i + 1);
+    atomics.notify(a, 0);
+    for (let v; (v = Atomics.load(a, 0)) !== 2 * i + 2; ) atomics.wait(a, 0, v);
+  }
+  return Number(process.hrtime.bigint() - t0) / 1e9 / trips;
+}
+
 function startPeer(kind, name, n) {
-  const p = spawn(process.execPath, [__filename, '--peer', kind, name, String(n)], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const p = spawn(process.execPath, [__filename, '--peer', kind, name, String(n), '--warmup', String(warmup)], { stdio: ['ignore', 'pipe', 'inherit'] });
   const ready = new Promise((resolve, reject) => {
     p.stdout.once('data', resolve);
     p.once('exit', (code) => reject(new Error(`peer ${kind} exited with ${code}`)));
@@ -77,16 +113,19 @@ async function pingPong(kind, trips = defaultTrips) {
     const a = new Int32Array(r.map().buffer);
     const { ready, exited } = startPeer(kind, name, trips);
     await ready;
-    const t0 = process.hrtime.bigint();
-    for (let i = 0; i < trips; i++) {
+    if (kind === 'sync') {
+      const s = askSync(a);
+      await exited;
+      return s;
+    }
+    let t0 = process.hrtime.bigint();
+    for (let i = 0; i < warmup + trips; i++) {
+      if (i === warmup) t0 = process.hrtime.bigint();
       Atomics.store(a, 0, 2 * i + 1);
       atomics.notify(a, 0);
       for (let v; (v = Atomics.load(a, 0)) !== 2 * i + 2; ) {
-        if (kind === 'sync') atomics.wait(a, 0, v);
-        else {
-          const w = atomics.waitAsync(a, 0, v);
-          if (w.async) await w.value;
-        }
+        const w = atomics.waitAsync(a, 0, v);
+        if (w.async) await w.value;
       }
     }
     const s = Number(process.hrtime.bigint() - t0) / 1e9 / trips;
@@ -101,7 +140,7 @@ async function pingPong(kind, trips = defaultTrips) {
 /** The waitAsync ping-pong on the waiter threads, in a child (the path is chosen per process). */
 function threadsTrip() {
   return new Promise((resolve, reject) => {
-    const p = spawn(process.execPath, [__filename, '--peer', 'threads', '-', String(trips)], {
+    const p = spawn(process.execPath, [__filename, '--peer', 'threads', '-', String(trips), '--warmup', String(warmup)], {
       stdio: ['ignore', 'pipe', 'inherit'],
       env: { ...process.env, COWSHM_NO_IO_URING: '1' },
     });
@@ -122,8 +161,9 @@ async function socketTrip() {
     const one = Buffer.from([1]);
     let resolveData;
     c.on('data', () => resolveData());
-    const t0 = process.hrtime.bigint();
-    for (let i = 0; i < trips; i++) {
+    let t0 = process.hrtime.bigint();
+    for (let i = 0; i < warmup + trips; i++) {
+      if (i === warmup) t0 = process.hrtime.bigint();
       await new Promise((resolve) => {
         resolveData = resolve;
         c.write(one);
@@ -143,42 +183,90 @@ async function portTrip() {
   let resolveMsg;
   w.on('message', () => resolveMsg());
   await new Promise((resolve) => { resolveMsg = resolve; w.postMessage(0); });
-  const t0 = process.hrtime.bigint();
-  for (let i = 0; i < trips; i++) await new Promise((resolve) => { resolveMsg = resolve; w.postMessage(i); });
+  let t0 = process.hrtime.bigint();
+  for (let i = 0; i < warmup + trips; i++) {
+    if (i === warmup) t0 = process.hrtime.bigint();
+    await new Promise((resolve) => { resolveMsg = resolve; w.postMessage(i); });
+  }
   const s = Number(process.hrtime.bigint() - t0) / 1e9 / trips;
   await w.terminate();
   return s;
 }
 
-async function main() {
-  const c = compileC('futex');
+/** One round of every measure, in this process (a child of main's, pinned or not): JSON on stdout. */
+async function round(cBinary) {
   const path = doctor().waitAsync;
-  const rows = { cSync: [], jsSync: [], jsAsync: [], jsAsyncThreads: [], sock: [], port: [] };
-  for (let round = 0; round < rounds; round++) {
-    rows.cSync.push(runC(c, ['pingpong', trips]).seconds);
-    rows.jsSync.push(await pingPong('sync'));
-    rows.jsAsync.push(await pingPong('async'));
-    if (path.path === 'io_uring') rows.jsAsyncThreads.push(await threadsTrip());
-    rows.sock.push(await socketTrip());
-    rows.port.push(await portTrip());
+  const out = { cSync: runC(cBinary, ['pingpong', trips, warmup]).seconds };
+  out.jsSync = await pingPong('sync');
+  out.jsAsync = await pingPong('async');
+  if (path.path === 'io_uring') out.jsAsyncThreads = await threadsTrip();
+  out.sock = await socketTrip();
+  out.port = await portTrip();
+  console.log(JSON.stringify(out));
+}
+
+function runRound(cBinary, pinned) {
+  const args = [__filename, '--round', cBinary, '--trips', String(trips), '--warmup', String(warmup)];
+  const [cmd, argv] = pinned ? ['taskset', ['-c', '0', process.execPath, ...args]] : [process.execPath, args];
+  const r = spawnSync(cmd, argv, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'], maxBuffer: 1 << 20 });
+  if (r.status !== 0) throw new Error(`a round${pinned ? ' under taskset -c 0' : ''} failed (${r.error ?? `status ${r.status}`})`);
+  return JSON.parse(r.stdout.trim().split('\n').pop());
+}
+
+function hasTaskset() {
+  try {
+    execFileSync('taskset', ['-c', '0', 'true'], { stdio: 'ignore' });
+    return true;
+  } catch {
+    return false;
   }
+}
+
+/** One mode's table; `tag` ends each row's name (bench/compare.js tells rows apart by name). */
+function table(label, tag, rows, path) {
   const m = median;
-  const ok = report(`wake round trips between two processes: ${rounds} rounds × ${trips} trips (baseline as named; waitAsync on ${path.path}${path.path === 'threads' ? `: ${path.reason}` : ''})`, [
-    { name: 'atomics.wait/notify vs C futex pair', cowshm: m(rows.jsSync), baseline: m(rows.cSync), ratio: pairedRatio(rows.jsSync, rows.cSync), target: 1.5 },
-    { name: 'waitAsync both sides vs Unix socket (Node)', cowshm: m(rows.jsAsync), baseline: m(rows.sock), ratio: pairedRatio(rows.jsAsync, rows.sock), target: 0.5 },
-    { name: 'waitAsync both sides vs C futex pair', cowshm: m(rows.jsAsync), baseline: m(rows.cSync), ratio: pairedRatio(rows.jsAsync, rows.cSync) },
-    { name: 'waitAsync both sides vs MessagePort (threads)', cowshm: m(rows.jsAsync), baseline: m(rows.port), ratio: pairedRatio(rows.jsAsync, rows.port) },
+  const ok = report(`wake round trips between two processes, ${label}: ${rows.cSync.length} rounds × ${trips} trips after ${warmup} (baseline as named; waitAsync on ${path.path}${path.path === 'threads' ? `: ${path.reason}` : ''})`, [
+    { name: `atomics.wait/notify vs C futex pair${tag}`, cowshm: m(rows.jsSync), baseline: m(rows.cSync), ratio: pairedRatio(rows.jsSync, rows.cSync), target: 1.5 },
+    { name: `waitAsync both sides vs Unix socket (Node)${tag}`, cowshm: m(rows.jsAsync), baseline: m(rows.sock), ratio: pairedRatio(rows.jsAsync, rows.sock), target: 0.5 },
+    { name: `waitAsync both sides vs C futex pair${tag}`, cowshm: m(rows.jsAsync), baseline: m(rows.cSync), ratio: pairedRatio(rows.jsAsync, rows.cSync) },
+    { name: `waitAsync both sides vs MessagePort (threads)${tag}`, cowshm: m(rows.jsAsync), baseline: m(rows.port), ratio: pairedRatio(rows.jsAsync, rows.port) },
     ...(rows.jsAsyncThreads.length === 0 ? [] : [
-      { name: 'waitAsync on io_uring vs on waiter threads', cowshm: m(rows.jsAsync), baseline: m(rows.jsAsyncThreads), ratio: pairedRatio(rows.jsAsync, rows.jsAsyncThreads) },
+      { name: `waitAsync on io_uring vs on waiter threads${tag}`, cowshm: m(rows.jsAsync), baseline: m(rows.jsAsyncThreads), ratio: pairedRatio(rows.jsAsync, rows.jsAsyncThreads) },
     ]),
   ]);
   const us = (xs) => xs.map((x) => fmtSeconds(x)).join(' ');
-  for (const [k, xs] of Object.entries(rows)) console.log(`  ${k.padEnd(11)} ${us(xs)}`);
+  for (const [k, xs] of Object.entries(rows)) console.log(`  ${k.padEnd(14)} ${us(xs)}`);
+  return ok;
+}
+
+async function main() {
+  const c = compileC('futex');
+  const path = doctor().waitAsync;
+  const modes = [{ label: 'unpinned', tag: '', pinned: false }];
+  if (pin && hasTaskset()) modes.push({ label: 'pinned to CPU 0 (taskset -c 0)', tag: ', pinned', pinned: true });
+  else if (pin) console.log('taskset not found: unpinned rounds only');
+  const empty = () => ({ cSync: [], jsSync: [], jsAsync: [], jsAsyncThreads: [], sock: [], port: [] });
+  const rows = modes.map(empty);
+  for (let r = 0; r < rounds; r++) {
+    // Alternate the order of the modes too, so neither always runs first.
+    const order = r % 2 === 0 ? modes.map((_, k) => k) : modes.map((_, k) => modes.length - 1 - k);
+    for (const k of order) {
+      const one = runRound(c, modes[k].pinned);
+      for (const [key, v] of Object.entries(one)) rows[k][key].push(v);
+    }
+  }
+  let ok = true;
+  modes.forEach((mode, k) => { ok = table(mode.label, mode.tag, rows[k], path) && ok; });
   return ok;
 }
 
 if (process.argv[2] === '--peer') {
   peer(process.argv[3], process.argv[4], Number(process.argv[5])).catch((err) => {
+    console.error(err);
+    process.exit(1);
+  });
+} else if (process.argv[2] === '--round') {
+  round(process.argv[3]).catch((err) => {
     console.error(err);
     process.exit(1);
   });

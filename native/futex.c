@@ -5,13 +5,13 @@
  * region at different addresses wait on the same word. Only the shared ops
  * are used on region words (never FUTEX_PRIVATE_FLAG).
  *
- * Every wait of this process is also filed in one process-wide table (under
- * `table_lock`), for three reasons the kernel cannot serve:
+ * Every async wait of this process is also filed in one process-wide table
+ * (under `table_lock`), for three reasons the kernel cannot serve (a blocking
+ * wait needs none of them: see futex_wait_js):
  *  - notify() from this process must reach a waitAsync() of this process that
  *    has returned but whose thread is not yet inside the kernel. Each waiter
  *    thread sleeps in futex_waitv() on two words: its own private `cancel`
- *    word (first) and the region's word (a blocking wait needs no cancel
- *    word and sleeps on the region's alone, see sleep_once). notify() first
+ *    word (first) and the region's word. notify() first
  *    wakes, oldest first, the waiters of this process that are not in the
  *    kernel: it marks them and sets `cancel`, which they cannot miss
  *    (futex_waitv checks `cancel` before it queues on the region's word).
@@ -87,6 +87,10 @@ struct waiter {
   /* async waits only */
   struct fenv *fe;
   napi_deferred deferred;
+  napi_ref array;             /* the Int32Array waited on, held until the wait settles, as
+                               * Atomics.waitAsync holds its buffer: a view nothing else
+                               * references must not be collected (and closed) under it */
+  int final;                  /* settled as waitAsync's caller gets it (see settle) */
   double id;
   struct waiter *queue_next;  /* jobs not yet taken by a thread; then the environment's done list */
   struct fring *fr;           /* waits as an io_uring request of this ring (NULL: on a waiter thread) */
@@ -105,7 +109,7 @@ struct fenv {
   struct waiter *done;         /* finished, to settle on the JS thread (under table_lock) */
   int closing;
   napi_ref noop;               /* a JS function: calling it tells whether the thread is being terminated */
-  struct fenv *next;
+  int worker;                  /* not the process's main thread: blocking waits sleep in slices */
   /* How async waits wait: decided at the first one (see ring_start). */
   int path;                    /* PATH_* */
   char path_reason[128];
@@ -123,13 +127,17 @@ static struct waiter *jobs_head, *jobs_tail;
 static size_t idle_threads;
 static double next_id = 1;
 static _Atomic int have_waitv = -1; /* futex_waitv(2) (Linux 5.16): -1 not known yet */
-static struct fenv *fenvs; /* every environment's state, under table_lock */
 
 static long sys_futex(void *addr, int op, uint32_t val, const struct timespec *ts) {
   return syscall(SYS_futex, addr, op, val, ts, NULL, 0);
 }
 
+/* Waits on waiter threads in the table (under table_lock; read without it by
+ * notify, which has nothing to look for in the table while there are none). */
+static _Atomic size_t thread_waits;
+
 static void table_insert(struct waiter *w) {
+  if (w->fr == NULL) atomic_fetch_add(&thread_waits, 1);
   w->prev = table_tail;
   w->next = NULL;
   if (table_tail != NULL) table_tail->next = w;
@@ -138,6 +146,7 @@ static void table_insert(struct waiter *w) {
 }
 
 static void table_remove(struct waiter *w) {
+  if (w->fr == NULL) atomic_fetch_sub(&thread_waits, 1);
   if (w->prev != NULL) w->prev->next = w->next;
   else table_head = w->next;
   if (w->next != NULL) w->next->prev = w->prev;
@@ -165,22 +174,6 @@ static int before(const struct timespec *a, const struct timespec *b) {
 static int sleep_once(struct waiter *w, const struct timespec *slice_end) {
   const struct timespec *until = w->timed ? &w->deadline : NULL;
   if (slice_end != NULL && (until == NULL || before(slice_end, until))) until = slice_end;
-  if (w->fe == NULL) {
-    /* A blocking wait (atomics.wait) sleeps on the region's word alone, as
-     * a C program's FUTEX_WAIT does. Nothing needs its cancel word: a notify
-     * of this process marks only waiters not yet in the kernel (and this one
-     * looks at its mark under table_lock before it enters), an abort is for
-     * async waits, and its view can be closed only by its own thread, which
-     * is here; the environment's end is seen at the next slice. */
-    long r = syscall(SYS_futex, (void *)w->addr, FUTEX_WAIT_BITSET, w->expected, until, NULL,
-                     FUTEX_BITSET_MATCH_ANY);
-    if (r == 0) return S_WORD;
-    int err = errno;
-    if (err == EAGAIN) return S_CHANGED;
-    if (err == ETIMEDOUT) return until == &w->deadline ? S_DEADLINE : S_SLICE;
-    if (err == EFAULT) return S_FAULT;
-    return S_AGAIN; /* EINTR */
-  }
   if (atomic_load(&have_waitv) != 0) {
     /* cancel first: futex_waitv queues in order and gives up at the first
      * word that differs, so a set cancel keeps it off the region's queue. */
@@ -269,18 +262,53 @@ struct word {
   int access;
 };
 
-/* Finds the mapping that holds ta[index] and the word's identity in the
- * region. Call with the registry lock held. */
-static int locate_locked(napi_env env, napi_value ta, double index, struct word *out) {
+/* The address of ta[index]: WORD_OK, or WORD_TYPE / WORD_RANGE. */
+static int word_address(napi_env env, napi_value ta, double index, uintptr_t *addr) {
   napi_typedarray_type type;
   size_t length;
   void *data;
   if (napi_get_typedarray_info(env, ta, &type, &length, &data, NULL, NULL) != napi_ok || type != napi_int32_array)
     return WORD_TYPE;
   if (!(index >= 0) || index >= (double)length) return WORD_RANGE;
-  uintptr_t addr = (uintptr_t)data + (uintptr_t)index * 4;
-  if (addr % 4 != 0) return WORD_TYPE;
-  struct cowshm_slot *s = cowshm_slot_find(addr);
+  *addr = (uintptr_t)data + (uintptr_t)index * 4;
+  return *addr % 4 != 0 ? WORD_TYPE : WORD_OK;
+}
+
+static int word_in_slot(napi_env env, const struct cowshm_slot *s, uintptr_t addr, struct word *out);
+
+/* Finds the mapping that holds ta[index] and the word's identity in the
+ * region. Call with the registry lock held. */
+static int locate_locked(napi_env env, napi_value ta, double index, struct word *out) {
+  uintptr_t addr;
+  int rc = word_address(env, ta, index, &addr);
+  return rc != WORD_OK ? rc : word_in_slot(env, cowshm_slot_find(addr), addr, out);
+}
+
+/* locate_locked() without the registry lock when it can: a view of this
+ * environment's, which only this thread maps or unmaps, stays as it is for
+ * the whole call once found. Other threads may meanwhile rewrite other
+ * slots, so what the search finds is confirmed the way the fault handler
+ * confirms it (the same generation, still mapped, after the reads); anything
+ * else (another environment's view, no view, a slot rewritten meanwhile)
+ * takes the lock and looks again, so errors are the locked search's. */
+static int locate(napi_env env, napi_value ta, double index, struct word *out) {
+  uintptr_t addr;
+  int rc = word_address(env, ta, index, &addr);
+  if (rc != WORD_OK) return rc;
+  uint32_t gen;
+  struct cowshm_slot *s = cowshm_slot_find_gen(addr, &gen);
+  if (s != NULL && s->env == env) {
+    rc = word_in_slot(env, s, addr, out);
+    atomic_thread_fence(memory_order_acquire); /* the reads above before the confirmation */
+    if (rc == WORD_OK && cowshm_slot_holds(s, gen, addr)) return WORD_OK;
+  }
+  cowshm_registry_lock();
+  rc = word_in_slot(env, cowshm_slot_find(addr), addr, out);
+  cowshm_registry_unlock();
+  return rc;
+}
+
+static int word_in_slot(napi_env env, const struct cowshm_slot *s, uintptr_t addr, struct word *out) {
   if (s == NULL || atomic_load(&s->state) != SLOT_MAPPED || s->env != env || addr + 4 > s->start + s->byte_length)
     return WORD_NOT_COWSHM;
   if (s->access != ACCESS_READ && s->access != ACCESS_WRITE) return WORD_PRIVATE;
@@ -340,12 +368,11 @@ static int begin_wait_locked(napi_env env, napi_value ta, double index, uint32_t
   return WORD_OK;
 }
 
-static int begin_wait(napi_env env, napi_value ta, double index, uint32_t value, double timeout_ms,
-                      struct waiter *w) {
-  cowshm_registry_lock();
-  int rc = begin_wait_locked(env, ta, index, value, timeout_ms, w, NULL);
-  cowshm_registry_unlock();
-  return rc;
+/* An environment's teardown drops a wait unsettled (no JS is left to settle
+ * it); on its JS thread, in a cleanup hook, where references may still go. */
+static void drop_unsettled(napi_env env, struct waiter *w) {
+  if (w->array != NULL) napi_delete_reference(env, w->array);
+  free(w);
 }
 
 /* Under table_lock: the waiter no longer touches its address. */
@@ -374,41 +401,103 @@ static int can_run_js(napi_env env, struct fenv *fe) {
   return napi_call_function(env, global, fn, 0, NULL, &result) == napi_ok;
 }
 
-static struct fenv *fenv_of(napi_env env);
+/* The JS functions are made with their environment's state as their data:
+ * no lookup on the way to a wait or a wake. Also checks that `want` of the
+ * `room` arguments were given, as cowshm_args does. */
+static int futex_args(napi_env env, napi_callback_info info, size_t want, size_t room, napi_value *argv,
+                      struct fenv **fe) {
+  size_t argc = room; /* napi fills the slots past those given with undefined */
+  void *data = NULL;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, &data) != napi_ok) {
+    cowshm_throw_napi_failure(env, "napi_get_cb_info", __FILE__, __LINE__);
+    return 0;
+  }
+  if (argc < want) {
+    cowshm_throw_type(env, "cowshm internal error: too few arguments to a native function");
+    return 0;
+  }
+  *fe = data;
+  return 1;
+}
+
+/* How one blocking sleep in the kernel ended. */
+static int sleep_blocking(uintptr_t addr, uint32_t expected, const struct timespec *until) {
+  long r = syscall(SYS_futex, (void *)addr, FUTEX_WAIT_BITSET, expected, until, NULL, FUTEX_BITSET_MATCH_ANY);
+  if (r == 0) return S_WORD;
+  int err = errno;
+  if (err == EAGAIN) return S_CHANGED;
+  if (err == ETIMEDOUT) return S_DEADLINE;
+  if (err == EFAULT) return S_FAULT;
+  return S_AGAIN; /* EINTR */
+}
 
 /* futexWait(ta, index, value, timeoutMs) -> result index (1 ok, 2 not-equal,
- * 3 timed-out), or a negative WORD_* code for TS to explain. Blocks the
- * calling thread; in a worker, wakes every 200 ms to see whether it is being
- * terminated (a native call cannot be interrupted otherwise). */
+ * 3 timed-out, 4 the word's page is gone: the region was truncated), or a
+ * negative WORD_* code for TS to explain. Blocks the calling thread; in a
+ * worker, wakes every 200 ms to see whether it is being terminated (a native
+ * call cannot be interrupted otherwise).
+ *
+ * A blocking wait is not filed in the table, and sleeps on the region's word
+ * alone, as a C program's FUTEX_WAIT does. Nothing needs to find it there:
+ *  - a notify of this process leaves to the kernel every waiter that is in
+ *    it, and this one is in it from the moment the kernel compared the word.
+ *    Before that, no JS of this thread can run (the call has not returned),
+ *    and another thread's notify cannot tell this wait from one that has not
+ *    begun: the wait begins, as the standard's would, when the kernel
+ *    compares the word and queues it, atomically;
+ *  - its view can be unmapped only by this thread (views belong to their
+ *    environment: close(), the environment's end, and the finalizers of the
+ *    buffer, which this call's arguments keep alive), and this thread is
+ *    here; an environment's end asked for from another thread (terminate())
+ *    is seen at the next slice;
+ *  - an abort is for async waits.
+ * The address stays mapped for the whole call, so passing it to the kernel
+ * (which reads the word when it queues the wait) is safe; a page truncated
+ * away by another process makes that read EFAULT, which ends the wait. */
 static napi_value futex_wait_js(napi_env env, napi_callback_info info) {
   napi_value argv[4];
+  struct fenv *fe;
   double index, value_d, timeout_ms;
-  if (!cowshm_args(env, info, 4, argv) || !get_double(env, argv[1], &index) || !get_double(env, argv[2], &value_d) ||
-      !get_double(env, argv[3], &timeout_ms))
+  if (!futex_args(env, info, 4, 4, argv, &fe) || !get_double(env, argv[1], &index) ||
+      !get_double(env, argv[2], &value_d) || !get_double(env, argv[3], &timeout_ms))
     return NULL;
-  struct waiter w;
-  int rc = begin_wait(env, argv[0], index, (uint32_t)(int32_t)value_d, timeout_ms, &w);
+  uint32_t expected = (uint32_t)(int32_t)value_d;
+  struct word wd;
+  int rc = locate(env, argv[0], index, &wd);
   if (rc != WORD_OK) return cowshm_num(env, rc);
-  struct fenv *fe = fenv_of(env);
+  /* The mapping is open and this is its environment's thread: the read is safe. */
+  if (atomic_load((_Atomic uint32_t *)wd.addr) != expected) return cowshm_num(env, RES_NOT_EQUAL);
+  /* Beyond ~31 years a deadline is no deadline. */
+  struct timespec deadline;
+  int timed = timeout_ms < 1e12;
+  if (timed) deadline_after(timeout_ms, &deadline);
   /* Only a worker can be terminated under a wait: the process's main thread
    * sleeps without slices (no timer to arm and cancel on every wait). */
-  int sliced = syscall(SYS_gettid) != getpid();
+  int sliced = fe->worker;
   int result;
   for (;;) {
+    const struct timespec *until = timed ? &deadline : NULL;
     struct timespec slice;
-    if (sliced) deadline_after(200, &slice);
-    result = wait_in_kernel(&w, sliced ? &slice : NULL);
-    if (result != RES_WAITING) break;
-    if (!can_run_js(env, fe)) {
-      result = RES_ABORTED;
+    if (sliced) {
+      deadline_after(200, &slice);
+      if (until == NULL || before(&slice, until)) until = &slice;
+    }
+    int how = sleep_blocking(wd.addr, expected, until);
+    if (how == S_WORD || how == S_CHANGED) {
+      result = RES_OK;
       break;
     }
+    if (how == S_FAULT) {
+      result = RES_CLOSED;
+      break;
+    }
+    if (how == S_DEADLINE && until == &deadline) {
+      result = RES_TIMED_OUT;
+      break;
+    }
+    if (how == S_DEADLINE && !can_run_js(env, fe))
+      return NULL; /* the thread is being terminated: nothing to return to */
   }
-  pthread_mutex_lock(&table_lock);
-  table_remove(&w);
-  end_busy_locked(&w);
-  pthread_mutex_unlock(&table_lock);
-  if (result == RES_ABORTED) return NULL; /* the thread is being terminated: nothing to return to */
   return cowshm_num(env, result);
 }
 
@@ -647,7 +736,7 @@ static void ring_teardown(napi_async_cleanup_hook_handle hook, void *arg) {
     n = w->next;
     if (w->fr != fr) continue;
     table_remove(w);
-    free(w);
+    drop_unsettled(fr->env, w);
   }
   if (fr->fe != NULL) fr->fe->fr = NULL;
   fr->fe = NULL;
@@ -804,10 +893,19 @@ static void settled_one(napi_env env, struct fenv *fe, struct waiter *w) {
   free(w);
 }
 
+/* Settles the wait's promise. A `final` wait's with what waitAsync's caller
+ * gets: 'ok' or 'timed-out', or a rejection (ERR_COWSHM_CLOSED, the kernel's
+ * error), so that no reaction of cowshm's own runs between this and the
+ * caller's: one promise hop per wake. The others' (the locks', and waits
+ * with an AbortSignal) with the result's name ('closed', 'aborted' too) for
+ * their caller to turn into its own error; the kernel's error rejects. */
 static void settle(napi_env env, struct waiter *w) {
   napi_value v;
-  if (w->result == RES_ERROR) {
-    cowshm_throw_errno(env, w->err, "io_uring_enter", NULL);
+  if (w->array != NULL) napi_delete_reference(env, w->array);
+  w->array = NULL;
+  if (w->result == RES_ERROR || (w->final && w->result == RES_CLOSED)) {
+    if (w->result == RES_ERROR) cowshm_throw_errno(env, w->err, "io_uring_enter", NULL);
+    else cowshm_throw_code(env, "ERR_COWSHM_CLOSED", "The view this wait was on is closed");
     if (napi_get_and_clear_last_exception(env, &v) == napi_ok) napi_reject_deferred(env, w->deferred, v);
     return;
   }
@@ -866,34 +964,48 @@ static void call_js(napi_env env, napi_value js_cb, void *context, void *data) {
   drain(env, context);
 }
 
-/* futexWaitAsync(ta, index, value, timeoutMs) -> [promise, id] or a number
- * (2 not-equal, or a negative WORD_* code). The promise resolves with 'ok',
- * 'timed-out', 'closed' (the view was closed) or 'aborted'. */
+/* futexWaitAsync(ta, index, value, timeoutMs, final?) -> with final === true
+ * the promise, which resolves 'ok' or 'timed-out' and rejects with
+ * ERR_COWSHM_CLOSED when the view is closed; otherwise [promise, id], the
+ * promise resolving 'ok', 'timed-out', 'closed' or (after futexCancel(id))
+ * 'aborted'. Or a number: 2 not-equal, or a negative WORD_* code. */
 static napi_value futex_wait_async_js(napi_env env, napi_callback_info info) {
-  napi_value argv[4];
+  napi_value argv[5];
+  struct fenv *fe;
   double index, value_d, timeout_ms;
-  if (!cowshm_args(env, info, 4, argv) || !get_double(env, argv[1], &index) || !get_double(env, argv[2], &value_d) ||
-      !get_double(env, argv[3], &timeout_ms))
+  bool final = false;
+  if (!futex_args(env, info, 4, 5, argv, &fe) || !get_double(env, argv[1], &index) ||
+      !get_double(env, argv[2], &value_d) || !get_double(env, argv[3], &timeout_ms))
     return NULL;
-  struct fenv *fe = fenv_of(env);
-  if (fe == NULL || fe->closing) return cowshm_throw_type(env, "cowshm: this environment is shutting down");
+  /* A fifth argument that is not `true` (none: undefined) asks for the [promise, id] form. */
+  if (napi_get_value_bool(env, argv[4], &final) != napi_ok) final = false;
+  if (fe->closing) return cowshm_throw_type(env, "cowshm: this environment is shutting down");
   struct fring *fr = ring_start(env, fe) == PATH_RING ? fe->fr : NULL;
   struct waiter *w = malloc(sizeof *w);
   if (w == NULL) return cowshm_throw_errno(env, ENOMEM, "futex", NULL);
+  napi_ref array;
+  if (napi_create_reference(env, argv[0], 1, &array) != napi_ok) {
+    free(w);
+    return cowshm_num(env, WORD_TYPE); /* not an object: not an Int32Array */
+  }
   napi_value promise, pair, idv;
   cowshm_registry_lock();
   int rc = begin_wait_locked(env, argv[0], index, (uint32_t)(int32_t)value_d, timeout_ms, w, fr);
   if (rc != WORD_OK) {
     cowshm_registry_unlock();
+    napi_delete_reference(env, array);
     free(w);
     return cowshm_num(env, rc);
   }
   w->fe = fe;
+  w->array = array;
+  w->final = final;
   if (napi_create_promise(env, &w->deferred, &promise) != napi_ok) {
     pthread_mutex_lock(&table_lock);
     table_remove(w);
     pthread_mutex_unlock(&table_lock);
     cowshm_registry_unlock();
+    napi_delete_reference(env, array);
     free(w);
     cowshm_throw_napi_failure(env, "napi_create_promise", __FILE__, __LINE__);
     return NULL;
@@ -910,6 +1022,7 @@ static napi_value futex_wait_async_js(napi_env env, napi_callback_info info) {
       /* The ring refused this one (out of memory in the kernel, say): a thread waits for it. */
       pthread_mutex_lock(&table_lock);
       w->fr = NULL;
+      atomic_fetch_add(&thread_waits, 1);
       w->in_kernel = 0;
       pthread_mutex_unlock(&table_lock);
     }
@@ -926,6 +1039,7 @@ static napi_value futex_wait_async_js(napi_env env, napi_callback_info info) {
     cowshm_throw_errno(env, err, "pthread_create", NULL);
     napi_get_and_clear_last_exception(env, &e);
     napi_reject_deferred(env, w->deferred, e);
+    napi_delete_reference(env, array);
     free(w);
     return promise; /* rejected: TS passes it on as it is */
   }
@@ -935,6 +1049,8 @@ static napi_value futex_wait_async_js(napi_env env, napi_callback_info info) {
   } else if (fe->pending_threads++ == 0) {
     napi_ref_threadsafe_function(env, fe->tsfn);
   }
+  /* Only the others need the id (to cancel the wait). */
+  if (final) return promise;
   NAPI_OK(env, napi_create_array_with_length(env, 2, &pair));
   NAPI_OK(env, napi_create_double(env, w->id, &idv));
   NAPI_OK(env, napi_set_element(env, pair, 0, promise));
@@ -945,10 +1061,10 @@ static napi_value futex_wait_async_js(napi_env env, napi_callback_info info) {
 /* futexCancel(id): an AbortSignal fired; the wait's promise resolves 'aborted'. */
 static napi_value futex_cancel_js(napi_env env, napi_callback_info info) {
   napi_value argv[1];
+  struct fenv *fe;
   double id;
-  if (!cowshm_args(env, info, 1, argv) || !get_double(env, argv[0], &id)) return NULL;
-  struct fenv *fe = fenv_of(env);
-  struct fring *fr = fe != NULL ? fe->fr : NULL;
+  if (!futex_args(env, info, 1, 1, argv, &fe) || !get_double(env, argv[0], &id)) return NULL;
+  struct fring *fr = fe->fr;
   if (fr != NULL) pthread_mutex_lock(&fr->lock);
   pthread_mutex_lock(&table_lock);
   struct waiter *request = NULL;
@@ -975,32 +1091,30 @@ static napi_value futex_wake_js(napi_env env, napi_callback_info info) {
   if (!cowshm_args(env, info, 3, argv) || !get_double(env, argv[1], &index) || !get_double(env, argv[2], &count_d))
     return NULL;
   struct word wd;
-  cowshm_registry_lock();
-  int rc = locate_locked(env, argv[0], index, &wd);
-  if (rc != WORD_OK) {
-    cowshm_registry_unlock();
-    return cowshm_num(env, rc);
-  }
+  int rc = locate(env, argv[0], index, &wd);
+  if (rc != WORD_OK) return cowshm_num(env, rc);
   uint64_t count = count_d >= (double)INT_MAX ? INT_MAX : (uint64_t)count_d;
   uint64_t woken = 0;
-  pthread_mutex_lock(&table_lock);
-  for (struct waiter *w = table_head; w != NULL && woken < count; w = w->next) {
-    if (w->result == RES_WAITING && !w->in_kernel && w->off == wd.off && w->ino == wd.ino && w->dev == wd.dev) {
-      finish_locked(w, RES_OK);
-      woken++;
+  /* Only waits on waiter threads can be filed and not yet in the kernel.
+   * One filed before this call (in this thread, or in one that told this
+   * one so) is counted here; one filed concurrently may as well have begun
+   * after this notify, as on io_uring, whose requests the kernel queues. */
+  if (atomic_load(&thread_waits) > 0) {
+    pthread_mutex_lock(&table_lock);
+    for (struct waiter *w = table_head; w != NULL && woken < count; w = w->next) {
+      if (w->result == RES_WAITING && !w->in_kernel && w->off == wd.off && w->ino == wd.ino && w->dev == wd.dev) {
+        finish_locked(w, RES_OK);
+        woken++;
+      }
     }
+    pthread_mutex_unlock(&table_lock);
   }
-  pthread_mutex_unlock(&table_lock);
   if (woken < count) {
+    /* The view is this thread's: it stays mapped for the whole call. */
     long n = sys_futex((void *)wd.addr, FUTEX_WAKE, (uint32_t)(count - woken), NULL);
-    if (n < 0) {
-      int err = errno;
-      cowshm_registry_unlock();
-      return cowshm_throw_errno(env, err, "futex", NULL);
-    }
+    if (n < 0) return cowshm_throw_errno(env, errno, "futex", NULL);
     woken += (uint64_t)n;
   }
-  cowshm_registry_unlock();
   return cowshm_num(env, (double)woken);
 }
 
@@ -1019,8 +1133,9 @@ static napi_value futex_word_js(napi_env env, napi_callback_info info) {
 /* futexPath() -> [how this environment's async waits wait: 'io_uring' or
  * 'threads', why]. Decides it if no wait has yet. */
 static napi_value futex_path_js(napi_env env, napi_callback_info info) {
-  struct fenv *fe = fenv_of(env);
-  if (fe == NULL) return cowshm_throw_type(env, "cowshm: this environment is shutting down");
+  struct fenv *fe;
+  if (!futex_args(env, info, 0, 0, NULL, &fe)) return NULL;
+  if (fe->closing) return cowshm_throw_type(env, "cowshm: this environment is shutting down");
   int path = ring_start(env, fe);
   napi_value pair, a, b;
   NAPI_OK(env, napi_create_array_with_length(env, 2, &pair));
@@ -1033,8 +1148,9 @@ static napi_value futex_path_js(napi_env env, napi_callback_info info) {
 
 /* futexPending() -> waits of this environment not settled yet (for tests). */
 static napi_value futex_pending_js(napi_env env, napi_callback_info info) {
-  struct fenv *fe = fenv_of(env);
-  return cowshm_num(env, fe == NULL ? 0 : (double)fe->pending);
+  struct fenv *fe;
+  if (!futex_args(env, info, 0, 0, NULL, &fe)) return NULL;
+  return cowshm_num(env, (double)fe->pending);
 }
 
 /* Under the registry lock, before a mapping goes: end the waits on it and
@@ -1068,14 +1184,6 @@ void cowshm_futex_on_unmap(struct cowshm_slot *s) {
 
 static void fenv_finalize(napi_env env, void *data, void *hint) { free(data); }
 
-static struct fenv *fenv_of(napi_env env) {
-  pthread_mutex_lock(&table_lock);
-  struct fenv *fe = fenvs;
-  while (fe != NULL && fe->env != env) fe = fe->next;
-  pthread_mutex_unlock(&table_lock);
-  return fe;
-}
-
 /* Environment teardown: end this environment's waits, wait until no thread
  * holds one, and drop them unsettled (there is no JS left to settle them). */
 static void fenv_cleanup(void *arg) {
@@ -1090,12 +1198,6 @@ static void fenv_cleanup(void *arg) {
   }
   pthread_mutex_lock(&table_lock);
   fe->closing = 1;
-  for (struct fenv **p = &fenvs; *p != NULL; p = &(*p)->next) {
-    if (*p == fe) {
-      *p = fe->next;
-      break;
-    }
-  }
   /* Jobs no thread has taken yet. */
   for (struct waiter **p = &jobs_head; *p != NULL;) {
     struct waiter *w = *p;
@@ -1103,7 +1205,7 @@ static void fenv_cleanup(void *arg) {
       *p = w->queue_next;
       table_remove(w);
       w->busy = 0;
-      free(w);
+      drop_unsettled(fe->env, w);
     } else {
       p = &w->queue_next;
     }
@@ -1126,7 +1228,7 @@ static void fenv_cleanup(void *arg) {
   pthread_mutex_unlock(&table_lock);
   while (list != NULL) {
     struct waiter *n = list->queue_next;
-    free(list);
+    drop_unsettled(fe->env, list);
     list = n;
   }
   if (fe->noop != NULL) napi_delete_reference(fe->env, fe->noop);
@@ -1151,20 +1253,18 @@ napi_value cowshm_init_futex(napi_env env, napi_value exports) {
   napi_unref_threadsafe_function(env, fe->tsfn);
   NAPI_OK(env, napi_create_function(env, "noop", NAPI_AUTO_LENGTH, noop_js, NULL, &noop));
   NAPI_OK(env, napi_create_reference(env, noop, 1, &fe->noop));
-  pthread_mutex_lock(&table_lock);
-  fe->next = fenvs;
-  fenvs = fe;
-  pthread_mutex_unlock(&table_lock);
+  /* This runs on the environment's own thread. */
+  fe->worker = syscall(SYS_gettid) != getpid();
   NAPI_OK(env, napi_add_env_cleanup_hook(env, fenv_cleanup, fe));
 
   napi_property_descriptor props[] = {
-      {"futexWait", NULL, futex_wait_js, NULL, NULL, NULL, napi_enumerable, NULL},
-      {"futexWaitAsync", NULL, futex_wait_async_js, NULL, NULL, NULL, napi_enumerable, NULL},
-      {"futexCancel", NULL, futex_cancel_js, NULL, NULL, NULL, napi_enumerable, NULL},
-      {"futexWake", NULL, futex_wake_js, NULL, NULL, NULL, napi_enumerable, NULL},
-      {"futexWord", NULL, futex_word_js, NULL, NULL, NULL, napi_enumerable, NULL},
-      {"futexPending", NULL, futex_pending_js, NULL, NULL, NULL, napi_enumerable, NULL},
-      {"futexPath", NULL, futex_path_js, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"futexWait", NULL, futex_wait_js, NULL, NULL, NULL, napi_enumerable, fe},
+      {"futexWaitAsync", NULL, futex_wait_async_js, NULL, NULL, NULL, napi_enumerable, fe},
+      {"futexCancel", NULL, futex_cancel_js, NULL, NULL, NULL, napi_enumerable, fe},
+      {"futexWake", NULL, futex_wake_js, NULL, NULL, NULL, napi_enumerable, fe},
+      {"futexWord", NULL, futex_word_js, NULL, NULL, NULL, napi_enumerable, fe},
+      {"futexPending", NULL, futex_pending_js, NULL, NULL, NULL, napi_enumerable, fe},
+      {"futexPath", NULL, futex_path_js, NULL, NULL, NULL, napi_enumerable, fe},
   };
   NAPI_OK(env, napi_define_properties(env, exports, sizeof props / sizeof *props, props));
   return exports;

@@ -15,8 +15,16 @@
  * closed. A pending `waitAsync` keeps the event loop alive, as a pending
  * socket read does.
  */
+import { constants as osConstants } from 'node:os';
 import { native } from './native';
-import { closedError, invalidType, outOfRange } from './errors';
+import { closedError, explain, invalidType, outOfRange, systemError } from './errors';
+
+const { EFAULT } = osConstants.errno;
+
+// The addon's object holds its functions in dictionary mode (too many to
+// stay fast), so every `native.f(...)` would look `f` up by hash: these are
+// on the path of every wait and wake, taken once here.
+const { futexWait, futexWaitAsync, futexWake, futexWord, futexCancel } = native;
 
 /** What a wait ends with. */
 export type WaitResult = 'ok' | 'not-equal' | 'timed-out';
@@ -88,13 +96,24 @@ export function wordError(code: number, ta: Int32Array): Error {
  * `Atomics.wait` does: meant for worker threads and scripts.
  */
 export function wait(ta: Int32Array, index: number, value: number, timeout?: number): WaitResult {
-  const array = int32Array(ta);
-  const i = atomicIndex(array, index);
-  const v = +(value as number) | 0; // ToInt32
-  const t = timeoutOf(timeout);
-  const r = native.futexWait(array, i, v, t);
-  if (r < 0) throw wordError(r, array);
-  return RESULTS[r] as WaitResult;
+  const r = hasIndex(ta, index)
+    ? futexWait(ta, index, +(value as number) | 0, timeout === undefined ? Number.POSITIVE_INFINITY : timeoutOf(timeout))
+    : futexWait(int32Array(ta), atomicIndex(ta, index), +(value as number) | 0, timeoutOf(timeout));
+  if (r > 0 && r < 4) return RESULTS[r] as WaitResult;
+  if (r < 0) throw wordError(r, ta);
+  throw explain(systemError(EFAULT, 'futex'), "the word's page is no longer in the region's file: it was truncated");
+}
+
+/**
+ * What a loop of waits and wakes passes: an Int32Array and an index that is
+ * already an integer in range, which ValidateIntegerTypedArray and
+ * ValidateAtomicAccess leave as they are. The fast way past them: a wake-up
+ * comes to a thread whose caches the other side has just used, so every
+ * function and object touched on the way costs. Anything else takes the
+ * full checks (int32Array, atomicIndex), in the standard's order.
+ */
+function hasIndex(ta: unknown, index: unknown): ta is Int32Array {
+  return ta instanceof Int32Array && typeof index === 'number' && index >>> 0 === index && index < ta.length;
 }
 
 /**
@@ -111,8 +130,9 @@ export function waitAsync(
   timeout?: number,
   options?: WaitAsyncOptions,
 ): WaitAsyncResult {
-  const array = int32Array(ta);
-  const i = atomicIndex(array, index);
+  const fast = hasIndex(ta, index);
+  const array = fast ? ta : int32Array(ta);
+  const i = fast ? index : atomicIndex(array, index);
   const v = +(value as number) | 0;
   const t = timeoutOf(timeout);
   let signal: AbortSignal | undefined;
@@ -123,48 +143,42 @@ export function waitAsync(
       throw invalidType('"signal" option', 'an AbortSignal', signal);
   }
   if (signal?.aborted) {
-    const code = native.futexWord(array, i);
+    const code = futexWord(array, i);
     if (code < 0) throw wordError(code, array);
     return { async: true, value: Promise.reject(signal.reason) };
   }
   if (t === 0) {
-    const code = native.futexWord(array, i);
+    const code = futexWord(array, i);
     if (code < 0) throw wordError(code, array);
     return { async: false, value: Atomics.load(array, i) === v ? 'timed-out' : 'not-equal' };
   }
-  const r = native.futexWaitAsync(array, i, v, t);
+  // The addon holds the array until the wait settles, as Atomics.waitAsync
+  // holds its buffer (a view nothing else references must not be collected,
+  // and closed, under its wait). Without a signal it settles the promise with
+  // its final value ('ok', 'timed-out', or ERR_COWSHM_CLOSED): no reaction of
+  // ours is on the path of a wake-up.
+  const r = futexWaitAsync(array, i, v, t, signal === undefined);
   if (typeof r === 'number') {
     if (r < 0) throw wordError(r, array);
     return { async: false, value: 'not-equal' };
   }
-  if (r instanceof Promise) return { async: true, value: r };
+  if (r instanceof Promise) return { async: true, value: r as Promise<'ok' | 'timed-out'> };
   const [promise, id] = r;
-  // Held until the wait settles, as Atomics.waitAsync holds its buffer: a
-  // wait on an array nothing else references must not have its view
-  // collected (and closed) under it.
-  // One reaction per wait: it is on the path of every wake-up.
-  pending.set(id, array);
-  const failed = (err: unknown): never => {
-    pending.delete(id);
-    throw err;
-  };
-  if (signal === undefined)
-    return {
-      async: true,
-      value: promise.then((result) => {
-        pending.delete(id);
-        return settled(result);
-      }, failed),
-    };
-  const abort = (): void => native.futexCancel(id);
-  signal.addEventListener('abort', abort, { once: true });
-  const s = signal;
-  const settledValue = promise.then((result) => {
-    pending.delete(id);
-    s.removeEventListener('abort', abort);
-    if (result === 'aborted') throw s.reason;
-    return settled(result);
-  }, failed);
+  const s = signal as AbortSignal;
+  const abort = (): void => futexCancel(id);
+  s.addEventListener('abort', abort, { once: true });
+  const settledValue = promise.then(
+    (result) => {
+      s.removeEventListener('abort', abort);
+      if (result === 'aborted') throw s.reason;
+      if (result === 'closed') throw closedError('The view this wait was on');
+      return result as 'ok' | 'timed-out';
+    },
+    (err: unknown) => {
+      s.removeEventListener('abort', abort);
+      throw err;
+    },
+  );
   return { async: true, value: settledValue };
 }
 
@@ -180,14 +194,6 @@ export function waitAsyncPath(): { path: 'io_uring' | 'threads'; reason: string 
   return { path: path as 'io_uring' | 'threads', reason };
 }
 
-/** The arrays of pending async waits, by wait id. */
-const pending = new Map<number, Int32Array>();
-
-function settled(result: string): 'ok' | 'timed-out' {
-  if (result === 'closed') throw closedError('The view this wait was on');
-  return result as 'ok' | 'timed-out';
-}
-
 /**
  * Wakes up to `count` (default: all) waiters on `ta[index]`, in this process
  * and in every other process that maps the region, and returns how many were
@@ -195,10 +201,9 @@ function settled(result: string): 'ok' | 'timed-out' {
  * then the kernel's, for other processes and C programs.
  */
 export function notify(ta: Int32Array, index: number, count?: number): number {
-  const array = int32Array(ta);
-  const i = atomicIndex(array, index);
+  const i = hasIndex(ta, index) ? index : atomicIndex(int32Array(ta), index);
   const c = count === undefined ? Number.POSITIVE_INFINITY : Math.max(toIntegerOrInfinity(count), 0);
-  const r = native.futexWake(array, i, c);
-  if (r < 0) throw wordError(r, array);
+  const r = futexWake(ta, i, c);
+  if (r < 0) throw wordError(r, ta);
   return r;
 }

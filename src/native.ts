@@ -115,8 +115,14 @@ export interface Native {
   signalsEnsure(): number;
   /** Blocks: 1 'ok', 2 'not-equal', 3 'timed-out', or a negative FutexWord code. */
   futexWait(ta: Int32Array, index: number, value: number, timeoutMs: number): number;
-  /** [promise of 'ok' | 'timed-out' | 'closed' | 'aborted', id], a rejected promise, or a number as futexWait. */
-  futexWaitAsync(ta: Int32Array, index: number, value: number, timeoutMs: number): [Promise<string>, number] | Promise<never> | number;
+  /**
+   * With final: a promise of 'ok' | 'timed-out' (rejected with ERR_COWSHM_CLOSED when the view is closed).
+   * Without: [promise of 'ok' | 'timed-out' | 'closed' | 'aborted' (after futexCancel(id)), id].
+   * Either way a rejected promise when no waiter could be started, or a number as futexWait.
+   */
+  futexWaitAsync(
+    ta: Int32Array, index: number, value: number, timeoutMs: number, final?: boolean,
+  ): Promise<string> | [Promise<string>, number] | number;
   /** Ends a pending futexWaitAsync with 'aborted'. */
   futexCancel(id: number): void;
   /** How many waiters were woken, or a negative FutexWord code. */

@@ -2,8 +2,10 @@
 // coercions and results, this process's waiters, workers, closing, aborting.
 import { test } from 'node:test';
 import * as assert from 'node:assert/strict';
+import * as fs from 'node:fs';
 import { Region, atomics, pageSize } from 'cowshm';
 import { worker, pkg } from './atomics-helpers';
+import { uniqueName } from './helpers';
 
 function withCells(fn: (cells: Int32Array, r: Region) => Promise<void> | void): () => Promise<void> {
   return async () => {
@@ -261,5 +263,30 @@ test('a pending waitAsync keeps its array alive: collecting everything else does
     assert.equal(await w.value, 'ok');
   } finally {
     r.close();
+  }
+});
+
+test('a blocking wait whose page is truncated away under it throws EFAULT (syscall futex)', async () => {
+  const name = uniqueName('atomics-trunc');
+  const r = Region.create({ name, size: 4 * pageSize });
+  try {
+    const w = worker(`
+      const { Region, atomics } = require(${pkg});
+      const a = new Int32Array(Region.fromHandle(workerData.handle).map().buffer);
+      post('waiting');
+      try {
+        post('returned ' + atomics.wait(a, 1024, 0));
+      } catch (err) {
+        post('threw ' + err.code + ' ' + err.syscall);
+      }`, { handle: r.handle() });
+    assert.equal(await w.line(), 'waiting');
+    await new Promise((resolve) => setTimeout(resolve, 30));
+    // What another process could do: the worker's wait sees it when it next enters the kernel (its next slice).
+    fs.ftruncateSync(r.fd, 0);
+    assert.equal(await w.line(), 'threw EFAULT futex');
+    assert.equal(await w.exited, 0);
+  } finally {
+    r.close();
+    r.unlink();
   }
 });

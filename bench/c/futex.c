@@ -1,7 +1,8 @@
 /* Baselines for bench/atomics.bench.js, the same work done from C:
- *   futex pingpong ROUNDS         two processes ping-pong a word of a shared
+ *   futex pingpong ROUNDS [WARMUP] two processes ping-pong a word of a shared
  *                                 memfd with FUTEX_WAIT/FUTEX_WAKE; seconds
- *                                 per round trip
+ *                                 per round trip, timed after WARMUP untimed
+ *                                 ones (default 0)
  * It prints one JSON object. (The locks' baselines: bench/c/mutex.c.) */
 #include "bench.h"
 
@@ -25,12 +26,12 @@ static void *shared(size_t size) {
   return p;
 }
 
-static void pingpong(long n) {
+static void pingpong(long n, long warm) {
   _Atomic uint32_t *w = shared(4096);
   pid_t pid = fork();
   if (pid < 0) die("fork");
   if (pid == 0) {
-    for (long i = 0; i < n; i++) {
+    for (long i = 0; i < warm + n; i++) {
       uint32_t v;
       while ((v = atomic_load(w)) != (uint32_t)(2 * i + 1)) fx(w, FUTEX_WAIT, v);
       atomic_store(w, (uint32_t)(2 * i + 2));
@@ -39,7 +40,8 @@ static void pingpong(long n) {
     _exit(0);
   }
   double t0 = now();
-  for (long i = 0; i < n; i++) {
+  for (long i = 0; i < warm + n; i++) {
+    if (i == warm) t0 = now();
     atomic_store(w, (uint32_t)(2 * i + 1));
     fx(w, FUTEX_WAKE, INT32_MAX);
     uint32_t v;
@@ -51,9 +53,9 @@ static void pingpong(long n) {
 }
 
 int main(int argc, char **argv) {
-  if (argc >= 3 && strcmp(argv[1], "pingpong") == 0) pingpong(atol(argv[2]));
+  if (argc >= 3 && strcmp(argv[1], "pingpong") == 0) pingpong(atol(argv[2]), argc >= 4 ? atol(argv[3]) : 0);
   else {
-    fprintf(stderr, "usage: %s pingpong ROUNDS\n", argv[0]);
+    fprintf(stderr, "usage: %s pingpong ROUNDS [WARMUP]\n", argv[0]);
     return 2;
   }
   return 0;
