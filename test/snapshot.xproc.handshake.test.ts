@@ -412,7 +412,8 @@ function ask(first, count) {
   fs.readSync(fd, bell, 0, 4, ${HS_AT});
   bell.writeUInt32LE((bell.readUInt32LE(0) + 1) >>> 0, 0);
   fs.writeSync(fd, bell, 0, 4, ${HS_AT});
-  for (let i = 0; i < 2000; i++) {
+  // The helper looks at the mailboxes when it wakes (at least every 50 ms): a loaded machine may take seconds.
+  for (const until = Date.now() + 30000; Date.now() < until;) {
     fs.readSync(fd, b, 0, 40, at);
     if (b.readUInt32LE(4) === q) return b.readUInt32LE(8);
     Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 1);
