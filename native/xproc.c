@@ -34,8 +34,10 @@
  * snapshot's generation; only the writer that moved it to COPYING pushes, the
  * others wait for COPIED; the claim of one that died (its slot lock is gone)
  * is taken over, and one that stays stopped breaks the snapshot after a
- * bounded wait instead of blocking anyone. Claims of older generations count as
- * untouched, so nothing is ever reset.
+ * bounded wait instead of blocking anyone; a wait ends too when the snapshot
+ * is released. Claims of older generations count as untouched, so none is
+ * reset between snapshots; a joiner drops the claims a dead holder of its
+ * slot left (drop_dead_claims).
  *
  * Trust. Anything in the file may be garbage written by another process
  * (anyone who can write it can write the region too: the file has the
@@ -692,9 +694,16 @@ static int push(void *ctxp, uint64_t lo, uint64_t hi) {
     _Atomic uint32_t *w = &c->claims[p];
     uint64_t t0 = now_ms();
     for (uint32_t v = atomic_load(w); v != done; v = atomic_load(w)) {
-      if ((v & ~0xffu) != tag || (v & 3) != CLAIM_COPYING) break; /* garbage: nothing to wait for */
+      /* Released or replaced meanwhile: nobody needs the copy any more, and
+       * waiting on would hold this thread (and, behind the engine's
+       * handlers, this process's arming for the next snapshot). */
+      if (atomic_load(&c->h->state) != ST_ARMED || atomic_load(&c->h->gen) != c->gen) return result;
+      int copying = (v & ~0xffu) == tag && (v & 3) == CLAIM_COPYING;
       int claimant = (int)((v >> 2) & 63);
-      if (claimant != c->slot && !held(c->fd, SLOT_LOCK + claimant) && atomic_compare_exchange_strong(w, &v, mine)) {
+      /* Untouched again (a claim a joiner dropped: see drop_dead_claims, or
+       * garbage), or the claim of a writer that died: ours to push. */
+      if ((!copying || (claimant != c->slot && !held(c->fd, SLOT_LOCK + claimant))) &&
+          atomic_compare_exchange_strong(w, &v, mine)) {
         int err = push_run(c, p, 1, local_page(c, p), done);
         if (err != 0) result = err;
         break;
@@ -711,6 +720,33 @@ static int push(void *ctxp, uint64_t lo, uint64_t hi) {
 }
 
 /* ---- participants --------------------------------------------------------- */
+
+/* Claims name their writer by slot, and a slot is reused by the next process
+ * to join. A writer that died mid-push leaves claims in COPYING under its
+ * slot; once a newcomer holds that slot, the others would take those claims
+ * for the newcomer's and wait for them. So a joiner, holding its slot lock,
+ * drops every COPYING claim of its slot back to untouched (0: no generation
+ * is 0): nothing of its own is in flight yet, and a writer waiting on such a
+ * claim then claims and pushes the page itself. Only the claims area's data
+ * is read (SEEK_DATA: pages of the file never written stay unallocated), and
+ * only while a snapshot is live: claims of an earlier generation count as
+ * untouched anyway. */
+static void drop_dead_claims(struct xfile *f, int slot) {
+  uint32_t st = atomic_load(&f->h->state);
+  if (st != ST_ARMING && st != ST_ARMED) return;
+  off_t base = (off_t)cowshm_page_size, end = base + (off_t)(f->npages * 4);
+  for (off_t at = base; at < end;) {
+    off_t data = lseek(f->fd, at, SEEK_DATA), hole;
+    if (data < 0 && errno == ENXIO) break; /* no data past `at` */
+    if (data < 0) data = at, hole = end;   /* no SEEK_DATA here: read it all */
+    else if ((hole = lseek(f->fd, data, SEEK_HOLE)) < 0 || hole > end) hole = end;
+    for (uint64_t i = (uint64_t)(data - base) / 4; i < (uint64_t)(hole - base + 3) / 4 && i < f->npages; i++) {
+      uint32_t v = atomic_load(&f->claims[i]);
+      if ((v & 3) == CLAIM_COPYING && (int)((v >> 2) & 63) == slot) atomic_compare_exchange_strong(&f->claims[i], &v, 0);
+    }
+    at = hole;
+  }
+}
 
 /* The checks of Trust, for the reader announced in f's header. */
 static int verify_reader(struct xfile *f, pid_t pid, int rfd, uint64_t addr) {
@@ -891,6 +927,7 @@ static napi_value join_js(napi_env env, napi_callback_info info) {
     pthread_mutex_unlock(&table_mu);
     return cowshm_throw_errno(env, EUSERS, "fcntl", "at most 64 processes take part in one region's snapshots");
   }
+  drop_dead_claims(&p->f, p->slot);
   struct xslot *sl = &p->f.h->slot[p->slot];
   atomic_store(&sl->pid, (uint32_t)getpid());
   atomic_store(&sl->armed, 0);

@@ -41,6 +41,6 @@ export const atomics: {
 } = Object.freeze({ wait, waitAsync, notify });
 export type { WaitResult, WaitAsyncResult, WaitAsyncOptions } from './atomics';
 export { Mutex, OWNER_BASE } from './mutex';
-export type { MutexGuard, AcquireOptions } from './mutex';
+export type { MutexGuard, MutexOptions, LockGuard, AcquireOptions } from './mutex';
 export { RwLock, RWLOCK_WORDS } from './rwlock';
 export type { RwLockGuard } from './rwlock';

@@ -6,10 +6,14 @@
  *
  *     0                         unlocked
  *     bits 0-30 = T, T != 0     locked by the participant whose token is T
+ *     0x7fffffff                not recoverable: a holder told ownerDied released
+ *                               the lock without markConsistent() (only with
+ *                               `requireConsistent`); every acquire throws
+ *                               ENOTRECOVERABLE
  *     bit 31                    set while waiters may sleep on the word (FUTEX_WAIT)
  *
  * A participant is one open file description of the region's file per
- * thread: its token T (random, 1 to 2^31 - 1) is its exclusive OFD lock
+ * thread: its token T (random, 1 to 2^31 - 2) is its exclusive OFD lock
  * (fcntl F_OFD_SETLK) on the byte at OWNER_BASE + T of the region's file, far
  * beyond its data (locks past the end of a file are allowed and change
  * nothing in it). The kernel drops that lock when the participant goes: on
@@ -25,6 +29,11 @@
  * the lock guarded may be half-updated). To unlock: swap the word to 0, and
  * FUTEX_WAKE one waiter if bit 31 was set. A word holding garbage names no
  * live token either, so it is recovered the same way.
+ *
+ * With `requireConsistent` (what a robust pthread mutex does), a hold told
+ * ownerDied must call markConsistent() before it releases; released without,
+ * the word becomes 0x7fffffff for good and every waiter is woken to be told
+ * ENOTRECOVERABLE (the data may be half-updated and nobody said otherwise).
  *
  * A C or Python program takes part by doing the same: open the region's file,
  * lock its own byte at OWNER_BASE + T, and follow the protocol above.
@@ -45,6 +54,10 @@ const BASE = 2 ** 52;
 const SLEEPERS = 0x80000000 | 0;
 const TOKEN_BITS = 0x7fffffff;
 const SLICE = 50;
+/** The word of a mutex that is not recoverable (bit 31 aside): a token nobody may draw. */
+const NOT_RECOVERABLE = 0x7fffffff;
+/** Hold numbers run from 1 below this (small integers), then start again in a new epoch. */
+const HOLDS = 2 ** 30;
 /** Where the owners' bytes start in the region's file: 2^52, beyond any region and exact in a double. */
 export const OWNER_BASE = BASE;
 /** Bit 31 of the word: waiters may be asleep. @internal */
@@ -56,9 +69,12 @@ const SMI_TOKENS = 2 ** 30;
 /** How long a waiter sleeps before it checks whether the owner is still alive. @internal */
 export const SLICE_MS = SLICE;
 // A contended acquire does not spin before it sleeps (nor does glibc's robust
-// mutex): measured with 2 and 8 processes on 2 cores (bench/mutex.bench.js),
-// reading the word 100 times first (1.6 µs: Atomics.load costs 16 ns on a
-// region's buffer) lowered throughput by a quarter, and 20 times did no better.
+// mutex): measured with 8 processes on 2 cores (bench/mutex.bench.js),
+// reading the word 30 or 100 times first (Atomics.load costs 7 ns) changed
+// throughput by less than the run-to-run noise (6 alternating runs each), and
+// an earlier measurement of 100 loads lowered it by a quarter. Since unlock
+// swaps the word out in one exchange, a contended hand-over makes at most one
+// native call on each side (FUTEX_WAKE, FUTEX_WAIT).
 
 export interface AcquireOptions {
   /** Give up after this many milliseconds (an error with code 'ETIMEDOUT'). Default: wait as long as it takes. */
@@ -67,14 +83,36 @@ export interface AcquireOptions {
   signal?: AbortSignal;
 }
 
-/** What holding the lock looks like. Release it once: `release()`, or `using`. */
-export interface MutexGuard {
+export interface MutexOptions {
+  /**
+   * After a holder dies, the next holder (told `ownerDied`) must call
+   * `guard.markConsistent()` before it releases the lock; released without,
+   * the lock is not recoverable: every later acquire, in every process,
+   * throws an error with code 'ENOTRECOVERABLE' (as a robust pthread mutex
+   * does after EOWNERDEAD). Default false: the lock is simply released.
+   */
+  requireConsistent?: boolean;
+}
+
+/** What holding a lock looks like. Release it once: `release()`, or `using`. */
+export interface LockGuard {
   /** The previous holder died holding the lock: what it guarded may be half-updated. */
   readonly ownerDied: boolean;
   /** Unlocks. Throws when this guard no longer holds the lock. */
   release(): void;
   /** Unlocks unless already released. */
   [Symbol.dispose](): void;
+}
+
+/** A Mutex's guard. */
+export interface MutexGuard extends LockGuard {
+  /**
+   * Says that what the lock guards is consistent again after `ownerDied`, so
+   * that releasing leaves the lock usable (it matters with `requireConsistent`;
+   * otherwise, and when `ownerDied` is false, it changes nothing). Throws when
+   * this guard no longer holds the lock.
+   */
+  markConsistent(): void;
 }
 
 /** This thread's identity for one region file: a descriptor and the token it holds a lock for. @internal */
@@ -126,6 +164,14 @@ export function ownerGone(p: Participant, token: number): boolean {
   return true;
 }
 
+/** @internal */
+export function notRecoverable(): Error {
+  return cowshmError(
+    'ENOTRECOVERABLE',
+    'the lock is not recoverable: a holder that was told its previous owner died released it without markConsistent()',
+  );
+}
+
 /** A 'write' view's Int32Array checked as a lock's home: TypeError / RangeError otherwise. @internal */
 export function lockWords(int32ArrayArg: Int32Array, index: number, words: number): { ta: Int32Array; i: number } {
   const ta = int32Array(int32ArrayArg, '"int32Array" argument');
@@ -172,25 +218,31 @@ function participantFor(fd: number, dev: number, ino: number): Participant {
   return p;
 }
 
-// A guard names one hold of its Mutex by number, and holds nothing mutable:
-// the Mutex knows which hold is current, so a stale guard (released, or of
-// an earlier hold) can never release a later one. Guards do not escape into
-// the Mutex, so V8 can keep `lock.tryAcquire()...release()` free of
-// allocation and of any call once it inlines both.
+// A guard names one hold of its Mutex by epoch and number, and holds nothing
+// mutable: the Mutex knows which hold is current, so a stale guard (released,
+// or of an earlier hold) can never release a later one. Numbers are small
+// integers (no boxing, and a hold number is stored without a write barrier);
+// after 2^30 - 1 holds they start again under a new epoch object, so no two
+// holds of one Mutex are ever named alike.
 class Guard implements MutexGuard {
   readonly #mutex: Mutex;
+  readonly #epoch: object;
   readonly #hold: number;
   readonly ownerDied: boolean;
-  constructor(mutex: Mutex, hold: number, ownerDied: boolean) {
+  constructor(mutex: Mutex, epoch: object, hold: number, ownerDied: boolean) {
     this.#mutex = mutex;
+    this.#epoch = epoch;
     this.#hold = hold;
     this.ownerDied = ownerDied;
   }
   release(): void {
-    this.#mutex._unlock(this.#hold);
+    this.#mutex._unlock(this.#epoch, this.#hold);
+  }
+  markConsistent(): void {
+    this.#mutex._markConsistent(this.#epoch, this.#hold);
   }
   [Symbol.dispose](): void {
-    this.#mutex._dispose(this.#hold);
+    this.#mutex._dispose(this.#epoch, this.#hold);
   }
 }
 
@@ -207,8 +259,79 @@ export function timeoutOption(value: unknown): number {
   return value;
 }
 
-function timedOut(ms: number): Error {
-  return cowshmError('ETIMEDOUT', `the mutex was not acquired within ${ms} ms`);
+/** @internal The `timeoutMs` of sync options (undefined: none), checked. */
+export function syncTimeout(options: Omit<AcquireOptions, 'signal'> | undefined): number {
+  return options === undefined ? Number.POSITIVE_INFINITY : timeoutOption(check.options<AcquireOptions>(options).timeoutMs);
+}
+
+/** @internal The options of an awaited acquire, checked: its timeout and signal (aborted already: throws its reason). */
+export function asyncOptions(options: AcquireOptions | undefined): { timeout: number; signal: AbortSignal | undefined } {
+  const o = check.options<AcquireOptions>(options);
+  const timeout = timeoutOption(o.timeoutMs);
+  const signal = o.signal;
+  if (signal !== undefined && !(signal instanceof AbortSignal)) throw invalidType('"signal" option', 'an AbortSignal', signal);
+  signal?.throwIfAborted();
+  return { timeout, signal };
+}
+
+/**
+ * A contended acquire's clock: started with the caller's `timeoutMs`, it
+ * tells each sleep how long it may last (one slice, less near the deadline)
+ * and throws ETIMEDOUT once the deadline has passed. Without a timeout it
+ * never reads the clock. @internal
+ */
+export class Deadline {
+  readonly #timeout: number;
+  readonly #at: number;
+  constructor(timeoutMs: number) {
+    this.#timeout = timeoutMs;
+    this.#at = timeoutMs === Number.POSITIVE_INFINITY ? timeoutMs : performance.now() + timeoutMs;
+  }
+  /** Milliseconds the next sleep may last. */
+  slice(): number {
+    if (this.#at === Number.POSITIVE_INFINITY) return SLICE;
+    const left = this.#at - performance.now();
+    if (left <= 0) throw cowshmError('ETIMEDOUT', `the lock was not acquired within ${this.#timeout} ms`);
+    return left < SLICE ? left : SLICE;
+  }
+}
+
+/**
+ * The one sleep of every lock's slow path: blocks on word `i` of `ta` while
+ * it holds `v`, for one slice at most. True when the slice ran out without a
+ * wake-up (time to test whether the holder is alive), false when woken or the
+ * word had changed. ETIMEDOUT past the deadline. @internal
+ */
+export function sleepSync(ta: Int32Array, i: number, v: number, deadline: Deadline): boolean {
+  const r = native.futexWait(ta, i, v, deadline.slice());
+  if (r < 0) throw wordError(r, ta);
+  return r === 3;
+}
+
+/**
+ * `sleepSync` without blocking the event loop. Rejects with `signal.reason`
+ * when aborted, ERR_COWSHM_CLOSED when the view closes, ETIMEDOUT past the
+ * deadline. @internal
+ */
+export async function sleepAsync(ta: Int32Array, i: number, v: number, deadline: Deadline, signal: AbortSignal | undefined): Promise<boolean> {
+  const r = native.futexWaitAsync(ta, i, v, deadline.slice());
+  if (typeof r === 'number') {
+    if (r < 0) throw wordError(r, ta);
+    return r === 3;
+  }
+  if (r instanceof Promise) await r; // rejected: throws
+  const [promise, id] = r as [Promise<string>, number];
+  const abort = (): void => native.futexCancel(id);
+  signal?.addEventListener('abort', abort, { once: true });
+  let result: string;
+  try {
+    result = await promise;
+  } finally {
+    signal?.removeEventListener('abort', abort);
+  }
+  if (result === 'aborted') throw signal?.reason;
+  if (result === 'closed') throw closedError('The view this lock is in');
+  return result === 'timed-out';
 }
 
 export class Mutex {
@@ -216,17 +339,26 @@ export class Mutex {
   readonly #index: number;
   readonly #participant: Participant;
   readonly #token: number;
-  /** The current hold's number, 0 when this Mutex holds nothing. */
+  readonly #requireConsistent: boolean;
+  /**
+   * The current hold: 0 when this Mutex holds nothing, its number h while it
+   * holds the lock, ~h (negative) while it holds it told ownerDied with
+   * `requireConsistent` and not yet marked consistent.
+   */
   #hold = 0;
-  /** Holds so far: numbers every hold, so a guard names one and only one. */
-  #holds = 0;
+  /** The last hold's number. */
+  #last = 0;
+  /** Names the current run of hold numbers (see Guard). */
+  #epoch: object = {};
 
   /**
    * A mutex in the word `int32Array[index]` of a shared writable (`'write'`)
    * view. Every process and thread that makes a Mutex over the same word of
    * the same region shares the lock. A new region's words are 0: unlocked.
    */
-  constructor(int32ArrayArg: Int32Array, index: number) {
+  constructor(int32ArrayArg: Int32Array, index: number, options?: MutexOptions) {
+    const o = check.options<MutexOptions>(options);
+    this.#requireConsistent = check.boolean(o.requireConsistent, '"requireConsistent" option', false);
     const { ta, i } = lockWords(int32ArrayArg, index, 1);
     this.#ta = ta;
     this.#index = i;
@@ -239,10 +371,15 @@ export class Mutex {
     return this.#hold !== 0;
   }
 
-  /** Takes the lock if it is free (or its owner died) and returns a guard; null when it is held. Never sleeps. */
+  /**
+   * Takes the lock if it is free (or its owner died) and returns a guard;
+   * null when it is held. Never sleeps. ENOTRECOVERABLE when the lock is not
+   * recoverable.
+   */
   tryAcquire(): MutexGuard | null {
     // The fast paths are kept small, so that V8 inlines them into the caller;
-    // anything else is out of line.
+    // anything else is out of line. A closed region's buffer is detached:
+    // length 0.
     const ta = this.#ta;
     if (ta.length !== 0 && Atomics.compareExchange(ta, this.#index, 0, this.#token) === 0) return this.#took(false);
     return this.#tryAcquireSlow();
@@ -261,10 +398,11 @@ export class Mutex {
    * Takes the lock, blocking the calling thread until it is free (for worker
    * threads and scripts; `acquire()` keeps the event loop running). Throws
    * EDEADLK when this thread holds the lock already (through any Mutex over
-   * the word), ETIMEDOUT after `timeoutMs`.
+   * the word), ETIMEDOUT after `timeoutMs`, ENOTRECOVERABLE when the lock is
+   * not recoverable.
    */
   acquireSync(options?: Omit<AcquireOptions, 'signal'>): MutexGuard {
-    const timeout = options === undefined ? Number.POSITIVE_INFINITY : timeoutOption(check.options<AcquireOptions>(options).timeoutMs);
+    const timeout = options === undefined ? Number.POSITIVE_INFINITY : syncTimeout(options);
     const ta = this.#ta;
     if (ta.length !== 0 && Atomics.compareExchange(ta, this.#index, 0, this.#token) === 0) return this.#took(false);
     return this.#acquireSlow(timeout);
@@ -273,20 +411,15 @@ export class Mutex {
   #acquireSlow(timeout: number): MutexGuard {
     const ta = this.#ta;
     const i = this.#index;
-    this.#live();
-    const deadline = performance.now() + timeout;
+    const deadline = new Deadline(timeout);
     for (;;) {
       this.#live();
       const step = this.#step();
-      if (step instanceof Guard) return step;
+      if (typeof step !== 'number') return step;
       if (step === 0) continue;
       if ((step & TOKEN_BITS) === this.#token)
         throw cowshmError('EDEADLK', 'this thread holds the mutex already: acquireSync would wait forever');
-      const left = deadline - performance.now();
-      if (left <= 0) throw timedOut(timeout);
-      const r = native.futexWait(ta, i, step, Math.min(SLICE, left));
-      if (r < 0) throw wordError(r, ta);
-      if (r === 3) {
+      if (sleepSync(ta, i, step, deadline)) {
         const g = this.#recover(step);
         if (g !== null) return g;
       }
@@ -295,46 +428,23 @@ export class Mutex {
 
   /**
    * Takes the lock; the promise resolves with a guard once it is held. Waits
-   * without blocking the event loop (on a thread of cowshm's own). Rejects
-   * with `signal.reason` when aborted, ETIMEDOUT after `timeoutMs`,
-   * ERR_COWSHM_CLOSED when the view is closed.
+   * without blocking the event loop. Rejects with `signal.reason` when
+   * aborted, ETIMEDOUT after `timeoutMs`, ERR_COWSHM_CLOSED when the view is
+   * closed, ENOTRECOVERABLE when the lock is not recoverable.
    */
   async acquire(options?: AcquireOptions): Promise<MutexGuard> {
-    const o = check.options<AcquireOptions>(options);
-    const timeout = timeoutOption(o.timeoutMs);
-    const signal = o.signal;
-    if (signal !== undefined && !(signal instanceof AbortSignal)) throw invalidType('"signal" option', 'an AbortSignal', signal);
-    signal?.throwIfAborted();
+    const { timeout, signal } = asyncOptions(options);
     const ta = this.#ta;
     const i = this.#index;
     this.#live();
     if (Atomics.compareExchange(ta, i, 0, this.#token) === 0) return this.#took(false);
-    const deadline = performance.now() + timeout;
+    const deadline = new Deadline(timeout);
     for (;;) {
       this.#live();
       const step = this.#step();
-      if (step instanceof Guard) return step;
+      if (typeof step !== 'number') return step;
       if (step === 0) continue;
-      const left = deadline - performance.now();
-      if (left <= 0) throw timedOut(timeout);
-      const r = native.futexWaitAsync(ta, i, step, Math.min(SLICE, left));
-      if (typeof r === 'number') {
-        if (r < 0) throw wordError(r, ta);
-        continue; // the word changed
-      }
-      if (r instanceof Promise) await r;
-      const [promise, id] = r as [Promise<string>, number];
-      const abort = (): void => native.futexCancel(id);
-      signal?.addEventListener('abort', abort, { once: true });
-      let result: string;
-      try {
-        result = await promise;
-      } finally {
-        signal?.removeEventListener('abort', abort);
-      }
-      if (result === 'aborted') throw signal?.reason;
-      if (result === 'closed') throw closedError('The view this mutex is in');
-      if (result === 'timed-out') {
+      if (await sleepAsync(ta, i, step, deadline, signal)) {
         const g = this.#recover(step);
         if (g !== null) return g;
       }
@@ -343,35 +453,64 @@ export class Mutex {
 
   /** Releases the lock this Mutex holds; throws when it holds none. */
   release(): void {
-    if (this.#hold === 0) throw notHeld('This Mutex does not hold the lock');
-    this._unlock(this.#hold);
+    const h = this.#hold;
+    if (h === 0) throw notHeld('This Mutex does not hold the lock');
+    this._unlock(this.#epoch, h > 0 ? h : ~h);
   }
 
-  /** @internal Called by the guard of hold number `hold`. */
-  _unlock(hold: number): void {
-    if (this.#hold !== hold) throw notHeld('This guard does not hold the lock (released already)');
+  /** @internal Called by the guard of hold `hold` of epoch `epoch`. */
+  _unlock(epoch: object, hold: number): void {
+    if (this.#hold !== hold || this.#epoch !== epoch) {
+      this.#unlockOther(epoch, hold);
+      return;
+    }
     this.#hold = 0;
     const ta = this.#ta;
-    if (ta.length === 0 || Atomics.compareExchange(ta, this.#index, this.#token, 0) !== this.#token) this.#unlockSlow();
+    if (ta.length === 0) throw closedError('The view this mutex is in');
+    const w = Atomics.exchange(ta, this.#index, 0);
+    if (w !== this.#token) this.#unlocked(w, 0, 1);
   }
 
-  /** @internal `[Symbol.dispose]` of the guard of hold number `hold`: releases it unless released already. */
-  _dispose(hold: number): void {
-    if (this.#hold === hold) this._unlock(hold);
+  /** @internal `[Symbol.dispose]` of a guard: releases it unless released already. */
+  _dispose(epoch: object, hold: number): void {
+    if (this.#epoch === epoch && (this.#hold === hold || this.#hold === ~hold)) this._unlock(epoch, hold);
   }
 
-  #unlockSlow(): void {
+  /** @internal */
+  _markConsistent(epoch: object, hold: number): void {
+    if (this.#epoch !== epoch || (this.#hold !== hold && this.#hold !== ~hold))
+      throw notHeld('This guard does not hold the lock (released already)');
+    this.#hold = hold;
+  }
+
+  /** A release that is not of the current, consistent hold: of an inconsistent one, or a stale guard's. */
+  #unlockOther(epoch: object, hold: number): void {
+    if (this.#epoch !== epoch || this.#hold !== ~hold) throw notHeld('This guard does not hold the lock (released already)');
+    // Told ownerDied and released without markConsistent(): not recoverable,
+    // and every waiter is woken to be told so.
+    this.#hold = 0;
+    const ta = this.#ta;
+    if (ta.length === 0) throw closedError('The view this mutex is in');
+    const w = Atomics.exchange(ta, this.#index, NOT_RECOVERABLE);
+    this.#unlocked(w, NOT_RECOVERABLE, TOKEN_BITS);
+  }
+
+  /**
+   * After the word, which held `w` (not our bare token), was swapped for
+   * `wrote`: wakes `wake` sleepers if bit 31 said there may be some. A word
+   * that no longer named us (another program overwrote it while we held the
+   * lock) is put back as it was, unless it has changed since, and reported.
+   */
+  #unlocked(w: number, wrote: number, wake: number): void {
     const ta = this.#ta;
     const i = this.#index;
-    if (ta.length === 0) throw closedError('The view this mutex is in');
-    for (;;) {
-      const w = Atomics.load(ta, i);
-      if ((w & TOKEN_BITS) !== this.#token)
-        throw notHeld('The mutex word no longer names this thread as its owner (another process overwrote it)');
-      if (Atomics.compareExchange(ta, i, w, 0) === w) {
-        if ((w & SLEEPERS) !== 0) native.futexWake(ta, i, 1);
-        return;
-      }
+    if ((w & TOKEN_BITS) !== this.#token) {
+      Atomics.compareExchange(ta, i, wrote, w);
+      throw notHeld('The mutex word no longer names this thread as its owner (another process overwrote it)');
+    }
+    if ((w & SLEEPERS) !== 0) {
+      const r = native.futexWake(ta, i, wake);
+      if (r < 0) throw wordError(r, ta);
     }
   }
 
@@ -384,7 +523,9 @@ export class Mutex {
       // Taken after contention: others may be asleep, so the unlock must wake one.
       return Atomics.compareExchange(ta, i, 0, this.#token | SLEEPERS) === 0 ? this.#took(false) : 0;
     }
-    if ((w & TOKEN_BITS) === 0) return this.#recover(w) ?? 0; // bit 31 alone: garbage, no owner
+    const owner = w & TOKEN_BITS;
+    if (owner === NOT_RECOVERABLE) throw notRecoverable();
+    if (owner === 0) return this.#recover(w) ?? 0; // bit 31 alone: garbage, no owner
     if ((w & SLEEPERS) !== 0) return w;
     return Atomics.compareExchange(ta, i, w, w | SLEEPERS) === w ? w | SLEEPERS : 0;
   }
@@ -392,15 +533,21 @@ export class Mutex {
   /** Takes the lock from the owner named in `w` if that owner is gone. */
   #recover(w: number): Guard | null {
     const owner = w & TOKEN_BITS;
+    if (owner === NOT_RECOVERABLE) throw notRecoverable();
     if (!ownerGone(this.#participant, owner)) return null;
     const mine = this.#token | (w & SLEEPERS);
     return Atomics.compareExchange(this.#ta, this.#index, w, mine) === w ? this.#took(true) : null;
   }
 
   #took(ownerDied: boolean): Guard {
-    const hold = ++this.#holds;
-    this.#hold = hold;
-    return new Guard(this, hold, ownerDied);
+    let h = this.#last + 1;
+    if (h === HOLDS) {
+      this.#epoch = {};
+      h = 1;
+    }
+    this.#last = h;
+    this.#hold = ownerDied && this.#requireConsistent ? ~h : h;
+    return new Guard(this, this.#epoch, h, ownerDied);
   }
 
   #live(): void {

@@ -25,8 +25,8 @@
  * A reader writes its slot before it reads the writer word and a writer
  * writes the writer word before it reads the slots (both sequentially
  * consistent), so of a reader and a writer arriving together at least one
- * sees the other. Uncontended: three compare-and-swaps to read and unlock,
- * three and 14 plain loads to write and unlock.
+ * sees the other. Uncontended: two compare-and-swaps and an exchange to read
+ * and unlock, the same and 14 plain loads to write and unlock.
  *
  * Deaths: a slot whose token no live participant holds is cleared by the
  * writer waiting on it (a dead reader changed nothing, so nobody is told); a
@@ -34,24 +34,25 @@
  * next reader, and that one acquirer is told `ownerDied: true`.
  */
 import { native } from './native';
-import { closedError, cowshmError, invalidType } from './errors';
+import { closedError, cowshmError } from './errors';
 import { wordError } from './atomics';
-import * as check from './validate';
 import {
   type AcquireOptions,
-  type MutexGuard,
+  type LockGuard,
   type Participant,
-  SLICE_MS as SLICE_EXPORT,
   TOKEN as TOKEN_EXPORT,
   WAITERS as WAITERS_EXPORT,
+  Deadline,
+  asyncOptions,
   lockWords,
   notHeld,
   ownerGone,
   participantOf,
-  timeoutOption,
+  sleepAsync,
+  sleepSync,
+  syncTimeout,
 } from './mutex';
 
-const SLICE_MS = SLICE_EXPORT;
 const TOKEN = TOKEN_EXPORT;
 const WAITERS = WAITERS_EXPORT;
 // Module-local, as in mutex.ts: an exported const is a property load of
@@ -76,7 +77,7 @@ function scLoad(ta: Int32Array, i: number): number {
 }
 
 /** What holding a read or write lock looks like; the same shape as a Mutex's guard. */
-export type RwLockGuard = MutexGuard;
+export type RwLockGuard = LockGuard;
 
 // A guard names one hold by its slot (0: the write lock) and number; the
 // RwLock knows which holds are current (see Mutex's guard).
@@ -103,10 +104,6 @@ class Guard implements RwLockGuard {
 type Sleep = readonly [index: number, value: number];
 /** A slow path: yields sleeps, is told whether the sleep timed out, returns a guard. */
 type Steps = Generator<Sleep, Guard, boolean>;
-
-function timedOut(ms: number): Error {
-  return cowshmError('ETIMEDOUT', `the lock was not acquired within ${ms} ms`);
-}
 
 function deadlock(what: string): Error {
   return cowshmError('EDEADLK', `this thread holds the lock already: ${what} would wait forever`);
@@ -180,7 +177,7 @@ export class RwLock {
    * take more, even while a writer waits.
    */
   readSync(options?: Omit<AcquireOptions, 'signal'>): RwLockGuard {
-    const timeout = options === undefined ? Number.POSITIVE_INFINITY : timeoutOption(check.options<AcquireOptions>(options).timeoutMs);
+    const timeout = options === undefined ? Number.POSITIVE_INFINITY : syncTimeout(options);
     const ta = this.#ta;
     const s = this.#slot;
     if (ta.length !== 0 && Atomics.compareExchange(ta, this.#w + s, 0, this.#token) === 0) {
@@ -196,7 +193,7 @@ export class RwLock {
    * after `timeoutMs`.
    */
   writeSync(options?: Omit<AcquireOptions, 'signal'>): RwLockGuard {
-    const timeout = options === undefined ? Number.POSITIVE_INFINITY : timeoutOption(check.options<AcquireOptions>(options).timeoutMs);
+    const timeout = options === undefined ? Number.POSITIVE_INFINITY : syncTimeout(options);
     const ta = this.#ta;
     const w = this.#w;
     if (ta.length !== 0 && Atomics.compareExchange(ta, w, 0, this.#token) === 0) {
@@ -222,8 +219,7 @@ export class RwLock {
     this.#holds[s] = 0;
     const ta = this.#ta;
     if (ta.length === 0) throw closedError('The view this lock is in');
-    if (s === 0) this.#unwrite();
-    else if (Atomics.compareExchange(ta, this.#w + s, this.#token, 0) !== this.#token) this.#unreadSlow(s);
+    this.#clear(this.#w + s, s === 0 ? 'writer word' : 'reader slot');
   }
 
   /** @internal `[Symbol.dispose]` of a guard: releases it unless released already. */
@@ -261,38 +257,29 @@ export class RwLock {
 
   /** Frees slot `s` (claimed with our token, maybe with bit 31 since) and wakes whoever sleeps on it. */
   #giveBack(s: number): void {
-    const ta = this.#ta;
-    if (Atomics.compareExchange(ta, this.#w + s, this.#token, 0) !== this.#token) this.#unreadSlow(s);
-  }
-
-  #unreadSlow(s: number): void {
-    const ta = this.#ta;
-    const i = this.#w + s;
-    for (;;) {
-      const v = Atomics.load(ta, i);
-      if ((v & TOKEN) !== this.#token)
-        throw notHeld('The lock\'s reader slot no longer names this thread (another process overwrote it)');
-      if (Atomics.compareExchange(ta, i, v, 0) === v) {
-        if ((v & WAITERS) !== 0) this.#wake(i);
-        return;
-      }
-    }
+    this.#clear(this.#w + s, 'reader slot');
   }
 
   /** Clears the writer word (ours) and wakes every sleeper on it: readers and writers alike. */
   #unwrite(): void {
+    this.#clear(this.#w, 'writer word');
+  }
+
+  /**
+   * Swaps word `i` (our token, maybe with bit 31 since) for 0, and wakes every
+   * sleeper on it if bit 31 was set. A word that no longer named us (another
+   * program overwrote it) is put back as it was, unless it has changed since,
+   * and reported.
+   */
+  #clear(i: number, what: string): void {
     const ta = this.#ta;
-    const w = this.#w;
-    if (Atomics.compareExchange(ta, w, this.#token, 0) === this.#token) return;
-    for (;;) {
-      const v = Atomics.load(ta, w);
-      if ((v & TOKEN) !== this.#token)
-        throw notHeld('The lock\'s writer word no longer names this thread (another process overwrote it)');
-      if (Atomics.compareExchange(ta, w, v, 0) === v) {
-        if ((v & WAITERS) !== 0) this.#wake(w);
-        return;
-      }
+    const v = Atomics.exchange(ta, i, 0);
+    if (v === this.#token) return;
+    if ((v & TOKEN) !== this.#token) {
+      Atomics.compareExchange(ta, i, 0, v);
+      throw notHeld(`The lock's ${what} no longer names this thread (another process overwrote it)`);
     }
+    this.#wake(i);
   }
 
   #wake(i: number): void {
@@ -459,19 +446,13 @@ export class RwLock {
     }
   }
 
+  /** Runs a slow path, sleeping where it asks (see mutex.ts's sleepSync). */
   #runSync(steps: Steps, timeout: number): Guard {
     const ta = this.#ta;
-    const deadline = performance.now() + timeout;
+    const deadline = new Deadline(timeout);
     let r = steps.next(false);
     try {
-      while (!r.done) {
-        const [i, v] = r.value;
-        const left = deadline - performance.now();
-        if (left <= 0) throw timedOut(timeout);
-        const res = native.futexWait(ta, i, v, Math.min(SLICE_MS, left));
-        if (res < 0) throw wordError(res, ta);
-        r = steps.next(res === 3);
-      }
+      while (!r.done) r = steps.next(sleepSync(ta, r.value[0], r.value[1], deadline));
       return r.value;
     } finally {
       if (!r.done) steps.return(undefined as unknown as Guard);
@@ -479,40 +460,13 @@ export class RwLock {
   }
 
   async #runAsync(make: () => Steps, options: AcquireOptions | undefined): Promise<Guard> {
-    const o = check.options<AcquireOptions>(options);
-    const timeout = timeoutOption(o.timeoutMs);
-    const signal = o.signal;
-    if (signal !== undefined && !(signal instanceof AbortSignal)) throw invalidType('"signal" option', 'an AbortSignal', signal);
-    signal?.throwIfAborted();
+    const { timeout, signal } = asyncOptions(options);
     const ta = this.#ta;
     const steps = make();
-    const deadline = performance.now() + timeout;
+    const deadline = new Deadline(timeout);
     let r = steps.next(false);
     try {
-      while (!r.done) {
-        const [i, v] = r.value;
-        const left = deadline - performance.now();
-        if (left <= 0) throw timedOut(timeout);
-        const pending = native.futexWaitAsync(ta, i, v, Math.min(SLICE_MS, left));
-        if (typeof pending === 'number') {
-          if (pending < 0) throw wordError(pending, ta);
-          r = steps.next(pending === 3);
-          continue;
-        }
-        if (pending instanceof Promise) await pending;
-        const [promise, id] = pending as [Promise<string>, number];
-        const abort = (): void => native.futexCancel(id);
-        signal?.addEventListener('abort', abort, { once: true });
-        let result: string;
-        try {
-          result = await promise;
-        } finally {
-          signal?.removeEventListener('abort', abort);
-        }
-        if (result === 'aborted') throw signal?.reason;
-        if (result === 'closed') throw closedError('The view this lock is in');
-        r = steps.next(result === 'timed-out');
-      }
+      while (!r.done) r = steps.next(await sleepAsync(ta, r.value[0], r.value[1], deadline, signal));
       return r.value;
     } finally {
       if (!r.done) steps.return(undefined as unknown as Guard);

@@ -5,32 +5,12 @@ import * as assert from 'node:assert/strict';
 import { Region, Mutex, OWNER_BASE, pageSize } from 'cowshm';
 import * as path from 'node:path';
 import type * as Locks from '../dist/locks';
-import { uniqueName, shmExists } from './helpers';
+import { child, worker, pkg } from './atomics-helpers';
+import { withSegment as withSegmentTagged, holder as lockHolder } from './mutex-helpers';
 
 const locks: typeof Locks = require(path.join(__dirname, '..', '..', 'dist', 'locks'));
-import { child, worker, pkg } from './atomics-helpers';
-
-function withSegment(fn: (name: string, cells: Int32Array, r: Region) => Promise<void> | void): () => Promise<void> {
-  return async () => {
-    const name = uniqueName('mutex');
-    const r = Region.create({ name, size: 4 * pageSize });
-    try {
-      await fn(name, new Int32Array(r.map().buffer), r);
-    } finally {
-      r.unlink();
-      r.close();
-    }
-    assert.equal(shmExists(name), false);
-  };
-}
-
-const holder = (name: string, index: number) => `
-  const { Region, Mutex } = require(${pkg});
-  const r = Region.open(${JSON.stringify(name)});
-  const m = new Mutex(new Int32Array(r.map().buffer), ${index});
-  const g = m.acquireSync();
-  console.log('held ' + g.ownerDied);
-  setInterval(() => {}, 1000);`;
+const withSegment = (fn: Parameters<typeof withSegmentTagged>[1]) => withSegmentTagged('mutex', fn);
+const holder = (name: string, index: number, options?: string) => lockHolder(name, 'Mutex', index, 'acquireSync', options);
 
 test('tryAcquire, release, guards: the word says who holds it; releasing what is not held throws', withSegment((name, cells) => {
   const m = new Mutex(cells, 16);
@@ -238,3 +218,111 @@ test('a closed region: acquiring and releasing throw ERR_COWSHM_CLOSED instead o
   assert.throws(() => m.acquireSync(), { code: 'ERR_COWSHM_CLOSED' });
   await assert.rejects(m.acquire(), { code: 'ERR_COWSHM_CLOSED' });
 });
+
+const CONSISTENT = '{ requireConsistent: true }';
+const NOT_RECOVERABLE = 0x7fffffff;
+
+test('requireConsistent: the acquirer after a death is told ownerDied, marks the lock consistent, and it stays usable; dying before that tells the next one again', withSegment(async (name, cells) => {
+  const at = 28;
+  const h = child(holder(name, at, CONSISTENT));
+  assert.equal(await h.line(), 'held false');
+  h.kill('SIGKILL');
+  await h.exited;
+  const h2 = child(holder(name, at, CONSISTENT));
+  assert.equal(await h2.line(), 'held true', 'the recovering holder is told');
+  h2.kill('SIGKILL'); // dies before markConsistent(): still inconsistent
+  await h2.exited;
+  const m = new Mutex(cells, at, { requireConsistent: true });
+  const g = m.acquireSync();
+  assert.equal(g.ownerDied, true, 'told again: nobody said the data was repaired');
+  g.markConsistent();
+  g.markConsistent(); // once or twice, the same
+  g.release();
+  assert.equal(cells[at], 0, 'unlocked, not "not recoverable"');
+  assert.throws(() => g.markConsistent(), { code: 'ERR_COWSHM_LOCK_NOT_HELD' }, 'a released guard');
+  const g2 = m.tryAcquire();
+  assert.equal(g2?.ownerDied, false);
+  g2?.markConsistent(); // nothing to mark: changes nothing
+  g2?.release();
+  assert.equal(cells[at], 0);
+  assert.throws(() => new Mutex(cells, at, { requireConsistent: 1 as unknown as boolean }), { code: 'ERR_INVALID_ARG_TYPE' });
+  assert.throws(() => new Mutex(cells, at, 'x' as unknown as object), { code: 'ERR_INVALID_ARG_TYPE' });
+}));
+
+test('requireConsistent: released after ownerDied without markConsistent(), the lock is not recoverable for every acquirer, a sleeping one in another process too', withSegment(async (name, cells) => {
+  const at = 32;
+  const h = child(holder(name, at, CONSISTENT));
+  assert.equal(await h.line(), 'held false');
+  h.kill('SIGKILL');
+  await h.exited;
+  const m = new Mutex(cells, at, { requireConsistent: true });
+  const g = m.tryAcquire();
+  assert.equal(g?.ownerDied, true);
+  const waiter = child(`
+    const { Region, Mutex } = require(${pkg});
+    const m = new Mutex(new Int32Array(Region.open(${JSON.stringify(name)}).map().buffer), ${at});
+    console.log('waiting');
+    m.acquire().then(() => console.log('acquired'), (e) => console.log(e.code));`);
+  assert.equal(await waiter.line(), 'waiting');
+  await new Promise((resolve) => setTimeout(resolve, 30));
+  g?.release(); // without markConsistent()
+  assert.equal(m.held, false);
+  assert.equal((cells[at] ?? 0) & NOT_RECOVERABLE, NOT_RECOVERABLE, 'the word says so, for C programs too');
+  assert.equal(await waiter.line(), 'ENOTRECOVERABLE', 'the sleeping waiter was woken and told');
+  assert.equal(await waiter.exited, 0);
+  assert.throws(() => m.tryAcquire(), { code: 'ENOTRECOVERABLE' });
+  assert.throws(() => m.acquireSync({ timeoutMs: 1000 }), { code: 'ENOTRECOVERABLE' });
+  await assert.rejects(m.acquire(), { code: 'ENOTRECOVERABLE' });
+  const plain = new Mutex(cells, at); // without the option: the state is the word's, not the object's
+  assert.throws(() => plain.acquireSync(), { code: 'ENOTRECOVERABLE' });
+  assert.throws(() => g?.release(), { code: 'ERR_COWSHM_LOCK_NOT_HELD' });
+  g?.[Symbol.dispose](); // released already: nothing happens
+  // The documented way back, once the application has repaired the data: store 0.
+  Atomics.store(cells, at, 0);
+  const g3 = m.tryAcquire();
+  assert.equal(g3?.ownerDied, false);
+  g3?.release();
+  assert.equal(cells[at], 0);
+}));
+
+test('requireConsistent: a worker terminated holding the lock; the next holder disposes of its guard without markConsistent(): not recoverable; without the option it is released as before', withSegment(async (name, cells, r) => {
+  for (const [at, options] of [[36, CONSISTENT], [40, '{}']] as const) {
+    const w = worker(`
+      const { Region, Mutex } = require(${pkg});
+      const r = Region.fromHandle(workerData.handle);
+      const m = new Mutex(new Int32Array(r.map().buffer), ${at}, ${options});
+      const g = m.acquireSync();
+      post('held');
+      setInterval(() => {}, 1000);`, { handle: r.handle() });
+    assert.equal(await w.line(), 'held');
+    const m = new Mutex(cells, at, options === CONSISTENT ? { requireConsistent: true } : {});
+    const waiting = m.acquire();
+    await w.worker.terminate();
+    {
+      using g = await waiting;
+      assert.equal(g.ownerDied, true);
+    }
+    if (options === CONSISTENT) {
+      assert.equal(cells[at], NOT_RECOVERABLE);
+      assert.throws(() => m.tryAcquire(), { code: 'ENOTRECOVERABLE' });
+    } else {
+      assert.equal(cells[at], 0);
+      const g = m.tryAcquire();
+      assert.equal(g?.ownerDied, false);
+      g?.release();
+    }
+  }
+}));
+
+test('a word another program overwrote while this thread held the lock: release says so and puts back what it found', withSegment((name, cells) => {
+  const m = new Mutex(cells, 44);
+  const g = m.acquireSync();
+  Atomics.store(cells, 44, 12345); // a token nobody holds
+  assert.throws(() => g.release(), { code: 'ERR_COWSHM_LOCK_NOT_HELD', message: /overwrote/ });
+  assert.equal(cells[44], 12345, 'left as the other program wrote it');
+  assert.equal(m.held, false);
+  const g2 = m.tryAcquire();
+  assert.equal(g2?.ownerDied, true, 'a word naming nobody is recovered, and the acquirer told');
+  g2?.release();
+  assert.equal(cells[44], 0);
+}));

@@ -3,34 +3,16 @@
 import { test } from 'node:test';
 import * as assert from 'node:assert/strict';
 import { Region, RwLock, RWLOCK_WORDS, Mutex, pageSize } from 'cowshm';
-import { uniqueName, shmExists } from './helpers';
 import { child, worker, pkg } from './atomics-helpers';
+import { withSegment as withSegmentTagged, holder as lockHolder } from './mutex-helpers';
 
-function withSegment(fn: (name: string, cells: Int32Array, r: Region) => Promise<void> | void): () => Promise<void> {
-  return async () => {
-    const name = uniqueName('rwlock');
-    const r = Region.create({ name, size: 4 * pageSize });
-    try {
-      await fn(name, new Int32Array(r.map().buffer), r);
-    } finally {
-      r.unlink();
-      r.close();
-    }
-    assert.equal(shmExists(name), false);
-  };
-}
+const withSegment = (fn: Parameters<typeof withSegmentTagged>[1]) => withSegmentTagged('rwlock', fn);
 
 const TOKEN = 0x7fffffff;
 const words = (cells: Int32Array, at: number) => Array.from(cells.subarray(at, at + RWLOCK_WORDS));
 
 /** A child that takes the lock at `at` ('read' or 'write'), says so, and stays. */
-const holder = (name: string, at: number, mode: 'read' | 'write') => `
-  const { Region, RwLock } = require(${pkg});
-  const r = Region.open(${JSON.stringify(name)});
-  const l = new RwLock(new Int32Array(r.map().buffer), ${at});
-  const g = l.${mode}Sync();
-  console.log('held ' + g.ownerDied);
-  setInterval(() => {}, 1000);`;
+const holder = (name: string, at: number, mode: 'read' | 'write') => lockHolder(name, 'RwLock', at, `${mode}Sync`);
 
 test('readers share, a writer excludes; the words say who holds what; guards release once', withSegment((name, cells) => {
   assert.equal(RWLOCK_WORDS, 16);
