@@ -234,18 +234,21 @@ test('five streams with UV_THREADPOOL_SIZE=4, four paused: the fifth completes (
       const size = 16 << 20; const region = Region.create({ size });
       new Uint8Array(region.map().buffer).fill(7); const snap = region.snapshot();
       const dir = ${JSON.stringify(dir)};
-      const streams = [0, 1, 2, 3, 4].map((i) => {
+      const open = (i) => {
         const s = snap.createReadStream(); const out = fs.createWriteStream(path.join(dir, i + '.cow'));
         s.pipe(out); return { s, out };
-      });
+      };
       // Four consumers pause after their first chunk: their readables stop asking for more.
-      for (const { s, out } of streams.slice(0, 4)) s.once('data', () => { s.unpipe(out); s.pause(); });
-      const last = streams[4];
-      last.out.on('finish', () => {
+      // The fifth starts once all four are paused (a stream's first chunk comes after its
+      // scan on the pool, which a loaded machine may finish after the fifth's last chunk).
+      const streams = [0, 1, 2, 3].map(open);
+      let pausing = 4;
+      for (const { s, out } of streams) s.once('data', () => { s.unpipe(out); s.pause(); if (--pausing === 0) fifth(); });
+      const fifth = () => open(4).out.on('finish', () => {
         console.log('fifth done');
-        for (const { s, out } of streams.slice(0, 4)) { s.pipe(out); s.resume(); }
+        for (const { s, out } of streams) { s.pipe(out); s.resume(); }
         let left = 4;
-        for (const { out } of streams.slice(0, 4)) out.on('finish', () => { if (--left === 0) {
+        for (const { out } of streams) out.on('finish', () => { if (--left === 0) {
           for (let i = 0; i < 5; i++) { const r = Region.restore(path.join(dir, i + '.cow'), { verify: 'full' }); r.close(); }
           console.log('all done'); snap.release(); region.close(); } });
       });`;

@@ -12,6 +12,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { Region, pageSize, removeSegment } from 'cowshm';
 import { packageFor, uniqueName } from './helpers';
 import { cutViolations } from './snapshot.xproc.handshake.child';
+import { stopped } from './xproc-helpers';
 import { WRITERS } from './snapshot.xproc.child';
 
 const NOBODY = 65534;
@@ -209,7 +210,7 @@ test('a stopped reader: a write waits handshakeTimeoutMs once, then breaks that 
     children.push(writer, rd);
     assert.equal(ready['ready'], true, rd.out);
     rd.proc.kill('SIGSTOP');
-    await sleep(50);
+    await stopped(rd.pid); // every thread, its helper too: on a loaded machine a thread may run on a while
     const first = await writer.ask({ cmd: 'write', page: 3, value: 1 }, 60_000);
     assert.ok((first['ms'] as number) >= 1490, `the write waited for the reader: ${first['ms']} ms`);
     // Broken: later writes do not wait again.
@@ -231,7 +232,7 @@ test('handshakeTimeoutMs: Infinity: the write waits for the stopped reader, and 
     children.push(writer, rd);
     assert.equal(ready['ready'], true, rd.out);
     rd.proc.kill('SIGSTOP');
-    await sleep(50);
+    await stopped(rd.pid);
     writer.proc.send({ cmd: 'write', page: 3, value: 1 });
     assert.equal(await writer.next(1500), undefined, 'the write waits while the reader is stopped');
     rd.proc.kill('SIGCONT');
@@ -249,7 +250,7 @@ test('a reader killed with SIGKILL in the middle of a handshake: the waiting wri
       const [rd, ready] = await reader(r.name as string, '1');
       assert.equal(ready['ready'], true, rd.out);
       rd.proc.kill('SIGSTOP');
-      await sleep(20);
+      await stopped(rd.pid);
       writer.proc.send({ cmd: 'write', page: 3 + round, value: 1 });
       assert.equal(await writer.next(300), undefined, 'the write waits for the stopped reader');
       rd.proc.kill('SIGKILL');
@@ -411,7 +412,8 @@ function ask(first, count) {
   fs.readSync(fd, bell, 0, 4, ${HS_AT});
   bell.writeUInt32LE((bell.readUInt32LE(0) + 1) >>> 0, 0);
   fs.writeSync(fd, bell, 0, 4, ${HS_AT});
-  for (let i = 0; i < 2000; i++) {
+  // The helper looks at the mailboxes when it wakes (at least every 50 ms): a loaded machine may take seconds.
+  for (const until = Date.now() + 30000; Date.now() < until;) {
     fs.readSync(fd, b, 0, 40, at);
     if (b.readUInt32LE(4) === q) return b.readUInt32LE(8);
     Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 1);

@@ -10,7 +10,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { spawnSync, type SpawnSyncOptions } from 'node:child_process';
-import { Region } from 'cowshm';
+import { Region, listSegments, pageSize } from 'cowshm';
 import { packageFor, uniqueName, shmExists } from './helpers';
 
 const NOBODY = 65534;
@@ -36,12 +36,17 @@ function ownedByNobody(file: string): boolean {
  * unprivileged tests may have left: owned by uid 65534, and not named by
  * another run's uniqueName() (other runs of the suite on the machine re-run
  * their tests as uid 65534 too, and their segments come and go meanwhile).
+ * A coordination file (named by its region's dev/ino, not by a run) counts
+ * only when no process holds a lock on it, as in scripts/test.js: one still
+ * held belongs to a live process of another run, or of a test file running
+ * beside this one (snapshot.xproc.handshake's uid-65534 writers make one).
  */
 function leftByNobody(before: Set<string>): string[] {
   const ours = `cowshm-test-${process.env['COWSHM_TEST_RUN'] ?? 'manual'}-`;
+  const held = new Set(listSegments({ holders: false }).filter((s) => s.coordination !== null && !s.coordination.orphan).map((s) => s.name));
   return fs
     .readdirSync('/dev/shm')
-    .filter((f) => !before.has(f) && ownedByNobody(path.join('/dev/shm', f)) && (f.startsWith(ours) || !f.startsWith('cowshm-test-')));
+    .filter((f) => !before.has(f) && ownedByNobody(path.join('/dev/shm', f)) && (f.startsWith(ours) || !f.startsWith('cowshm-test-')) && !held.has(f));
 }
 
 function asNobody(args: string[], options: SpawnSyncOptions = {}) {
@@ -81,20 +86,27 @@ test('the region, view, cow, memory, snapshot, atomics and mutex tests pass as u
   assert.deepEqual(left, [], 'the unprivileged run left segments in /dev/shm');
 });
 
-test("the uid-65534 leak check counts this run's segments and unnamed ones, not another run's", { skip: notRoot }, () => {
+test("the uid-65534 leak check counts this run's segments, unnamed ones and unheld coordination files, not another run's or held ones", { skip: notRoot }, () => {
   const before = new Set(fs.readdirSync('/dev/shm'));
   const other = `cowshm-test-${process.pid}other${Date.now().toString(36)}-1-demo-midway-1`;
-  const names = [uniqueName('left-ours'), other, `cowshm-bench-${process.pid}-left`];
+  const orphan = `cowshm-xproc-${(0xfff000 + (process.pid & 0xfff)).toString(16)}-${Date.now().toString(16)}`; // no region has this dev
+  const names = [uniqueName('left-ours'), other, `cowshm-bench-${process.pid}-left`, orphan];
+  // A live participant's coordination file, made uid 65534's as the handshake test's writers make one.
+  const live = Region.create({ size: pageSize, crossProcess: true });
+  const coordination = `cowshm-xproc-${live.dev.toString(16)}-${live.ino.toString(16)}`;
   try {
     for (const name of names) {
       fs.writeFileSync(path.join('/dev/shm', name), '');
       fs.chownSync(path.join('/dev/shm', name), NOBODY, NOBODY);
     }
+    fs.chownSync(path.join('/dev/shm', coordination), NOBODY, NOBODY);
     fs.writeFileSync(path.join('/dev/shm', `${names[0]}-root`), ''); // root's: not the unprivileged run's
-    assert.deepEqual(leftByNobody(before).sort(), [names[0], names[2]].sort());
+    assert.deepEqual(leftByNobody(before).sort(), [names[0], names[2], orphan].sort());
   } finally {
+    live.close();
     for (const name of [...names, `${names[0]}-root`]) fs.rmSync(path.join('/dev/shm', name), { force: true });
   }
+  assert.equal(fs.existsSync(path.join('/dev/shm', coordination)), false, 'the participant removed its coordination file');
 });
 
 // What an unprivileged process sees, checked directly.

@@ -260,7 +260,12 @@ export async function writeFrom(
         cancel();
       }
     };
-    const timer = onProgress ? setInterval(() => state && report(Atomics.load(state, 1) * pageSize), 15) : undefined;
+    // A tick before the pool thread has written a page (a loaded machine) reports nothing: no progress yet.
+    const tick = (): void => {
+      const done = state ? Atomics.load(state, 1) * pageSize : 0;
+      if (done > 0) report(done);
+    };
+    const timer = onProgress ? setInterval(tick, 15) : undefined;
     try {
       // A full checkpoint skips the pages that are holes in the region's file
       // (reading one through the mapping would allocate it): they stay holes
