@@ -54,6 +54,26 @@ async function wrote(p: Peer): Promise<void> {
   assert.match(p.out, /wrote/, `the write landed: ${p.out}`);
 }
 
+/**
+ * Waits (at most 10 s) until the main thread of `pid` is held in its write:
+ * pausing between looks at the claim (a fault handler, as the mprotect
+ * backend runs it), or in the kernel until the userfaultfd thread that pushes
+ * for it is done. Before its write it waits in epoll, or runs. (wchan reads
+ * 0 whenever the thread is on a CPU, which a writer pausing 20 µs at a time
+ * often is: one look that finds it held is enough.)
+ */
+async function blockedInWrite(pid: number): Promise<void> {
+  const wchan = (): string => fs.readFileSync(`/proc/${pid}/task/${pid}/wchan`, 'utf8');
+  const seen = new Set<string>();
+  for (let i = 0; i < 1000; i++) {
+    const w = wchan();
+    if (w === 'hrtimer_nanosleep' || w === 'handle_userfault') return;
+    seen.add(w);
+    await sleep(10);
+  }
+  assert.fail(`the writer waits in its write (its main thread was seen in ${[...seen].join(', ')})`);
+}
+
 function region(tag: string): { r: Region; words: Uint32Array } {
   const r = Region.create({ name: uniqueName(tag), size: 8 * pageSize, mode: 0o600 });
   const words = new Uint32Array(r.map().buffer);
@@ -107,7 +127,7 @@ test("a write waiting on a stopped writer's claim goes on once the snapshot is r
     holder.proc.kill('SIGSTOP');
     await stopped(holder.pid);
     waiting.proc.kill('SIGUSR2'); // waits for the stopped holder's push
-    await sleep(100);
+    await blockedInWrite(waiting.pid);
     s.release();
     // The stopped holder cannot arm: the next snapshot names it, not the writer
     // that waited (before: that one's arming thread waited out the old
