@@ -16,9 +16,9 @@ function compileC(name, extraFlags = []) {
   return out;
 }
 
-/** Runs a compiled C baseline and parses the JSON object it prints on stdout. */
+/** Runs a compiled C baseline (killed after 5 minutes: a hung baseline fails the run) and parses the JSON object it prints on stdout. */
 function runC(binary, args = [], options = {}) {
-  const out = execFileSync(binary, args.map(String), { encoding: 'utf8', maxBuffer: 1 << 24, ...options });
+  const out = execFileSync(binary, args.map(String), { encoding: 'utf8', maxBuffer: 1 << 24, timeout: 300_000, ...options });
   return JSON.parse(out.trim().split('\n').pop());
 }
 

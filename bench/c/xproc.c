@@ -83,8 +83,12 @@ static void on_sigbus(int sig, siginfo_t *si, void *uctx) {
     atomic_store(&ctl->len, n);
     uint32_t s = atomic_fetch_add(&ctl->req, 1) + 1;
     futex(&ctl->req, FUTEX_WAKE, 1);
-    for (int spin = 0; atomic_load(&ctl->ack) != s; spin++)
-      if (spin > 2000) futex(&ctl->ack, FUTEX_WAIT, atomic_load(&ctl->ack));
+    /* Sleep only on the value just seen to differ from ours: a second load
+     * could read the helper's answer, and FUTEX_WAIT on it would sleep past
+     * the wake that came with it. */
+    uint32_t a;
+    for (int spin = 0; (a = atomic_load(&ctl->ack)) != s; spin++)
+      if (spin > 2000) futex(&ctl->ack, FUTEX_WAIT, a);
   }
   struct uffdio_writeprotect wp = {.range = {(uintptr_t)live + off, n}, .mode = 0};
   while (ioctl(uffd, UFFDIO_WRITEPROTECT, &wp) != 0)
