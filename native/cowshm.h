@@ -56,6 +56,8 @@ void cowshm_throw_napi_failure(napi_env env, const char *what, const char *file,
 
 /* Positional argument readers; each throws and returns false on a wrong type. */
 int cowshm_args(napi_env env, napi_callback_info info, size_t want, napi_value *argv);
+/* cowshm_args with room for `room` arguments (at least `want` given) and the function's data. */
+int cowshm_args_data(napi_env env, napi_callback_info info, size_t want, size_t room, napi_value *argv, void **data);
 int cowshm_get_i32(napi_env env, napi_value v, int32_t *out);
 int cowshm_get_u64(napi_env env, napi_value v, uint64_t *out);
 int cowshm_get_str(napi_env env, napi_value v, char *buf, size_t size);

@@ -89,9 +89,9 @@ void cowshm_throw_napi_failure(napi_env env, const char *what, const char *file,
   cowshm_throw_code(env, "ERR_COWSHM_INTERNAL", msg);
 }
 
-int cowshm_args(napi_env env, napi_callback_info info, size_t want, napi_value *argv) {
-  size_t argc = want;
-  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok) {
+int cowshm_args_data(napi_env env, napi_callback_info info, size_t want, size_t room, napi_value *argv, void **data) {
+  size_t argc = room; /* napi fills the slots past those given with undefined */
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, data) != napi_ok) {
     cowshm_throw_napi_failure(env, "napi_get_cb_info", __FILE__, __LINE__);
     return 0;
   }
@@ -100,6 +100,10 @@ int cowshm_args(napi_env env, napi_callback_info info, size_t want, napi_value *
     return 0;
   }
   return 1;
+}
+
+int cowshm_args(napi_env env, napi_callback_info info, size_t want, napi_value *argv) {
+  return cowshm_args_data(env, info, want, want, argv, NULL);
 }
 
 int cowshm_get_i32(napi_env env, napi_value v, int32_t *out) {

@@ -406,16 +406,8 @@ static int can_run_js(napi_env env, struct fenv *fe) {
  * `room` arguments were given, as cowshm_args does. */
 static int futex_args(napi_env env, napi_callback_info info, size_t want, size_t room, napi_value *argv,
                       struct fenv **fe) {
-  size_t argc = room; /* napi fills the slots past those given with undefined */
   void *data = NULL;
-  if (napi_get_cb_info(env, info, &argc, argv, NULL, &data) != napi_ok) {
-    cowshm_throw_napi_failure(env, "napi_get_cb_info", __FILE__, __LINE__);
-    return 0;
-  }
-  if (argc < want) {
-    cowshm_throw_type(env, "cowshm internal error: too few arguments to a native function");
-    return 0;
-  }
+  if (!cowshm_args_data(env, info, want, room, argv, &data)) return 0;
   *fe = data;
   return 1;
 }

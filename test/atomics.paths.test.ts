@@ -10,7 +10,7 @@ import * as path from 'node:path';
 import { spawnSync } from 'node:child_process';
 import { Region, atomics, doctor } from 'cowshm';
 import { worker, pkg } from './atomics-helpers';
-import { tempDir, rmTemp } from './helpers';
+import { tempDir, rmTemp, rerunTests } from './helpers';
 
 const forced = process.env['COWSHM_NO_IO_URING'];
 const forcedOff = forced !== undefined && forced !== '' && forced !== '0';
@@ -137,17 +137,6 @@ if (!forcedOff) {
       .filter((f) => f.startsWith('atomics.') && f.endsWith('.test.js') && f !== 'atomics.paths.test.js')
       .sort();
     assert.ok(files.length >= 2, files.join(', '));
-    // Without NODE_TEST_CONTEXT the child reports in TAP, as a top-level run does.
-    const env: NodeJS.ProcessEnv = { ...process.env, COWSHM_NO_IO_URING: '1' };
-    delete env['NODE_TEST_CONTEXT'];
-    const child = spawnSync(process.execPath, ['--expose-gc', '--test', '--test-reporter=tap', ...files], {
-      cwd: __dirname,
-      encoding: 'utf8',
-      env,
-      maxBuffer: 64 << 20,
-    });
-    assert.equal(child.status, 0, `${child.stdout}\n${child.stderr}`);
-    assert.match(child.stdout, /# fail 0/);
-    assert.match(child.stdout, /# pass [1-9]/);
+    rerunTests(files, { COWSHM_NO_IO_URING: '1' });
   });
 }

@@ -3,9 +3,8 @@ import * as assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Worker } from 'node:worker_threads';
-import { spawnSync } from 'node:child_process';
 import { Region, pageSize, snapshotBackend, writeCheckpoint, type Snapshot } from 'cowshm';
-import { tempDir, rmTemp, packageRoot } from './helpers';
+import { tempDir, rmTemp, packageRoot, rerunTests } from './helpers';
 
 /** A worker thread that writes random words all over the region until told to stop. */
 function hammer(region: Region): { started: () => Promise<void>; stop: () => Promise<number> } {
@@ -225,16 +224,8 @@ test('a chain of deltas written while a worker writes: every link restores to it
 const forced = process.env['COWSHM_SNAPSHOT_BACKEND'];
 if (forced === undefined) {
   test('the same checkpoint tests pass under COWSHM_SNAPSHOT_BACKEND=mprotect', () => {
-    const env: NodeJS.ProcessEnv = { ...process.env, COWSHM_SNAPSHOT_BACKEND: 'mprotect' };
-    delete env['NODE_TEST_CONTEXT'];
-    const child = spawnSync(process.execPath, ['--expose-gc', '--test', '--test-reporter=tap', __filename], {
-      encoding: 'utf8',
-      env,
-      maxBuffer: 64 << 20,
-    });
-    assert.equal(child.status, 0, `${child.stdout}\n${child.stderr}`);
-    assert.match(child.stdout, /# fail 0/);
-    assert.match(child.stdout, /ok \d+ - snapshotBackend is mprotect in this run/);
+    const out = rerunTests([__filename], { COWSHM_SNAPSHOT_BACKEND: 'mprotect' });
+    assert.match(out, /ok \d+ - snapshotBackend is mprotect in this run/);
   });
 } else {
   test(`snapshotBackend is ${forced} in this run`, () => {

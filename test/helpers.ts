@@ -1,4 +1,5 @@
 /** Shared test helpers: unique segment names and /dev/shm bookkeeping. */
+import * as assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as os from 'node:os';
@@ -217,4 +218,31 @@ export function mapsLineContaining(address: number): { line: string; start: numb
 /** Runs the `cowshm` command (bin/cowshm.js) as a real process. */
 export function runCli(args: string[], options: { uid?: number; gid?: number } = {}): NodeResult {
   return runPackageNode((root) => [path.join(root, 'bin', 'cowshm.js'), ...args], { ...options, timeout: 60_000 });
+}
+
+/**
+ * Runs compiled test files (names in test/build, or absolute paths) again in a
+ * child `node --test` with `env` added, and asserts that the run passed: exit
+ * status 0, no failure, some tests passed. Returns the child's TAP output.
+ */
+export function rerunTests(files: string[], env: NodeJS.ProcessEnv, options: { timeout?: number } = {}): string {
+  const childEnv: NodeJS.ProcessEnv = { ...process.env, ...env };
+  // Without NODE_TEST_CONTEXT the child reports in TAP, as a top-level run does.
+  delete childEnv['NODE_TEST_CONTEXT'];
+  const child = spawnSync(process.execPath, ['--expose-gc', '--test', '--test-reporter=tap', ...files], {
+    cwd: __dirname,
+    encoding: 'utf8',
+    env: childEnv,
+    maxBuffer: 64 << 20,
+    ...options,
+  });
+  // The failures and their errors, not the whole TAP stream (a CI summary shows only a part).
+  const failed = child.stdout
+    .split('\n')
+    .filter((l) => /^\s*(not ok|error:|code:|location:)|Error|expected|actual/.test(l))
+    .join('\n');
+  assert.equal(child.status, 0, `${failed}\n${child.stderr}`);
+  assert.match(child.stdout, /# fail 0/);
+  assert.match(child.stdout, /# pass [1-9]/);
+  return child.stdout;
 }

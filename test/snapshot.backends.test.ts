@@ -2,7 +2,7 @@ import { test } from 'node:test';
 import * as assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import { spawnSync } from 'node:child_process';
-import { packageRoot } from './helpers';
+import { packageRoot, rerunTests } from './helpers';
 
 const forced = process.env['COWSHM_SNAPSHOT_BACKEND'];
 
@@ -25,19 +25,8 @@ if (forced === undefined) {
       .filter((f) => f.startsWith('snapshot.') && f.endsWith('.test.js') && f !== 'snapshot.backends.test.js')
       .sort();
     assert.ok(files.length >= 6, files.join(', '));
-    // Without NODE_TEST_CONTEXT the child reports in TAP, as a top-level run does.
-    const env: NodeJS.ProcessEnv = { ...process.env, COWSHM_SNAPSHOT_BACKEND: 'mprotect' };
-    delete env['NODE_TEST_CONTEXT'];
-    const child = spawnSync(process.execPath, ['--expose-gc', '--test', '--test-reporter=tap', ...files], {
-      cwd: __dirname,
-      encoding: 'utf8',
-      env,
-      maxBuffer: 64 << 20,
-    });
-    assert.equal(child.status, 0, `${child.stdout}\n${child.stderr}`);
-    assert.match(child.stdout, /# fail 0/);
-    assert.match(child.stdout, /# pass [1-9]/);
-    assert.match(child.stdout, /snapshotBackend is mprotect in this run/);
+    const out = rerunTests(files, { COWSHM_SNAPSHOT_BACKEND: 'mprotect' });
+    assert.match(out, /snapshotBackend is mprotect in this run/);
   });
 }
 

@@ -8,7 +8,7 @@
 import { test } from 'node:test';
 import * as assert from 'node:assert/strict';
 import * as fs from 'node:fs';
-import { spawnSync } from 'node:child_process';
+import { rerunTests } from './helpers';
 
 const nested = process.env['COWSHM_XPROC_HANDSHAKE'] === '1'
   ? 'this run forces the handshake already'
@@ -23,18 +23,5 @@ test('every cross-process snapshot test also passes under COWSHM_XPROC_HANDSHAKE
     .sort();
   assert.ok(files.length >= 2, files.join(', '));
   console.log(`with COWSHM_XPROC_HANDSHAKE=1: ${files.join(' ')}`);
-  // Without NODE_TEST_CONTEXT the child reports in TAP, as a top-level run does.
-  const env: NodeJS.ProcessEnv = { ...process.env, COWSHM_XPROC_HANDSHAKE: '1' };
-  delete env['NODE_TEST_CONTEXT'];
-  const child = spawnSync(process.execPath, ['--expose-gc', '--test', '--test-reporter=tap', ...files], {
-    cwd: __dirname,
-    encoding: 'utf8',
-    env,
-    maxBuffer: 64 << 20,
-    timeout: 14 * 60_000,
-  });
-  const failed = child.stdout.split('\n').filter((l) => /^\s*not ok|Error|expected|actual/.test(l)).join('\n');
-  assert.equal(child.status, 0, `${failed}\n${child.stderr}`);
-  assert.match(child.stdout, /# fail 0/);
-  assert.match(child.stdout, /# pass [1-9]/);
+  rerunTests(files, { COWSHM_XPROC_HANDSHAKE: '1' }, { timeout: 14 * 60_000 });
 });

@@ -78,7 +78,7 @@ test('the region, view, cow, memory, snapshot, atomics and mutex tests pass as u
   const summary = (key: string): number => Number(new RegExp(`^# ${key} (\\d+)$`, 'm').exec(r.stdout)?.[1] ?? NaN);
   const failed = summary('fail');
   const passed = summary('pass');
-  assert.equal(r.status, 0, `the unprivileged run failed:\n${r.stdout.split('\n').filter((l) => /^\s*not ok|Error|expected|actual/.test(l)).join('\n')}\n${r.stderr}`);
+  assert.equal(r.status, 0, `the unprivileged run failed:\n${r.stdout.split('\n').filter((l) => /^\s*(not ok|error:|code:|location:)|Error|expected|actual/.test(l)).join('\n')}\n${r.stderr}`);
   assert.equal(failed, 0);
   assert.ok(passed > 0, 'some tests ran and passed');
   const skipped = [...r.stdout.matchAll(/^\s*ok \d+ - (.*) # SKIP (.*)$/gm)].map((m) => `${m[1]} (${m[2]})`);
