@@ -7,7 +7,7 @@ import { test } from 'node:test';
 import * as assert from 'node:assert/strict';
 import { Region, Mutex, atomics, pageSize } from 'cowshm';
 import { uniqueName } from './helpers';
-import { coordinationFile, gone, sleep, startRole, type Peer } from './xproc-helpers';
+import { coordinationFile, endAll, gone, sleep, startRole, type Peer } from './xproc-helpers';
 
 const WRITERS = 3;
 
@@ -71,12 +71,7 @@ test("scope 'processes': a snapshot equals, byte for byte, a copy taken with eve
   } finally {
     Atomics.store(ctl, 3, 1);
     resumeAll();
-    for (const w of writers) {
-      w.proc.kill('SIGCONT');
-      const t = setTimeout(() => w.proc.kill('SIGKILL'), 10_000);
-      await w.exited;
-      clearTimeout(t);
-    }
+    await endAll(writers);
     r.unlink();
     r.close();
     control.unlink();

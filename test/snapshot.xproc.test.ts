@@ -10,7 +10,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { Region, pageSize } from 'cowshm';
 import { uniqueName } from './helpers';
 import { WRITERS, RECORD, FIRST_RECORD_PAGE } from './snapshot.xproc.child';
-import { stopped } from './xproc-helpers';
+import { stopAll, stopped } from './xproc-helpers';
 
 const child = path.join(__dirname, 'snapshot.xproc.child.js');
 const PAGES = 256;
@@ -70,13 +70,7 @@ async function withWriters(tag: string, body: (r: Region, stop: Uint32Array, wri
     for (let i = 0; i < WRITERS; i++) writers.push(await startWriter(name, i));
     await body(r, stop, writers);
   } finally {
-    Atomics.store(stop, 0, 1);
-    for (const w of writers) {
-      w.proc.kill('SIGCONT');
-      const t = setTimeout(() => w.proc.kill('SIGKILL'), 10_000);
-      await w.exited;
-      clearTimeout(t);
-    }
+    await stopAll(stop, writers);
     r.unlink();
     const file = coordinationFile(r);
     r.close();

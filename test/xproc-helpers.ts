@@ -87,6 +87,11 @@ export function startRole(args: string[], env: NodeJS.ProcessEnv = {}): Promise<
 /** Sets the stop flag (page 0, word 0) and waits for every peer to end, stopped ones too. */
 export async function stopAll(stop: Uint32Array, peers: Peer[]): Promise<void> {
   Atomics.store(stop, 0, 1);
+  await endAll(peers);
+}
+
+/** Waits (at most 10 s each, then SIGKILL) for peers told to end, stopped ones too. */
+export async function endAll(peers: Pick<Peer, 'proc' | 'exited'>[]): Promise<void> {
   for (const p of peers) {
     p.proc.kill('SIGCONT');
     const t = setTimeout(() => p.proc.kill('SIGKILL'), 10_000);
