@@ -56,8 +56,8 @@ const TOKEN_BITS = 0x7fffffff;
 const SLICE = 50;
 /** The word of a mutex that is not recoverable (bit 31 aside): a token nobody may draw. */
 const NOT_RECOVERABLE = 0x7fffffff;
-/** Hold numbers run from 1 below this (small integers), then start again in a new epoch. */
-const HOLDS = 2 ** 30;
+/** Hold numbers run from 1 below this, then start again in a new epoch; a hold's code (2 × its number, + 1) stays a small integer. */
+const HOLDS = 2 ** 29;
 /** Where the owners' bytes start in the region's file: 2^52, beyond any region and exact in a double. */
 export const OWNER_BASE = BASE;
 /** Bit 31 of the word: waiters may be asleep. @internal */
@@ -222,27 +222,34 @@ function participantFor(fd: number, dev: number, ino: number): Participant {
 // mutable: the Mutex knows which hold is current, so a stale guard (released,
 // or of an earlier hold) can never release a later one. Numbers are small
 // integers (no boxing, and a hold number is stored without a write barrier);
-// after 2^30 - 1 holds they start again under a new epoch object, so no two
-// holds of one Mutex are ever named alike.
+// after 2^29 - 1 holds they start again under a new epoch object, so no two
+// holds of one Mutex are ever named alike. The guard is allocated on every
+// hold and kept small (three fields; ownerDied is a bit of the hold's code):
+// V8 cannot remove it even when tryAcquire() and release() are inlined into
+// the caller, because the guard is the receiver of release(), which calls
+// Atomics (an object that is the receiver of an inlined call that makes a
+// call is always allocated, measured with --trace-gc on Node 20).
 class Guard implements MutexGuard {
   readonly #mutex: Mutex;
   readonly #epoch: object;
-  readonly #hold: number;
-  readonly ownerDied: boolean;
-  constructor(mutex: Mutex, epoch: object, hold: number, ownerDied: boolean) {
+  /** The hold's code: its number times 2, plus 1 when told ownerDied. */
+  readonly #code: number;
+  constructor(mutex: Mutex, epoch: object, code: number) {
     this.#mutex = mutex;
     this.#epoch = epoch;
-    this.#hold = hold;
-    this.ownerDied = ownerDied;
+    this.#code = code;
+  }
+  get ownerDied(): boolean {
+    return (this.#code & 1) !== 0;
   }
   release(): void {
-    this.#mutex._unlock(this.#epoch, this.#hold);
+    this.#mutex._unlock(this.#epoch, this.#code);
   }
   markConsistent(): void {
-    this.#mutex._markConsistent(this.#epoch, this.#hold);
+    this.#mutex._markConsistent(this.#epoch, this.#code);
   }
   [Symbol.dispose](): void {
-    this.#mutex._dispose(this.#epoch, this.#hold);
+    this.#mutex._dispose(this.#epoch, this.#code);
   }
 }
 
@@ -378,11 +385,17 @@ export class Mutex {
    */
   tryAcquire(): MutexGuard | null {
     // The fast paths are kept small, so that V8 inlines them into the caller;
-    // anything else is out of line. A closed region's buffer is detached:
-    // length 0.
-    const ta = this.#ta;
-    if (ta.length !== 0 && Atomics.compareExchange(ta, this.#index, 0, this.#token) === 0) return this.#took(false);
-    return this.#tryAcquireSlow();
+    // anything else is out of line. A closed region's buffer is detached, and
+    // Atomics throws a TypeError on it, which #closedOr turns into
+    // ERR_COWSHM_CLOSED: no length check on the fast path (it cost ~0.5 ns of
+    // ~19, bench/mutex.bench.js).
+    let w: number;
+    try {
+      w = Atomics.compareExchange(this.#ta, this.#index, 0, this.#token);
+    } catch (err) {
+      throw this.#closedOr(err);
+    }
+    return w === 0 ? this.#took(false) : this.#tryAcquireSlow();
   }
 
   #tryAcquireSlow(): MutexGuard | null {
@@ -403,9 +416,13 @@ export class Mutex {
    */
   acquireSync(options?: Omit<AcquireOptions, 'signal'>): MutexGuard {
     const timeout = options === undefined ? Number.POSITIVE_INFINITY : syncTimeout(options);
-    const ta = this.#ta;
-    if (ta.length !== 0 && Atomics.compareExchange(ta, this.#index, 0, this.#token) === 0) return this.#took(false);
-    return this.#acquireSlow(timeout);
+    let w: number;
+    try {
+      w = Atomics.compareExchange(this.#ta, this.#index, 0, this.#token);
+    } catch (err) {
+      throw this.#closedOr(err);
+    }
+    return w === 0 ? this.#took(false) : this.#acquireSlow(timeout);
   }
 
   #acquireSlow(timeout: number): MutexGuard {
@@ -465,9 +482,12 @@ export class Mutex {
       return;
     }
     this.#hold = 0;
-    const ta = this.#ta;
-    if (ta.length === 0) throw closedError('The view this mutex is in');
-    const w = Atomics.exchange(ta, this.#index, 0);
+    let w: number;
+    try {
+      w = Atomics.exchange(this.#ta, this.#index, 0);
+    } catch (err) {
+      throw this.#closedOr(err);
+    }
     if (w !== this.#token) this.#unlocked(w, 0, 1);
   }
 
@@ -546,8 +566,14 @@ export class Mutex {
       h = 1;
     }
     this.#last = h;
-    this.#hold = ownerDied && this.#requireConsistent ? ~h : h;
-    return new Guard(this, this.#epoch, h, ownerDied);
+    const code = ownerDied ? 2 * h + 1 : 2 * h;
+    this.#hold = ownerDied && this.#requireConsistent ? ~code : code;
+    return new Guard(this, this.#epoch, code);
+  }
+
+  /** What an Atomics call on the word threw: ERR_COWSHM_CLOSED when the view is closed (its buffer detached). */
+  #closedOr(err: unknown): unknown {
+    return this.#ta.length === 0 ? closedError('The view this mutex is in') : err;
   }
 
   #live(): void {
