@@ -72,9 +72,14 @@ export const SLICE_MS = SLICE;
 // mutex): measured with 8 processes on 2 cores (bench/mutex.bench.js),
 // reading the word 30 or 100 times first (Atomics.load costs 7 ns) changed
 // throughput by less than the run-to-run noise (6 alternating runs each), and
-// an earlier measurement of 100 loads lowered it by a quarter. Since unlock
-// swaps the word out in one exchange, a contended hand-over makes at most one
-// native call on each side (FUTEX_WAKE, FUTEX_WAIT).
+// an earlier measurement of 100 loads lowered it by a quarter. Measured again
+// with a spin that stops once the word stays the same for 20 reads (40 at
+// most), taking a free word without bit 31: no gain (8 alternating rounds);
+// the holder takes its own lock again nanoseconds after releasing it, so a
+// spinner rarely sees the word free. Since unlock swaps the word out in one
+// exchange, a contended hand-over makes at most one native call on each side
+// (FUTEX_WAKE, FUTEX_WAIT), and only a waiter that slept makes its own unlock
+// wake the next (see #step).
 
 export interface AcquireOptions {
   /** Give up after this many milliseconds (an error with code 'ETIMEDOUT'). Default: wait as long as it takes. */
@@ -303,16 +308,24 @@ export class Deadline {
   }
 }
 
+/** What a lock's sleep did: nothing (the word had changed already), woken, or its slice ran out. @internal */
+export const enum Slept {
+  No = 0,
+  Woken = 1,
+  TimedOut = 2,
+}
+
 /**
  * The one sleep of every lock's slow path: blocks on word `i` of `ta` while
- * it holds `v`, for one slice at most. True when the slice ran out without a
- * wake-up (time to test whether the holder is alive), false when woken or the
- * word had changed. ETIMEDOUT past the deadline. @internal
+ * it holds `v`, for one slice at most. TimedOut when the slice ran out
+ * without a wake-up (time to test whether the holder is alive), Woken, or No
+ * when the word no longer held `v` (then nothing slept). ETIMEDOUT past the
+ * deadline. @internal
  */
-export function sleepSync(ta: Int32Array, i: number, v: number, deadline: Deadline): boolean {
+export function sleepSync(ta: Int32Array, i: number, v: number, deadline: Deadline): Slept {
   const r = native.futexWait(ta, i, v, deadline.slice());
   if (r < 0) throw wordError(r, ta);
-  return r === 3;
+  return r === 3 ? Slept.TimedOut : r === 1 ? Slept.Woken : Slept.No;
 }
 
 /**
@@ -320,11 +333,11 @@ export function sleepSync(ta: Int32Array, i: number, v: number, deadline: Deadli
  * when aborted, ERR_COWSHM_CLOSED when the view closes, ETIMEDOUT past the
  * deadline. @internal
  */
-export async function sleepAsync(ta: Int32Array, i: number, v: number, deadline: Deadline, signal: AbortSignal | undefined): Promise<boolean> {
+export async function sleepAsync(ta: Int32Array, i: number, v: number, deadline: Deadline, signal: AbortSignal | undefined): Promise<Slept> {
   const r = native.futexWaitAsync(ta, i, v, deadline.slice());
   if (typeof r === 'number') {
     if (r < 0) throw wordError(r, ta);
-    return r === 3;
+    return r === 3 ? Slept.TimedOut : r === 1 ? Slept.Woken : Slept.No;
   }
   if (r instanceof Promise) await r; // rejected: throws
   const [promise, id] = r as [Promise<string>, number];
@@ -338,7 +351,7 @@ export async function sleepAsync(ta: Int32Array, i: number, v: number, deadline:
   }
   if (result === 'aborted') throw signal?.reason;
   if (result === 'closed') throw closedError('The view this lock is in');
-  return result === 'timed-out';
+  return result === 'timed-out' ? Slept.TimedOut : Slept.Woken;
 }
 
 export class Mutex {
@@ -429,14 +442,18 @@ export class Mutex {
     const ta = this.#ta;
     const i = this.#index;
     const deadline = new Deadline(timeout);
+    let slept = false;
     for (;;) {
       this.#live();
-      const step = this.#step();
+      const step = this.#step(slept);
       if (typeof step !== 'number') return step;
       if (step === 0) continue;
       if ((step & TOKEN_BITS) === this.#token)
         throw cowshmError('EDEADLK', 'this thread holds the mutex already: acquireSync would wait forever');
-      if (sleepSync(ta, i, step, deadline)) {
+      const s = sleepSync(ta, i, step, deadline);
+      if (s === Slept.No) continue;
+      slept = true;
+      if (s === Slept.TimedOut) {
         const g = this.#recover(step);
         if (g !== null) return g;
       }
@@ -456,12 +473,16 @@ export class Mutex {
     this.#live();
     if (Atomics.compareExchange(ta, i, 0, this.#token) === 0) return this.#took(false);
     const deadline = new Deadline(timeout);
+    let slept = false;
     for (;;) {
       this.#live();
-      const step = this.#step();
+      const step = this.#step(slept);
       if (typeof step !== 'number') return step;
       if (step === 0) continue;
-      if (await sleepAsync(ta, i, step, deadline, signal)) {
+      const s = await sleepAsync(ta, i, step, deadline, signal);
+      if (s === Slept.No) continue;
+      slept = true;
+      if (s === Slept.TimedOut) {
         const g = this.#recover(step);
         if (g !== null) return g;
       }
@@ -535,13 +556,21 @@ export class Mutex {
   }
 
   /** One attempt on the contended path: a guard, 0 to try again, or the word to sleep on (bit 31 set). */
-  #step(): Guard | number {
+  #step(slept: boolean): Guard | number {
     const ta = this.#ta;
     const i = this.#index;
     const w = Atomics.load(ta, i);
     if (w === 0) {
-      // Taken after contention: others may be asleep, so the unlock must wake one.
-      return Atomics.compareExchange(ta, i, 0, this.#token | SLEEPERS) === 0 ? this.#took(false) : 0;
+      // Taken after sleeping: others may be asleep too, and each unlock wakes
+      // only one, so this one's unlock must wake the next. A waiter that never
+      // slept (its FUTEX_WAIT found the word changed) is owed no wake-up and
+      // leaves bit 31 clear: taking with it, it made its unlock wake nobody,
+      // a system call for nothing (most contended hand-overs: in
+      // bench/mutex.bench.js's 8 processes, ~90000 wakes of which ~260 woke
+      // anyone). Sleepers still asleep are not forgotten: each unlock that
+      // finds bit 31 wakes one, and a woken sleeper takes the lock with bit 31
+      // (or sets it again before it sleeps again), so the next is woken in turn.
+      return Atomics.compareExchange(ta, i, 0, slept ? this.#token | SLEEPERS : this.#token) === 0 ? this.#took(false) : 0;
     }
     const owner = w & TOKEN_BITS;
     if (owner === NOT_RECOVERABLE) throw notRecoverable();
