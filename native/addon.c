@@ -2,7 +2,24 @@
  * addon adds its functions to the exports. */
 #include "cowshm.h"
 
+#include <dlfcn.h>
+#include <pthread.h>
+
+/* The addon is never unloaded. Node closes an addon when the last
+ * environment that loaded it ends, so a worker that loaded it alone takes it
+ * away when it exits; but its signal handlers stay installed, and threads of
+ * its own (xproc.c's, futex.c's) may outlive that environment. A second
+ * reference with RTLD_NODELETE keeps its code and its process-wide state
+ * (the registry, the xproc tables) for the process's life. */
+static void pin(void) {
+  Dl_info info;
+  if (dladdr((void *)pin, &info) != 0 && info.dli_fname != NULL)
+    dlopen(info.dli_fname, RTLD_NOW | RTLD_NOLOAD | RTLD_NODELETE);
+}
+
 NAPI_MODULE_INIT() {
+  static pthread_once_t once = PTHREAD_ONCE_INIT;
+  pthread_once(&once, pin);
   if (!cowshm_env_init(env)) return NULL;
   cowshm_signals_install();
 

@@ -107,7 +107,7 @@ export function arm(
   let reader: number;
   let buffer: ArrayBuffer | undefined;
   try {
-    reader = native.xprocArm(dev, ino, size, mode & 0o666, native.address(id), timeoutMs, chunk, handshakeForced());
+    reader = native.xprocArm(dev, ino, size, mode & 0o666, id, timeoutMs, chunk, handshakeForced());
     return { id, reader, held: { buffer: undefined } };
   } catch (err) {
     const r = (err as { readerId?: unknown }).readerId;
