@@ -15,7 +15,7 @@
 import * as fs from 'node:fs';
 import { native } from './native';
 import { cowshmError, explain, invalidValue, systemError } from './errors';
-import { lockRange, rangeHeld } from './locks';
+import { rangeHeld } from './locks';
 import { mapsDevice } from './memory/procfs';
 
 const layout = native.xprocLayout;
@@ -112,16 +112,17 @@ export interface CoordinationHeldError extends Error {
 // How long a removal waits for a process that is creating, joining or
 // leaving the file (it holds initLock for a few syscalls).
 const INIT_WAIT_MS = 2000;
-const pause = new Int32Array(new SharedArrayBuffer(4));
 
 /**
  * Removes the coordination file NAME from /dev/shm if no process holds a lock
- * on it, under the rule native/xproc.c follows: with `initLock` held, so no
- * process can open the file and join or read meanwhile, and only while the
- * name still leads to `expected` (returns false, and removes nothing, when
- * it leads to another file now). A process that opened the file before and
- * waits for `initLock` finds the name gone and creates a new one. Throws
- * ERR_COWSHM_SEGMENT_HELD when some process takes part or reads.
+ * on it, by the rule a last user leaving follows (native/xproc.c,
+ * `remove_if_unheld`, the one implementation of it): with `initLock` held, so
+ * no process can open the file and join or read meanwhile, and only while
+ * the name still leads to the file opened (and, with `expected`, to that
+ * one: returns false, and removes nothing, when it leads to another file
+ * now). A process that opened the file before and waits for `initLock` finds
+ * the name gone and creates a new one. Throws ERR_COWSHM_SEGMENT_HELD when
+ * some process takes part or reads.
  */
 export function reclaimCoordination(name: string, expected?: { dev: number; ino: number }): boolean {
   if (coordinationOf(name) === null)
@@ -141,23 +142,10 @@ export function reclaimCoordination(name: string, expected?: { dev: number; ino:
     if (!st.isFile())
       throw Object.assign(cowshmError('ERR_COWSHM_NOT_A_FILE', `'${file}' is not a regular file, so not a coordination file`), { path: file });
     if (expected !== undefined && (st.dev !== expected.dev || st.ino !== expected.ino)) return false;
-    const deadline = Date.now() + INIT_WAIT_MS;
-    while (!lockRange(fd, layout.initLock, 1, 'exclusive')) {
-      if (Date.now() > deadline) throw held(file, fd, 'a process has been joining it for 2 s (stopped while joining?)');
-      Atomics.wait(pause, 0, 0, 2);
-    }
-    // Every other byte, at once: any reader or participant holds one of them.
-    if (!lockRange(fd, 0, layout.initLock, 'exclusive') || !lockRange(fd, layout.initLock + 1, 0, 'exclusive'))
-      throw held(file, fd, null);
-    let now: fs.Stats;
-    try {
-      now = fs.statSync(file);
-    } catch {
-      throw systemError(2, 'unlink', file);
-    }
-    if (now.dev !== st.dev || now.ino !== st.ino) return false;
-    fs.unlinkSync(file);
-    return true;
+    const outcome = native.xprocReclaim(fd, file, INIT_WAIT_MS);
+    if (outcome === 1) throw held(file, fd, null);
+    if (outcome === 3) throw held(file, fd, `a process has been joining it for ${INIT_WAIT_MS / 1000} s (stopped while joining?)`);
+    return outcome === 0;
   } finally {
     fs.closeSync(fd); // drops every lock: a process waiting to join finds the name gone
   }
