@@ -16,7 +16,7 @@ import * as fs from 'node:fs';
 import { native } from './native';
 import { cowshmError, explain, invalidValue, systemError } from './errors';
 import { rangeHeld } from './locks';
-import { mapsDevice } from './memory/procfs';
+import { descriptorsOf, listProcesses, mapsDevice, readOrNull } from './memory/procfs';
 
 const layout = native.xprocLayout;
 const SHM_DIR = '/dev/shm';
@@ -174,50 +174,6 @@ export interface UnregisteredWriters {
   uninspected: number[];
 }
 
-/** A file's text, or null when it can't be read. */
-export function readOrNull(file: string): string | null {
-  try {
-    return fs.readFileSync(file, 'utf8');
-  } catch {
-    return null;
-  }
-}
-
-/** A process as /proc shows it: its maps and descriptor numbers, each null when unreadable. */
-export interface ProcessEntry {
-  pid: number;
-  dir: string;
-  maps: string | null;
-  fds: string[] | null;
-  command?: string;
-}
-
-/**
- * Every process in /proc with readable maps or descriptors, and the pids of
- * those whose maps or descriptors could not be read (other users' processes
- * unless root, undumpable ones): they might hold anything.
- */
-export function listProcesses(): { processes: ProcessEntry[]; uninspected: number[] } {
-  const processes: ProcessEntry[] = [];
-  const uninspected: number[] = [];
-  for (const entry of fs.readdirSync('/proc')) {
-    if (!/^\d+$/.test(entry)) continue;
-    const pid = Number(entry);
-    const dir = `/proc/${pid}`;
-    const maps = readOrNull(`${dir}/maps`);
-    let fds: string[] | null = null;
-    try {
-      fds = fs.readdirSync(`${dir}/fd`);
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT') continue; // exited meanwhile
-    }
-    // A process that exited after readdir has no maps either: count only those still there.
-    if ((maps === null || fds === null) && fs.existsSync(dir)) uninspected.push(pid);
-    if (maps !== null || fds !== null) processes.push({ pid, dir, maps, fds });
-  }
-  return { processes, uninspected };
-}
-
 const O_ACCMODE = 3;
 const O_PATH = 0o10000000;
 
@@ -259,7 +215,8 @@ export function unregisteredWriters(dev: number, ino: number): UnregisteredWrite
   }
   const pids: number[] = [];
   const { processes, uninspected } = listProcesses();
-  for (const { pid, dir, maps, fds } of processes) {
+  for (const p of processes) {
+    const { pid, dir, maps } = p;
     let writes = false;
     let takesPart = false;
     const mayWrite: string[] = []; // shared mappings without 'w' now: ask smaps whether they may get it
@@ -281,21 +238,7 @@ export function unregisteredWriters(dev: number, ino: number): UnregisteredWrite
         if (flags !== null && / mw\b/.test(flags[1] as string)) writes = true;
       }
     }
-    for (const fd of fds ?? []) {
-      const link = `${dir}/fd/${fd}`;
-      let target: string;
-      try {
-        target = fs.readlinkSync(link);
-      } catch {
-        continue;
-      }
-      if (!target.startsWith('/')) continue; // pipe:, socket:, anon_inode:...
-      let st: fs.Stats;
-      try {
-        st = fs.statSync(link);
-      } catch {
-        continue;
-      }
+    for (const { fd, st } of descriptorsOf(p)) {
       const region = st.dev === dev && st.ino === ino;
       const coordination = coord !== null && st.dev === coord.dev && st.ino === coord.ino;
       if (!region && !coordination) continue;
