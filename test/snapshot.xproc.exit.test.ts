@@ -123,6 +123,41 @@ test('a writer goes on when a reader process exits without release(), and the ne
   assert.equal(await gone(file), true);
 });
 
+test("region.close() without release() releases the region's cross-process snapshots: no writer stays armed, another reader is not refused", async () => {
+  const name = uniqueName('xexitc');
+  const r = Region.create({ name, size: 16 * pageSize, mode: 0o600 });
+  const file = coordinationFile(r);
+  const w = await writer(name);
+  try {
+    const s = r.snapshot({ scope: 'processes', timeoutMs: 5000 });
+    assert.equal(await w.ask('wp 0 16'), '16', 'armed for the snapshot');
+    r.close();
+    assert.equal(s.released, true);
+    assert.equal(await unprotected(w), true, 'the writer let go of the snapshot of the closed region');
+    const other = `
+      const { Region } = require(${cowshm});
+      const r = Region.open(process.argv[1], { readOnly: true });
+      r.snapshot({ scope: 'processes', timeoutMs: 5000 }).release();`;
+    const { code, out } = await run(other, name);
+    assert.equal(code, 0, out); // not EBUSY: one cross-process snapshot per region at a time
+    // A release() after close does nothing, though the reader's id is another snapshot's by now.
+    const again = Region.open(name, { readOnly: true });
+    const t = again.snapshot({ scope: 'processes', timeoutMs: 5000 });
+    s.release();
+    assert.equal(await w.ask('wp 0 16'), '16', 'still armed for the new snapshot');
+    assert.equal(await w.ask('write 2 1'), 'ok');
+    assert.equal(new Uint8Array(t.buffer)[2 * pageSize], 0);
+    assert.equal(t.exact, true);
+    again.close();
+  } finally {
+    await w.end();
+    const again = Region.open(name);
+    again.unlink();
+    again.close();
+  }
+  assert.equal(await gone(file), true, `${file} was left behind`);
+});
+
 // A worker that takes a snapshot of `name` with scope 'processes', posts its
 // address and waits to be terminated.
 const SNAPSHOT_WORKER = `
