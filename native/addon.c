@@ -5,12 +5,13 @@
 #include <dlfcn.h>
 #include <pthread.h>
 
-/* The addon is never unloaded. Node closes an addon when the last
- * environment that loaded it ends, so a worker that loaded it alone takes it
- * away when it exits; but its signal handlers stay installed, and threads of
- * its own (xproc.c's, futex.c's) may outlive that environment. A second
- * reference with RTLD_NODELETE keeps its code and its process-wide state
- * (the registry, the xproc tables) for the process's life. */
+/* The addon is never unloaded. Node closes an addon when the environment
+ * that loaded it ends, so a worker that alone loaded it took its code away
+ * when it ended (the process then died of SIGSEGV in a thread of ours); but
+ * its signal handlers stay installed, a thread of its own may still be
+ * running (xproc.c's reaper), and its process-wide state (the registry,
+ * xproc.c's tables) must outlive any one environment. A second reference
+ * with RTLD_NODELETE keeps it all for the process's life. */
 static void pin(void) {
   Dl_info info;
   if (dladdr((void *)pin, &info) != 0 && info.dli_fname != NULL)
