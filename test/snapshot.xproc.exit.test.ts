@@ -37,30 +37,41 @@ async function run(code: string, name: string): Promise<{ code: number | string 
 const ENDINGS = {
   returns: '',
   'calls process.exit()': 'process.exit(0);',
-  'throws': "throw new Error('ends on purpose');",
+  throws: "throw new Error('ends on purpose');",
 } as const;
+
+/** Runs a process that takes part in its region, holds a snapshot with scope 'processes' and ends as `end` says, without release() or close(). */
+async function endHolding(end: string, unlink: boolean, exitCode: number): Promise<void> {
+  const name = uniqueName('xexit');
+  const code = `
+    const { Region } = require(${cowshm});
+    const r = Region.create({ name: process.argv[1], size: 16 * 4096, mode: 0o600, crossProcess: true });
+    const s = r.snapshot({ scope: 'processes' });
+    new Uint8Array(s.buffer)[0];
+    console.log('/dev/shm/cowshm-xproc-' + r.dev.toString(16) + '-' + r.ino.toString(16));
+    ${unlink ? 'r.unlink();' : ''}
+    ${end}`;
+  const { code: status, out } = await run(code, name);
+  const file = out.split('\n')[0] as string;
+  try {
+    assert.match(file, /^\/dev\/shm\/cowshm-xproc-/, out);
+    assert.equal(status, exitCode, out);
+    assert.equal(fs.existsSync(file), false, `${file} was left behind`);
+  } finally {
+    if (file.startsWith('/dev/shm/cowshm-xproc-')) fs.rmSync(file, { force: true });
+    if (!unlink) fs.rmSync(`/dev/shm/${name}`, { force: true });
+  }
+}
+
 for (const [how, end] of Object.entries(ENDINGS)) {
   test(`a process that ${how} holding a cross-process snapshot of a region it unlinked leaves no coordination file`, async () => {
-    const name = uniqueName('xexit');
-    const code = `
-      const { Region } = require(${cowshm});
-      const r = Region.create({ name: process.argv[1], size: 16 * 4096, mode: 0o600, crossProcess: true });
-      const s = r.snapshot({ scope: 'processes' });
-      new Uint8Array(s.buffer)[0];
-      console.log('/dev/shm/cowshm-xproc-' + r.dev.toString(16) + '-' + r.ino.toString(16));
-      r.unlink();
-      ${end}`;
-    const { code: status, out } = await run(code, name);
-    const file = out.split('\n')[0] as string;
-    try {
-      assert.match(file, /^\/dev\/shm\/cowshm-xproc-/, out);
-      assert.equal(status, how === 'throws' ? 1 : 0, out);
-      assert.equal(fs.existsSync(file), false, `${file} was left behind`);
-    } finally {
-      if (file.startsWith('/dev/shm/cowshm-xproc-')) fs.rmSync(file, { force: true });
-    }
+    await endHolding(end, true, how === 'throws' ? 1 : 0);
   });
 }
+
+test('a process that returns holding a cross-process snapshot of a region that stays leaves no coordination file', async () => {
+  await endHolding('', false, 0);
+});
 
 test('a process that exits with a writer joined leaves no coordination file while its region exists; one another participant holds is kept', async () => {
   const name = uniqueName('xexitw');
