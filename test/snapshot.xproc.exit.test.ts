@@ -8,13 +8,17 @@ import * as fs from 'node:fs';
 import { once } from 'node:events';
 import { spawn } from 'node:child_process';
 import { Worker } from 'node:worker_threads';
-import { Region, pageSize } from 'cowshm';
+import { Region, pageSize, snapshotBackend } from 'cowshm';
 import { mapsLineContaining, packageRoot, uniqueName } from './helpers';
 import { coordinationFile, cowshmPeer, gone, sleep, stopPeer, stopped, writer } from './xproc-helpers';
 
 const cowshm = JSON.stringify(packageRoot);
 
-/** Waits (at most 2 s) until writer `w` has no page of the region write-protected: it let go of a snapshot. */
+/**
+ * Waits (at most 2 s) until writer `w` has no page of the region write-protected: it let go of a
+ * snapshot. Seen with userfaultfd only (pagemap's uffd-wp bit); with mprotect it is true at once,
+ * and the tests see the writer let go by what follows (the next snapshot is not refused).
+ */
 async function unprotected(w: { ask(line: string): Promise<string> }): Promise<boolean> {
   for (let i = 0; i < 100; i++) {
     if ((await w.ask('wp 0 16')) === '0') return true;
@@ -141,7 +145,7 @@ test("region.close() without release() releases the region's cross-process snaps
   const w = await writer(name);
   try {
     const s = r.snapshot({ scope: 'processes', timeoutMs: 5000 });
-    assert.equal(await w.ask('wp 0 16'), '16', 'armed for the snapshot');
+    if (snapshotBackend === 'userfaultfd') assert.equal(await w.ask('wp 0 16'), '16', 'armed for the snapshot');
     r.close();
     assert.equal(s.released, true);
     assert.equal(await unprotected(w), true, 'the writer let go of the snapshot of the closed region');
@@ -155,9 +159,9 @@ test("region.close() without release() releases the region's cross-process snaps
     const again = Region.open(name, { readOnly: true });
     const t = again.snapshot({ scope: 'processes', timeoutMs: 5000 });
     s.release();
-    assert.equal(await w.ask('wp 0 16'), '16', 'still armed for the new snapshot');
+    if (snapshotBackend === 'userfaultfd') assert.equal(await w.ask('wp 0 16'), '16', 'still armed for the new snapshot');
     assert.equal(await w.ask('write 2 1'), 'ok');
-    assert.equal(new Uint8Array(t.buffer)[2 * pageSize], 0);
+    assert.equal(new Uint8Array(t.buffer)[2 * pageSize], 0, 'the write was pushed into the new snapshot first');
     assert.equal(t.exact, true);
     again.close();
   } finally {
