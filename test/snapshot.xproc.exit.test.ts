@@ -246,18 +246,19 @@ test("a terminated worker's snapshot stays reserved while a stopped writer may s
   assert.equal(await gone(file), true, `${file} was left behind`);
 });
 
-test('a worker of a process that never loaded cowshm ends with its region and cross-process snapshot open: the process lives on, nothing is left', async () => {
+test('a worker of a process that never loaded cowshm ends with its region, a wait on it and a cross-process snapshot open: the process lives on, nothing is left', async () => {
   const name = uniqueName('xexitd');
   // The addon is loaded by the worker alone, so Node unloads it when the worker ends.
   const code = `
     const { Worker } = require('node:worker_threads');
     const w = new Worker(\`
       const { parentPort } = require('node:worker_threads');
-      const { Region } = require(${cowshm.replace(/\\/g, '\\\\')});
+      const { Region, atomics } = require(${cowshm});
       const r = Region.create({ name: ${JSON.stringify(name)}, size: 16 * 4096, mode: 0o600, crossProcess: true });
       const v = r.map();
       const s = r.snapshot({ scope: 'processes' });
       new Uint8Array(v.buffer)[0] = 1;
+      void atomics.waitAsync(new Int32Array(v.buffer), 4, 0).value; // pending as it ends (futex.c's teardown too)
       r.unlink();
       parentPort.postMessage('/dev/shm/cowshm-xproc-' + r.dev.toString(16) + '-' + r.ino.toString(16));
       setInterval(() => {}, 1000);
