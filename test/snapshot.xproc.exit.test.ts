@@ -9,7 +9,7 @@ import { once } from 'node:events';
 import { spawn } from 'node:child_process';
 import { Worker } from 'node:worker_threads';
 import { Region, pageSize, snapshotBackend } from 'cowshm';
-import { mapsLineContaining, packageRoot, uniqueName } from './helpers';
+import { fdsFor, mapsLineContaining, packageRoot, uniqueName } from './helpers';
 import { coordinationFile, cowshmPeer, gone, sleep, stopPeer, stopped, writer } from './xproc-helpers';
 
 const cowshm = JSON.stringify(packageRoot);
@@ -232,9 +232,15 @@ test("a terminated worker's snapshot stays reserved while a stopped writer may s
     assert.match(held.line, / ---p 00000000 00:00 0 /);
     assert.ok(held.start <= address && held.end >= address + r.size);
     assert.equal(fs.existsSync(file), true, 'the stopped writer holds the file');
+    const coordination = fs.statSync(file);
+    assert.equal(fdsFor(coordination.dev, coordination.ino).length, 1, "the worker's reader keeps the file open meanwhile");
+    await sleep(100);
+    assert.equal(mapsLineContaining(address)?.line, held.line, 'still reserved while the writer is stopped');
     peer.proc.kill('SIGCONT');
-    for (let i = 0; i < 250 && mapsLineContaining(address)?.line.includes(' ---p 00000000 00:00 0 ') === true; i++) await sleep(20);
-    assert.doesNotMatch(mapsLineContaining(address)?.line ?? '', / ---p 00000000 00:00 0 /, 'the reservation goes once the writer let go');
+    // Once the writer let go, the reader ends: its descriptor and the reservation go.
+    for (let i = 0; i < 250 && fdsFor(coordination.dev, coordination.ino).length > 0; i++) await sleep(20);
+    assert.deepEqual(fdsFor(coordination.dev, coordination.ino), [], 'the reader ended once the writer let go');
+    assert.notEqual(mapsLineContaining(address)?.line, held.line, 'the reservation went with it');
     const s = r.snapshot({ scope: 'processes', timeoutMs: 5000 }); // it arms again: it was not broken
     assert.equal(new Uint8Array(s.buffer)[8], 1);
     s.release();
