@@ -66,9 +66,11 @@
 #define SYS_futex_waitv 449
 #endif
 
-enum { RES_WAITING = 0, RES_OK, RES_NOT_EQUAL, RES_TIMED_OUT, RES_CLOSED, RES_ABORTED, RES_ERROR };
+/* RES_FAULT: the kernel found no page behind the word (another process
+ * truncated the region's file under it): EFAULT, as the blocking wait says. */
+enum { RES_WAITING = 0, RES_OK, RES_NOT_EQUAL, RES_TIMED_OUT, RES_CLOSED, RES_ABORTED, RES_ERROR, RES_FAULT };
 /* What JS receives for each result, as an index into this list. */
-static const char *const result_names[] = {"waiting", "ok", "not-equal", "timed-out", "closed", "aborted", "error"};
+static const char *const result_names[] = {"waiting", "ok", "not-equal", "timed-out", "closed", "aborted", "error", "fault"};
 
 struct fenv;
 struct fring;
@@ -244,7 +246,7 @@ static int wait_in_kernel(struct waiter *w, const struct timespec *slice_end) {
     } else if (w->result == RES_WAITING) {
       if (how == S_CHANGED) w->result = RES_OK;
       else if (how == S_DEADLINE) w->result = RES_TIMED_OUT;
-      else if (how == S_FAULT) w->result = RES_CLOSED;
+      else if (how == S_FAULT) w->result = RES_FAULT;
     }
     int result = w->result;
     pthread_mutex_unlock(&table_lock);
@@ -424,7 +426,7 @@ static int sleep_blocking(uintptr_t addr, uint32_t expected, const struct timesp
 }
 
 /* futexWait(ta, index, value, timeoutMs) -> result index (1 ok, 2 not-equal,
- * 3 timed-out, 4 the word's page is gone: the region was truncated), or a
+ * 3 timed-out, 7 the word's page is gone: the region was truncated), or a
  * negative WORD_* code for TS to explain. Blocks the calling thread; in a
  * worker, wakes every 200 ms to see whether it is being terminated (a native
  * call cannot be interrupted otherwise).
@@ -480,7 +482,7 @@ static napi_value futex_wait_js(napi_env env, napi_callback_info info) {
       break;
     }
     if (how == S_FAULT) {
-      result = RES_CLOSED;
+      result = RES_FAULT;
       break;
     }
     if (how == S_DEADLINE && until == &deadline) {
@@ -632,7 +634,7 @@ static void ring_reap_locked(struct fring *fr, struct waiter **list) {
       } else if (w->result == RES_WAITING) {
         if (c.res == -EAGAIN) w->result = RES_OK; /* the word changed before the request queued */
         else if (c.res == -ECANCELED) w->result = w->timed ? RES_TIMED_OUT : RES_CLOSED;
-        else if (c.res == -EFAULT) w->result = RES_CLOSED;
+        else if (c.res == -EFAULT) w->result = RES_FAULT;
         else {
           w->result = RES_ERROR;
           w->err = -c.res;
@@ -885,16 +887,39 @@ static void settled_one(napi_env env, struct fenv *fe, struct waiter *w) {
   free(w);
 }
 
+/* EFAULT (syscall 'futex') with the sentence atomics.wait (src/atomics.ts)
+ * adds to it, in `*out`: 1, or 0 when not even the error could be made. */
+static int fault_error(napi_env env, napi_value *out) {
+  static const char why[] = " (the word's page is no longer in the region's file: it was truncated)";
+  char msg[256];
+  size_t len = 0;
+  napi_value m;
+  cowshm_throw_errno(env, EFAULT, "futex", NULL);
+  if (napi_get_and_clear_last_exception(env, out) != napi_ok) return 0;
+  if (napi_get_named_property(env, *out, "message", &m) == napi_ok &&
+      napi_get_value_string_utf8(env, m, msg, sizeof msg - sizeof why, &len) == napi_ok) {
+    memcpy(msg + len, why, sizeof why);
+    if (napi_create_string_utf8(env, msg, NAPI_AUTO_LENGTH, &m) == napi_ok)
+      napi_set_named_property(env, *out, "message", m);
+  }
+  return 1;
+}
+
 /* Settles the wait's promise. A `final` wait's with what waitAsync's caller
  * gets: 'ok' or 'timed-out', or a rejection (ERR_COWSHM_CLOSED, the kernel's
  * error), so that no reaction of cowshm's own runs between this and the
  * caller's: one promise hop per wake. The others' (the locks', and waits
  * with an AbortSignal) with the result's name ('closed', 'aborted' too) for
- * their caller to turn into its own error; the kernel's error rejects. */
+ * their caller to turn into its own error. The kernel's errors reject both:
+ * EFAULT as atomics.wait throws it, anything else as io_uring_enter's. */
 static void settle(napi_env env, struct waiter *w) {
   napi_value v;
   if (w->array != NULL) napi_delete_reference(env, w->array);
   w->array = NULL;
+  if (w->result == RES_FAULT) {
+    if (fault_error(env, &v)) napi_reject_deferred(env, w->deferred, v);
+    return;
+  }
   if (w->result == RES_ERROR || (w->final && w->result == RES_CLOSED)) {
     if (w->result == RES_ERROR) cowshm_throw_errno(env, w->err, "io_uring_enter", NULL);
     else cowshm_throw_code(env, "ERR_COWSHM_CLOSED", "The view this wait was on is closed");
@@ -960,7 +985,9 @@ static void call_js(napi_env env, napi_value js_cb, void *context, void *data) {
  * the promise, which resolves 'ok' or 'timed-out' and rejects with
  * ERR_COWSHM_CLOSED when the view is closed; otherwise [promise, id], the
  * promise resolving 'ok', 'timed-out', 'closed' or (after futexCancel(id))
- * 'aborted'. Or a number: 2 not-equal, or a negative WORD_* code. */
+ * 'aborted'. Either rejects with EFAULT (syscall 'futex') when the word's
+ * page is gone (the region was truncated). Or a number: 2 not-equal, or a
+ * negative WORD_* code. */
 static napi_value futex_wait_async_js(napi_env env, napi_callback_info info) {
   napi_value argv[5];
   struct fenv *fe;
