@@ -117,6 +117,9 @@ struct fenv {
   char path_reason[128];
   struct fring *fr;            /* PATH_RING: the environment's ring (JS thread only) */
   size_t pending_threads;      /* of `pending`: on waiter threads (the tsfn is referenced while > 0) */
+  napi_ref names;              /* result_names as JS strings, made once: a settle copies none */
+  struct waiter *spare;        /* settled waits kept for the next ones (JS thread only) */
+  size_t spares;
 };
 
 enum { PATH_UNKNOWN = 0, PATH_RING, PATH_THREADS };
@@ -129,6 +132,28 @@ static struct waiter *jobs_head, *jobs_tail;
 static size_t idle_threads;
 static double next_id = 1;
 static _Atomic int have_waitv = -1; /* futex_waitv(2) (Linux 5.16): -1 not known yet */
+
+/* A wait's record: one of the environment's spares, or a new one. Both on
+ * the environment's JS thread, which files and settles its waits. */
+enum { MAX_SPARES = 8 };
+
+static struct waiter *waiter_new(struct fenv *fe) {
+  struct waiter *w = fe->spare;
+  if (w == NULL) return malloc(sizeof *w);
+  fe->spare = w->queue_next;
+  fe->spares--;
+  return w;
+}
+
+static void waiter_free(struct fenv *fe, struct waiter *w) {
+  if (fe->closing || fe->spares >= MAX_SPARES) {
+    free(w);
+    return;
+  }
+  w->queue_next = fe->spare;
+  fe->spare = w;
+  fe->spares++;
+}
 
 static long sys_futex(void *addr, int op, uint32_t val, const struct timespec *ts) {
   return syscall(SYS_futex, addr, op, val, ts, NULL, 0);
@@ -334,14 +359,18 @@ static void deadline_after(double ms, struct timespec *ts) {
 }
 
 /* Files a wait: returns WORD_OK and fills w, RES_NOT_EQUAL when the word holds
- * another value, or a negative WORD_* code. Call with the registry lock held
- * (it stays held): the mapping stays open until the caller lets go. A wait
- * on `fr` is filed as in the kernel already: the caller submits it before it
- * lets go of the registry lock, which notify() takes too. */
-static int begin_wait_locked(napi_env env, napi_value ta, double index, uint32_t value, double timeout_ms,
-                             struct waiter *w, struct fring *fr) {
+ * another value, or a negative WORD_* code. Needs no registry lock, for the
+ * reasons futex_wait_js gives: the view is this thread's (locate() finds no
+ * other), only this thread unmaps it, and the call's arguments keep its
+ * buffer alive, so it stays mapped until the call returns. A wait on `fr` is
+ * filed as in the kernel already: no notify of this process looks for it in
+ * the table (it leaves such waits to the kernel), and the caller submits it
+ * before it returns, as the standard's waiter is waiting once waitAsync()
+ * has returned. */
+static int begin_wait(napi_env env, napi_value ta, double index, uint32_t value, double timeout_ms,
+                      struct waiter *w, struct fring *fr) {
   struct word wd;
-  int rc = locate_locked(env, ta, index, &wd);
+  int rc = locate(env, ta, index, &wd);
   if (rc != WORD_OK) return rc;
   memset(w, 0, sizeof *w);
   w->addr = wd.addr;
@@ -365,6 +394,7 @@ static int begin_wait_locked(napi_env env, napi_value ta, double index, uint32_t
   w->result = RES_WAITING;
   w->busy = 1;
   w->in_kernel = fr != NULL;
+  w->id = next_id++;
   table_insert(w);
   pthread_mutex_unlock(&table_lock);
   return WORD_OK;
@@ -578,8 +608,9 @@ static int queue_job_locked(struct waiter *w) {
  * Counting stays exact: a request queued on the word is woken by FUTEX_WAKE
  * and counted by it (the kernel counts io_uring waiters as it counts
  * sleeping threads), so notify() leaves these waiters to the kernel (they
- * are filed `in_kernel` from the start; the registry lock, which notify()
- * takes too, is held from filing to submission). A request is either woken
+ * are filed `in_kernel` from the start, and submitted before waitAsync()
+ * returns: a notify of this thread comes after, one of another thread may
+ * as well have come before the wait began). A request is either woken
  * or cancelled, never both (the kernel unqueues it under the hash bucket
  * lock in either case); one that was woken after it had been marked (abort,
  * close) passes the wake on, as a waiter thread does.
@@ -611,6 +642,7 @@ struct fring {
   napi_env env;
   size_t pending;             /* requests not yet settled: the poll handle is referenced while > 0 */
   napi_async_context actx;    /* for settling from the poll callback */
+  napi_ref resource;          /* the callback scope's resource object, made once */
   napi_async_cleanup_hook_handle hook;
 };
 
@@ -666,7 +698,7 @@ static int ring_cancel_locked(struct fring *fr, struct waiter *w) {
   return 0;
 }
 
-/* Under fr->lock, with the registry lock held: submits w's wait. */
+/* Under fr->lock: submits w's wait (filed by begin_wait). */
 static int ring_submit_wait_locked(struct fring *fr, struct waiter *w) {
   struct io_uring_sqe *sqe = uring_sqe(&fr->ring);
   struct io_uring_sqe *timeout = sqe != NULL && w->timed ? uring_sqe(&fr->ring) : NULL;
@@ -749,6 +781,8 @@ static void ring_teardown(napi_async_cleanup_hook_handle hook, void *arg) {
   pthread_mutex_unlock(&fr->lock);
   if (fr->actx != NULL) napi_async_destroy(fr->env, fr->actx);
   fr->actx = NULL;
+  if (fr->resource != NULL) napi_delete_reference(fr->env, fr->resource);
+  fr->resource = NULL;
   uv_close((uv_handle_t *)&fr->poll, ring_closed);
 }
 
@@ -830,6 +864,9 @@ static int ring_start(napi_env env, struct fenv *fe) {
     return fe->path;
   }
   uv_unref((uv_handle_t *)&fr->poll);
+  napi_value resource;
+  if (napi_create_object(env, &resource) != napi_ok || napi_create_reference(env, resource, 1, &fr->resource) != napi_ok)
+    fr->resource = NULL; /* settles then run no callback scope of their own: see settle_list */
   napi_add_async_cleanup_hook(env, ring_teardown, fr, &fr->hook);
   fe->fr = fr;
   fe->path = PATH_RING;
@@ -884,7 +921,7 @@ static void settled_one(napi_env env, struct fenv *fe, struct waiter *w) {
     napi_unref_threadsafe_function(env, fe->tsfn);
   }
   if (fe->pending > 0) fe->pending--;
-  free(w);
+  waiter_free(fe, w);
 }
 
 /* EFAULT (syscall 'futex') with the sentence atomics.wait (src/atomics.ts)
@@ -912,7 +949,7 @@ static int fault_error(napi_env env, napi_value *out) {
  * with an AbortSignal) with the result's name ('closed', 'aborted' too) for
  * their caller to turn into its own error. The kernel's errors reject both:
  * EFAULT as atomics.wait throws it, anything else as io_uring_enter's. */
-static void settle(napi_env env, struct waiter *w) {
+static void settle(napi_env env, struct fenv *fe, struct waiter *w) {
   napi_value v;
   if (w->array != NULL) napi_delete_reference(env, w->array);
   w->array = NULL;
@@ -926,7 +963,10 @@ static void settle(napi_env env, struct waiter *w) {
     if (napi_get_and_clear_last_exception(env, &v) == napi_ok) napi_reject_deferred(env, w->deferred, v);
     return;
   }
-  if (napi_create_string_utf8(env, result_names[w->result], NAPI_AUTO_LENGTH, &v) == napi_ok)
+  napi_value names;
+  if ((fe->names != NULL && napi_get_reference_value(env, fe->names, &names) == napi_ok && names != NULL &&
+       napi_get_element(env, names, (uint32_t)w->result, &v) == napi_ok) ||
+      napi_create_string_utf8(env, result_names[w->result], NAPI_AUTO_LENGTH, &v) == napi_ok)
     napi_resolve_deferred(env, w->deferred, v);
 }
 
@@ -945,16 +985,17 @@ static void settle_list(napi_env env, struct fenv *fe, struct waiter *list, int 
   napi_callback_scope cb = NULL;
   if (own_scope && napi_open_handle_scope(env, &outer) == napi_ok) {
     napi_value resource;
-    if (fe->fr == NULL || napi_create_object(env, &resource) != napi_ok ||
-        napi_open_callback_scope(env, resource, fe->fr->actx, &cb) != napi_ok)
+    if (fe->fr == NULL || napi_get_reference_value(env, fe->fr->resource, &resource) != napi_ok ||
+        resource == NULL || napi_open_callback_scope(env, resource, fe->fr->actx, &cb) != napi_ok)
       cb = NULL;
   }
+  int one = rev != NULL && rev->queue_next == NULL; /* the usual case: no scope per wait */
   while (rev != NULL) {
     struct waiter *n = rev->queue_next;
-    napi_handle_scope scope;
-    if (napi_open_handle_scope(env, &scope) == napi_ok) {
-      settle(env, rev);
-      napi_close_handle_scope(env, scope);
+    napi_handle_scope scope = NULL;
+    if (one || napi_open_handle_scope(env, &scope) == napi_ok) {
+      settle(env, fe, rev);
+      if (scope != NULL) napi_close_handle_scope(env, scope);
     }
     settled_one(env, fe, rev);
     rev = n;
@@ -1000,20 +1041,18 @@ static napi_value futex_wait_async_js(napi_env env, napi_callback_info info) {
   if (napi_get_value_bool(env, argv[4], &final) != napi_ok) final = false;
   if (fe->closing) return cowshm_throw_type(env, "cowshm: this environment is shutting down");
   struct fring *fr = ring_start(env, fe) == PATH_RING ? fe->fr : NULL;
-  struct waiter *w = malloc(sizeof *w);
+  struct waiter *w = waiter_new(fe);
   if (w == NULL) return cowshm_throw_errno(env, ENOMEM, "futex", NULL);
   napi_ref array;
   if (napi_create_reference(env, argv[0], 1, &array) != napi_ok) {
-    free(w);
+    waiter_free(fe, w);
     return cowshm_num(env, WORD_TYPE); /* not an object: not an Int32Array */
   }
   napi_value promise, pair, idv;
-  cowshm_registry_lock();
-  int rc = begin_wait_locked(env, argv[0], index, (uint32_t)(int32_t)value_d, timeout_ms, w, fr);
+  int rc = begin_wait(env, argv[0], index, (uint32_t)(int32_t)value_d, timeout_ms, w, fr);
   if (rc != WORD_OK) {
-    cowshm_registry_unlock();
     napi_delete_reference(env, array);
-    free(w);
+    waiter_free(fe, w);
     return cowshm_num(env, rc);
   }
   w->fe = fe;
@@ -1023,16 +1062,12 @@ static napi_value futex_wait_async_js(napi_env env, napi_callback_info info) {
     pthread_mutex_lock(&table_lock);
     table_remove(w);
     pthread_mutex_unlock(&table_lock);
-    cowshm_registry_unlock();
     napi_delete_reference(env, array);
-    free(w);
+    waiter_free(fe, w);
     cowshm_throw_napi_failure(env, "napi_create_promise", __FILE__, __LINE__);
     return NULL;
   }
   int err = 0;
-  pthread_mutex_lock(&table_lock);
-  w->id = next_id++;
-  pthread_mutex_unlock(&table_lock);
   if (fr != NULL) {
     pthread_mutex_lock(&fr->lock);
     err = ring_submit_wait_locked(fr, w);
@@ -1052,14 +1087,13 @@ static napi_value futex_wait_async_js(napi_env env, napi_callback_info info) {
     if (err != 0) table_remove(w);
     pthread_mutex_unlock(&table_lock);
   }
-  cowshm_registry_unlock();
   if (err != 0) {
     napi_value e = NULL;
     cowshm_throw_errno(env, err, "pthread_create", NULL);
     napi_get_and_clear_last_exception(env, &e);
     napi_reject_deferred(env, w->deferred, e);
     napi_delete_reference(env, array);
-    free(w);
+    waiter_free(fe, w);
     return promise; /* rejected: TS passes it on as it is */
   }
   fe->pending++;
@@ -1252,6 +1286,14 @@ static void fenv_cleanup(void *arg) {
   }
   if (fe->noop != NULL) napi_delete_reference(fe->env, fe->noop);
   fe->noop = NULL;
+  if (fe->names != NULL) napi_delete_reference(fe->env, fe->names);
+  fe->names = NULL;
+  while (fe->spare != NULL) {
+    struct waiter *w = fe->spare;
+    fe->spare = w->queue_next;
+    free(w);
+  }
+  fe->spares = 0;
   napi_release_threadsafe_function(fe->tsfn, napi_tsfn_abort); /* fenv_finalize frees fe */
 }
 
@@ -1272,6 +1314,14 @@ napi_value cowshm_init_futex(napi_env env, napi_value exports) {
   napi_unref_threadsafe_function(env, fe->tsfn);
   NAPI_OK(env, napi_create_function(env, "noop", NAPI_AUTO_LENGTH, noop_js, NULL, &noop));
   NAPI_OK(env, napi_create_reference(env, noop, 1, &fe->noop));
+  napi_value names;
+  NAPI_OK(env, napi_create_array_with_length(env, sizeof result_names / sizeof *result_names, &names));
+  for (uint32_t i = 0; i < sizeof result_names / sizeof *result_names; i++) {
+    napi_value v;
+    NAPI_OK(env, napi_create_string_utf8(env, result_names[i], NAPI_AUTO_LENGTH, &v));
+    NAPI_OK(env, napi_set_element(env, names, i, v));
+  }
+  NAPI_OK(env, napi_create_reference(env, names, 1, &fe->names));
   /* This runs on the environment's own thread. */
   fe->worker = syscall(SYS_gettid) != getpid();
   NAPI_OK(env, napi_add_env_cleanup_hook(env, fenv_cleanup, fe));
