@@ -40,32 +40,6 @@ static void *shared(size_t size) {
   return p;
 }
 
-static void pingpong(long n, long warm) {
-  _Atomic uint32_t *w = shared(4096);
-  pid_t pid = fork();
-  if (pid < 0) die("fork");
-  if (pid == 0) {
-    for (long i = 0; i < warm + n; i++) {
-      uint32_t v;
-      while ((v = atomic_load(w)) != (uint32_t)(2 * i + 1)) fx(w, FUTEX_WAIT, v);
-      atomic_store(w, (uint32_t)(2 * i + 2));
-      fx(w, FUTEX_WAKE, INT32_MAX);
-    }
-    _exit(0);
-  }
-  double t0 = now();
-  for (long i = 0; i < warm + n; i++) {
-    if (i == warm) t0 = now();
-    atomic_store(w, (uint32_t)(2 * i + 1));
-    fx(w, FUTEX_WAKE, INT32_MAX);
-    uint32_t v;
-    while ((v = atomic_load(w)) != (uint32_t)(2 * i + 2)) fx(w, FUTEX_WAIT, v);
-  }
-  double t = now() - t0;
-  waitpid(pid, NULL, 0);
-  printf("{\"seconds\": %.9g}\n", t / n);
-}
-
 /* One side's ring, and the epoll set its "event loop" sleeps in. */
 struct side {
   struct uring ring;
@@ -108,24 +82,33 @@ static void reap(struct side *s) {
   }
 }
 
-/* Waits until *w holds `want`, the way the bench's waitAsync loop does. */
+/* Waits until *w holds `want`, as the bench's loops do: with FUTEX_WAIT
+ * (no ring), or as its waitAsync loop does, on the ring. */
 static void await_value(struct side *s, _Atomic uint32_t *w, uint32_t want) {
   uint32_t v;
   while ((v = atomic_load(w)) != want) {
+    if (s == NULL) {
+      fx(w, FUTEX_WAIT, v);
+      continue;
+    }
     queue_wait(s, w, v);
     reap(s);
   }
 }
 
-static void uring_pingpong(long n, long warm) {
+/* Two processes ping-pong the word: the child answers odd values with the next even one. */
+static void pingpong(long n, long warm, int uring) {
   _Atomic uint32_t *w = shared(4096);
   pid_t pid = fork();
   if (pid < 0) die("fork");
-  struct side s;
-  side_init(&s); /* after the fork: each process its own ring */
+  struct side ring, *s = NULL;
+  if (uring) {
+    side_init(&ring); /* after the fork: each process its own ring */
+    s = &ring;
+  }
   if (pid == 0) {
     for (long i = 0; i < warm + n; i++) {
-      await_value(&s, w, (uint32_t)(2 * i + 1));
+      await_value(s, w, (uint32_t)(2 * i + 1));
       atomic_store(w, (uint32_t)(2 * i + 2));
       fx(w, FUTEX_WAKE, INT32_MAX);
     }
@@ -136,7 +119,7 @@ static void uring_pingpong(long n, long warm) {
     if (i == warm) t0 = now();
     atomic_store(w, (uint32_t)(2 * i + 1));
     fx(w, FUTEX_WAKE, INT32_MAX);
-    await_value(&s, w, (uint32_t)(2 * i + 2));
+    await_value(s, w, (uint32_t)(2 * i + 2));
   }
   double t = now() - t0;
   int status;
@@ -159,8 +142,8 @@ static void uring_self(long n) {
 
 int main(int argc, char **argv) {
   long n = argc >= 3 ? atol(argv[2]) : 0, warm = argc >= 4 ? atol(argv[3]) : 0;
-  if (argc >= 3 && strcmp(argv[1], "pingpong") == 0) pingpong(n, warm);
-  else if (argc >= 3 && strcmp(argv[1], "uring") == 0) uring_pingpong(n, warm);
+  if (argc >= 3 && strcmp(argv[1], "pingpong") == 0) pingpong(n, warm, 0);
+  else if (argc >= 3 && strcmp(argv[1], "uring") == 0) pingpong(n, warm, 1);
   else if (argc >= 3 && strcmp(argv[1], "uring-self") == 0) uring_self(n);
   else {
     fprintf(stderr, "usage: %s pingpong|uring ROUNDS [WARMUP] | uring-self ROUNDS\n", argv[0]);
