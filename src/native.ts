@@ -120,7 +120,8 @@ export interface Native {
   /**
    * With final: a promise of 'ok' | 'timed-out' (rejected with ERR_COWSHM_CLOSED when the view is closed).
    * Without: [promise of 'ok' | 'timed-out' | 'closed' | 'aborted' (after futexCancel(id)), id].
-   * Either way a rejected promise when no waiter could be started, or a number as futexWait.
+   * Either way a rejected promise when no waiter could be started or the word's page is gone (EFAULT,
+   * syscall 'futex': the region was truncated), or a number as futexWait.
    */
   futexWaitAsync(
     ta: Int32Array, index: number, value: number, timeoutMs: number, final?: boolean,
