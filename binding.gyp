@@ -22,7 +22,7 @@
       ],
       "cflags": ["-std=gnu11", "-O2", "-Wall", "-Wextra", "-Wno-unused-parameter", "-fvisibility=hidden"],
       "defines": ["NAPI_VERSION=8", "_GNU_SOURCE"],
-      "libraries": ["-lrt", "-lpthread"]
+      "libraries": ["-lrt", "-lpthread", "-ldl"]
     }
   ]
 }

@@ -5,6 +5,17 @@
 //  - the same with waitAsync on both sides, against a Unix-socket round trip
 //    between two Node processes (and, for information, C and a MessagePort
 //    round trip between two threads, and the same on the waiter threads);
+//  - the floors under that target: the C pair doing waitAsync's mechanism and
+//    nothing else (bench/c/futex.c uring: an io_uring futex-wait request and
+//    epoll on the ring's descriptor, both sides), and what Node's event loop
+//    costs per wake-up: a turn that resumes an async function (await
+//    setImmediate), and the one-thread cycle waitAsync, notify, await against
+//    the same cycle in C (bench/c/futex.c uring-self). Two floors, each set
+//    against the socket: "floor (C)", the mechanism's round trip plus one
+//    turn per side; "floor (JS)", the blocking atomics.wait ping-pong (JS
+//    loops, the addon's calls, two V8 processes taking turns on the caches)
+//    plus what the mechanism costs over a plain futex pair in C, plus one
+//    turn per side: what waitAsync would cost if it added nothing else.
 // The locks (Mutex, RwLock) are measured by bench/mutex.bench.js.
 // Every round runs in a child process of its own, and rounds alternate
 // between unpinned and pinned to one CPU (taskset -c 0, inherited by every
@@ -193,10 +204,50 @@ async function portTrip() {
   return s;
 }
 
+/** One thread: waitAsync, notify, await, as often as --trips × 4 after a warm-up; seconds per cycle. */
+async function selfCycle() {
+  const name = benchName('self');
+  const r = Region.create({ name, size: 4096 });
+  try {
+    const a = new Int32Array(r.map().buffer);
+    const n = 4 * trips;
+    let t0 = process.hrtime.bigint();
+    for (let i = 0; i < warmup + n; i++) {
+      if (i === warmup) t0 = process.hrtime.bigint();
+      const w = atomics.waitAsync(a, 0, 0);
+      atomics.notify(a, 0);
+      await w.value;
+    }
+    return Number(process.hrtime.bigint() - t0) / 1e9 / n;
+  } finally {
+    r.close();
+    r.unlink();
+  }
+}
+
+/** One turn of the event loop that resumes an async function: await setImmediate, in seconds. */
+async function loopTurn() {
+  const n = 4 * trips;
+  const next = () => new Promise((resolve) => setImmediate(resolve));
+  let t0 = process.hrtime.bigint();
+  for (let i = 0; i < warmup + n; i++) {
+    if (i === warmup) t0 = process.hrtime.bigint();
+    await next();
+  }
+  return Number(process.hrtime.bigint() - t0) / 1e9 / n;
+}
+
 /** One round of every measure, in this process (a child of main's, pinned or not): JSON on stdout. */
 async function round(cBinary) {
   const path = doctor().waitAsync;
   const out = { cSync: runC(cBinary, ['pingpong', trips, warmup]).seconds };
+  // waitAsync's mechanism in C, where this kernel gives it (the same probe as the addon's).
+  if (path.path === 'io_uring') {
+    out.cUring = runC(cBinary, ['uring', trips, warmup]).seconds;
+    out.cSelf = runC(cBinary, ['uring-self', 4 * trips]).seconds;
+    out.jsSelf = await selfCycle();
+  }
+  out.turn = await loopTurn();
   out.jsSync = await pingPong('sync');
   out.jsAsync = await pingPong('async');
   if (path.path === 'io_uring') out.jsAsyncThreads = await threadsTrip();
@@ -233,10 +284,32 @@ function table(label, tag, rows, path) {
     ...(rows.jsAsyncThreads.length === 0 ? [] : [
       { name: `waitAsync on io_uring vs on waiter threads${tag}`, cowshm: m(rows.jsAsync), baseline: m(rows.jsAsyncThreads), ratio: pairedRatio(rows.jsAsync, rows.jsAsyncThreads) },
     ]),
+    ...(rows.cUring.length === 0 ? [] : floors(tag, rows)),
   ]);
   const us = (xs) => xs.map((x) => fmtSeconds(x)).join(' ');
   for (const [k, xs] of Object.entries(rows)) console.log(`  ${k.padEnd(14)} ${us(xs)}`);
   return ok;
+}
+
+/**
+ * The floors under the waitAsync target (rows with the io_uring path only),
+ * per round, against the same round's socket (see the top of this file). A
+ * floor above the target's 0.5× says that no waitAsync between two Node
+ * processes can meet it on this machine.
+ */
+function floors(tag, rows) {
+  const m = median;
+  const floorC = rows.cUring.map((c, i) => c + 2 * rows.turn[i]);
+  const floorJs = rows.jsSync.map((js, i) => js + (rows.cUring[i] - rows.cSync[i]) + 2 * rows.turn[i]);
+  return [
+    { name: `waitAsync both sides vs C io_uring+epoll pair (its mechanism)${tag}`, cowshm: m(rows.jsAsync), baseline: m(rows.cUring), ratio: pairedRatio(rows.jsAsync, rows.cUring) },
+    { name: `C io_uring+epoll pair vs Unix socket (Node)${tag}`, cowshm: m(rows.cUring), baseline: m(rows.sock), ratio: pairedRatio(rows.cUring, rows.sock) },
+    { name: `floor (C): C io_uring pair + 2 event-loop turns vs Unix socket${tag}`, cowshm: m(floorC), baseline: m(rows.sock), ratio: pairedRatio(floorC, rows.sock) },
+    { name: `floor (JS): wait/notify pair + mechanism + 2 turns vs Unix socket${tag}`, cowshm: m(floorJs), baseline: m(rows.sock), ratio: pairedRatio(floorJs, rows.sock) },
+    { name: `waitAsync both sides vs floor (JS)${tag}`, cowshm: m(rows.jsAsync), baseline: m(floorJs), ratio: pairedRatio(rows.jsAsync, floorJs) },
+    { name: `one thread: waitAsync, notify, await vs C (queue, wake, reap)${tag}`, cowshm: m(rows.jsSelf), baseline: m(rows.cSelf), ratio: pairedRatio(rows.jsSelf, rows.cSelf) },
+    { name: `event-loop turn (await setImmediate) vs C self cycle${tag}`, cowshm: m(rows.turn), baseline: m(rows.cSelf), ratio: pairedRatio(rows.turn, rows.cSelf) },
+  ];
 }
 
 async function main() {
@@ -245,7 +318,7 @@ async function main() {
   const modes = [{ label: 'unpinned', tag: '', pinned: false }];
   if (pin && hasTaskset()) modes.push({ label: 'pinned to CPU 0 (taskset -c 0)', tag: ', pinned', pinned: true });
   else if (pin) console.log('taskset not found: unpinned rounds only');
-  const empty = () => ({ cSync: [], jsSync: [], jsAsync: [], jsAsyncThreads: [], sock: [], port: [] });
+  const empty = () => ({ cSync: [], jsSync: [], jsAsync: [], jsAsyncThreads: [], sock: [], port: [], cUring: [], cSelf: [], jsSelf: [], turn: [] });
   const rows = modes.map(empty);
   for (let r = 0; r < rounds; r++) {
     // Alternate the order of the modes too, so neither always runs first.

@@ -2,7 +2,25 @@
  * addon adds its functions to the exports. */
 #include "cowshm.h"
 
+#include <dlfcn.h>
+#include <pthread.h>
+
+/* The addon is never unloaded. Node closes an addon when the environment
+ * that loaded it ends, so a worker that alone loaded it took its code away
+ * when it ended (the process then died of SIGSEGV in a thread of ours); but
+ * its signal handlers stay installed, a thread of its own may still be
+ * running (xproc.c's reaper), and its process-wide state (the registry,
+ * xproc.c's tables) must outlive any one environment. A second reference
+ * with RTLD_NODELETE keeps it all for the process's life. */
+static void pin(void) {
+  Dl_info info;
+  if (dladdr((void *)pin, &info) != 0 && info.dli_fname != NULL)
+    dlopen(info.dli_fname, RTLD_NOW | RTLD_NOLOAD | RTLD_NODELETE);
+}
+
 NAPI_MODULE_INIT() {
+  static pthread_once_t once = PTHREAD_ONCE_INIT;
+  pthread_once(&once, pin);
   if (!cowshm_env_init(env)) return NULL;
   cowshm_signals_install();
 

@@ -165,6 +165,13 @@ struct cowshm_slot *cowshm_mapping_map(napi_env env, int fd, uint64_t offset, si
 int cowshm_mapping_close(napi_env env, double id);
 /* Environment teardown: unmap everything that environment mapped. */
 void cowshm_mapping_release_all(napi_env env);
+/* Environment teardown, before release_all: takes an open mapping of env
+ * (Node has detached its buffer by then) away from it, puts a PROT_NONE
+ * reservation over it and hands the range to the caller, who unmaps it once
+ * nothing can write into that address any more (a writer in another process
+ * pushing into a cross-process snapshot: xproc.c). Returns 1 with the range
+ * in *start and *len, or 0 when id is no open mapping of env. */
+int cowshm_mapping_take(napi_env env, double id, uintptr_t *start, size_t *len);
 
 /* ---- descriptors (fd.c) ------------------------------------------------ */
 

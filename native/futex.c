@@ -66,9 +66,11 @@
 #define SYS_futex_waitv 449
 #endif
 
-enum { RES_WAITING = 0, RES_OK, RES_NOT_EQUAL, RES_TIMED_OUT, RES_CLOSED, RES_ABORTED, RES_ERROR };
+/* RES_FAULT: the kernel found no page behind the word (another process
+ * truncated the region's file under it): EFAULT, as the blocking wait says. */
+enum { RES_WAITING = 0, RES_OK, RES_NOT_EQUAL, RES_TIMED_OUT, RES_CLOSED, RES_ABORTED, RES_ERROR, RES_FAULT };
 /* What JS receives for each result, as an index into this list. */
-static const char *const result_names[] = {"waiting", "ok", "not-equal", "timed-out", "closed", "aborted", "error"};
+static const char *const result_names[] = {"waiting", "ok", "not-equal", "timed-out", "closed", "aborted", "error", "fault"};
 
 struct fenv;
 struct fring;
@@ -115,6 +117,9 @@ struct fenv {
   char path_reason[128];
   struct fring *fr;            /* PATH_RING: the environment's ring (JS thread only) */
   size_t pending_threads;      /* of `pending`: on waiter threads (the tsfn is referenced while > 0) */
+  napi_ref names;              /* result_names as JS strings, made once: a settle copies none */
+  struct waiter *spare;        /* settled waits kept for the next ones (JS thread only) */
+  size_t spares;
 };
 
 enum { PATH_UNKNOWN = 0, PATH_RING, PATH_THREADS };
@@ -127,6 +132,28 @@ static struct waiter *jobs_head, *jobs_tail;
 static size_t idle_threads;
 static double next_id = 1;
 static _Atomic int have_waitv = -1; /* futex_waitv(2) (Linux 5.16): -1 not known yet */
+
+/* A wait's record: one of the environment's spares, or a new one. Both on
+ * the environment's JS thread, which files and settles its waits. */
+enum { MAX_SPARES = 8 };
+
+static struct waiter *waiter_new(struct fenv *fe) {
+  struct waiter *w = fe->spare;
+  if (w == NULL) return malloc(sizeof *w);
+  fe->spare = w->queue_next;
+  fe->spares--;
+  return w;
+}
+
+static void waiter_free(struct fenv *fe, struct waiter *w) {
+  if (fe->closing || fe->spares >= MAX_SPARES) {
+    free(w);
+    return;
+  }
+  w->queue_next = fe->spare;
+  fe->spare = w;
+  fe->spares++;
+}
 
 static long sys_futex(void *addr, int op, uint32_t val, const struct timespec *ts) {
   return syscall(SYS_futex, addr, op, val, ts, NULL, 0);
@@ -244,7 +271,7 @@ static int wait_in_kernel(struct waiter *w, const struct timespec *slice_end) {
     } else if (w->result == RES_WAITING) {
       if (how == S_CHANGED) w->result = RES_OK;
       else if (how == S_DEADLINE) w->result = RES_TIMED_OUT;
-      else if (how == S_FAULT) w->result = RES_CLOSED;
+      else if (how == S_FAULT) w->result = RES_FAULT;
     }
     int result = w->result;
     pthread_mutex_unlock(&table_lock);
@@ -332,14 +359,18 @@ static void deadline_after(double ms, struct timespec *ts) {
 }
 
 /* Files a wait: returns WORD_OK and fills w, RES_NOT_EQUAL when the word holds
- * another value, or a negative WORD_* code. Call with the registry lock held
- * (it stays held): the mapping stays open until the caller lets go. A wait
- * on `fr` is filed as in the kernel already: the caller submits it before it
- * lets go of the registry lock, which notify() takes too. */
-static int begin_wait_locked(napi_env env, napi_value ta, double index, uint32_t value, double timeout_ms,
-                             struct waiter *w, struct fring *fr) {
+ * another value, or a negative WORD_* code. Needs no registry lock, for the
+ * reasons futex_wait_js gives: the view is this thread's (locate() finds no
+ * other), only this thread unmaps it, and the call's arguments keep its
+ * buffer alive, so it stays mapped until the call returns. A wait on `fr` is
+ * filed as in the kernel already: no notify of this process looks for it in
+ * the table (it leaves such waits to the kernel), and the caller submits it
+ * before it returns, as the standard's waiter is waiting once waitAsync()
+ * has returned. */
+static int begin_wait(napi_env env, napi_value ta, double index, uint32_t value, double timeout_ms,
+                      struct waiter *w, struct fring *fr) {
   struct word wd;
-  int rc = locate_locked(env, ta, index, &wd);
+  int rc = locate(env, ta, index, &wd);
   if (rc != WORD_OK) return rc;
   memset(w, 0, sizeof *w);
   w->addr = wd.addr;
@@ -363,6 +394,7 @@ static int begin_wait_locked(napi_env env, napi_value ta, double index, uint32_t
   w->result = RES_WAITING;
   w->busy = 1;
   w->in_kernel = fr != NULL;
+  w->id = next_id++;
   table_insert(w);
   pthread_mutex_unlock(&table_lock);
   return WORD_OK;
@@ -424,7 +456,7 @@ static int sleep_blocking(uintptr_t addr, uint32_t expected, const struct timesp
 }
 
 /* futexWait(ta, index, value, timeoutMs) -> result index (1 ok, 2 not-equal,
- * 3 timed-out, 4 the word's page is gone: the region was truncated), or a
+ * 3 timed-out, 7 the word's page is gone: the region was truncated), or a
  * negative WORD_* code for TS to explain. Blocks the calling thread; in a
  * worker, wakes every 200 ms to see whether it is being terminated (a native
  * call cannot be interrupted otherwise).
@@ -480,7 +512,7 @@ static napi_value futex_wait_js(napi_env env, napi_callback_info info) {
       break;
     }
     if (how == S_FAULT) {
-      result = RES_CLOSED;
+      result = RES_FAULT;
       break;
     }
     if (how == S_DEADLINE && until == &deadline) {
@@ -576,8 +608,9 @@ static int queue_job_locked(struct waiter *w) {
  * Counting stays exact: a request queued on the word is woken by FUTEX_WAKE
  * and counted by it (the kernel counts io_uring waiters as it counts
  * sleeping threads), so notify() leaves these waiters to the kernel (they
- * are filed `in_kernel` from the start; the registry lock, which notify()
- * takes too, is held from filing to submission). A request is either woken
+ * are filed `in_kernel` from the start, and submitted before waitAsync()
+ * returns: a notify of this thread comes after, one of another thread may
+ * as well have come before the wait began). A request is either woken
  * or cancelled, never both (the kernel unqueues it under the hash bucket
  * lock in either case); one that was woken after it had been marked (abort,
  * close) passes the wake on, as a waiter thread does.
@@ -609,6 +642,7 @@ struct fring {
   napi_env env;
   size_t pending;             /* requests not yet settled: the poll handle is referenced while > 0 */
   napi_async_context actx;    /* for settling from the poll callback */
+  napi_ref resource;          /* the callback scope's resource object, made once */
   napi_async_cleanup_hook_handle hook;
 };
 
@@ -632,7 +666,7 @@ static void ring_reap_locked(struct fring *fr, struct waiter **list) {
       } else if (w->result == RES_WAITING) {
         if (c.res == -EAGAIN) w->result = RES_OK; /* the word changed before the request queued */
         else if (c.res == -ECANCELED) w->result = w->timed ? RES_TIMED_OUT : RES_CLOSED;
-        else if (c.res == -EFAULT) w->result = RES_CLOSED;
+        else if (c.res == -EFAULT) w->result = RES_FAULT;
         else {
           w->result = RES_ERROR;
           w->err = -c.res;
@@ -664,7 +698,7 @@ static int ring_cancel_locked(struct fring *fr, struct waiter *w) {
   return 0;
 }
 
-/* Under fr->lock, with the registry lock held: submits w's wait. */
+/* Under fr->lock: submits w's wait (filed by begin_wait). */
 static int ring_submit_wait_locked(struct fring *fr, struct waiter *w) {
   struct io_uring_sqe *sqe = uring_sqe(&fr->ring);
   struct io_uring_sqe *timeout = sqe != NULL && w->timed ? uring_sqe(&fr->ring) : NULL;
@@ -747,6 +781,8 @@ static void ring_teardown(napi_async_cleanup_hook_handle hook, void *arg) {
   pthread_mutex_unlock(&fr->lock);
   if (fr->actx != NULL) napi_async_destroy(fr->env, fr->actx);
   fr->actx = NULL;
+  if (fr->resource != NULL) napi_delete_reference(fr->env, fr->resource);
+  fr->resource = NULL;
   uv_close((uv_handle_t *)&fr->poll, ring_closed);
 }
 
@@ -828,6 +864,9 @@ static int ring_start(napi_env env, struct fenv *fe) {
     return fe->path;
   }
   uv_unref((uv_handle_t *)&fr->poll);
+  napi_value resource;
+  if (napi_create_object(env, &resource) != napi_ok || napi_create_reference(env, resource, 1, &fr->resource) != napi_ok)
+    fr->resource = NULL; /* settles then run no callback scope of their own: see settle_list */
   napi_add_async_cleanup_hook(env, ring_teardown, fr, &fr->hook);
   fe->fr = fr;
   fe->path = PATH_RING;
@@ -882,7 +921,25 @@ static void settled_one(napi_env env, struct fenv *fe, struct waiter *w) {
     napi_unref_threadsafe_function(env, fe->tsfn);
   }
   if (fe->pending > 0) fe->pending--;
-  free(w);
+  waiter_free(fe, w);
+}
+
+/* EFAULT (syscall 'futex') with the sentence atomics.wait (src/atomics.ts)
+ * adds to it, in `*out`: 1, or 0 when not even the error could be made. */
+static int fault_error(napi_env env, napi_value *out) {
+  static const char why[] = " (the word's page is no longer in the region's file: it was truncated)";
+  char msg[256];
+  size_t len = 0;
+  napi_value m;
+  cowshm_throw_errno(env, EFAULT, "futex", NULL);
+  if (napi_get_and_clear_last_exception(env, out) != napi_ok) return 0;
+  if (napi_get_named_property(env, *out, "message", &m) == napi_ok &&
+      napi_get_value_string_utf8(env, m, msg, sizeof msg - sizeof why, &len) == napi_ok) {
+    memcpy(msg + len, why, sizeof why);
+    if (napi_create_string_utf8(env, msg, NAPI_AUTO_LENGTH, &m) == napi_ok)
+      napi_set_named_property(env, *out, "message", m);
+  }
+  return 1;
 }
 
 /* Settles the wait's promise. A `final` wait's with what waitAsync's caller
@@ -890,18 +947,26 @@ static void settled_one(napi_env env, struct fenv *fe, struct waiter *w) {
  * error), so that no reaction of cowshm's own runs between this and the
  * caller's: one promise hop per wake. The others' (the locks', and waits
  * with an AbortSignal) with the result's name ('closed', 'aborted' too) for
- * their caller to turn into its own error; the kernel's error rejects. */
-static void settle(napi_env env, struct waiter *w) {
+ * their caller to turn into its own error. The kernel's errors reject both:
+ * EFAULT as atomics.wait throws it, anything else as io_uring_enter's. */
+static void settle(napi_env env, struct fenv *fe, struct waiter *w) {
   napi_value v;
   if (w->array != NULL) napi_delete_reference(env, w->array);
   w->array = NULL;
+  if (w->result == RES_FAULT) {
+    if (fault_error(env, &v)) napi_reject_deferred(env, w->deferred, v);
+    return;
+  }
   if (w->result == RES_ERROR || (w->final && w->result == RES_CLOSED)) {
     if (w->result == RES_ERROR) cowshm_throw_errno(env, w->err, "io_uring_enter", NULL);
     else cowshm_throw_code(env, "ERR_COWSHM_CLOSED", "The view this wait was on is closed");
     if (napi_get_and_clear_last_exception(env, &v) == napi_ok) napi_reject_deferred(env, w->deferred, v);
     return;
   }
-  if (napi_create_string_utf8(env, result_names[w->result], NAPI_AUTO_LENGTH, &v) == napi_ok)
+  napi_value names;
+  if ((fe->names != NULL && napi_get_reference_value(env, fe->names, &names) == napi_ok && names != NULL &&
+       napi_get_element(env, names, (uint32_t)w->result, &v) == napi_ok) ||
+      napi_create_string_utf8(env, result_names[w->result], NAPI_AUTO_LENGTH, &v) == napi_ok)
     napi_resolve_deferred(env, w->deferred, v);
 }
 
@@ -920,16 +985,17 @@ static void settle_list(napi_env env, struct fenv *fe, struct waiter *list, int 
   napi_callback_scope cb = NULL;
   if (own_scope && napi_open_handle_scope(env, &outer) == napi_ok) {
     napi_value resource;
-    if (fe->fr == NULL || napi_create_object(env, &resource) != napi_ok ||
-        napi_open_callback_scope(env, resource, fe->fr->actx, &cb) != napi_ok)
+    if (fe->fr == NULL || napi_get_reference_value(env, fe->fr->resource, &resource) != napi_ok ||
+        resource == NULL || napi_open_callback_scope(env, resource, fe->fr->actx, &cb) != napi_ok)
       cb = NULL;
   }
+  int one = rev != NULL && rev->queue_next == NULL; /* the usual case: no scope per wait */
   while (rev != NULL) {
     struct waiter *n = rev->queue_next;
-    napi_handle_scope scope;
-    if (napi_open_handle_scope(env, &scope) == napi_ok) {
-      settle(env, rev);
-      napi_close_handle_scope(env, scope);
+    napi_handle_scope scope = NULL;
+    if (one || napi_open_handle_scope(env, &scope) == napi_ok) {
+      settle(env, fe, rev);
+      if (scope != NULL) napi_close_handle_scope(env, scope);
     }
     settled_one(env, fe, rev);
     rev = n;
@@ -960,7 +1026,9 @@ static void call_js(napi_env env, napi_value js_cb, void *context, void *data) {
  * the promise, which resolves 'ok' or 'timed-out' and rejects with
  * ERR_COWSHM_CLOSED when the view is closed; otherwise [promise, id], the
  * promise resolving 'ok', 'timed-out', 'closed' or (after futexCancel(id))
- * 'aborted'. Or a number: 2 not-equal, or a negative WORD_* code. */
+ * 'aborted'. Either rejects with EFAULT (syscall 'futex') when the word's
+ * page is gone (the region was truncated). Or a number: 2 not-equal, or a
+ * negative WORD_* code. */
 static napi_value futex_wait_async_js(napi_env env, napi_callback_info info) {
   napi_value argv[5];
   struct fenv *fe;
@@ -973,20 +1041,18 @@ static napi_value futex_wait_async_js(napi_env env, napi_callback_info info) {
   if (napi_get_value_bool(env, argv[4], &final) != napi_ok) final = false;
   if (fe->closing) return cowshm_throw_type(env, "cowshm: this environment is shutting down");
   struct fring *fr = ring_start(env, fe) == PATH_RING ? fe->fr : NULL;
-  struct waiter *w = malloc(sizeof *w);
+  struct waiter *w = waiter_new(fe);
   if (w == NULL) return cowshm_throw_errno(env, ENOMEM, "futex", NULL);
   napi_ref array;
   if (napi_create_reference(env, argv[0], 1, &array) != napi_ok) {
-    free(w);
+    waiter_free(fe, w);
     return cowshm_num(env, WORD_TYPE); /* not an object: not an Int32Array */
   }
   napi_value promise, pair, idv;
-  cowshm_registry_lock();
-  int rc = begin_wait_locked(env, argv[0], index, (uint32_t)(int32_t)value_d, timeout_ms, w, fr);
+  int rc = begin_wait(env, argv[0], index, (uint32_t)(int32_t)value_d, timeout_ms, w, fr);
   if (rc != WORD_OK) {
-    cowshm_registry_unlock();
     napi_delete_reference(env, array);
-    free(w);
+    waiter_free(fe, w);
     return cowshm_num(env, rc);
   }
   w->fe = fe;
@@ -996,16 +1062,12 @@ static napi_value futex_wait_async_js(napi_env env, napi_callback_info info) {
     pthread_mutex_lock(&table_lock);
     table_remove(w);
     pthread_mutex_unlock(&table_lock);
-    cowshm_registry_unlock();
     napi_delete_reference(env, array);
-    free(w);
+    waiter_free(fe, w);
     cowshm_throw_napi_failure(env, "napi_create_promise", __FILE__, __LINE__);
     return NULL;
   }
   int err = 0;
-  pthread_mutex_lock(&table_lock);
-  w->id = next_id++;
-  pthread_mutex_unlock(&table_lock);
   if (fr != NULL) {
     pthread_mutex_lock(&fr->lock);
     err = ring_submit_wait_locked(fr, w);
@@ -1025,14 +1087,13 @@ static napi_value futex_wait_async_js(napi_env env, napi_callback_info info) {
     if (err != 0) table_remove(w);
     pthread_mutex_unlock(&table_lock);
   }
-  cowshm_registry_unlock();
   if (err != 0) {
     napi_value e = NULL;
     cowshm_throw_errno(env, err, "pthread_create", NULL);
     napi_get_and_clear_last_exception(env, &e);
     napi_reject_deferred(env, w->deferred, e);
     napi_delete_reference(env, array);
-    free(w);
+    waiter_free(fe, w);
     return promise; /* rejected: TS passes it on as it is */
   }
   fe->pending++;
@@ -1225,6 +1286,14 @@ static void fenv_cleanup(void *arg) {
   }
   if (fe->noop != NULL) napi_delete_reference(fe->env, fe->noop);
   fe->noop = NULL;
+  if (fe->names != NULL) napi_delete_reference(fe->env, fe->names);
+  fe->names = NULL;
+  while (fe->spare != NULL) {
+    struct waiter *w = fe->spare;
+    fe->spare = w->queue_next;
+    free(w);
+  }
+  fe->spares = 0;
   napi_release_threadsafe_function(fe->tsfn, napi_tsfn_abort); /* fenv_finalize frees fe */
 }
 
@@ -1245,6 +1314,14 @@ napi_value cowshm_init_futex(napi_env env, napi_value exports) {
   napi_unref_threadsafe_function(env, fe->tsfn);
   NAPI_OK(env, napi_create_function(env, "noop", NAPI_AUTO_LENGTH, noop_js, NULL, &noop));
   NAPI_OK(env, napi_create_reference(env, noop, 1, &fe->noop));
+  napi_value names;
+  NAPI_OK(env, napi_create_array_with_length(env, sizeof result_names / sizeof *result_names, &names));
+  for (uint32_t i = 0; i < sizeof result_names / sizeof *result_names; i++) {
+    napi_value v;
+    NAPI_OK(env, napi_create_string_utf8(env, result_names[i], NAPI_AUTO_LENGTH, &v));
+    NAPI_OK(env, napi_set_element(env, names, i, v));
+  }
+  NAPI_OK(env, napi_create_reference(env, names, 1, &fe->names));
   /* This runs on the environment's own thread. */
   fe->worker = syscall(SYS_gettid) != getpid();
   NAPI_OK(env, napi_add_env_cleanup_hook(env, fenv_cleanup, fe));

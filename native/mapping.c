@@ -683,6 +683,31 @@ void cowshm_mapping_release_all(napi_env env) {
   cowshm_registry_unlock();
 }
 
+int cowshm_mapping_take(napi_env env, double id, uintptr_t *start, size_t *len) {
+  int taken = 0;
+  cowshm_registry_lock();
+  struct cowshm_slot *s = cowshm_slot_by_id(id);
+  if (s != NULL && s->env == env && atomic_load(&s->state) == SLOT_MAPPED) {
+    size_t i = (size_t)(s - cowshm_slots);
+    cowshm_snapshot_on_unmap(s);
+    cowshm_futex_on_unmap(s);
+    /* The memory goes at once; the addresses stay taken. If the reservation
+     * cannot be made (map count limit), the mapping stays as it is, the
+     * caller's all the same. */
+    mmap((void *)s->start, s->len, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED | MAP_NORESERVE, -1, 0);
+    *start = s->start;
+    *len = s->len;
+    taken = 1;
+    if (slot_record[i] != NULL) slot_record[i]->mapped = 0; /* its finalizers unmap nothing now */
+    slot_record[i] = NULL;
+    if (s->ab_ref != NULL) napi_delete_reference(env, s->ab_ref); /* weak, no finalizer: runs no code */
+    s->ab_ref = NULL;
+    cowshm_slot_free(s);
+  }
+  cowshm_registry_unlock();
+  return taken;
+}
+
 napi_value cowshm_init_mapping(napi_env env, napi_value exports) {
   cowshm_page_size = (size_t)sysconf(_SC_PAGESIZE);
   napi_property_descriptor props[] = {

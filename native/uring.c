@@ -15,6 +15,9 @@
 #ifndef __NR_io_uring_enter
 #define __NR_io_uring_enter 426
 #endif
+#ifndef __NR_io_uring_register
+#define __NR_io_uring_register 427
+#endif
 #ifndef IORING_SQ_CQ_OVERFLOW
 #define IORING_SQ_CQ_OVERFLOW (1U << 1)
 #endif
@@ -23,6 +26,7 @@ int uring_init(struct uring *r, unsigned sq_entries, unsigned cq_entries) {
   struct io_uring_params p;
   memset(r, 0, sizeof *r);
   r->fd = -1;
+  r->registered = -1;
   memset(&p, 0, sizeof p);
   p.flags = IORING_SETUP_CQSIZE | IORING_SETUP_CLAMP;
   p.cq_entries = cq_entries;
@@ -55,6 +59,13 @@ int uring_init(struct uring *r, unsigned sq_entries, unsigned cq_entries) {
   r->cq_tail = (unsigned *)(cq + p.cq_off.tail);
   r->cq_mask = *(unsigned *)(cq + p.cq_off.ring_mask);
   r->cqes = (struct io_uring_cqe *)(cq + p.cq_off.cqes);
+  /* Refused before 5.18 (EINVAL) or with the thread's table full: the
+   * descriptor works as well, one lookup per call slower. */
+  struct io_uring_rsrc_update reg = {.offset = -1U, .data = (uint64_t)fd};
+  if (syscall(__NR_io_uring_register, fd, IORING_REGISTER_RING_FDS, &reg, 1) == 1) {
+    r->registered = (int)reg.offset;
+    r->owner = pthread_self();
+  }
   return 0;
 fail: {
   int err = errno;
@@ -84,9 +95,12 @@ int uring_submit(struct uring *r, int wait) {
   unsigned n = tail + r->queued - head; /* with any an earlier short submit left */
   __atomic_store_n(r->sq_tail, tail + r->queued, __ATOMIC_RELEASE);
   r->queued = 0;
+  /* The registered index means this ring only in the thread that registered it. */
+  int own = r->registered >= 0 && pthread_equal(pthread_self(), r->owner);
   for (;;) {
     unsigned flags = wait || uring_overflowed(r) ? IORING_ENTER_GETEVENTS : 0;
-    long done = syscall(__NR_io_uring_enter, r->fd, n, wait ? 1 : 0, flags, NULL, 0);
+    long done = own ? syscall(__NR_io_uring_enter, r->registered, n, wait ? 1 : 0, flags | IORING_ENTER_REGISTERED_RING, NULL, 0)
+                    : syscall(__NR_io_uring_enter, r->fd, n, wait ? 1 : 0, flags, NULL, 0);
     if (done >= 0) {
       n -= (unsigned)done > n ? n : (unsigned)done;
       if (n == 0 || done == 0) return 0; /* the rest (if any) goes with the next call */
@@ -120,10 +134,17 @@ int uring_overflowed(const struct uring *r) {
 }
 
 void uring_exit(struct uring *r) {
+  /* Another thread's exit leaves the registration to the owner's end (the
+   * kernel drops it then): unregistering is for the owner only. */
+  if (r->registered >= 0 && pthread_equal(pthread_self(), r->owner)) {
+    struct io_uring_rsrc_update reg = {.offset = (unsigned)r->registered};
+    syscall(__NR_io_uring_register, r->fd, IORING_UNREGISTER_RING_FDS, &reg, 1);
+  }
   if (r->sqes != NULL && r->sqes != MAP_FAILED) munmap(r->sqes, r->sqes_len);
   if (r->cq_map != NULL && r->cq_map != MAP_FAILED && r->cq_map != r->sq_map) munmap(r->cq_map, r->cq_map_len);
   if (r->sq_map != NULL && r->sq_map != MAP_FAILED) munmap(r->sq_map, r->sq_map_len);
   if (r->fd > 0) close(r->fd);
   memset(r, 0, sizeof *r);
   r->fd = -1;
+  r->registered = -1;
 }

@@ -3,6 +3,7 @@
 #define COWSHM_URING_H
 
 #include <linux/io_uring.h>
+#include <pthread.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -23,9 +24,16 @@ struct uring {
   void *sq_map, *cq_map;
   size_t sq_map_len, cq_map_len, sqes_len;
   unsigned queued; /* SQEs filled but not yet handed to the kernel */
+  /* The ring registered with the thread that set it up (Linux 5.18): its
+   * io_uring_enter calls pass this index instead of the descriptor, which
+   * the kernel then need not look up and reference on every call. */
+  int registered;  /* -1: not registered */
+  pthread_t owner;
 };
 
-/* 0, or the errno of io_uring_setup/mmap (the ring is then unusable). */
+/* 0, or the errno of io_uring_setup/mmap (the ring is then unusable). The
+ * calling thread's calls to uring_submit use the registered ring where the
+ * kernel allows it; other threads' the descriptor. */
 int uring_init(struct uring *r, unsigned sq_entries, unsigned cq_entries);
 /* A zeroed SQE to fill, or NULL when the submission queue is full. */
 struct io_uring_sqe *uring_sqe(struct uring *r);

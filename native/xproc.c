@@ -172,6 +172,8 @@ struct part {
   uint32_t hs_wait_ms;   /* the region's handshakeTimeoutMs */
   int hs_forced;         /* COWSHM_XPROC_HANDSHAKE=1 in this process */
   int refuse;            /* COWSHM_XPROC_REFUSE_DIRECT: 1 probe and pushes, 2 pushes only */
+  napi_env env;          /* the environment that joined: it leaves when that one ends */
+  pid_t pid;             /* the process that joined (a forked child is not it) */
 };
 
 /* A reader: one snapshot of scope 'processes', from arming to drained. */
@@ -185,6 +187,16 @@ struct reader {
   pthread_t helper;
   _Atomic int helper_stop;
   uintptr_t addr;
+  /* Its environment, and the snapshot's mapping there (mapping.c's id). */
+  napi_env env;
+  pid_t pid;
+  double map_id;
+  /* Parked: its environment ended before it drained. The range is then
+   * ours (a PROT_NONE reservation, so that nothing else is mapped where a
+   * push may land), unmapped by the reaper once drained. */
+  int parked;
+  uintptr_t park_start;
+  size_t park_len;
 };
 
 static struct part parts[MAX_CTX];
@@ -223,23 +235,37 @@ static void xfile_close(struct xfile *f) {
   f->fd = -1;
 }
 
-/* Removes the file when no reader and no participant is left; call with
- * INIT_LOCK held, before closing. */
-static void xfile_unlink_if_last(struct xfile *f) {
-  if (lock_byte(f->fd, 0, SLOT_LOCK + MAX_PARTS, F_WRLCK, 0) != 0) return;
-  struct stat st;
-  if (stat(f->path, &st) == 0 && st.st_dev == f->fdev && st.st_ino == f->fino) unlink(f->path);
-}
-
 /* Whether no other open file description holds a lock on any byte of the
- * file but INIT_LOCK: taken and dropped at once, so call with INIT_LOCK held
- * (nobody can take one meanwhile). cowshm rm --orphans applies the same rule. */
+ * file but INIT_LOCK: taken and dropped at once (dropping this description's
+ * own locks too), so call with INIT_LOCK held: nobody can take one meanwhile. */
 static int unheld(int fd) {
   if (lock_byte(fd, 0, INIT_LOCK, F_WRLCK, 0) != 0) return 0;
   int free_above = lock_byte(fd, INIT_LOCK + 1, 0, F_WRLCK, 0) == 0;
   lock_byte(fd, 0, INIT_LOCK, F_UNLCK, 0);
   if (free_above) lock_byte(fd, INIT_LOCK + 1, 0, F_UNLCK, 0);
   return free_above;
+}
+
+/* The one rule for removing a coordination file, for its last user leaving
+ * and for cowshm rm --orphans (xprocReclaim) alike: with INIT_LOCK held
+ * through fd, so no process can join, read or remove meanwhile, it goes when
+ * no reader or participant holds a lock on it (unheld), and only while its
+ * name still leads to the file fd is open on (fdev, fino). A process that
+ * opened it before and waits for INIT_LOCK finds the name gone and makes a
+ * new one (xfile_open). Returns 0 (removed), EBUSY (held), ESTALE (the name
+ * leads to another file now) or the errno of stat or unlink. */
+static int remove_if_unheld(int fd, const char *path, uint64_t fdev, uint64_t fino) {
+  if (!unheld(fd)) return EBUSY;
+  struct stat st;
+  if (stat(path, &st) != 0) return errno;
+  if (st.st_dev != fdev || st.st_ino != fino) return ESTALE;
+  return unlink(path) == 0 ? 0 : errno;
+}
+
+/* Removes the file when no reader and no participant is left: for a
+ * process that lets go of it, before closing. */
+static void xfile_unlink_if_last(struct xfile *f) {
+  if (lock_byte(f->fd, INIT_LOCK, 1, F_WRLCK, 1) == 0) remove_if_unheld(f->fd, f->path, f->fdev, f->fino);
 }
 
 /* Opens (or creates) the coordination file of (dev, ino) and maps it, with
@@ -944,10 +970,14 @@ static napi_value join_js(napi_env env, napi_callback_info info) {
     pthread_mutex_unlock(&table_mu);
     return cowshm_throw_errno(env, err, "pthread_create", why);
   }
+  p->env = env;
+  p->pid = getpid();
   p->used = 1;
   pthread_mutex_unlock(&table_mu);
   return cowshm_num(env, id);
 }
+
+static void part_leave(struct part *p);
 
 /* xprocLeave(id) */
 static napi_value leave_js(napi_env env, napi_callback_info info) {
@@ -959,7 +989,14 @@ static napi_value leave_js(napi_env env, napi_callback_info info) {
     pthread_mutex_unlock(&table_mu);
     return cowshm_undefined(env);
   }
-  struct part *p = &parts[id];
+  part_leave(&parts[id]);
+  pthread_mutex_unlock(&table_mu);
+  return cowshm_undefined(env);
+}
+
+/* Leaves: no arming, no pushes from this process for p any more; the file
+ * goes if nobody else holds it. Under table_mu. */
+static void part_leave(struct part *p) {
   atomic_store(&p->stop, 1);
   /* A bump, not only a wake: a thread between its load of seq and its wait
    * would sleep through a bare wake (the others just look again). */
@@ -971,15 +1008,33 @@ static napi_value leave_js(napi_env env, napi_callback_info info) {
   /* Nothing of ours can push any more: say so to a reader waiting to unmap. */
   atomic_store(&p->f.h->slot[p->slot].idle, atomic_load(&p->f.h->gen));
   futex(&p->f.h->slot[p->slot].idle, FUTEX_WAKE, INT_MAX, NULL);
-  if (lock_byte(p->f.fd, INIT_LOCK, 1, F_WRLCK, 1) == 0) xfile_unlink_if_last(&p->f);
+  xfile_unlink_if_last(&p->f);
   xfile_close(&p->f);
   pthread_mutex_destroy(&p->mu);
   p->used = 0;
-  pthread_mutex_unlock(&table_mu);
-  return cowshm_undefined(env);
 }
 
 /* ---- readers --------------------------------------------------------------- */
+
+/* Whether no live participant may still push into a disarmed reader's
+ * mapping: only one that armed for its generation pushes into it, until it
+ * says it is idle for that generation (or dies: its slot lock goes). */
+static int reader_drained(struct reader *r) {
+  struct xhdr *h = r->f.h;
+  for (int i = 0; i < MAX_PARTS; i++) {
+    if (!held(r->f.fd, SLOT_LOCK + i)) continue;
+    struct xslot *sl = &h->slot[i];
+    if (atomic_load(&sl->armed) == r->gen && atomic_load(&sl->err) == 0 && atomic_load(&sl->idle) != r->gen) return 0;
+  }
+  return 1;
+}
+
+/* A drained reader's end: the file goes if nobody else holds it. Under table_mu. */
+static void reader_finish(struct reader *r) {
+  xfile_unlink_if_last(&r->f);
+  xfile_close(&r->f);
+  r->used = 0;
+}
 
 static void reader_disarm(struct reader *r) {
   struct xhdr *h = r->f.h;
@@ -996,22 +1051,32 @@ static void reader_disarm(struct reader *r) {
   lock_byte(r->f.fd, READER_LOCK, 1, F_UNLCK, 0);
 }
 
-/* xprocArm(dev, ino, size, mode, address, timeoutMs, chunk, forceHandshake) -> reader id
+static void reap_parked(void);
+
+/* xprocArm(dev, ino, size, mode, mapping, timeoutMs, chunk, forceHandshake) -> reader id
+ * mapping: the id of this environment's private mapping of the whole region
+ * (mapView), which the reader's environment must not unmap before it drained.
  * Throws ETIMEDOUT naming the pid of a participant that did not answer. */
 static napi_value arm_js(napi_env env, napi_callback_info info) {
   napi_value argv[8];
-  uint64_t dev, ino, size, mode, addr, tmo, chunk;
+  uint64_t dev, ino, size, mode, tmo, chunk;
+  double map_id;
   int32_t hs_forced;
   if (!cowshm_args(env, info, 8, argv) || !cowshm_get_u64(env, argv[0], &dev) ||
       !cowshm_get_u64(env, argv[1], &ino) || !cowshm_get_u64(env, argv[2], &size) ||
-      !cowshm_get_u64(env, argv[3], &mode) || !cowshm_get_u64(env, argv[4], &addr) ||
-      !cowshm_get_u64(env, argv[5], &tmo) || !cowshm_get_u64(env, argv[6], &chunk) ||
-      !cowshm_get_i32(env, argv[7], &hs_forced))
+      !cowshm_get_u64(env, argv[3], &mode) || !cowshm_get_u64(env, argv[5], &tmo) ||
+      !cowshm_get_u64(env, argv[6], &chunk) || !cowshm_get_i32(env, argv[7], &hs_forced))
     return NULL;
+  NAPI_OK(env, napi_get_value_double(env, argv[4], &map_id));
   /* Checked in TypeScript; here what the participants will check. */
   if (chunk < cowshm_page_size || chunk > MAX_CHUNK || (chunk & (chunk - 1)) != 0)
     return cowshm_throw_range(env, "cowshm internal error: bad snapshot chunk");
+  struct cowshm_slot *ms = cowshm_slot_by_id(map_id);
+  if (ms == NULL || ms->env != env || atomic_load(&ms->state) != SLOT_MAPPED || ms->len < size)
+    return cowshm_throw_range(env, "cowshm internal error: no mapping of the region for the snapshot");
+  uint64_t addr = ms->start;
   pthread_mutex_lock(&table_mu);
+  reap_parked();
   int id = -1;
   for (int i = 0; i < MAX_READERS && id < 0; i++)
     if (!readers[i].used) id = i;
@@ -1028,12 +1093,17 @@ static napi_value arm_js(napi_env env, napi_callback_info info) {
     pthread_mutex_unlock(&table_mu);
     return cowshm_throw_errno(env, err, call, why);
   }
+  r->env = env;
+  r->pid = getpid();
+  r->map_id = map_id;
   r->used = 1;
   pthread_mutex_unlock(&table_mu);
   if (lock_byte(r->f.fd, READER_LOCK, 1, F_WRLCK, 0) != 0) {
     init_unlock(&r->f);
     xfile_close(&r->f);
+    pthread_mutex_lock(&table_mu);
     r->used = 0;
+    pthread_mutex_unlock(&table_mu);
     return cowshm_throw_errno(env, EBUSY, "snapshot",
                               "another cross-process snapshot of this region is live: one at a time per region");
   }
@@ -1051,9 +1121,9 @@ static napi_value arm_js(napi_env env, napi_callback_info info) {
   if ((err = helper_start(r, (uintptr_t)addr)) != 0) {
     lock_byte(r->f.fd, READER_LOCK, 1, F_UNLCK, 0);
     /* Nothing was armed: the file goes if nobody else is using it. */
-    if (lock_byte(r->f.fd, INIT_LOCK, 1, F_WRLCK, 1) == 0) xfile_unlink_if_last(&r->f);
-    xfile_close(&r->f);
-    r->used = 0;
+    pthread_mutex_lock(&table_mu);
+    reader_finish(r);
+    pthread_mutex_unlock(&table_mu);
     return cowshm_throw_errno(env, err, "pthread_create", "the helper thread of a cross-process snapshot");
   }
   atomic_store(&hs_of(h)->force_gen, hs_forced ? gen : 0);
@@ -1173,27 +1243,155 @@ static napi_value drained_js(napi_env env, napi_callback_info info) {
   if (!cowshm_args(env, info, 1, argv)) return NULL;
   struct reader *r = reader_of(env, argv[0]);
   if (r == NULL) return NULL;
-  struct xhdr *h = r->f.h;
-  for (int i = 0; i < MAX_PARTS; i++) {
-    if (!held(r->f.fd, SLOT_LOCK + i)) continue;
-    /* Only a participant that armed for our generation pushes into it, until
-     * it says it is idle for that generation. */
-    struct xslot *sl = &h->slot[i];
-    if (atomic_load(&sl->armed) == r->gen && atomic_load(&sl->err) == 0 && atomic_load(&sl->idle) != r->gen) {
-      napi_value f;
-      NAPI_OK(env, napi_get_boolean(env, false, &f));
-      return f;
+  pthread_mutex_lock(&table_mu);
+  int drained = reader_drained(r);
+  if (drained) reader_finish(r);
+  pthread_mutex_unlock(&table_mu);
+  napi_value b;
+  NAPI_OK(env, napi_get_boolean(env, drained, &b));
+  return b;
+}
+
+/* ---- the end of an environment, or of the process ------------------------ */
+
+/* Whatever a program does not release or close goes when its environment
+ * ends (a worker that exits or is terminated, the main thread's event loop
+ * running out: env_ended) or when the process exits (process.exit(), an
+ * uncaught exception: process_exits, from atexit, which Node reaches without
+ * running the main environment's cleanup hooks). A reader is disarmed first,
+ * so that a participant of this same environment that then leaves has
+ * nothing left to push; then every participant leaves; then each reader
+ * ends if it drained, and the file goes with the last of its users, under
+ * remove_if_unheld's rule. Writers in other processes see the reader gone as
+ * they see a released one (state IDLE, its lock dropped) and go on.
+ *
+ * A reader that has not drained (a writer elsewhere has not acknowledged
+ * yet, or is stopped) may still be pushed into, by address. Its mapping is
+ * taken from the environment (cowshm_mapping_take: a PROT_NONE reservation,
+ * so no later mapping can land where a push would) and the reaper unmaps it
+ * once it drained. The file is not ours to remove meanwhile: that writer
+ * holds its slot lock, and removes the file when it leaves. At process exit
+ * nothing waits: the kernel takes the mapping with the process, and a push
+ * into a process that is gone fails with ESRCH, which a writer takes for a
+ * dead reader.
+ *
+ * Order with the addon's other cleanup hooks: Node runs them newest first.
+ * The buffers' own hooks (made later) have detached every buffer already;
+ * this one is added in cowshm_init_xproc, after env.c's, so it runs before
+ * env.c's hook unmaps the environment's mappings (registry and views are
+ * still there for a participant to release its write protection, and for
+ * cowshm_mapping_take). futex.c's hook (added after) runs before this one and
+ * touches nothing here. A forked child inherits the tables and the open file
+ * descriptions, whose locks are the parent's: only the process that joined
+ * or armed (pid) lets go of anything. */
+static int reaper_on;
+
+/* Ends the parked readers that drained. Under table_mu; returns how many are still parked. */
+static int reap_locked(void) {
+  int left = 0;
+  for (int i = 0; i < MAX_READERS; i++) {
+    struct reader *r = &readers[i];
+    if (!r->used || !r->parked) continue;
+    if (!reader_drained(r)) {
+      left++;
+      continue;
     }
+    if (r->park_len != 0) munmap((void *)r->park_start, r->park_len);
+    reader_finish(r);
   }
-  if (lock_byte(r->f.fd, INIT_LOCK, 1, F_WRLCK, 1) == 0) xfile_unlink_if_last(&r->f);
-  xfile_close(&r->f);
-  r->used = 0;
-  napi_value t;
-  NAPI_OK(env, napi_get_boolean(env, true, &t));
-  return t;
+  return left;
+}
+
+static void reap_parked(void) { (void)reap_locked(); }
+
+/* Runs while readers are parked, every 10 ms (a writer acknowledges within
+ * one turn of its arming thread), and ends when none is. */
+static void *reaper(void *arg) {
+  (void)arg;
+  sigset_t all;
+  sigfillset(&all);
+  pthread_sigmask(SIG_BLOCK, &all, NULL);
+  for (;;) {
+    nap_us(10000);
+    pthread_mutex_lock(&table_mu);
+    int left = reap_locked();
+    if (left == 0) reaper_on = 0;
+    pthread_mutex_unlock(&table_mu);
+    if (left == 0) return NULL;
+  }
+}
+
+/* Under table_mu, for a reader of env that has not drained. */
+static void reader_park(napi_env env, struct reader *r) {
+  r->parked = 1;
+  r->env = NULL;
+  if (!cowshm_mapping_take(env, r->map_id, &r->park_start, &r->park_len)) r->park_len = 0;
+  if (reaper_on) return;
+  pthread_t t;
+  pthread_attr_t at;
+  if (pthread_attr_init(&at) != 0) return;
+  pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
+  pthread_attr_setstacksize(&at, 64 << 10);
+  /* Without a reaper (no thread to be had), the next xprocArm of any
+   * environment reaps: reap_parked. */
+  if (pthread_create(&t, &at, reaper, NULL) == 0) reaper_on = 1;
+  pthread_attr_destroy(&at);
+}
+
+/* env: the environment that ends; NULL: the process exits (everything of this process). */
+static void end_all(napi_env env) {
+  pid_t self = getpid();
+  pthread_mutex_lock(&table_mu);
+#define OURS(x) ((x)->used && (x)->pid == self && (env == NULL || (x)->env == env))
+  for (int i = 0; i < MAX_READERS; i++)
+    if (OURS(&readers[i]) && !readers[i].parked) reader_disarm(&readers[i]);
+  for (int i = 0; i < MAX_CTX; i++)
+    if (OURS(&parts[i])) part_leave(&parts[i]);
+  for (int i = 0; i < MAX_READERS; i++) {
+    struct reader *r = &readers[i];
+    if (!OURS(r) || r->parked) continue;
+    if (reader_drained(r)) reader_finish(r);
+    else if (env != NULL) reader_park(env, r);
+  }
+#undef OURS
+  pthread_mutex_unlock(&table_mu);
+}
+
+static void env_ended(void *arg) { end_all(arg); }
+static void process_exits(void) { end_all(NULL); }
+static void at_exit_once(void) { atexit(process_exits); }
+
+/* xprocReclaim(fd, path, waitMs) -> 0 removed, 1 held (a reader or a
+ * participant holds a lock), 2 replaced (the name leads to another file
+ * now), 3 busy (a process creating, joining or removing it held INIT_LOCK
+ * for waitMs). fd: the file, opened read-write. cowshm rm --orphans: the
+ * rule is remove_if_unheld's, the one a last user leaving applies. */
+static napi_value reclaim_js(napi_env env, napi_callback_info info) {
+  napi_value argv[3];
+  int32_t fd, wait_ms;
+  char path[sizeof ((struct xfile *)0)->path];
+  if (!cowshm_args(env, info, 3, argv) || !cowshm_get_i32(env, argv[0], &fd) ||
+      !cowshm_get_str(env, argv[1], path, sizeof path) || !cowshm_get_i32(env, argv[2], &wait_ms))
+    return NULL;
+  struct stat st;
+  if (fstat(fd, &st) != 0) return cowshm_throw_errno(env, errno, "fstat", path);
+  uint64_t deadline = now_ms() + (uint64_t)(wait_ms < 0 ? 0 : wait_ms);
+  int e;
+  while ((e = lock_byte(fd, INIT_LOCK, 1, F_WRLCK, 0)) != 0) {
+    if (e != EAGAIN && e != EACCES) return cowshm_throw_errno(env, e, "fcntl", path);
+    if (now_ms() >= deadline) return cowshm_num(env, 3);
+    nap_us(2000);
+  }
+  e = remove_if_unheld(fd, path, st.st_dev, st.st_ino);
+  lock_byte(fd, INIT_LOCK, 1, F_UNLCK, 0);
+  if (e == 0 || e == EBUSY || e == ESTALE) return cowshm_num(env, e == 0 ? 0 : e == EBUSY ? 1 : 2);
+  return cowshm_throw_errno(env, e, "unlink", path);
 }
 
 napi_value cowshm_init_xproc(napi_env env, napi_value exports) {
+  static pthread_once_t once = PTHREAD_ONCE_INIT;
+  pthread_once(&once, at_exit_once);
+  NAPI_OK(env, napi_add_env_cleanup_hook(env, env_ended, env));
   napi_property_descriptor props[] = {
       {"xprocJoin", NULL, join_js, NULL, NULL, NULL, napi_enumerable, NULL},
       {"xprocLeave", NULL, leave_js, NULL, NULL, NULL, napi_enumerable, NULL},
@@ -1202,6 +1400,7 @@ napi_value cowshm_init_xproc(napi_env env, napi_value exports) {
       {"xprocWriters", NULL, writers_js, NULL, NULL, NULL, napi_enumerable, NULL},
       {"xprocRelease", NULL, release_js, NULL, NULL, NULL, napi_enumerable, NULL},
       {"xprocDrained", NULL, drained_js, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"xprocReclaim", NULL, reclaim_js, NULL, NULL, NULL, napi_enumerable, NULL},
   };
   NAPI_OK(env, napi_define_properties(env, exports, sizeof props / sizeof *props, props));
   /* The file's layout, for cowshm ls / rm --orphans (src/coordination.ts). */

@@ -15,8 +15,8 @@
 import * as fs from 'node:fs';
 import { native } from './native';
 import { cowshmError, explain, invalidValue, systemError } from './errors';
-import { lockRange, rangeHeld } from './locks';
-import { mapsDevice } from './memory/procfs';
+import { rangeHeld } from './locks';
+import { descriptorsOf, listProcesses, mapsDevice, readOrNull } from './memory/procfs';
 
 const layout = native.xprocLayout;
 const SHM_DIR = '/dev/shm';
@@ -112,16 +112,17 @@ export interface CoordinationHeldError extends Error {
 // How long a removal waits for a process that is creating, joining or
 // leaving the file (it holds initLock for a few syscalls).
 const INIT_WAIT_MS = 2000;
-const pause = new Int32Array(new SharedArrayBuffer(4));
 
 /**
  * Removes the coordination file NAME from /dev/shm if no process holds a lock
- * on it, under the rule native/xproc.c follows: with `initLock` held, so no
- * process can open the file and join or read meanwhile, and only while the
- * name still leads to `expected` (returns false, and removes nothing, when
- * it leads to another file now). A process that opened the file before and
- * waits for `initLock` finds the name gone and creates a new one. Throws
- * ERR_COWSHM_SEGMENT_HELD when some process takes part or reads.
+ * on it, by the rule a last user leaving follows (native/xproc.c,
+ * `remove_if_unheld`, the one implementation of it): with `initLock` held, so
+ * no process can open the file and join or read meanwhile, and only while
+ * the name still leads to the file opened (and, with `expected`, to that
+ * one: returns false, and removes nothing, when it leads to another file
+ * now). A process that opened the file before and waits for `initLock` finds
+ * the name gone and creates a new one. Throws ERR_COWSHM_SEGMENT_HELD when
+ * some process takes part or reads.
  */
 export function reclaimCoordination(name: string, expected?: { dev: number; ino: number }): boolean {
   if (coordinationOf(name) === null)
@@ -141,23 +142,10 @@ export function reclaimCoordination(name: string, expected?: { dev: number; ino:
     if (!st.isFile())
       throw Object.assign(cowshmError('ERR_COWSHM_NOT_A_FILE', `'${file}' is not a regular file, so not a coordination file`), { path: file });
     if (expected !== undefined && (st.dev !== expected.dev || st.ino !== expected.ino)) return false;
-    const deadline = Date.now() + INIT_WAIT_MS;
-    while (!lockRange(fd, layout.initLock, 1, 'exclusive')) {
-      if (Date.now() > deadline) throw held(file, fd, 'a process has been joining it for 2 s (stopped while joining?)');
-      Atomics.wait(pause, 0, 0, 2);
-    }
-    // Every other byte, at once: any reader or participant holds one of them.
-    if (!lockRange(fd, 0, layout.initLock, 'exclusive') || !lockRange(fd, layout.initLock + 1, 0, 'exclusive'))
-      throw held(file, fd, null);
-    let now: fs.Stats;
-    try {
-      now = fs.statSync(file);
-    } catch {
-      throw systemError(2, 'unlink', file);
-    }
-    if (now.dev !== st.dev || now.ino !== st.ino) return false;
-    fs.unlinkSync(file);
-    return true;
+    const outcome = native.xprocReclaim(fd, file, INIT_WAIT_MS);
+    if (outcome === 1) throw held(file, fd, null);
+    if (outcome === 3) throw held(file, fd, `a process has been joining it for ${INIT_WAIT_MS / 1000} s (stopped while joining?)`);
+    return outcome === 0;
   } finally {
     fs.closeSync(fd); // drops every lock: a process waiting to join finds the name gone
   }
@@ -184,50 +172,6 @@ export interface UnregisteredWriters {
   pids: number[];
   /** Pids of processes whose /proc files could not be read: they might be such holders. */
   uninspected: number[];
-}
-
-/** A file's text, or null when it can't be read. */
-export function readOrNull(file: string): string | null {
-  try {
-    return fs.readFileSync(file, 'utf8');
-  } catch {
-    return null;
-  }
-}
-
-/** A process as /proc shows it: its maps and descriptor numbers, each null when unreadable. */
-export interface ProcessEntry {
-  pid: number;
-  dir: string;
-  maps: string | null;
-  fds: string[] | null;
-  command?: string;
-}
-
-/**
- * Every process in /proc with readable maps or descriptors, and the pids of
- * those whose maps or descriptors could not be read (other users' processes
- * unless root, undumpable ones): they might hold anything.
- */
-export function listProcesses(): { processes: ProcessEntry[]; uninspected: number[] } {
-  const processes: ProcessEntry[] = [];
-  const uninspected: number[] = [];
-  for (const entry of fs.readdirSync('/proc')) {
-    if (!/^\d+$/.test(entry)) continue;
-    const pid = Number(entry);
-    const dir = `/proc/${pid}`;
-    const maps = readOrNull(`${dir}/maps`);
-    let fds: string[] | null = null;
-    try {
-      fds = fs.readdirSync(`${dir}/fd`);
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT') continue; // exited meanwhile
-    }
-    // A process that exited after readdir has no maps either: count only those still there.
-    if ((maps === null || fds === null) && fs.existsSync(dir)) uninspected.push(pid);
-    if (maps !== null || fds !== null) processes.push({ pid, dir, maps, fds });
-  }
-  return { processes, uninspected };
 }
 
 const O_ACCMODE = 3;
@@ -271,7 +215,8 @@ export function unregisteredWriters(dev: number, ino: number): UnregisteredWrite
   }
   const pids: number[] = [];
   const { processes, uninspected } = listProcesses();
-  for (const { pid, dir, maps, fds } of processes) {
+  for (const p of processes) {
+    const { pid, dir, maps } = p;
     let writes = false;
     let takesPart = false;
     const mayWrite: string[] = []; // shared mappings without 'w' now: ask smaps whether they may get it
@@ -293,21 +238,7 @@ export function unregisteredWriters(dev: number, ino: number): UnregisteredWrite
         if (flags !== null && / mw\b/.test(flags[1] as string)) writes = true;
       }
     }
-    for (const fd of fds ?? []) {
-      const link = `${dir}/fd/${fd}`;
-      let target: string;
-      try {
-        target = fs.readlinkSync(link);
-      } catch {
-        continue;
-      }
-      if (!target.startsWith('/')) continue; // pipe:, socket:, anon_inode:...
-      let st: fs.Stats;
-      try {
-        st = fs.statSync(link);
-      } catch {
-        continue;
-      }
+    for (const { fd, st } of descriptorsOf(p)) {
       const region = st.dev === dev && st.ino === ino;
       const coordination = coord !== null && st.dev === coord.dev && st.ino === coord.ino;
       if (!region && !coordination) continue;

@@ -90,8 +90,8 @@ export interface Native {
   /** Takes part in cross-process snapshots of (dev, ino): returns the participant's id. */
   xprocJoin(dev: number, ino: number, size: number, mode: number, handshakeWaitMs: number, forceHandshake: number): number;
   xprocLeave(id: number): void;
-  /** Arms every participant for a snapshot mapped at address; returns the reader's id. */
-  xprocArm(dev: number, ino: number, size: number, mode: number, address: number, timeoutMs: number, chunk: number, forceHandshake: number): number;
+  /** Arms every participant for a snapshot in the mapping `mapping` (mapView); returns the reader's id. */
+  xprocArm(dev: number, ino: number, size: number, mode: number, mapping: number, timeoutMs: number, chunk: number, forceHandshake: number): number;
   /** The participants armed for a reader's snapshot: [pid, path (1 direct, 2 handshake), ...]. */
   xprocWriters(id: number): number[];
   /** errno of a push that failed, or 0. */
@@ -99,6 +99,8 @@ export interface Native {
   xprocRelease(id: number): void;
   /** Whether no participant may still push into the snapshot's mapping (the reader's id is then freed). */
   xprocDrained(id: number): boolean;
+  /** Removes a coordination file nobody holds: 0 removed, 1 held, 2 replaced meanwhile, 3 INIT_LOCK busy for waitMs. */
+  xprocReclaim(fd: number, path: string, waitMs: number): 0 | 1 | 2 | 3;
   /** The coordination file's lock bytes and header identity (native/xproc.c). */
   xprocLayout: { readerLock: number; slotLock: number; maxParticipants: number; initLock: number; magic: number; version: number };
   /** [id, chunkSize, backend]; the ArrayBuffer comes from viewBuffer(id) when first asked for. hugeShift: log2 of a hugetlb page size, or 0. */
@@ -118,7 +120,8 @@ export interface Native {
   /**
    * With final: a promise of 'ok' | 'timed-out' (rejected with ERR_COWSHM_CLOSED when the view is closed).
    * Without: [promise of 'ok' | 'timed-out' | 'closed' | 'aborted' (after futexCancel(id)), id].
-   * Either way a rejected promise when no waiter could be started, or a number as futexWait.
+   * Either way a rejected promise when no waiter could be started or the word's page is gone (EFAULT,
+   * syscall 'futex': the region was truncated), or a number as futexWait.
    */
   futexWaitAsync(
     ta: Int32Array, index: number, value: number, timeoutMs: number, final?: boolean,

@@ -919,6 +919,7 @@ export class Region {
     if (this.#closed) return;
     this.#closed = true;
     this.#descriptor.open = false;
+    xproc.releaseOwner(this.#owner); // its snapshots with scope 'processes': no writer stays armed for them
     if (this.#participant !== undefined) xproc.leave(this.#participant);
     native.closeRegion(this.#owner, this.#fd);
   }

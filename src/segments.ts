@@ -17,10 +17,10 @@ import * as path from 'node:path';
 import { native } from './native';
 import { cowshmError, explain, invalidType, systemError } from './errors';
 import { lockFile, unlockFile } from './locks';
-import { mapsDevice } from './memory/procfs';
+import { descriptorsOf, listProcesses, mapsDevice, readOrNull, type ProcessEntry } from './memory/procfs';
 import * as check from './validate';
 import { hugetlbfsMounts } from './hugetlb';
-import { coordinationOf, inspectCoordination, listProcesses, readOrNull, reclaimCoordination, type Coordination, type ProcessEntry } from './coordination';
+import { coordinationOf, inspectCoordination, reclaimCoordination, type Coordination } from './coordination';
 
 const SHM_DIR = '/dev/shm';
 
@@ -178,19 +178,10 @@ function findHolders(found: Map<string, Found>, dirs: Map<number, Dir>, skip?: n
   // wherever the fd directory can be read, so segments whose name is gone
   // are found with their size before the maps are matched.
   for (const p of processes) {
-    for (const fd of p.fds ?? []) {
-      if (skip !== undefined && p.pid === process.pid && Number(fd) === skip) continue;
-      const link = `${p.dir}/fd/${fd}`;
-      let target: string;
-      try {
-        target = fs.readlinkSync(link);
-      } catch {
-        continue;
-      }
-      if (!target.startsWith('/')) continue; // pipe:, socket:, anon_inode:...
-      const st = statOrNull(link);
-      const dir = st === null ? undefined : dirs.get(st.dev);
-      if (st === null || dir === undefined) continue;
+    for (const { fd, target, st } of descriptorsOf(p)) {
+      if (skip !== undefined && p.pid === process.pid && fd === skip) continue;
+      const dir = dirs.get(st.dev);
+      if (dir === undefined) continue;
       let f = found.get(key(st.dev, st.ino));
       if (f === undefined) {
         const named = shmNameOf(target, dir);
@@ -198,7 +189,7 @@ function findHolders(found: Map<string, Found>, dirs: Map<number, Dir>, skip?: n
         f = { dir, name: named.name, deleted: true, st, holders: new Map() };
         found.set(key(st.dev, st.ino), f);
       }
-      holder(f, p).fds.push(Number(fd));
+      holder(f, p).fds.push(fd);
     }
   }
 

@@ -140,8 +140,8 @@ export class Snapshot {
   readonly #id: number;
   readonly #mapping: { readonly id: number; open: boolean };
   readonly #taken = ++taken;
-  /** With scope 'processes': where the buffer, once made, is kept until the release drained (see `unreleased`). */
-  readonly #held: { buffer: ArrayBuffer | undefined } | undefined;
+  /** With scope 'processes': the reader in native/xproc.c, and where the buffer, once made, is kept until the release drained (see `unreleased`). */
+  readonly #armed: xproc.Armed | undefined;
   /** With scope 'processes': the reader's id in native/xproc.c. */
   readonly #reader: number | undefined;
   #released = false;
@@ -173,20 +173,20 @@ export class Snapshot {
   /** @internal Snapshots are made by `Region.snapshot()`. */
   constructor(
     region: Region, id: number, byteOffset: number, byteLength: number, backend: SnapshotBackend, chunkSize: number,
-    reader?: number, held?: { buffer: ArrayBuffer | undefined },
+    armed?: xproc.Armed,
   ) {
     this.region = region;
-    this.#reader = reader;
-    this.scope = reader === undefined ? 'process' : 'processes';
+    this.#armed = armed;
+    this.#reader = armed?.reader;
+    this.scope = armed === undefined ? 'process' : 'processes';
     this.#id = id;
     this.byteOffset = byteOffset;
     this.byteLength = byteLength;
     this.backend = backend;
     this.chunkSize = chunkSize;
-    this.#held = held;
     // A cross-process snapshot's mapping goes only by xproc.release (also when
     // collected: see `unreleased`), once no writer may push into it.
-    this.#mapping = { id, open: held === undefined };
+    this.#mapping = { id, open: armed === undefined };
     mappings.register(this, this.#mapping);
   }
 
@@ -223,7 +223,7 @@ export class Snapshot {
       this.#buffer = native.viewBuffer(this.#id);
       // From now on the buffer owns the mapping (and releases it when collected).
       this.#mapping.open = false;
-      if (this.#held !== undefined) this.#held.buffer = this.#buffer;
+      if (this.#armed !== undefined) this.#armed.held.buffer = this.#buffer;
     }
     return this.#buffer;
   }
@@ -340,9 +340,9 @@ export class Snapshot {
     if (this.#released) return;
     this.#released = true;
     this.#mapping.open = false;
-    if (this.#reader !== undefined) {
+    if (this.#armed !== undefined) {
       unreleased.unregister(this);
-      xproc.release(this.#reader, this.#id, this.#buffer);
+      xproc.release(this.#armed);
     } else native.unmap(this.#id);
   }
 
@@ -406,7 +406,7 @@ export function takeSnapshot(region: Region, fd: number, owner: number, options:
   const [offset, length] = check.range(o, size, region, 'snapshot', region.pageSize);
   const chunkSize = o.chunkSize === undefined ? 0 : check.chunkSize(o.chunkSize, '"chunkSize" option', region.pageSize);
   const hugeShift = region.pageSize === native.pageSize ? 0 : Math.log2(region.pageSize);
-  if (scope === 'processes') return crossProcess(region, fd, o, offset, length, chunkSize);
+  if (scope === 'processes') return crossProcess(region, fd, owner, o, offset, length, chunkSize);
 
   const label = `${region.toString()}, snapshot ${++labels}`;
   const [id, chunk, backend] = native.snapshotCreate(fd, offset, length, label, owner, region.dev, region.ino, size, chunkSize, hugeShift);
@@ -414,11 +414,9 @@ export function takeSnapshot(region: Region, fd: number, owner: number, options:
 }
 
 /** Releases cross-process snapshots whose object was collected without release(). */
-const unreleased = new FinalizationRegistry<[number, number, { buffer: ArrayBuffer | undefined }]>(([reader, id, held]) =>
-  xproc.release(reader, id, held.buffer),
-);
+const unreleased = new FinalizationRegistry<xproc.Armed>((armed) => xproc.release(armed));
 
-function crossProcess(region: Region, fd: number, o: SnapshotOptions, offset: number, length: number, chunkSize: number): Snapshot {
+function crossProcess(region: Region, fd: number, owner: number, o: SnapshotOptions, offset: number, length: number, chunkSize: number): Snapshot {
   const size = region.size;
   if (offset !== 0 || length !== size)
     throw cowshmError('ERR_COWSHM_UNSUPPORTED', "A snapshot with scope 'processes' covers the whole region: omit offset and length");
@@ -429,10 +427,10 @@ function crossProcess(region: Region, fd: number, o: SnapshotOptions, offset: nu
   // Every writer pushes this much around its first write to a page (a
   // writer whose backend protects larger chunks pushes those).
   const chunk = chunkSize || native.pageSize;
-  const { id, reader, held } = xproc.arm(fd, size, region._mode, region.dev, region.ino, label, timeoutMs, chunk);
-  const s = new Snapshot(region, id, 0, size, info.backend, chunk, reader, held);
+  const armed = xproc.arm(fd, size, region._mode, region.dev, region.ino, label, timeoutMs, chunk, owner);
+  const s = new Snapshot(region, armed.id, 0, size, info.backend, chunk, armed);
   // The held value keeps the buffer, once made (and so the mapping), until the release drained.
-  unreleased.register(s, [reader, id, held], s);
+  unreleased.register(s, armed, s);
   return s;
 }
 

@@ -54,13 +54,20 @@ export function leave(id: number): void {
  * Its ArrayBuffer is made when first asked for (as any snapshot's: a new
  * external buffer of the region's size makes V8 collect); once made, it owns
  * the mapping (its collection unmaps it), so whoever holds the reader keeps
- * it in `held` and hands it to release().
+ * it in `held`, which release() hands on until the release drained.
  */
 export interface Armed {
-  id: number;
-  reader: number;
-  held: { buffer: ArrayBuffer | undefined };
+  readonly id: number;
+  readonly reader: number;
+  readonly held: { buffer: ArrayBuffer | undefined };
+  /** The Region's owner token: closing the region releases it (`releaseOwner`). */
+  readonly owner: number;
+  /** release() was called: the reader's id may belong to another snapshot by now. */
+  released: boolean;
 }
+
+/** The live readers of each Region (by owner token), for Region.close(). */
+const live = new Map<number, Set<Armed>>();
 
 /**
  * Readers released (or failed) whose mapping waits until no participant may
@@ -83,8 +90,22 @@ function drain(): void {
   }
 }
 
-/** Ends a reader: its mapping goes once every participant has let go (at once, unless one is stopped). */
-export function release(reader: number, id: number, buffer: ArrayBuffer | undefined): void {
+/** Ends a reader (once: again does nothing): its mapping goes once every participant has let go (at once, unless one is stopped). */
+export function release(armed: Armed): void {
+  if (armed.released) return;
+  armed.released = true;
+  const set = live.get(armed.owner);
+  set?.delete(armed);
+  if (set?.size === 0) live.delete(armed.owner);
+  letGo(armed.reader, armed.id, armed.held.buffer);
+}
+
+/** Releases every live reader a Region made (Region.close()). */
+export function releaseOwner(owner: number): void {
+  for (const armed of live.get(owner) ?? []) release(armed);
+}
+
+function letGo(reader: number, id: number, buffer: ArrayBuffer | undefined): void {
   native.xprocRelease(reader);
   draining.set(reader, [id, buffer]);
   drain();
@@ -101,19 +122,23 @@ export function release(reader: number, id: number, buffer: ArrayBuffer | undefi
  * writer that did not answer within timeoutMs.
  */
 export function arm(
-  fd: number, size: number, mode: number, dev: number, ino: number, label: string, timeoutMs: number, chunk: number,
+  fd: number, size: number, mode: number, dev: number, ino: number, label: string, timeoutMs: number, chunk: number, owner: number,
 ): Armed {
   const id = native.mapView(fd, 0, size, ACCESS.cow, label, nextOwner++, dev, ino, 0);
   let reader: number;
   let buffer: ArrayBuffer | undefined;
   try {
-    reader = native.xprocArm(dev, ino, size, mode & 0o666, native.address(id), timeoutMs, chunk, handshakeForced());
-    return { id, reader, held: { buffer: undefined } };
+    reader = native.xprocArm(dev, ino, size, mode & 0o666, id, timeoutMs, chunk, handshakeForced());
+    const armed: Armed = { id, reader, held: { buffer: undefined }, owner, released: false };
+    const set = live.get(owner);
+    if (set === undefined) live.set(owner, new Set([armed]));
+    else set.add(armed);
+    return armed;
   } catch (err) {
     const r = (err as { readerId?: unknown }).readerId;
     if (typeof r === 'number') {
       delete (err as { readerId?: unknown }).readerId;
-      release(r, id, undefined);
+      letGo(r, id, undefined);
     } else native.unmap(id);
     throw err;
   }

@@ -44,6 +44,19 @@ async function asleepInFutex(pid: number, anyThread = false): Promise<void> {
   throw new Error(`process ${pid} never slept in a futex wait`);
 }
 
+/** Resolves once every thread of `pid` is stopped (state T in /proc). */
+async function allStopped(pid: number): Promise<void> {
+  for (let i = 0; i < 1000; i++) {
+    const states = fs.readdirSync(`/proc/${pid}/task`).map((t) => {
+      const stat = fs.readFileSync(`/proc/${pid}/task/${t}/stat`, 'utf8');
+      return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3);
+    });
+    if (states.every((s) => s === 'T')) return;
+    await new Promise((resolve) => setTimeout(resolve, 5));
+  }
+  throw new Error(`process ${pid} never stopped`);
+}
+
 test('ping-pong between two processes: a child blocking in wait(), this process awaiting waitAsync()', withSegment(async (name, cells) => {
   const rounds = 1000;
   const peer = child(`
@@ -161,4 +174,33 @@ test('a C program doing FUTEX_WAIT / FUTEX_WAKE on the same word wakes and is wo
   } finally {
     rmTemp(dir);
   }
+}));
+
+test('a waitAsync whose page another process truncated away rejects with EFAULT (syscall futex), as the blocking wait throws', withSegment(async (name) => {
+  // On the waiter threads, where a wait enters the kernel again after a stop
+  // and continue: the kernel then finds no page behind the word. (A request on
+  // io_uring is keyed once, when submitted: it meets a truncation only then.)
+  const peer = child(`
+    const { Region, atomics } = require(${pkg});
+    const a = new Int32Array(Region.open(${JSON.stringify(name)}).map().buffer);
+    const said = (p) => p.then((v) => 'resolved ' + v, (err) => 'rejected ' + err.code + ' ' + err.syscall + (/truncated/.test(err.message) ? ' (truncated)' : ''));
+    const plain = said(atomics.waitAsync(a, 4096, 0).value);
+    const withSignal = said(atomics.waitAsync(a, 4097, 0, undefined, { signal: new AbortController().signal }).value);
+    console.log('waiting');
+    plain.then(async (p) => console.log(p, '/', await withSignal));`, { COWSHM_NO_IO_URING: '1' });
+  assert.equal(await peer.line(), 'waiting');
+  await asleepInFutex(peer.pid, true);
+  const r = Region.open(name);
+  try {
+    fs.ftruncateSync(r.fd, 0);
+  } finally {
+    r.close();
+  }
+  // A stopped process's sleeping calls start again when it continues. Every
+  // thread must have stopped first: a SIGCONT sent sooner cancels the stop.
+  process.kill(peer.pid, 'SIGSTOP');
+  await allStopped(peer.pid);
+  process.kill(peer.pid, 'SIGCONT');
+  assert.equal(await peer.line(), 'rejected EFAULT futex (truncated) / rejected EFAULT futex (truncated)');
+  assert.equal(await peer.exited, 0);
 }));

@@ -132,6 +132,34 @@ test('cowshm rm --orphans: an orphaned coordination file that a process is openi
   });
 });
 
+// A process holding a lock on a byte of the file that no reader or participant uses.
+const LOCKER = `
+const fs = require('fs');
+const { native } = require(${JSON.stringify(path.join(packageRoot, 'dist', 'native.js'))});
+const fd = fs.openSync(process.argv[1], 'r+');
+if (!native.ofdLock(fd, native.xprocLayout.initLock + 1, 1, 2, 0)) throw new Error('the byte is held');
+console.log('ready');
+setInterval(() => {}, 1000);
+`;
+
+test('the last participant to leave and cowshm rm apply one rule: a file on which any process holds a lock stays', async () => {
+  await withParticipants('rm-onerule', async (_r, file, peers) => {
+    const locker = await startPeer(process.execPath, ['-e', LOCKER, file]);
+    try {
+      for (const p of peers) await stopPeer(p); // each closes its region: leaves, the last one last
+      assert.equal(fs.existsSync(file), true, 'a lock is held on it: the last participant leaves it');
+      const res = runCli(['rm', '--orphans', path.basename(file)]);
+      assert.equal(res.status, 1, res.stdout);
+      assert.match(res.stderr, /is held by a process holding a lock on it that neither reads nor takes part/);
+    } finally {
+      await stopPeer(locker, 'SIGKILL');
+    }
+    const res = runCli(['rm', '--orphans', path.basename(file)]);
+    assert.equal(res.status, 0, res.stderr);
+    assert.equal(fs.existsSync(file), false);
+  });
+});
+
 test('a coordination file left by killed participants is started over at the next open, even holding garbage', async () => {
   await withParticipants('reopen', async (r, file, peers) => {
     for (const p of peers) {

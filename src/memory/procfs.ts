@@ -1,6 +1,8 @@
 /**
  * Reading /proc/PID files, with errors that say what went wrong: a process
- * that does not exist is ESRCH, one this user may not inspect is EACCES.
+ * that does not exist is ESRCH, one this user may not inspect is EACCES. And
+ * the one walk of every process's maps and descriptors (`listProcesses`,
+ * `descriptorsOf`) that finds who holds a segment or can write a region.
  */
 import * as fs from 'node:fs';
 import { explain, systemError, type SystemError } from '../errors';
@@ -114,4 +116,79 @@ export function mapsDevice(dev: number): string {
   const major = ((d >> 8n) & 0xfffn) | ((d >> 32n) & ~0xfffn);
   const minor = (d & 0xffn) | ((d >> 12n) & ~0xffn);
   return `${major.toString(16).padStart(2, '0')}:${minor.toString(16).padStart(2, '0')}`;
+}
+/** A file's text, or null when it can't be read. */
+export function readOrNull(file: string): string | null {
+  try {
+    return fs.readFileSync(file, 'utf8');
+  } catch {
+    return null;
+  }
+}
+
+/** A process as /proc shows it: its maps and descriptor numbers, each null when unreadable. */
+export interface ProcessEntry {
+  pid: number;
+  dir: string;
+  maps: string | null;
+  fds: string[] | null;
+  command?: string;
+}
+
+/**
+ * Every process in /proc with readable maps or descriptors, and the pids of
+ * those whose maps or descriptors could not be read (other users' processes
+ * unless root, undumpable ones): they might hold anything.
+ */
+export function listProcesses(): { processes: ProcessEntry[]; uninspected: number[] } {
+  const processes: ProcessEntry[] = [];
+  const uninspected: number[] = [];
+  for (const entry of fs.readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    const pid = Number(entry);
+    const dir = `/proc/${pid}`;
+    const maps = readOrNull(`${dir}/maps`);
+    let fds: string[] | null = null;
+    try {
+      fds = fs.readdirSync(`${dir}/fd`);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') continue; // exited meanwhile
+    }
+    // A process that exited after readdir has no maps either: count only those still there.
+    if ((maps === null || fds === null) && fs.existsSync(dir)) uninspected.push(pid);
+    if (maps !== null || fds !== null) processes.push({ pid, dir, maps, fds });
+  }
+  return { processes, uninspected };
+}
+
+/** A descriptor of a process that names a file (not a pipe, socket or anonymous inode). */
+export interface Descriptor {
+  fd: number;
+  /** Where /proc/PID/fd/N leads, as the kernel prints it: ' (deleted)' ends the path of a file whose name was removed. */
+  target: string;
+  /** The file's stat, through /proc/PID/fd/N: it works for removed files too. */
+  st: fs.Stats;
+}
+
+/**
+ * The descriptors of a process (from `listProcesses`) that name files, each
+ * with the file's identity. Descriptors closed meanwhile, and those whose
+ * file can't be stat'ed, are left out.
+ */
+export function descriptorsOf(p: ProcessEntry): Descriptor[] {
+  const out: Descriptor[] = [];
+  for (const fd of p.fds ?? []) {
+    const link = `${p.dir}/fd/${fd}`;
+    let target: string;
+    let st: fs.Stats;
+    try {
+      target = fs.readlinkSync(link);
+      if (!target.startsWith('/')) continue; // pipe:, socket:, anon_inode:...
+      st = fs.statSync(link);
+    } catch {
+      continue;
+    }
+    out.push({ fd: Number(fd), target, st });
+  }
+  return out;
 }

@@ -79,7 +79,9 @@ export const rm: Command = {
     const wanted = positional.length > 0 ? new Set(positional) : null;
     const held = (s: Segment): string =>
       s.coordination !== null
-        ? `${s.coordination.participants ?? 'some'} process(es) taking part in cross-process snapshots${s.coordination.snapshot ? ' and a live snapshot' : ''} (their locks)`
+        ? s.coordination.participants === 0 && s.coordination.snapshot === false
+          ? 'a process holding a lock on it that neither reads nor takes part (one joining it, say)'
+          : `${s.coordination.participants ?? 'some'} process(es) taking part in cross-process snapshots${s.coordination.snapshot ? ' and a live snapshot' : ''} (their locks)`
         : s.holders.length > 0
         ? describeHolders(s.holders)
         : s.locked === true
