@@ -56,8 +56,8 @@ const TOKEN_BITS = 0x7fffffff;
 const SLICE = 50;
 /** The word of a mutex that is not recoverable (bit 31 aside): a token nobody may draw. */
 const NOT_RECOVERABLE = 0x7fffffff;
-/** Hold numbers run from 1 below this (small integers), then start again in a new epoch. */
-const HOLDS = 2 ** 30;
+/** Hold numbers run from 1 below this, then start again in a new epoch; a hold's code (2 × its number, + 1) stays a small integer. */
+const HOLDS = 2 ** 29;
 /** Where the owners' bytes start in the region's file: 2^52, beyond any region and exact in a double. */
 export const OWNER_BASE = BASE;
 /** Bit 31 of the word: waiters may be asleep. @internal */
@@ -72,9 +72,14 @@ export const SLICE_MS = SLICE;
 // mutex): measured with 8 processes on 2 cores (bench/mutex.bench.js),
 // reading the word 30 or 100 times first (Atomics.load costs 7 ns) changed
 // throughput by less than the run-to-run noise (6 alternating runs each), and
-// an earlier measurement of 100 loads lowered it by a quarter. Since unlock
-// swaps the word out in one exchange, a contended hand-over makes at most one
-// native call on each side (FUTEX_WAKE, FUTEX_WAIT).
+// an earlier measurement of 100 loads lowered it by a quarter. Measured again
+// with a spin that stops once the word stays the same for 20 reads (40 at
+// most), taking a free word without bit 31: no gain (8 alternating rounds);
+// the holder takes its own lock again nanoseconds after releasing it, so a
+// spinner rarely sees the word free. Since unlock swaps the word out in one
+// exchange, a contended hand-over makes at most one native call on each side
+// (FUTEX_WAKE, FUTEX_WAIT), and only a waiter that slept makes its own unlock
+// wake the next (see #step).
 
 export interface AcquireOptions {
   /** Give up after this many milliseconds (an error with code 'ETIMEDOUT'). Default: wait as long as it takes. */
@@ -222,27 +227,34 @@ function participantFor(fd: number, dev: number, ino: number): Participant {
 // mutable: the Mutex knows which hold is current, so a stale guard (released,
 // or of an earlier hold) can never release a later one. Numbers are small
 // integers (no boxing, and a hold number is stored without a write barrier);
-// after 2^30 - 1 holds they start again under a new epoch object, so no two
-// holds of one Mutex are ever named alike.
+// after 2^29 - 1 holds they start again under a new epoch object, so no two
+// holds of one Mutex are ever named alike. The guard is allocated on every
+// hold and kept small (three fields; ownerDied is a bit of the hold's code):
+// V8 cannot remove it even when tryAcquire() and release() are inlined into
+// the caller, because the guard is the receiver of release(), which calls
+// Atomics (an object that is the receiver of an inlined call that makes a
+// call is always allocated, measured with --trace-gc on Node 20).
 class Guard implements MutexGuard {
   readonly #mutex: Mutex;
   readonly #epoch: object;
-  readonly #hold: number;
-  readonly ownerDied: boolean;
-  constructor(mutex: Mutex, epoch: object, hold: number, ownerDied: boolean) {
+  /** The hold's code: its number times 2, plus 1 when told ownerDied. */
+  readonly #code: number;
+  constructor(mutex: Mutex, epoch: object, code: number) {
     this.#mutex = mutex;
     this.#epoch = epoch;
-    this.#hold = hold;
-    this.ownerDied = ownerDied;
+    this.#code = code;
+  }
+  get ownerDied(): boolean {
+    return (this.#code & 1) !== 0;
   }
   release(): void {
-    this.#mutex._unlock(this.#epoch, this.#hold);
+    this.#mutex._unlock(this.#epoch, this.#code);
   }
   markConsistent(): void {
-    this.#mutex._markConsistent(this.#epoch, this.#hold);
+    this.#mutex._markConsistent(this.#epoch, this.#code);
   }
   [Symbol.dispose](): void {
-    this.#mutex._dispose(this.#epoch, this.#hold);
+    this.#mutex._dispose(this.#epoch, this.#code);
   }
 }
 
@@ -296,16 +308,24 @@ export class Deadline {
   }
 }
 
+/** What a lock's sleep did: nothing (the word had changed already), woken, or its slice ran out. @internal */
+export const enum Slept {
+  No = 0,
+  Woken = 1,
+  TimedOut = 2,
+}
+
 /**
  * The one sleep of every lock's slow path: blocks on word `i` of `ta` while
- * it holds `v`, for one slice at most. True when the slice ran out without a
- * wake-up (time to test whether the holder is alive), false when woken or the
- * word had changed. ETIMEDOUT past the deadline. @internal
+ * it holds `v`, for one slice at most. TimedOut when the slice ran out
+ * without a wake-up (time to test whether the holder is alive), Woken, or No
+ * when the word no longer held `v` (then nothing slept). ETIMEDOUT past the
+ * deadline. @internal
  */
-export function sleepSync(ta: Int32Array, i: number, v: number, deadline: Deadline): boolean {
+export function sleepSync(ta: Int32Array, i: number, v: number, deadline: Deadline): Slept {
   const r = native.futexWait(ta, i, v, deadline.slice());
   if (r < 0) throw wordError(r, ta);
-  return r === 3;
+  return r === 3 ? Slept.TimedOut : r === 1 ? Slept.Woken : Slept.No;
 }
 
 /**
@@ -313,11 +333,11 @@ export function sleepSync(ta: Int32Array, i: number, v: number, deadline: Deadli
  * when aborted, ERR_COWSHM_CLOSED when the view closes, ETIMEDOUT past the
  * deadline. @internal
  */
-export async function sleepAsync(ta: Int32Array, i: number, v: number, deadline: Deadline, signal: AbortSignal | undefined): Promise<boolean> {
+export async function sleepAsync(ta: Int32Array, i: number, v: number, deadline: Deadline, signal: AbortSignal | undefined): Promise<Slept> {
   const r = native.futexWaitAsync(ta, i, v, deadline.slice());
   if (typeof r === 'number') {
     if (r < 0) throw wordError(r, ta);
-    return r === 3;
+    return r === 3 ? Slept.TimedOut : r === 1 ? Slept.Woken : Slept.No;
   }
   if (r instanceof Promise) await r; // rejected: throws
   const [promise, id] = r as [Promise<string>, number];
@@ -331,7 +351,7 @@ export async function sleepAsync(ta: Int32Array, i: number, v: number, deadline:
   }
   if (result === 'aborted') throw signal?.reason;
   if (result === 'closed') throw closedError('The view this lock is in');
-  return result === 'timed-out';
+  return result === 'timed-out' ? Slept.TimedOut : Slept.Woken;
 }
 
 export class Mutex {
@@ -378,11 +398,17 @@ export class Mutex {
    */
   tryAcquire(): MutexGuard | null {
     // The fast paths are kept small, so that V8 inlines them into the caller;
-    // anything else is out of line. A closed region's buffer is detached:
-    // length 0.
-    const ta = this.#ta;
-    if (ta.length !== 0 && Atomics.compareExchange(ta, this.#index, 0, this.#token) === 0) return this.#took(false);
-    return this.#tryAcquireSlow();
+    // anything else is out of line. A closed region's buffer is detached, and
+    // Atomics throws a TypeError on it, which #closedOr turns into
+    // ERR_COWSHM_CLOSED: no length check on the fast path (it cost ~0.5 ns of
+    // ~19, bench/mutex.bench.js).
+    let w: number;
+    try {
+      w = Atomics.compareExchange(this.#ta, this.#index, 0, this.#token);
+    } catch (err) {
+      throw this.#closedOr(err);
+    }
+    return w === 0 ? this.#took(false) : this.#tryAcquireSlow();
   }
 
   #tryAcquireSlow(): MutexGuard | null {
@@ -403,23 +429,31 @@ export class Mutex {
    */
   acquireSync(options?: Omit<AcquireOptions, 'signal'>): MutexGuard {
     const timeout = options === undefined ? Number.POSITIVE_INFINITY : syncTimeout(options);
-    const ta = this.#ta;
-    if (ta.length !== 0 && Atomics.compareExchange(ta, this.#index, 0, this.#token) === 0) return this.#took(false);
-    return this.#acquireSlow(timeout);
+    let w: number;
+    try {
+      w = Atomics.compareExchange(this.#ta, this.#index, 0, this.#token);
+    } catch (err) {
+      throw this.#closedOr(err);
+    }
+    return w === 0 ? this.#took(false) : this.#acquireSlow(timeout);
   }
 
   #acquireSlow(timeout: number): MutexGuard {
     const ta = this.#ta;
     const i = this.#index;
     const deadline = new Deadline(timeout);
+    let slept = false;
     for (;;) {
       this.#live();
-      const step = this.#step();
+      const step = this.#step(slept);
       if (typeof step !== 'number') return step;
       if (step === 0) continue;
       if ((step & TOKEN_BITS) === this.#token)
         throw cowshmError('EDEADLK', 'this thread holds the mutex already: acquireSync would wait forever');
-      if (sleepSync(ta, i, step, deadline)) {
+      const s = sleepSync(ta, i, step, deadline);
+      if (s === Slept.No) continue;
+      slept = true;
+      if (s === Slept.TimedOut) {
         const g = this.#recover(step);
         if (g !== null) return g;
       }
@@ -439,12 +473,16 @@ export class Mutex {
     this.#live();
     if (Atomics.compareExchange(ta, i, 0, this.#token) === 0) return this.#took(false);
     const deadline = new Deadline(timeout);
+    let slept = false;
     for (;;) {
       this.#live();
-      const step = this.#step();
+      const step = this.#step(slept);
       if (typeof step !== 'number') return step;
       if (step === 0) continue;
-      if (await sleepAsync(ta, i, step, deadline, signal)) {
+      const s = await sleepAsync(ta, i, step, deadline, signal);
+      if (s === Slept.No) continue;
+      slept = true;
+      if (s === Slept.TimedOut) {
         const g = this.#recover(step);
         if (g !== null) return g;
       }
@@ -465,9 +503,12 @@ export class Mutex {
       return;
     }
     this.#hold = 0;
-    const ta = this.#ta;
-    if (ta.length === 0) throw closedError('The view this mutex is in');
-    const w = Atomics.exchange(ta, this.#index, 0);
+    let w: number;
+    try {
+      w = Atomics.exchange(this.#ta, this.#index, 0);
+    } catch (err) {
+      throw this.#closedOr(err);
+    }
     if (w !== this.#token) this.#unlocked(w, 0, 1);
   }
 
@@ -515,13 +556,21 @@ export class Mutex {
   }
 
   /** One attempt on the contended path: a guard, 0 to try again, or the word to sleep on (bit 31 set). */
-  #step(): Guard | number {
+  #step(slept: boolean): Guard | number {
     const ta = this.#ta;
     const i = this.#index;
     const w = Atomics.load(ta, i);
     if (w === 0) {
-      // Taken after contention: others may be asleep, so the unlock must wake one.
-      return Atomics.compareExchange(ta, i, 0, this.#token | SLEEPERS) === 0 ? this.#took(false) : 0;
+      // Taken after sleeping: others may be asleep too, and each unlock wakes
+      // only one, so this one's unlock must wake the next. A waiter that never
+      // slept (its FUTEX_WAIT found the word changed) is owed no wake-up and
+      // leaves bit 31 clear: taking with it, it made its unlock wake nobody,
+      // a system call for nothing (most contended hand-overs: in
+      // bench/mutex.bench.js's 8 processes, ~90000 wakes of which ~260 woke
+      // anyone). Sleepers still asleep are not forgotten: each unlock that
+      // finds bit 31 wakes one, and a woken sleeper takes the lock with bit 31
+      // (or sets it again before it sleeps again), so the next is woken in turn.
+      return Atomics.compareExchange(ta, i, 0, slept ? this.#token | SLEEPERS : this.#token) === 0 ? this.#took(false) : 0;
     }
     const owner = w & TOKEN_BITS;
     if (owner === NOT_RECOVERABLE) throw notRecoverable();
@@ -546,8 +595,14 @@ export class Mutex {
       h = 1;
     }
     this.#last = h;
-    this.#hold = ownerDied && this.#requireConsistent ? ~h : h;
-    return new Guard(this, this.#epoch, h, ownerDied);
+    const code = ownerDied ? 2 * h + 1 : 2 * h;
+    this.#hold = ownerDied && this.#requireConsistent ? ~code : code;
+    return new Guard(this, this.#epoch, code);
+  }
+
+  /** What an Atomics call on the word threw: ERR_COWSHM_CLOSED when the view is closed (its buffer detached). */
+  #closedOr(err: unknown): unknown {
+    return this.#ta.length === 0 ? closedError('The view this mutex is in') : err;
   }
 
   #live(): void {

@@ -50,6 +50,7 @@ import {
   participantOf,
   sleepAsync,
   sleepSync,
+  Slept,
   syncTimeout,
 } from './mutex';
 
@@ -452,7 +453,7 @@ export class RwLock {
     const deadline = new Deadline(timeout);
     let r = steps.next(false);
     try {
-      while (!r.done) r = steps.next(sleepSync(ta, r.value[0], r.value[1], deadline));
+      while (!r.done) r = steps.next(sleepSync(ta, r.value[0], r.value[1], deadline) === Slept.TimedOut);
       return r.value;
     } finally {
       if (!r.done) steps.return(undefined as unknown as Guard);
@@ -466,7 +467,7 @@ export class RwLock {
     const deadline = new Deadline(timeout);
     let r = steps.next(false);
     try {
-      while (!r.done) r = steps.next(await sleepAsync(ta, r.value[0], r.value[1], deadline, signal));
+      while (!r.done) r = steps.next((await sleepAsync(ta, r.value[0], r.value[1], deadline, signal)) === Slept.TimedOut);
       return r.value;
     } finally {
       if (!r.done) steps.return(undefined as unknown as Guard);

@@ -211,6 +211,11 @@ test('a guard names one hold: a stale guard cannot release a later hold of the s
 test('a closed region: acquiring and releasing throw ERR_COWSHM_CLOSED instead of touching unmapped memory', async () => {
   const r = Region.create({ size: pageSize });
   const m = new Mutex(new Int32Array(r.map().buffer), 0);
+  // The fast paths hot (optimized, inlined here) before the region closes.
+  for (let i = 0; i < 100_000; i++) {
+    m.tryAcquire()!.release();
+    m.acquireSync().release();
+  }
   const g = m.acquireSync();
   r.close();
   assert.throws(() => g.release(), { code: 'ERR_COWSHM_CLOSED' });

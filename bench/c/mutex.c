@@ -94,23 +94,25 @@ static void uncontended(long n) {
 }
 
 /* cowshm's protocol: CAS 0 -> T; contended, set bit 31 and FUTEX_WAIT (no
- * spinning, as src/mutex.ts); a lock taken after sleeping is taken with bit 31
- * set. Unlock: CAS back to 0, FUTEX_WAKE one if bit 31 was set. (The owner
+ * spinning, as src/mutex.ts); a lock taken after a FUTEX_WAIT that slept is
+ * taken with bit 31 set, after one that found the word changed (EAGAIN)
+ * without. Unlock: swap to 0, FUTEX_WAKE one if bit 31 was set. (The owner
  * test after a timed-out sleep never runs here: nobody dies.) */
 static void cow_lock(_Atomic uint32_t *w, uint32_t t) {
   uint32_t v = 0;
   if (atomic_compare_exchange_strong(w, &v, t)) return;
+  uint32_t slept = 0;
   for (;;) {
     v = atomic_load(w);
     if (v == 0) {
-      if (atomic_compare_exchange_strong(w, &v, t | WAITERS)) return;
+      if (atomic_compare_exchange_strong(w, &v, t | slept)) return;
       continue;
     }
     if (!(v & WAITERS)) {
       if (!atomic_compare_exchange_strong(w, &v, v | WAITERS)) continue;
       v |= WAITERS;
     }
-    fx(w, FUTEX_WAIT, v);
+    if (fx(w, FUTEX_WAIT, v) == 0) slept = WAITERS;
   }
 }
 
